@@ -1,0 +1,50 @@
+"""Session fixtures: the compat layer, tiny stock-format checkpoints (built once, cached in a temp dir)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a model hub
+os.environ.setdefault("SUPERB_REDUNDANCY_OFFLINE", "1")
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=UserWarning)
+
+from superb_redundancy import compat  # noqa: E402
+
+compat.apply()
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    from superb_redundancy.tiny_models import write_all
+
+    directory = tmp_path_factory.mktemp("tiny_models")
+    write_all(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpts(tiny_dir):
+    return {family: tiny_dir / f"tiny_{family}.pt" for family in ("wav2vec2", "hubert", "wavlm")}
+
+
+@pytest.fixture(scope="session")
+def tiny_preln_wav2vec2(tmp_path_factory):
+    """A pre-LN (Large-style) tiny wav2vec2: the encoder's final LayerNorm comes after the layers."""
+    from superb_redundancy.tiny_models import TinyConfig, write_tiny_checkpoint
+
+    return write_tiny_checkpoint("wav2vec2", tmp_path_factory.mktemp("preln") / "tiny_preln.pt",
+                                 TinyConfig(layer_norm_first=True, num_layers=4), seed=1)
+
+
+@pytest.fixture(scope="session")
+def hub():
+    from superb_redundancy import registry
+
+    registry.install()
+    import s3prl.hub
+
+    return s3prl.hub
