@@ -33,3 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if {"-h", "--help"} & set(argv):
             print(variants_help())
         raise
+
+
+if __name__ == "__main__":
+    main()

@@ -48,3 +48,13 @@ def hub():
     import s3prl.hub
 
     return s3prl.hub
+
+
+@pytest.fixture(scope="session")
+def corpus_root(tmp_path_factory):
+    """The synthetic corpus for all four tasks at the default scale (generated once per test session)."""
+    from superb_redundancy.corpus import generate
+
+    root = tmp_path_factory.mktemp("corpus")
+    generate(root, progress=False)
+    return root

@@ -1,0 +1,1 @@
+"""Downstream configs for s3prl's runner (installed as superb_redundancy.downstream_configs; data only)."""

@@ -1,0 +1,98 @@
+"""Read the test metric of an s3prl downstream experiment directory.
+
+Where each task leaves its metric (s3prl 0.4.18):
+- speech_commands, voxceleb1, emotion: ``expdir/log.log`` gets ``test at step N: X`` (N = 0 in evaluate mode),
+  an accuracy in [0, 1];
+- asr: only stdout and ``<split>-noLM-{hyp,ref}.ark`` (``<uttid> <WORDS>`` lines), so the WER is recomputed
+  from the ark files, in percent.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["Metric", "TASK_METRICS", "read_test_metric", "word_error_rate", "MetricNotFound"]
+
+
+class MetricNotFound(FileNotFoundError):
+    """The experiment has no test metric (yet): not evaluated, interrupted, or not an s3prl expdir."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    task: str
+    name: str
+    value: float
+    higher_is_better: bool
+    step: Optional[int] = None
+
+
+#: task -> (metric name, higher is better, chance level or None)
+TASK_METRICS = {
+    "speech_commands": ("acc", True),
+    "speech_commands_35": ("acc", True),
+    "voxceleb1": ("acc", True),
+    "emotion": ("acc", True),
+    "asr": ("wer", False),
+}
+
+_LOG_LINE = re.compile(r"^test(?:_fold\d+)? at step (\d+): ([-+0-9.eE]+)\s*$")
+
+
+def _read_log_metric(expdir: Path, task: str) -> Metric:
+    log = expdir / "log.log"
+    if not log.is_file():
+        raise MetricNotFound(f"{expdir}: no log.log (the experiment was not evaluated on test)")
+    found = None
+    for line in log.read_text(errors="replace").splitlines():
+        match = _LOG_LINE.match(line.strip())
+        if match:
+            found = (int(match.group(1)), float(match.group(2)))
+    if found is None:
+        raise MetricNotFound(f"{expdir}/log.log has no 'test at step N: X' line")
+    step, value = found
+    name, higher = TASK_METRICS[task]
+    return Metric(task, name, value, higher, step)
+
+
+def _read_ark(path: Path) -> dict[str, list[str]]:
+    rows = {}
+    for line in path.read_text(errors="replace").splitlines():
+        if line.strip():
+            utt, _, words = line.partition(" ")
+            rows[utt] = words.split()
+    return rows
+
+
+def word_error_rate(hyp: dict[str, list[str]], ref: dict[str, list[str]]) -> float:
+    """Corpus WER in percent: word edit distance summed over utterances / reference words."""
+    import editdistance
+
+    missing = sorted(set(ref) - set(hyp))
+    if missing:
+        raise ValueError(f"{len(missing)} reference utterance(s) have no hypothesis, e.g. {missing[0]}")
+    words = sum(len(r) for r in ref.values())
+    if words == 0:
+        raise ValueError("the reference transcripts hold no words")
+    errors = sum(editdistance.eval(hyp[utt], ref[utt]) for utt in ref)
+    return 100.0 * errors / words
+
+
+def _read_asr_metric(expdir: Path, split: str = "test-clean") -> Metric:
+    hyp_path, ref_path = expdir / f"{split}-noLM-hyp.ark", expdir / f"{split}-noLM-ref.ark"
+    if not (hyp_path.is_file() and ref_path.is_file()):
+        raise MetricNotFound(f"{expdir}: no {hyp_path.name} / {ref_path.name} (not evaluated on {split})")
+    return Metric("asr", "wer", word_error_rate(_read_ark(hyp_path), _read_ark(ref_path)), False)
+
+
+def read_test_metric(expdir: str | Path, task: str) -> Metric:
+    """The test metric of one s3prl experiment directory."""
+    expdir = Path(expdir)
+    if task not in TASK_METRICS:
+        raise ValueError(f"unknown task {task!r}; valid: {sorted(TASK_METRICS)}")
+    if task == "asr":
+        return _read_asr_metric(expdir)
+    return _read_log_metric(expdir, task)
