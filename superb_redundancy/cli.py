@@ -57,6 +57,86 @@ def _cmd_prune_spec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_similarity(args: argparse.Namespace) -> int:
+    from .analysis import SimilaritySettings, analyse
+    from .features import list_audio
+    from .registry import build_upstream
+
+    settings = SimilaritySettings(pool=args.pool, averaging=args.averaging, batch_size=args.batch_size, k=args.k,
+                                  max_samples=args.max_samples, n_blocks=args.blocks, max_seconds=args.max_seconds)
+    files = list_audio(args.data, limit=args.limit, seed=args.seed)  # bad paths fail before the model loads
+    upstream = build_upstream(args.upstream, args.upstream_ckpt, args.upstream_model_config)
+    source = {"upstream": args.upstream, "ckpt": args.upstream_ckpt, "model_config": args.upstream_model_config,
+              "data": str(args.data), "clips": len(files)}
+    report = analyse(upstream, files, settings, device=args.device, source=source)
+    paths = report.save(args.output, title=f"{args.upstream} ({report.num_samples} samples, pool={args.pool})")
+    print(f"layer similarity of {args.upstream} over {report.num_samples} samples; blocks:")
+    print(report.describe_blocks())
+    print(f"matrices: {paths['json']}\nheatmap:  {paths['figure']}")
+    return 0
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from .analysis import SimilarityReport, SimilaritySettings, analyse, plan_pruning
+    from .features import list_audio
+    from .prune_spec import PruneSpec
+    from .pruned_upstream import build_pruned, save_pruned
+
+    amount = args.amount
+    if args.similarity:
+        report = SimilarityReport.load(args.similarity)
+        settings = report.settings
+    else:
+        if not args.data:
+            raise ValueError("give --similarity REPORT (from `superb-redundancy similarity`) or --data AUDIO_DIR")
+        settings = SimilaritySettings()
+        report = None
+    files = list_audio(args.data, limit=args.limit, seed=args.seed) if args.data else None
+    if args.iterative and files is None:
+        raise ValueError("--iterative recomputes scores on the pruned model: it needs --data AUDIO_DIR")
+
+    def analyse_with(dropped: list[int]) -> SimilarityReport:
+        model = build_pruned(args.family, PruneSpec(base=args.base, drop_layers=dropped))
+        return analyse(model, files, settings, device=args.device)
+
+    if report is None:
+        report = analyse_with([])
+    plan = plan_pruning(report, args.objective, amount, keep_first=not args.allow_first,
+                        reanalyse=analyse_with if args.iterative else None)
+    print(plan.describe())
+    spec = PruneSpec(base=args.base, drop_layers=plan.drop_layers,
+                     notes={"objective": plan.objective, "iterative": plan.iterative, "amount": args.amount,
+                            "order": plan.order, "scores": plan.scores})
+    if args.output:
+        print(f"prune spec: {spec.to_yaml(args.output)}  (use: -u pruned_{args.family} -g {args.output})")
+    if args.artifact:
+        path = save_pruned(args.family, spec, args.artifact)
+        print(f"pruned artifact: {path}  (use: -u pruned_{args.family}_local -k {path})")
+    return 0
+
+
+def _amount(text: str) -> int | float:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"must be a layer count (3) or a fraction of the layers (0.25), got {text!r}")
+
+
+def _add_upstream_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-u", "--upstream", required=True, help="any s3prl hub name, ours included")
+    p.add_argument("-k", "--upstream_ckpt", help="checkpoint path (for _local names)")
+    p.add_argument("-g", "--upstream_model_config", help="model config (our pruned_*: a prune spec)")
+
+
+def _add_data_args(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--data", required=required, help="folder of .wav/.flac audio (searched recursively)")
+    p.add_argument("--limit", type=int, help="random subset of this many clips (seeded)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+
+
 def _passthrough(target: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         import importlib
@@ -99,6 +179,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="prune spec YAML to write")
     p.add_argument("--artifact", help="self-describing pruned checkpoint to write")
     p.set_defaults(func=_cmd_prune_spec)
+
+    p = sub.add_parser("similarity", help="layer similarity (cosine, CKA, mutual kNN) with blocks and a heatmap")
+    _add_upstream_args(p)
+    _add_data_args(p, required=True)
+    p.add_argument("--pool", default="mean", choices=["mean", "flatten", "frames"],
+                   help="clip -> sample: mean over time (default), flatten (paper code; equal lengths), frames")
+    p.add_argument("--averaging", default="batch", choices=["batch", "whole"],
+                   help="batch: per batch of --batch-size samples, averaged (the paper); whole: the whole set once")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--k", type=int, default=8, help="neighbours for mutual kNN (default 8)")
+    p.add_argument("--max-samples", type=int, default=4096, help="sample cap for --averaging whole")
+    p.add_argument("--max-seconds", type=float, help="crop clips to this length")
+    p.add_argument("--blocks", type=int, default=2, help="number of contiguous blocks to detect")
+    p.add_argument("--output", required=True, help="folder for similarity.json and similarity.png")
+    p.set_defaults(func=_cmd_similarity)
+
+    p = sub.add_parser("prune", help="pruning order by an objective; writes the prune spec and/or artifact")
+    p.add_argument("--family", required=True, choices=["wav2vec2", "hubert", "wavlm"])
+    p.add_argument("--base", required=True, help="s3prl hub name of the family, or a checkpoint path")
+    p.add_argument("--objective", required=True, choices=sorted(__import__("superb_redundancy.pruning_order",
+                                                                           fromlist=["OBJECTIVES"]).OBJECTIVES))
+    p.add_argument("--amount", required=True, type=_amount, help="layers to drop: a count (3) or a fraction of L (0.25)")
+    p.add_argument("--similarity", help="similarity.json of the base (else computed from --data)")
+    _add_data_args(p, required=False)
+    p.add_argument("--iterative", action="store_true", help="recompute scores after each removal")
+    p.add_argument("--allow-first", action="store_true", help="allow pruning layer 0 (never, by default)")
+    p.add_argument("--output", help="prune spec YAML to write")
+    p.add_argument("--artifact", help="pruned artifact to write")
+    p.set_defaults(func=_cmd_prune)
 
     p = sub.add_parser("upstreams", help="list the upstream variants registered into s3prl.hub")
     p.set_defaults(func=_cmd_upstreams)

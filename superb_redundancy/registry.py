@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Callable
 
-__all__ = ["UpstreamEntry", "UPSTREAMS", "register_upstream", "discover", "install", "ENTRY_POINT_GROUP"]
+__all__ = ["UpstreamEntry", "UPSTREAMS", "register_upstream", "discover", "install", "build_upstream",
+           "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "superb_redundancy.upstreams"
 
@@ -91,3 +92,19 @@ def install() -> list[str]:
     for name, entry in discover().items():
         setattr(s3prl.hub, name, entry.factory)
     return sorted(UPSTREAMS)
+
+
+def build_upstream(name: str, ckpt: str | None = None, model_config: str | None = None, refresh: bool = False):
+    """Any upstream s3prl.hub knows (ours included), built with s3prl's call convention; clear error if unknown."""
+    import difflib
+
+    install()
+    import s3prl.hub
+
+    factory = getattr(s3prl.hub, name, None)
+    if not callable(factory):
+        options = s3prl.hub.options(only_registered_ckpt=False) + sorted(UPSTREAMS)
+        close = difflib.get_close_matches(name, options, n=5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; `superb-redundancy upstreams` lists ours"
+        raise ValueError(f"unknown upstream {name!r}{hint}")
+    return factory(ckpt=ckpt, model_config=model_config, refresh=refresh)
