@@ -1,0 +1,62 @@
+"""The `superb-redundancy` command: one command per artefact, one-line errors for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+import yaml
+
+from superb_redundancy.cli import main
+
+
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_audio")
+    rng = np.random.default_rng(1)
+    for i in range(24):
+        soundfile.write(root / f"{i}.wav", (0.1 * rng.standard_normal(8000)).astype("float32"), 16000)
+    return root
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "superb_redundancy.cli", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_similarity_then_prune_write_their_artefacts(tmp_path, tiny_ckpts, audio_dir):
+    base = str(tiny_ckpts["wavlm"])
+    assert main(["similarity", "-u", "wavlm_local", "-k", base, "--data", str(audio_dir), "--batch-size", "12",
+                 "--output", str(tmp_path / "sim")]) == 0
+    assert (tmp_path / "sim" / "similarity.json").is_file() and (tmp_path / "sim" / "similarity.png").is_file()
+    assert main(["prune", "--family", "wavlm", "--base", base, "--objective", "knn-bi", "--amount", "1",
+                 "--similarity", str(tmp_path / "sim"), "--output", str(tmp_path / "spec.yaml"),
+                 "--artifact", str(tmp_path / "pruned.pt")]) == 0
+    spec = yaml.safe_load((tmp_path / "spec.yaml").read_text())
+    assert len(spec["drop_layers"]) == 1 and spec["drop_layers"][0] != 0 and spec["notes"]["objective"] == "knn-bi"
+    from superb_redundancy.registry import build_upstream
+
+    model = build_upstream("pruned_wavlm_local", str(tmp_path / "pruned.pt"))
+    assert list(model.dropped_layers) == spec["drop_layers"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["similarity", "-u", "wav2vec3_local", "--data", "{audio}", "--output", "o"], "unknown upstream 'wav2vec3_local'; did you mean"),
+        (["similarity", "-u", "wav2vec2_local", "--data", "/nonexistent", "--output", "o"], "audio folder not found: /nonexistent"),
+        (["prune", "--family", "wav2vec2", "--base", "{ckpt}", "--objective", "bi", "--amount", "lots"], "argument --amount: must be a layer count"),
+        (["prune", "--family", "wav2vec2", "--base", "{ckpt}", "--objective", "bi", "--amount", "1"], "give --similarity REPORT"),
+        (["prune-spec", "--family", "wav2vec2", "--base", "{ckpt}", "--drop", "7", "--artifact", "x.pt"], "drop_layers [7] out of range"),
+    ],
+)
+def test_bad_input_is_one_line(args, message, tiny_ckpts, audio_dir, tmp_path):
+    args = [a.format(audio=audio_dir, ckpt=tiny_ckpts["wav2vec2"]) for a in args]
+    result = cli(*args)
+    assert result.returncode == 2
+    last = [line for line in result.stderr.splitlines() if line.strip()][-1]
+    assert message in last, result.stderr[-1500:]
+    assert "Traceback" not in result.stderr
