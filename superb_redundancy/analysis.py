@@ -10,8 +10,6 @@ iteratively (scores recomputed on the pruned model after each removal).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -19,6 +17,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from .atomic import write_json
 from .blocks import detect_blocks, plot_similarity
 from .features import iter_hidden_states
 from .pruning_order import OBJECTIVES, block_influence, layers_to_drop, prune_order
@@ -88,10 +87,7 @@ class SimilarityReport:
         """``similarity.json`` and ``similarity.png`` in ``directory``, each written atomically."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        json_path = directory / "similarity.json"
-        with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as tmp:
-            json.dump(self.to_dict(), tmp, indent=1)
-        os.replace(tmp.name, json_path)
+        json_path = write_json(directory / "similarity.json", self.to_dict())
         figure = plot_similarity(self.matrices, self.blocks, directory / "similarity.png", title=title)
         return {"json": json_path, "figure": Path(figure)}
 

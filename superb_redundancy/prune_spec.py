@@ -14,12 +14,13 @@ before any model is built.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional, Sequence
 
 import yaml
+
+from .atomic import write_text
 
 __all__ = ["PruneSpec", "PruneSpecError"]
 
@@ -92,12 +93,7 @@ class PruneSpec:
 
     def to_yaml(self, path: str | os.PathLike) -> Path:
         """Write atomically (temp file in the same folder, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-            yaml.safe_dump(self.to_dict(), tmp, sort_keys=False)
-        os.replace(tmp.name, path)
-        return path
+        return write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     # ------------------------------------------------------------------ semantics
     def resolve(self, num_layers: int) -> tuple[int, ...]:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import nn
 
+from .atomic import torch_save
 from .bundles import ModelFamily, get_family
 from .prune_spec import PruneSpec, PruneSpecError, kept_layers
 
@@ -292,12 +292,7 @@ def save_pruned(family_name: str, spec: PruneSpec, output: str | os.PathLike, ck
         "spec": spec.with_base(str(base)).to_dict(),
         "base_sha256": _sha256(path),
     }
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=output.parent, suffix=".tmp", delete=False) as tmp:
-        torch.save(artifact, tmp)
-    os.replace(tmp.name, output)
-    return output
+    return torch_save(artifact, output)
 
 
 def load_pruned_artifact(family_name: str, ckpt: Optional[str], compact: Optional[bool] = None) -> PrunedUpstream:
