@@ -11,12 +11,17 @@ __all__ = ["main"]
 
 
 def _cmd_main(args: argparse.Namespace) -> int:
-    from .default_job import format_runs, run_default_job
+    from .default_job import build_leaderboard, format_runs, run_default_job
+    from .leaderboard import format_tables
 
     runs = run_default_job(Path(args.workdir), tasks=args.tasks, corpus_scale=args.scale, device=args.device)
     print()
     print("Test metrics of the tiny wav2vec2 and its pruned variant (synthetic corpus, s3prl's runner):")
     print(format_runs(runs))
+    print("\n[4/4] leaderboard (harvested records + compute profiles)", flush=True)
+    frame, written = build_leaderboard(Path(args.workdir), Path(args.leaderboard))
+    print(format_tables(frame))
+    print(f"\nleaderboard: {written['index.html']}")
     failed = [r for r in runs if r.error]
     for run in failed:
         print(f"failed: {run.variant.label} / {run.task}: {run.error}", file=sys.stderr)
@@ -124,6 +129,24 @@ def _amount(text: str) -> int | float:
     raise argparse.ArgumentTypeError(f"must be a layer count (3) or a fraction of the layers (0.25), got {text!r}")
 
 
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .harvest import harvest, load_records
+    from .leaderboard import build, format_tables, variant_profile, write_leaderboard
+
+    if args.experiments:
+        records, problems = harvest(args.experiments, args.records)
+        for problem in problems:
+            print(f"warning: {problem}", file=sys.stderr)
+    records = load_records(args.records)
+    if not records:
+        raise ValueError(f"no run records in {args.records}: pass --experiments DIR with evaluated s3prl runs")
+    frame = build(records, profile=lambda r: variant_profile(r, repeats=args.repeats))
+    written = write_leaderboard(frame, args.output)
+    print(format_tables(frame))
+    print(f"\nleaderboard: {written['index.html']}")
+    return 0
+
+
 def _add_upstream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-u", "--upstream", required=True, help="any s3prl hub name, ours included")
     p.add_argument("-k", "--upstream_ckpt", help="checkpoint path (for _local names)")
@@ -158,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["speech_commands", "voxceleb1", "emotion", "asr"])
     p.add_argument("--scale", type=float, default=1.0, help="corpus size multiplier (default 1)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--leaderboard", default="leaderboard", help="where the leaderboard goes (default: ./leaderboard)")
     p.set_defaults(func=_cmd_main)
 
     p = sub.add_parser("corpus", help="generate the synthetic SUPERB corpus (see: corpus -h)", add_help=False)
@@ -208,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="prune spec YAML to write")
     p.add_argument("--artifact", help="pruned artifact to write")
     p.set_defaults(func=_cmd_prune)
+
+    p = sub.add_parser("leaderboard", help="harvest s3prl experiments into records; tables, figures, HTML page")
+    p.add_argument("--experiments", nargs="*", default=[], help="folders holding s3prl expdirs to harvest")
+    p.add_argument("--records", default="leaderboard/records", help="run records (JSON), read and written")
+    p.add_argument("--output", default="leaderboard", help="where tables, figures and index.html go")
+    p.add_argument("--repeats", type=int, default=5, help="latency repeats per variant")
+    p.set_defaults(func=_cmd_leaderboard)
 
     p = sub.add_parser("upstreams", help="list the upstream variants registered into s3prl.hub")
     p.set_defaults(func=_cmd_upstreams)

@@ -107,9 +107,9 @@ def run_default_job(workdir: Path, tasks: Sequence[str] = tuple(task_defs.TASKS)
     workdir = Path(workdir).resolve()
     for task in tasks:
         task_defs.get_task(task)
-    print(f"[1/3] synthetic corpus -> {workdir / 'data'}", flush=True)
+    print(f"[1/4] synthetic corpus -> {workdir / 'data'}", flush=True)
     generate(workdir / "data", tasks=tasks, scale=corpus_scale)
-    print(f"[2/3] tiny checkpoints -> {workdir / 'models'}", flush=True)
+    print(f"[2/4] tiny checkpoints -> {workdir / 'models'}", flush=True)
     checkpoints = write_all(workdir / "models")
     base = str(checkpoints["wav2vec2"])
     spec = PruneSpec(base=base, drop_layers=[1], notes={"why": "embedded default: one of three layers dropped"})
@@ -119,7 +119,7 @@ def run_default_job(workdir: Path, tasks: Sequence[str] = tuple(task_defs.TASKS)
         Variant("pruned_wav2vec2 (drop 1)", "pruned_wav2vec2", model_config=str(spec_path)),
     ]
     runs = [Run(v, t, workdir / "exp" / v.upstream / t) for v in variants for t in tasks]
-    print(f"[3/3] {len(runs)} downstream runs through s3prl's runner (logs: {workdir / 'exp'})", flush=True)
+    print(f"[3/4] {len(runs)} downstream runs through s3prl's runner (logs: {workdir / 'exp'})", flush=True)
     for run in tqdm(runs, desc="downstream runs", unit="run"):
         try:
             run.metric = train_and_evaluate(run.variant, run.task, workdir / "data", run.expdir, device=device)
@@ -127,6 +127,19 @@ def run_default_job(workdir: Path, tasks: Sequence[str] = tuple(task_defs.TASKS)
             run.error = str(error)
             tqdm.write(f"  FAILED {run.variant.label} / {run.task}: {error}")
     return runs
+
+
+def build_leaderboard(workdir: Path, output: Path, repeats: int = 5):
+    """Harvest the job's experiments into records, profile each variant, write the leaderboard; the frame."""
+    from .harvest import harvest
+    from .leaderboard import build, variant_profile, write_leaderboard
+
+    records, problems = harvest([Path(workdir) / "exp"], Path(workdir) / "records")
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    frame = build(records, profile=lambda r: variant_profile(r, repeats=repeats))
+    written = write_leaderboard(frame, output)
+    return frame, written
 
 
 def format_runs(runs: Sequence[Run]) -> str:

@@ -1,0 +1,225 @@
+"""Harvest s3prl experiment directories into run records (one JSON file per run, written atomically).
+
+A record says what was run (upstream, its checkpoint / spec and their hashes, task, fold, seed, config) and
+what came out (the test metric, the training step evaluated, when). Malformed, partial or duplicate
+experiments give a warning naming the directory and what is wrong; they never stop the collection and never
+leave a half-written record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Optional
+
+import yaml
+
+from .atomic import write_json
+from .results import MetricNotFound, read_test_metric
+
+__all__ = ["RunRecord", "HarvestError", "harvest_expdir", "harvest", "load_records", "fold_averages",
+           "file_sha256", "variant_key"]
+
+
+class HarvestError(ValueError):
+    """An experiment directory that cannot be turned into a record."""
+
+
+@dataclass
+class RunRecord:
+    record_id: str
+    expdir: str
+    task: str
+    upstream: str
+    upstream_ckpt: Optional[str]
+    upstream_model_config: Optional[str]
+    upstream_sha256: Optional[str]  # of the -k file
+    model_config_sha256: Optional[str]  # of the -g file (a prune spec for our pruned upstreams)
+    variant: str  # upstream + hashes: what the leaderboard groups by
+    metric: str
+    value: float
+    higher_is_better: bool
+    seed: Optional[int]
+    config: Optional[str]
+    config_sha256: Optional[str]
+    step: Optional[int]  # training step of the evaluated checkpoint
+    evaluated_at: str
+    fold: Optional[str] = None  # emotion: fold1..fold5, or "mean of 5 folds"
+    spec: dict = field(default_factory=dict)  # the prune spec / mimic settings, when -g is one
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Optional[str]) -> Optional[str]:
+    """sha256 of a file (cached by path, size and mtime), or None for no/missing file."""
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        return None
+    stat = p.stat()
+    key = (str(p.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(p, "rb") as file:
+            for chunk in iter(lambda: file.read(1 << 20), b""):
+                digest.update(chunk)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+def variant_key(upstream: str, ckpt_sha: Optional[str], config_sha: Optional[str]) -> str:
+    parts = [upstream] + [f"{name}:{sha[:12]}" for name, sha in (("k", ckpt_sha), ("g", config_sha)) if sha]
+    return " ".join(parts)
+
+
+def _yaml_calls(expdir: Path, prefix: str) -> list[tuple[Path, dict]]:
+    calls = []
+    for path in sorted(expdir.glob(f"{prefix}_*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise HarvestError(f"{path.name} is not valid YAML ({str(error).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise HarvestError(f"{path.name} does not hold s3prl's arguments")
+        calls.append((path, data))
+    return calls
+
+
+def _evaluated_step(checkpoint: Optional[str]) -> Optional[int]:
+    if not checkpoint or not Path(checkpoint).is_file():
+        return None
+    import torch
+
+    try:  # mmap: only the small "Step" entry is read, not the weights
+        return int(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("Step"))
+    except Exception:
+        stem = Path(checkpoint).stem
+        return int(stem.split("-")[1]) if stem.startswith("states-") else None
+
+
+def harvest_expdir(expdir: str | Path) -> RunRecord:
+    """The record of one evaluated s3prl experiment; HarvestError says why there is none."""
+    expdir = Path(expdir)
+    calls = _yaml_calls(expdir, "args")
+    if not calls:
+        raise HarvestError("no args_*.yaml: not an s3prl experiment directory")
+    train = [a for _, a in calls if a.get("mode") == "train"]
+    evaluate = [a for _, a in calls if a.get("mode") == "evaluate"]
+    first = (train or [calls[0][1]])[0]
+    last = (evaluate or [calls[-1][1]])[-1]
+    task = first.get("downstream")
+    if not task or not first.get("upstream"):
+        raise HarvestError("args_*.yaml names no downstream or upstream")
+    try:
+        metric = read_test_metric(expdir, task)
+    except MetricNotFound as error:
+        raise HarvestError(f"no test metric yet ({error})") from None
+    except ValueError as error:
+        raise HarvestError(str(error)) from None
+    upstream, ckpt, model_config = first["upstream"], first.get("upstream_ckpt"), first.get("upstream_model_config")
+    ckpt_sha, config_sha = file_sha256(ckpt), file_sha256(model_config)
+    spec = {}
+    if model_config and Path(model_config).is_file():
+        try:
+            loaded = yaml.safe_load(Path(model_config).read_text())
+            spec = loaded if isinstance(loaded, dict) else {}
+        except yaml.YAMLError:
+            spec = {}
+    configs = _yaml_calls(expdir, "config")
+    config_text = json.dumps(configs[0][1], sort_keys=True) if configs else None
+    fold = None
+    if task == "emotion" and configs:
+        fold = configs[0][1].get("downstream_expert", {}).get("datarc", {}).get("test_fold")
+    log = expdir / ("log.log" if task != "asr" else "test-clean-noLM-hyp.ark")
+    when = datetime.fromtimestamp(log.stat().st_mtime, tz=timezone.utc).isoformat(timespec="seconds")
+    record_id = hashlib.sha1(str(expdir.resolve()).encode()).hexdigest()[:16]
+    return RunRecord(
+        record_id=record_id, expdir=str(expdir.resolve()), task=task, upstream=upstream, upstream_ckpt=ckpt,
+        upstream_model_config=model_config, upstream_sha256=ckpt_sha, model_config_sha256=config_sha,
+        variant=variant_key(upstream, ckpt_sha, config_sha), metric=metric.name, value=metric.value,
+        higher_is_better=metric.higher_is_better, seed=first.get("seed"), config=first.get("config"),
+        config_sha256=hashlib.sha256(config_text.encode()).hexdigest() if config_text else None,
+        step=_evaluated_step(last.get("init_ckpt")), evaluated_at=when, fold=fold, spec=spec,
+    )
+
+
+def _candidate_dirs(roots: Iterable[str | Path]) -> list[Path]:
+    found = set()
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            warnings.warn(f"harvest: {root} does not exist", stacklevel=3)
+            continue
+        for args in root.rglob("args_*.yaml"):
+            found.add(args.parent)
+    return sorted(found)
+
+
+def harvest(roots: Iterable[str | Path], records_dir: str | Path) -> tuple[list[RunRecord], list[str]]:
+    """Record every evaluated experiment under ``roots`` into ``records_dir``; returns (records, warnings)."""
+    records_dir = Path(records_dir)
+    records: list[RunRecord] = []
+    problems: list[str] = []
+    seen: dict[tuple, RunRecord] = {}
+    for expdir in _candidate_dirs(roots):
+        try:
+            record = harvest_expdir(expdir)
+        except HarvestError as error:
+            problems.append(f"skipping {expdir}: {error}")
+            continue
+        except Exception as error:  # anything unforeseen in one directory must not stop the rest
+            problems.append(f"skipping {expdir}: {type(error).__name__}: {error}")
+            continue
+        identity = (record.variant, record.task, record.fold, record.seed, record.config_sha256)
+        if identity in seen:
+            other = seen[identity]
+            newer, older = (record, other) if record.evaluated_at >= other.evaluated_at else (other, record)
+            problems.append(f"duplicate run {older.expdir} of {newer.expdir} (same upstream, task, fold, seed, "
+                            f"config); keeping the newer one")
+            if newer is record:
+                records.remove(other)
+            else:
+                continue
+        seen[identity] = record
+        records.append(record)
+    for record in records:
+        write_json(records_dir / f"{record.record_id}.json", record.to_dict())
+    for problem in problems:
+        warnings.warn(problem, stacklevel=2)
+    return records, problems
+
+
+def load_records(records_dir: str | Path) -> list[RunRecord]:
+    records = []
+    for path in sorted(Path(records_dir).glob("*.json")):
+        try:
+            records.append(RunRecord(**json.loads(path.read_text())))
+        except (json.JSONDecodeError, TypeError) as error:
+            warnings.warn(f"skipping record {path}: {error}", stacklevel=2)
+    return records
+
+
+def fold_averages(records: list[RunRecord]) -> list[RunRecord]:
+    """Emotion's SUPERB score: the mean over folds 1-5, added as one record where all five folds are there."""
+    groups: dict[tuple, list[RunRecord]] = {}
+    for r in records:
+        if r.task == "emotion" and r.fold:
+            groups.setdefault((r.variant, r.seed), []).append(r)
+    averaged = []
+    for (variant, seed), members in groups.items():
+        folds = {r.fold for r in members}
+        if folds == {f"fold{i}" for i in range(1, 6)}:
+            base = members[0]
+            averaged.append(RunRecord(**{**base.to_dict(), "record_id": base.record_id + "-mean5",
+                                         "fold": "mean of 5 folds", "expdir": str(Path(base.expdir).parent),
+                                         "value": sum(r.value for r in members) / 5}))
+    return averaged
