@@ -86,7 +86,12 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     from .features import list_audio
     from .prune_spec import PruneSpec
     from .pruned_upstream import build_pruned, save_pruned
+    from .hf_models import is_hf_model_dir, prune_hf_cli
 
+    if is_hf_model_dir(args.base):
+        return prune_hf_cli(args)
+    if args.output_dir:
+        raise ValueError(f"--output-dir is for a Hugging Face save_pretrained --base; {args.base} is not one")
     amount = args.amount
     if args.similarity:
         report = SimilarityReport.load(args.similarity)
@@ -221,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prune", help="pruning order by an objective; writes the prune spec and/or artifact")
     p.add_argument("--family", required=True, choices=["wav2vec2", "hubert", "wavlm"])
-    p.add_argument("--base", required=True, help="s3prl hub name of the family, or a checkpoint path")
+    p.add_argument("--base", required=True,
+                   help="s3prl hub name of the family, a checkpoint path, or a Hugging Face save_pretrained folder")
     p.add_argument("--objective", required=True, choices=sorted(__import__("superb_redundancy.pruning_order",
                                                                            fromlist=["OBJECTIVES"]).OBJECTIVES))
     p.add_argument("--amount", required=True, type=_amount, help="layers to drop: a count (3) or a fraction of L (0.25)")
@@ -231,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-first", action="store_true", help="allow pruning layer 0 (never, by default)")
     p.add_argument("--output", help="prune spec YAML to write")
     p.add_argument("--artifact", help="pruned artifact to write")
+    p.add_argument("--output-dir", help="Hugging Face --base: the pruned save_pretrained folder to write")
     p.set_defaults(func=_cmd_prune)
 
     p = sub.add_parser("leaderboard", help="harvest s3prl experiments into records; tables, figures, HTML page")
