@@ -1,0 +1,739 @@
+"""Mimicking networks (paper section 2.3): the transformer stack replaced by 1-2 small layers that mimic it.
+
+The deployed model keeps the teacher's front end, i.e. the CNN feature extractor followed by ``layer_norm`` and
+``post_extract_proj`` (the "feature projection"), and replaces everything after it (positional convolution,
+encoder LayerNorm, all transformer layers) by a :class:`Mimicker` of N mimicking layers:
+
+* ``"linear"``: Linear(d->z), LayerNorm(z), ReLU, Linear(z->d), applied per frame. A multi-layer linear mimicker
+  shares ONE LayerNorm(z) between its layers (the authors' code; the paper's parameter counts confirm it).
+* ``"transformer"``: ``nn.TransformerEncoderLayer(d_model=d, nhead=8, dim_feedforward=z, batch_first=True)``
+  with PyTorch's other defaults (dropout 0.1, ReLU, post-LN), attending over frames with a key padding mask.
+
+What each layer mimics (step 1, task-agnostic distillation, trained by :mod:`superb_redundancy.mimic_train`):
+a 1-layer mimicker mimics the output of the final transformer layer; a 2-layer one has m_f mimic the output of
+layer i ("the last layer of the first block" of the similarity analysis) and m_g the final output. Layers are
+numbered 0..L-1 and "the output of layer t" is s3prl's ``hidden_states[t + 1]`` (for the final layer, the encoder
+output, after the final LayerNorm of pre-LN models).
+
+The upstream (:class:`MimicUpstream`, s3prl names ``mimic`` and ``mimic_local``) returns
+``hidden_states = [projected features, output of mimicking layer 1, ..., output of layer N]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+
+from .bundles import ModelFamily, family_of_checkpoint, get_family
+
+__all__ = [
+    "MimicError",
+    "MimicConfig",
+    "MimickingLayer",
+    "Mimicker",
+    "mimicker_parameter_count",
+    "TeacherFrontend",
+    "build_frontend",
+    "teacher_record",
+    "frontend_state",
+    "MimicUpstream",
+    "save_artifact",
+    "read_artifact",
+    "load_mimic_artifact",
+    "register_mimic_upstreams",
+    "paper_grid",
+    "sha256_file",
+    "ARTIFACT_KEY",
+    "ARTIFACT_KIND",
+    "KINDS",
+]
+
+ARTIFACT_KEY = "superb_redundancy"
+ARTIFACT_KIND = "mimicker"
+ARTIFACT_VERSION = 1
+KINDS = ("linear", "transformer")
+DOWNSAMPLE_RATE = 320
+FRONTEND_MODULES = ("feature_extractor", "layer_norm", "post_extract_proj")
+
+
+class MimicError(ValueError):
+    """Bad input for a mimicker (config, artifact, teacher); one line, naming the value and what is valid."""
+
+
+# ---------------------------------------------------------------------------------------------- config
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class MimicConfig:
+    """One mimicker and how step 1 trains it.
+
+    Defaults are the paper's (lr 1e-3, batch 128, 50 epochs, Adam as in the authors' code, validation on at most
+    1,024 held-out clips); :meth:`tiny` gives small CPU-friendly values for tests and smoke runs
+    (z 32, batch 4, 10 epochs, lr 3e-3).
+
+    ``layer_i``: for a 2-layer mimicker, the transformer layer (0-based) whose output m_f mimics; the paper
+    takes the last layer of the first similarity block and does not print it. Left unset it defaults to
+    ``round(2L/3) - 1`` (7 for 12 layers, 15 for 24: the reading of the paper's Fig. 2a for both base models and
+    wav2vec2-large). ``target_layers`` (optional, one per mimicking layer, non-decreasing, 0..L-1) overrides
+    both; N >= 3 without it spreads the targets evenly over the stack.
+
+    ``teacher_forcing``: the paper's printed step-1 loss feeds m_g the TEACHER's layer-i output
+    (``True``); the authors' code feeds m_g the mimicker's own m_f output (``False``, the default: it is what
+    produced the paper's numbers and it trains the composition the deployed model runs).
+    """
+
+    kind: str = "linear"
+    n_layers: int = 1
+    z: int = 768
+    nhead: int = 8
+    layer_i: Optional[int] = None
+    target_layers: Optional[list] = None
+    teacher_forcing: bool = False
+    dropout: float = 0.1
+    lr: float = 1e-3
+    batch_size: int = 128
+    epochs: int = 50
+    seed: int = 0
+    val_fraction: float = 0.1
+    max_val_clips: int = 1024
+
+    def __post_init__(self):
+        self.validate()
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def paper(cls, **overrides) -> "MimicConfig":
+        """The paper's schedule: lr 1e-3, batch 128, 50 epochs (z in {32, 768, 4096}, N in {1, 2})."""
+        return cls(**overrides)
+
+    @classmethod
+    def tiny(cls, **overrides) -> "MimicConfig":
+        """Small values for CPU tests on tiny teachers: z 32, batch 4, 10 epochs, lr 3e-3."""
+        values = dict(z=32, batch_size=4, epochs=10, lr=3e-3)
+        values.update(overrides)
+        return cls(**values)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        def bad(name, value, valid):
+            raise MimicError(f"mimic config: {name}={value!r} is invalid; valid: {valid}")
+
+        if self.kind not in KINDS:
+            bad("kind", self.kind, " or ".join(repr(k) for k in KINDS))
+        if not _is_int(self.n_layers) or self.n_layers < 1:
+            bad("n_layers", self.n_layers, "an integer >= 1 (the number of mimicking layers; the paper uses 1 or 2)")
+        if not _is_int(self.z) or self.z < 1:
+            bad("z", self.z, "an integer >= 1 (the mimicking layers' hidden size; the paper uses 32, 768, 4096)")
+        if not _is_int(self.nhead) or self.nhead < 1:
+            bad("nhead", self.nhead, "an integer >= 1 that divides the teacher's hidden size (paper: 8)")
+        if self.layer_i is not None and (not _is_int(self.layer_i) or self.layer_i < 0):
+            bad("layer_i", self.layer_i, "a transformer layer index 0..L-1 of the teacher, or unset")
+        if self.target_layers is not None:
+            if not isinstance(self.target_layers, (list, tuple)) or not all(_is_int(t) for t in self.target_layers):
+                bad("target_layers", self.target_layers, "a list of transformer layer indices 0..L-1, or unset")
+            self.target_layers = list(self.target_layers)
+            if len(self.target_layers) != self.n_layers:
+                bad("target_layers", self.target_layers, f"one layer per mimicking layer ({self.n_layers})")
+            if any(b < a for a, b in zip(self.target_layers, self.target_layers[1:])) or \
+                    any(t < 0 for t in self.target_layers):
+                bad("target_layers", self.target_layers, "non-decreasing transformer layer indices 0..L-1")
+        if not isinstance(self.teacher_forcing, bool):
+            bad("teacher_forcing", self.teacher_forcing, "true (paper formula) or false (authors' code)")
+        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
+            bad("dropout", self.dropout, "a number in [0, 1)")
+        if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not self.lr > 0:
+            bad("lr", self.lr, "a number > 0 (paper: 1e-3)")
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            bad("batch_size", self.batch_size, "an integer >= 1 (paper: 128)")
+        if not _is_int(self.epochs) or self.epochs < 1:
+            bad("epochs", self.epochs, "an integer >= 1 (paper: 50)")
+        if not _is_int(self.seed):
+            bad("seed", self.seed, "an integer")
+        if not isinstance(self.val_fraction, (int, float)) or isinstance(self.val_fraction, bool) or \
+                not 0 <= self.val_fraction < 1:
+            bad("val_fraction", self.val_fraction, "a number in [0, 1)")
+        if not _is_int(self.max_val_clips) or self.max_val_clips < 0:
+            bad("max_val_clips", self.max_val_clips, "an integer >= 0 (paper: 1024)")
+
+    def resolve_targets(self, num_layers: int) -> list[int]:
+        """The transformer layer (0..L-1) whose output each mimicking layer mimics; checks them against L."""
+        L = int(num_layers)
+        stack = f"valid 0..{L - 1} (the teacher has {L} transformer layers)"
+        if self.layer_i is not None and not 0 <= self.layer_i < L:
+            raise MimicError(f"mimic config: layer_i={self.layer_i} is outside the teacher's transformer stack; {stack}")
+        if self.target_layers is not None:
+            for t in self.target_layers:
+                if not 0 <= t < L:
+                    raise MimicError(f"mimic config: target layer {t} is outside the teacher's transformer stack; {stack}")
+            return list(self.target_layers)
+        if self.n_layers == 1:
+            return [L - 1]
+        if self.n_layers == 2:
+            i = self.layer_i if self.layer_i is not None else default_layer_i(L)
+            return [i, L - 1]
+        return [max(0, round(L * (k + 1) / self.n_layers) - 1) for k in range(self.n_layers)]
+
+    def check_dims(self, hidden_size: int) -> None:
+        if self.kind == "transformer" and hidden_size % self.nhead:
+            raise MimicError(
+                f"mimic config: nhead={self.nhead} does not divide the teacher's hidden size {hidden_size}; "
+                f"valid: a divisor of {hidden_size}"
+            )
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "mimic config") -> "MimicConfig":
+        if not isinstance(values, dict):
+            raise MimicError(f"{source}: expected a mapping of mimic config fields, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise MimicError(f"{source}: unknown mimic config field(s) {unknown}; valid: {sorted(known)}")
+        try:
+            return cls(**values)
+        except MimicError as error:
+            if source == "mimic config":
+                raise
+            raise MimicError(f"{source}: {error}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "MimicConfig":
+        import yaml
+
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise MimicError(f"cannot read mimic config {path}: {str(error).splitlines()[0]}") from None
+        return cls.from_dict(values or {}, source=str(path))
+
+    def to_yaml(self, path: str | os.PathLike | None = None) -> str:
+        import yaml
+
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            _atomic_write_text(Path(path), text)
+        return text
+
+    def name(self) -> str:
+        """A short file-name stem, e.g. ``linear-N2-z32-i7``."""
+        stem = f"{self.kind}-N{self.n_layers}-z{self.z}"
+        if self.target_layers is not None:
+            stem += "-t" + "_".join(str(t) for t in self.target_layers)
+        elif self.n_layers == 2 and self.layer_i is not None:
+            stem += f"-i{self.layer_i}"
+        if self.teacher_forcing and self.n_layers > 1:
+            stem += "-tf"
+        return stem
+
+
+def default_layer_i(num_layers: int) -> int:
+    """m_f's target when a 2-layer config names none: round(2L/3) - 1 (7 of 12, 15 of 24)."""
+    return max(0, min(num_layers - 1, round(2 * num_layers / 3) - 1))
+
+
+def paper_grid(**overrides) -> list[MimicConfig]:
+    """The paper's 12 mimicker configurations: kind in {L, T} x N in {1, 2} x z in {32, 768, 4096}."""
+    return [MimicConfig(kind=kind, n_layers=n, z=z, **overrides)
+            for kind in KINDS for n in (1, 2) for z in (32, 768, 4096)]
+
+
+# ---------------------------------------------------------------------------------------------- modules
+def mimicker_parameter_count(kind: str, n_layers: int, d: int, z: int, nhead: int = 8) -> int:
+    """The paper's formulas (appendix, section 6.4 of the digest); ``nhead`` does not change the count.
+
+    linear: N * [(dz + z) + (zd + d)] + 2z (one LayerNorm(z) shared by all layers);
+    transformer: N * [3d^2 + 3d + d^2 + d + dz + z + zd + d + 4d].
+    """
+    if kind == "linear":
+        return n_layers * ((d * z + z) + (z * d + d)) + 2 * z
+    if kind == "transformer":
+        return n_layers * (3 * d * d + 3 * d + d * d + d + d * z + z + z * d + d + 4 * d)
+    raise MimicError(f"unknown mimicker kind {kind!r}; valid: {' or '.join(repr(k) for k in KINDS)}")
+
+
+class MimickingLayer(nn.Module):
+    """One mimicking layer: ``forward(x [B,T,d], padding_mask [B,T] True=pad or None) -> [B,T,d]``.
+
+    A linear layer given ``norm`` uses that (shared) LayerNorm without registering it: the owner
+    (:class:`Mimicker`) holds it once, so it appears once in ``parameters()`` and ``state_dict()``.
+    """
+
+    def __init__(self, kind: str, d: int, z: int, nhead: int = 8, dropout: float = 0.1,
+                 norm: Optional[nn.LayerNorm] = None):
+        super().__init__()
+        if kind not in KINDS:
+            raise MimicError(f"unknown mimicker kind {kind!r}; valid: {' or '.join(repr(k) for k in KINDS)}")
+        self.kind = kind
+        if kind == "linear":
+            self.fc1 = nn.Linear(d, z)
+            self.fc2 = nn.Linear(z, d)
+            if norm is None:
+                self.norm = nn.LayerNorm(z)
+                self._shared = None
+            else:
+                self._shared = (norm,)  # a tuple: not registered as a submodule
+        else:
+            if d % nhead:
+                raise MimicError(f"nhead={nhead} does not divide the hidden size d={d}; valid: a divisor of {d}")
+            self.layer = nn.TransformerEncoderLayer(d_model=d, nhead=nhead, dim_feedforward=z, dropout=dropout,
+                                                    batch_first=True)
+
+    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.kind == "linear":
+            norm = self._shared[0] if self._shared is not None else self.norm
+            return self.fc2(F.relu(norm(self.fc1(x))))
+        return self.layer(x, src_key_padding_mask=padding_mask)
+
+
+class Mimicker(nn.Module):
+    """N mimicking layers in sequence; ``forward`` returns ``[features, output of layer 1, ..., layer N]``.
+
+    ``teacher_inputs`` (training with teacher forcing only): layer k >= 1 takes ``teacher_inputs[k - 1]`` (the
+    teacher's output at layer k-1's target) instead of layer k-1's own output.
+    """
+
+    def __init__(self, kind: str, n_layers: int, d: int, z: int, nhead: int = 8, dropout: float = 0.1):
+        super().__init__()
+        if n_layers < 1:
+            raise MimicError(f"n_layers={n_layers} is invalid; valid: an integer >= 1")
+        if z < 1:
+            raise MimicError(f"z={z} is invalid; valid: an integer >= 1")
+        self.kind, self.n_layers, self.d, self.z, self.nhead = kind, n_layers, d, z, nhead
+        if kind == "linear":
+            self.norm = nn.LayerNorm(z)  # shared by every linear layer
+        self.layers = nn.ModuleList(
+            [MimickingLayer(kind, d, z, nhead, dropout, norm=self.norm if kind == "linear" else None)
+             for _ in range(n_layers)]
+        )
+
+    @classmethod
+    def from_config(cls, config: MimicConfig, d: int) -> "Mimicker":
+        config.check_dims(d)
+        return cls(config.kind, config.n_layers, d, config.z, config.nhead, config.dropout)
+
+    def forward(self, features: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
+                teacher_inputs: Optional[Sequence[torch.Tensor]] = None) -> list[torch.Tensor]:
+        hidden = [features]
+        x = features
+        for k, layer in enumerate(self.layers):
+            source = teacher_inputs[k - 1] if teacher_inputs is not None and k > 0 else x
+            x = layer(source, padding_mask)
+            hidden.append(x)
+        return hidden
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, n_layers={self.n_layers}, d={self.d}, z={self.z}"
+
+
+# ---------------------------------------------------------------------------------------------- teacher front end
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-plain copy (dict/list/str/number/bool/None) that ``torch.load(weights_only=True)`` accepts."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _stock_model(family: ModelFamily, checkpoint_config: dict, num_encoder_layers: int = 0):
+    """s3prl's own model class for ``family``, built from the stored config (with ``num_encoder_layers``)."""
+    from . import compat
+
+    compat.apply()
+    from s3prl.upstream.utils import merge_with_parent
+
+    if family.name == "wav2vec2":
+        from s3prl.upstream.wav2vec2.wav2vec2_model import AudioPretrainingConfig, Wav2Vec2Config, Wav2Vec2Model
+
+        cfg = merge_with_parent(Wav2Vec2Config, dict(checkpoint_config["model_cfg"], encoder_layers=num_encoder_layers))
+        if cfg.quantize_input:
+            raise MimicError("wav2vec2 teachers with quantize_input=True have no post_extract_proj; not supported")
+        normalize = merge_with_parent(AudioPretrainingConfig, checkpoint_config["task_cfg"]).normalize
+        return Wav2Vec2Model(cfg), bool(normalize)
+    if family.name == "hubert":
+        from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
+
+        task_cfg = merge_with_parent(HubertPretrainingConfig, checkpoint_config["task_cfg"])
+        cfg = merge_with_parent(HubertConfig, dict(checkpoint_config["model_cfg"], encoder_layers=num_encoder_layers))
+        symbols = checkpoint_config.get("dictionaries_symbols") or [["0"]]
+        return HubertModel(cfg, task_cfg, symbols), bool(task_cfg.normalize)
+    if family.name == "wavlm":
+        from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
+
+        cfg = WavLMConfig(dict(checkpoint_config["cfg"], encoder_layers=num_encoder_layers))
+        return WavLM(cfg), bool(cfg.normalize)
+    raise MimicError(f"unknown model family {family.name!r}")  # pragma: no cover
+
+
+class TeacherFrontend(nn.Module):
+    """The teacher's CNN + ``layer_norm`` + ``post_extract_proj``, as s3prl's stock model runs them.
+
+    ``forward(wav [B,S], wav_padding_mask [B,S] True=pad or None) -> (features [B,T,d], padding_mask [B,T] or
+    None)``. The frame padding mask follows the family's own rule: wav2vec2 from the conv output lengths,
+    HuBERT/WavLM with ``forward_padding_mask`` (a frame is padding when all its samples are). Like the stock
+    experts (``feature_grad_mult = 0``) the CNN runs without gradients; set ``feature_grad_mult = 1.0`` to train it.
+    """
+
+    def __init__(self, family: str, feature_extractor: nn.Module, layer_norm: nn.Module,
+                 post_extract_proj: Optional[nn.Module], normalize: bool, crop_seq_to_multiple: int = 1):
+        super().__init__()
+        self.family = family
+        self.feature_extractor = feature_extractor
+        self.layer_norm = layer_norm
+        self.post_extract_proj = post_extract_proj
+        self.normalize = normalize
+        self.crop_seq_to_multiple = int(crop_seq_to_multiple or 1)
+        self.feature_grad_mult = 0.0
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames the CNN makes of ``lengths`` samples (the conv formula, as wav2vec2's stock model uses)."""
+        for block in self.feature_extractor.conv_layers:
+            conv = block[0]
+            lengths = torch.div(lengths - conv.kernel_size[0], conv.stride[0], rounding_mode="floor") + 1
+        return lengths
+
+    def num_frames(self, num_samples: int) -> int:
+        frames = int(self.output_lengths(torch.tensor([int(num_samples)]))[0])
+        return frames - frames % self.crop_seq_to_multiple
+
+    def forward(self, wav: torch.Tensor, wav_padding_mask: Optional[torch.Tensor] = None):
+        if self.feature_grad_mult > 0:
+            features = self.feature_extractor(wav)
+        else:
+            with torch.no_grad():
+                features = self.feature_extractor(wav)
+        features = self.layer_norm(features.transpose(1, 2))
+        B, T = features.shape[:2]
+        padding_mask = None
+        if wav_padding_mask is not None and wav_padding_mask.any():
+            if self.family == "wav2vec2":
+                lengths = self.output_lengths((~wav_padding_mask).long().sum(-1))
+                padding_mask = torch.arange(T, device=features.device)[None, :] >= lengths[:, None]
+            else:
+                extra = wav_padding_mask.size(1) % T
+                mask = wav_padding_mask[:, :-extra] if extra > 0 else wav_padding_mask
+                padding_mask = mask.reshape(B, T, -1).all(-1)
+            # never leave a clip without a frame (a clip shorter than the receptive field)
+            padding_mask[:, 0] = False
+        drop = T % self.crop_seq_to_multiple
+        if drop:
+            features = features[:, :-drop]
+            padding_mask = padding_mask[:, :-drop] if padding_mask is not None else None
+        if self.post_extract_proj is not None:
+            features = self.post_extract_proj(features)
+        return features, padding_mask
+
+    def extra_repr(self) -> str:
+        return f"family={self.family}, normalize={self.normalize}"
+
+
+def teacher_config(checkpoint: dict, family: ModelFamily) -> dict:
+    """Everything in a stock checkpoint but its weights, JSON-plain."""
+    return _plain({k: checkpoint[k] for k in family.checkpoint_keys if k != family.weights_key})
+
+
+def frontend_state(checkpoint: dict, family: ModelFamily) -> dict[str, torch.Tensor]:
+    """The front-end weights of a stock checkpoint (keys as in the stock model: ``feature_extractor.*`` ...)."""
+    return {k: v.detach().clone().cpu() for k, v in checkpoint[family.weights_key].items()
+            if k.split(".", 1)[0] in FRONTEND_MODULES}
+
+
+def build_frontend(family_name: str, checkpoint_config: dict,
+                   state: Optional[dict[str, torch.Tensor]] = None) -> TeacherFrontend:
+    """The teacher's front end, built with s3prl's own model class (0 encoder layers) from the stored config."""
+    family = get_family(family_name)
+    model, normalize = _stock_model(family, checkpoint_config, num_encoder_layers=0)
+    frontend = TeacherFrontend(family.name, model.feature_extractor, model.layer_norm, model.post_extract_proj,
+                               normalize, getattr(model, "crop_seq_to_multiple", 1))
+    del model
+    if state is not None:
+        missing, unexpected = frontend.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise MimicError(
+                f"the stored front-end weights do not fit the teacher's {family.name} config "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+    return frontend
+
+
+def teacher_record(checkpoint: dict, family: ModelFamily, path: str | os.PathLike, sha256: str) -> dict:
+    """What an artifact (and a teacher cache) records about its teacher."""
+    return {
+        "family": family.name,
+        "path": str(path),
+        "sha256": sha256,
+        "num_layers": family.num_layers(checkpoint),
+        "hidden_size": family.hidden_size(checkpoint),
+        "checkpoint_config": teacher_config(checkpoint, family),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- upstream
+class MimicUpstream(nn.Module):
+    """An s3prl upstream: the teacher's front end followed by a mimicker.
+
+    ``forward(wavs: list of 1-D 16 kHz tensors) -> {"hidden_states": [projected features, m_1, ..., m_N],
+    "last_hidden_state": m_N, "hidden_state_k": ...}``, every entry [B, T, d], T = the teacher's frame count.
+    """
+
+    def __init__(self, frontend: TeacherFrontend, mimicker: Mimicker, config: MimicConfig,
+                 teacher: Optional[dict] = None, targets: Optional[Sequence[int]] = None,
+                 training_record: Optional[dict] = None):
+        super().__init__()
+        self.frontend = frontend
+        self.mimicker = mimicker
+        self.config = config
+        self.teacher = dict(teacher or {})
+        self.targets = list(targets or [])
+        self.training_record = training_record or {}
+
+    def get_downsample_rates(self, key: str) -> int:
+        return DOWNSAMPLE_RATE
+
+    def forward(self, wavs: Sequence[torch.Tensor]) -> dict:
+        if len(wavs) == 0:
+            raise MimicError("mimic upstream: got an empty batch; pass a list of 1-D 16 kHz waveforms")
+        if any(w.dim() != 1 for w in wavs):
+            raise MimicError(f"mimic upstream: each waveform must be 1-D, got shapes {[tuple(w.shape) for w in wavs]}")
+        if self.frontend.normalize:
+            wavs = [F.layer_norm(wav, wav.shape) for wav in wavs]
+        device = wavs[0].device
+        lengths = torch.tensor([len(w) for w in wavs], device=device)
+        wav_padding_mask = torch.arange(int(lengths.max()), device=device)[None, :] >= lengths[:, None]
+        features, padding_mask = self.frontend(pad_sequence(list(wavs), batch_first=True), wav_padding_mask)
+        hidden_states = self.mimicker(features, padding_mask)
+        result = {"hidden_states": hidden_states, "last_hidden_state": hidden_states[-1]}
+        for k, hidden in enumerate(hidden_states):
+            result[f"hidden_state_{k}"] = hidden
+        return result
+
+    def extra_repr(self) -> str:
+        return (f"teacher={self.teacher.get('family')}:{self.teacher.get('num_layers')} layers, "
+                f"targets={self.targets}, config={self.config.name()}")
+
+
+# ---------------------------------------------------------------------------------------------- artifacts
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        try:
+            torch.save(obj, tmp)
+        except BaseException:
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
+    os.replace(tmp.name, path)
+    return path
+
+
+def save_artifact(output: str | os.PathLike, config: MimicConfig, teacher: dict, frontend: dict,
+                  mimicker: dict, targets: Sequence[int], training: Optional[dict] = None) -> Path:
+    """Write ONE self-describing mimicker file (plain dicts/lists/tensors/str/numbers), atomically.
+
+    Keys: ``superb_redundancy`` ({kind: "mimicker", version}), ``config`` (:class:`MimicConfig` as a dict),
+    ``targets`` (teacher layer each mimicking layer mimics), ``teacher`` (family, path, sha256, num_layers,
+    hidden_size, checkpoint_config: the stock checkpoint's config entries), ``frontend`` (CNN + layer_norm +
+    post_extract_proj weights), ``mimicker`` (weights), ``training`` (losses per epoch, best epoch, ...),
+    ``parameters`` (frontend / mimicker / total counts).
+    """
+    d = int(teacher["hidden_size"])
+    n_mimicker = mimicker_parameter_count(config.kind, config.n_layers, d, config.z, config.nhead)
+    n_frontend = sum(int(v.numel()) for k, v in frontend.items() if not _is_buffer_key(k))
+    artifact = {
+        ARTIFACT_KEY: {"kind": ARTIFACT_KIND, "version": ARTIFACT_VERSION},
+        "config": config.to_dict(),
+        "targets": [int(t) for t in targets],
+        "teacher": _plain(teacher),
+        "frontend": {k: v.detach().cpu().contiguous() for k, v in frontend.items()},
+        "mimicker": {k: v.detach().cpu().contiguous() for k, v in mimicker.items()},
+        "training": _plain(training or {}),
+        "parameters": {"frontend": n_frontend, "mimicker": n_mimicker, "total": n_frontend + n_mimicker},
+    }
+    return atomic_torch_save(artifact, output)
+
+
+def _is_buffer_key(key: str) -> bool:
+    return key.endswith(("running_mean", "running_var", "num_batches_tracked"))
+
+
+def read_artifact(path: str | os.PathLike) -> dict:
+    """Load and check a mimicker artifact (weights_only); every problem is one :class:`MimicError` line."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MimicError(f"mimicker artifact not found: {path}")
+    try:
+        artifact = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise MimicError(f"corrupt or unreadable mimicker artifact {path}: {reason}") from None
+    meta = artifact.get(ARTIFACT_KEY) if isinstance(artifact, dict) else None
+    if not isinstance(meta, dict) or meta.get("kind") != ARTIFACT_KIND:
+        what = "a file without a superb_redundancy mimicker header"
+        if isinstance(artifact, dict):
+            family = family_of_checkpoint(artifact)
+            if isinstance(meta, dict):
+                what = f"a superb_redundancy {meta.get('kind')!r} artifact"
+            elif family is not None:
+                what = f"a stock {family.name} checkpoint (a teacher, not a mimicker)"
+        raise MimicError(
+            f"{path} is not a mimicker artifact: it is {what}; write one with "
+            f"superb_redundancy.mimic_train.train_mimicker"
+        )
+    if meta.get("version") != ARTIFACT_VERSION:
+        raise MimicError(f"{path}: mimicker artifact version {meta.get('version')!r}; this code reads {ARTIFACT_VERSION}")
+    for key in ("config", "targets", "teacher", "frontend", "mimicker"):
+        if key not in artifact:
+            raise MimicError(f"corrupt mimicker artifact {path}: missing {key!r}")
+    return artifact
+
+
+def _check_teacher(artifact: dict, path: Path, teacher: Optional[str], teacher_sha256: Optional[str],
+                   family: Optional[str]) -> None:
+    record = artifact["teacher"]
+    if family is not None and family != record.get("family"):
+        raise MimicError(
+            f"{path} was distilled from a {record.get('family')} teacher, not {family}"
+        )
+    expected = None
+    if teacher:
+        teacher_path = Path(str(teacher)).expanduser()
+        if not teacher_path.is_file():
+            from .pruned_upstream import PrunedUpstreamError, resolve_base
+
+            try:
+                teacher_path = resolve_base(str(teacher), get_family(record["family"]))
+            except PrunedUpstreamError as error:
+                raise MimicError(f"cannot check {path} against teacher {teacher!r}: {error}") from None
+        expected, label = sha256_file(teacher_path), str(teacher_path)
+    elif teacher_sha256:
+        expected, label = str(teacher_sha256).lower(), "the given teacher"
+    if expected is not None and expected != record.get("sha256"):
+        raise MimicError(
+            f"{path} was distilled from teacher {record.get('path')} (sha256 {str(record.get('sha256'))[:12]}...), "
+            f"not from {label} (sha256 {expected[:12]}...)"
+        )
+
+
+def load_mimic_artifact(path: str | os.PathLike, teacher: Optional[str] = None,
+                        teacher_sha256: Optional[str] = None, family: Optional[str] = None) -> MimicUpstream:
+    """Rebuild the upstream of a saved artifact; ``teacher`` (path or hub name) / ``teacher_sha256`` check it."""
+    path = Path(path).expanduser()
+    artifact = read_artifact(path)
+    config = MimicConfig.from_dict(artifact["config"], source=str(path))
+    record = artifact["teacher"]
+    try:
+        num_layers, d = int(record["num_layers"]), int(record["hidden_size"])
+        family_name = record["family"]
+        get_family(family_name)
+    except (KeyError, TypeError, ValueError) as error:
+        raise MimicError(f"corrupt mimicker artifact {path}: bad teacher record ({error})") from None
+    try:
+        targets = config.resolve_targets(num_layers)
+    except MimicError as error:
+        raise MimicError(f"{path}: {error}") from None
+    if [int(t) for t in artifact["targets"]] != targets:
+        raise MimicError(f"corrupt mimicker artifact {path}: targets {artifact['targets']} do not match its config ({targets})")
+    try:
+        config.check_dims(d)
+    except MimicError as error:
+        raise MimicError(f"{path}: {error}") from None
+    _check_teacher(artifact, path, teacher, teacher_sha256, family)
+    frontend = build_frontend(family_name, record["checkpoint_config"], artifact["frontend"])
+    mimicker = Mimicker.from_config(config, d)
+    try:
+        mimicker.load_state_dict(artifact["mimicker"], strict=True)
+    except RuntimeError as error:
+        raise MimicError(f"corrupt mimicker artifact {path}: weights do not fit its config "
+                         f"({str(error).splitlines()[0]})") from None
+    return MimicUpstream(frontend, mimicker, config, teacher=record, targets=targets,
+                         training_record=artifact.get("training"))
+
+
+# ---------------------------------------------------------------------------------------------- s3prl entry
+UPSTREAM_CONFIG_KEYS = ("artifact", "teacher", "teacher_sha256", "family")
+
+
+def _upstream_options(model_config: Optional[str]) -> dict:
+    """The optional ``-g`` YAML: artifact (path), teacher (checkpoint path or hub name), teacher_sha256, family."""
+    if not model_config:
+        return {}
+    import yaml
+
+    path = Path(model_config).expanduser()
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise MimicError(f"cannot read mimic upstream config {path}: {str(error).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise MimicError(f"{path}: expected a mapping with keys {list(UPSTREAM_CONFIG_KEYS)}")
+    unknown = sorted(set(values) - set(UPSTREAM_CONFIG_KEYS))
+    if unknown:
+        raise MimicError(f"{path}: unknown key(s) {unknown}; valid: {list(UPSTREAM_CONFIG_KEYS)}")
+    if values.get("family") is not None:
+        get_family(values["family"])
+    return values
+
+
+def register_mimic_upstreams():
+    """Register ``mimic`` and ``mimic_local`` on the registry (one family for wav2vec2, HuBERT and WavLM teachers).
+
+    Both load a saved artifact: ``-k ARTIFACT`` (for ``mimic`` the artifact may instead be named by
+    ``artifact:`` in ``-g``). The optional ``-g`` YAML may also name ``teacher:`` (a checkpoint path or hub name
+    whose sha256 must match the artifact's teacher), ``teacher_sha256:``, and ``family:``. No per-family aliases:
+    the artifact records its teacher family.
+    """
+    from .registry import register_upstream
+
+    def mimic(ckpt: Optional[str] = None, model_config: Optional[str] = None, refresh: bool = False, **kwargs):
+        """a mimicking network (teacher front end + 1-2 mimicking layers): -k ARTIFACT.pt or -g CONFIG.yaml"""
+        options = _upstream_options(model_config)
+        artifact = ckpt or options.get("artifact")
+        if not artifact:
+            raise MimicError(
+                "mimic needs a mimicker artifact: pass -k ARTIFACT.pt (written by "
+                "superb_redundancy.mimic_train.train_mimicker) or `artifact: PATH` in -g CONFIG.yaml"
+            )
+        return load_mimic_artifact(artifact, teacher=options.get("teacher"),
+                                   teacher_sha256=options.get("teacher_sha256"), family=options.get("family"))
+
+    def mimic_local(ckpt: Optional[str] = None, model_config: Optional[str] = None, refresh: bool = False, **kwargs):
+        """a saved mimicker artifact: -k ARTIFACT.pt [-g CONFIG.yaml with teacher: PATH to check against]"""
+        options = _upstream_options(model_config)
+        if not ckpt:
+            raise MimicError("mimic_local needs a mimicker artifact: pass -k ARTIFACT.pt")
+        return load_mimic_artifact(ckpt, teacher=options.get("teacher"),
+                                   teacher_sha256=options.get("teacher_sha256"), family=options.get("family"))
+
+    mimic.__module__ = mimic_local.__module__ = __name__
+    mimic.__qualname__ = "mimic"
+    mimic_local.__qualname__ = "mimic_local"
+    return register_upstream("mimic")(mimic), register_upstream("mimic_local")(mimic_local)

@@ -1,0 +1,610 @@
+"""Step 1 of mimicking (task-agnostic distillation): a teacher feature cache, then MSE training of mimickers.
+
+The teacher runs ONCE per clip, when the cache is built (:func:`build_teacher_cache`); every configuration and
+every epoch then reads the cache, so training the paper's grid of 12 configurations (:func:`train_grid`) costs a
+single teacher pass.
+
+The cache (a directory, written to a temp dir and renamed into place, reused while its manifest matches):
+
+* ``features.npy``: the mimicker's input for every frame of every clip: the projected CNN features (output of
+  the teacher's ``layer_norm`` + ``post_extract_proj``, the input of its encoder), ``[total_frames, d]``;
+* ``layer_<t>.npy``: the output of transformer layer ``t`` (s3prl's ``hidden_states[t + 1]``; for the final
+  layer the encoder output, after the final LayerNorm of pre-LN models), ``[total_frames, d]``, only for the
+  layers some configuration mimics (by default the final layer; :func:`train_grid` stores the union of its
+  configurations' targets) -- storing all L+1 states would cost 13-25x the disk for nothing;
+* ``index.npy``: ``[clips, 3]`` int64 (frame offset, frame count, source file index);
+* ``frontend.pt``: the teacher's record and front-end weights (so training never reads the teacher again);
+* ``manifest.json``: format, teacher (path, sha256, family, L, d), layers, dtype, sources (path, bytes).
+
+Arrays are ``.npy`` files opened memory-mapped, float16 by default (half the disk of float32; a value outside
+float16's range is refused with a hint to use ``dtype="float32"``).
+
+Clips are run one at a time, unpadded, so cached features never depend on what a clip was batched with.
+Audio: ``*.wav`` / ``*.flac`` under a folder (recursive, sorted) or a list of files, read with soundfile, 16 kHz
+(other rates are refused: resample first), multi-channel files averaged to mono.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .bundles import ModelFamily, family_of_checkpoint, get_family
+from .mimic import (
+    MimicConfig,
+    MimicError,
+    Mimicker,
+    atomic_torch_save,
+    frontend_state,
+    save_artifact,
+    sha256_file,
+    teacher_record,
+)
+
+__all__ = [
+    "TeacherCache",
+    "Teacher",
+    "build_teacher_cache",
+    "list_audio",
+    "train_mimicker",
+    "train_grid",
+    "masked_mse",
+    "CACHE_FORMAT",
+    "SAMPLE_RATE",
+]
+
+CACHE_FORMAT = "superb_redundancy.teacher_cache"
+CACHE_VERSION = 1
+SAMPLE_RATE = 16000
+AUDIO_SUFFIXES = (".wav", ".flac")
+DTYPES = ("float16", "float32")
+
+
+def _progress(iterable, enabled: bool, **kwargs):
+    from tqdm import tqdm
+
+    return tqdm(iterable, disable=not enabled, file=sys.stderr, dynamic_ncols=True, **kwargs)
+
+
+def _device(device: Optional[str]) -> torch.device:
+    return torch.device(device if device else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+# ---------------------------------------------------------------------------------------------- audio
+def list_audio(audio: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """The clips of a folder (recursive ``*.wav``/``*.flac``, sorted) or of a list of files, as absolute paths."""
+    if isinstance(audio, (str, os.PathLike)):
+        root = Path(audio).expanduser()
+        if root.is_dir():
+            files = sorted(p.resolve() for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            if not files:
+                raise MimicError(f"no *.wav or *.flac files under {root}")
+            return files
+        if not root.is_file():
+            raise MimicError(f"audio folder or file not found: {root}")
+        audio = [root]
+    files = [Path(p).expanduser().resolve() for p in audio]
+    if not files:
+        raise MimicError("no audio files given")
+    for path in files:
+        if not path.is_file():
+            raise MimicError(f"audio file not found: {path}")
+    return files
+
+
+def _read_audio(path: Path) -> np.ndarray:
+    import soundfile
+
+    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    if rate != SAMPLE_RATE:
+        raise MimicError(f"{path}: sample rate {rate} Hz; the teachers take {SAMPLE_RATE} Hz (resample first)")
+    return data.mean(axis=1)
+
+
+def _audio_samples(path: Path) -> int:
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+    except Exception as error:
+        raise MimicError(f"unreadable audio file {path}: {str(error).splitlines()[0]}") from None
+    if info.samplerate != SAMPLE_RATE:
+        raise MimicError(f"{path}: sample rate {info.samplerate} Hz; the teachers take {SAMPLE_RATE} Hz (resample first)")
+    return int(info.frames)
+
+
+# ---------------------------------------------------------------------------------------------- teacher
+def _teacher_checkpoint(teacher: str | os.PathLike, family: Optional[str], refresh: bool = False):
+    """(path, family, checkpoint) of a teacher given as a checkpoint path, or as a hub name with ``family``."""
+    from .pruned_upstream import PrunedUpstreamError, load_base_checkpoint, resolve_base
+
+    teacher = str(teacher)
+    try:
+        if family is None:
+            path = Path(teacher).expanduser()
+            if not path.is_file():
+                raise MimicError(f"teacher checkpoint not found: {path} (a hub name needs family=...)")
+            try:
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as error:
+                raise MimicError(f"corrupt or unreadable teacher checkpoint {path}: "
+                                 f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+            fam = family_of_checkpoint(checkpoint)
+            if fam is None:
+                raise MimicError(f"{path} is not a stock wav2vec2/HuBERT/WavLM checkpoint in s3prl's format")
+            return path, fam, checkpoint
+        fam = get_family(family)
+        path = resolve_base(teacher, fam, refresh=refresh)
+        return path, fam, load_base_checkpoint(path, fam)
+    except PrunedUpstreamError as error:
+        raise MimicError(str(error)) from None
+
+
+class Teacher:
+    """A teacher's stock s3prl expert, run on one clip at a time.
+
+    :meth:`run` returns the projected features (captured at the encoder's input) and the outputs of the
+    requested transformer layers (s3prl's ``hidden_states[t + 1]``), each ``[T, d]`` float32 on the CPU.
+    """
+
+    def __init__(self, path: Path, family: ModelFamily, device: torch.device):
+        from .pruned_upstream import _stock_expert
+
+        self.expert = _stock_expert(Path(path), family).to(device).eval()
+        self.device = device
+        self._captured: list[torch.Tensor] = []
+        self.expert.model.encoder.register_forward_pre_hook(lambda module, args: self._captured.append(args[0]))
+
+    @torch.no_grad()
+    def run(self, wav: np.ndarray, layers: Sequence[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        self._captured.clear()
+        hidden_states = self.expert([torch.from_numpy(wav).to(self.device)])["hidden_states"]
+        features = self._captured[0]
+        frames = min(features.size(1), hidden_states[0].size(1))
+        return (features[0, :frames].float().cpu(),
+                {t: hidden_states[t + 1][0, :frames].float().cpu() for t in layers})
+
+
+# ---------------------------------------------------------------------------------------------- the cache
+class TeacherCache:
+    """A built cache (see the module docstring), arrays memory-mapped read-only."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        manifest_path = self.directory / "manifest.json"
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as error:
+            raise MimicError(f"not a teacher cache: {self.directory} ({str(error).splitlines()[0]})") from None
+        if self.manifest.get("format") != CACHE_FORMAT or self.manifest.get("version") != CACHE_VERSION:
+            raise MimicError(f"{self.directory} is not a version-{CACHE_VERSION} teacher cache")
+        self.teacher: dict = self.manifest["teacher"]
+        self.layers: list[int] = [int(t) for t in self.manifest["layers"]]
+        self.dtype: str = self.manifest["dtype"]
+        self.index = np.load(self.directory / "index.npy")
+        self.offsets, self.lengths = self.index[:, 0], self.index[:, 1]
+        self.features = np.load(self.directory / "features.npy", mmap_mode="r")
+        self.hidden = {t: np.load(self.directory / f"layer_{t}.npy", mmap_mode="r") for t in self.layers}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.teacher["hidden_size"])
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.teacher["num_layers"])
+
+    def frontend(self) -> dict:
+        """``{"teacher": record with checkpoint_config, "frontend": state_dict}``."""
+        return torch.load(self.directory / "frontend.pt", map_location="cpu", weights_only=True)
+
+    def _gather(self, array: np.ndarray, ids: Sequence[int], frames: int) -> torch.Tensor:
+        out = np.zeros((len(ids), frames, array.shape[1]), dtype=np.float32)
+        for b, i in enumerate(ids):
+            start, length = int(self.offsets[i]), int(self.lengths[i])
+            out[b, :length] = array[start:start + length]
+        return torch.from_numpy(out)
+
+    def batch(self, ids: Sequence[int], layers: Sequence[int], device: torch.device):
+        """(features [B,T,d], padding_mask [B,T] True=pad, [targets [B,T,d] per layer]) as float32 tensors."""
+        lengths = torch.as_tensor(self.lengths[list(ids)])
+        frames = int(lengths.max())
+        padding_mask = torch.arange(frames)[None, :] >= lengths[:, None]
+        features = self._gather(self.features, ids, frames).to(device)
+        targets = [self._gather(self.hidden[t], ids, frames).to(device) for t in layers]
+        return features, padding_mask.to(device), targets
+
+
+def _sources(files: Sequence[Path]) -> list[dict]:
+    return [{"path": str(p), "bytes": p.stat().st_size} for p in files]
+
+
+def _is_cache_dir(path: Path) -> bool:
+    """A directory we may replace: empty, or holding a manifest of our format."""
+    if not path.is_dir():
+        return False
+    if not any(path.iterdir()):
+        return True
+    try:
+        return json.loads((path / "manifest.json").read_text()).get("format") == CACHE_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _reusable(output: Path, sha256: str, sources: list[dict], dtype: str) -> Optional[TeacherCache]:
+    if not (output / "manifest.json").is_file():
+        return None
+    try:
+        cache = TeacherCache(output)
+    except (MimicError, OSError, KeyError, ValueError):
+        return None
+    m = cache.manifest
+    if m["teacher"].get("sha256") == sha256 and m.get("sources") == sources and m.get("dtype") == dtype:
+        return cache
+    return None
+
+
+def build_teacher_cache(teacher: str | os.PathLike, audio, output: str | os.PathLike,
+                        layers: Optional[Iterable[int]] = None, family: Optional[str] = None,
+                        dtype: str = "float16", device: Optional[str] = None, progress: bool = True,
+                        refresh: bool = False) -> TeacherCache:
+    """Run ``teacher`` once per clip of ``audio`` and store its features and ``layers``' outputs under ``output``.
+
+    ``teacher``: a stock checkpoint path (family inferred), or with ``family`` an s3prl hub name. ``layers``:
+    transformer layers 0..L-1 whose outputs to store (default: the final layer). An existing cache of the same
+    teacher (sha256), audio (paths and sizes) and dtype holding all ``layers`` is reused without running the
+    teacher; one holding fewer layers is rebuilt with the union. ``refresh=True`` always rebuilds.
+    """
+    if dtype not in DTYPES:
+        raise MimicError(f"cache dtype {dtype!r} is invalid; valid: {' or '.join(DTYPES)}")
+    output = Path(output).expanduser()
+    path, fam, checkpoint = _teacher_checkpoint(teacher, family)
+    num_layers = fam.num_layers(checkpoint)
+    wanted = sorted(set(int(t) for t in layers)) if layers is not None else [num_layers - 1]
+    for t in wanted:
+        if not 0 <= t < num_layers:
+            raise MimicError(f"cache layer {t} is outside the teacher's transformer stack; "
+                             f"valid 0..{num_layers - 1} (the teacher has {num_layers} layers)")
+    sha256 = sha256_file(path)
+    files = list_audio(audio)
+    sources = _sources(files)
+
+    existing = None if refresh else _reusable(output, sha256, sources, dtype)
+    if existing is not None:
+        if set(wanted) <= set(existing.layers):
+            return existing
+        wanted = sorted(set(wanted) | set(existing.layers))
+        print(f"[mimic] {output}: cache lacks layers {sorted(set(wanted) - set(existing.layers))}; rebuilding "
+              f"with layers {wanted}", file=sys.stderr)
+        del existing
+
+    if output.exists() and not _is_cache_dir(output):
+        raise MimicError(f"{output} exists and is not a teacher cache; pick another cache directory")
+    record = teacher_record(checkpoint, fam, path, sha256)
+    frontend = frontend_state(checkpoint, fam)
+    del checkpoint
+    samples = [_audio_samples(p) for p in files]
+    dev = _device(device)
+    runner = Teacher(path, fam, dev)
+    conv = [block[0] for block in runner.expert.model.feature_extractor.conv_layers]
+
+    def frames_of(n: int) -> int:
+        for c in conv:
+            n = (n - c.kernel_size[0]) // c.stride[0] + 1
+        return max(n, 0)
+
+    frames = [frames_of(n) for n in samples]
+    keep = [k for k, f in enumerate(frames) if f > 0]
+    skipped = [str(files[k]) for k, f in enumerate(frames) if f <= 0]
+    if not keep:
+        raise MimicError(f"every clip of {audio} is shorter than the teacher's receptive field")
+    index = np.zeros((len(keep), 3), dtype=np.int64)
+    offset = 0
+    for row, k in enumerate(keep):
+        index[row] = (offset, frames[k], k)
+        offset += frames[k]
+    total, d = offset, int(record["hidden_size"])
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        np_dtype = np.dtype(dtype)
+        features = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np_dtype, shape=(total, d))
+        hidden = {t: np.lib.format.open_memmap(tmp / f"layer_{t}.npy", mode="w+", dtype=np_dtype, shape=(total, d))
+                  for t in wanted}
+        for row, k in enumerate(_progress(keep, progress, desc="teacher cache", unit="clip")):
+            start, length = int(index[row, 0]), int(index[row, 1])
+            feats, outs = runner.run(_read_audio(files[k]), wanted)
+            if feats.size(0) != length:
+                raise MimicError(f"{files[k]}: the teacher made {feats.size(0)} frames, expected {length}")
+            for array, value, what in [(features, feats, "features")] + [(hidden[t], outs[t], f"layer {t}") for t in wanted]:
+                stored = value.numpy().astype(np_dtype)
+                if not np.isfinite(stored).all():
+                    raise MimicError(f"{files[k]}: teacher {what} do not fit in {dtype} (max |x| = "
+                                     f"{float(value.abs().max()):.3g}); build the cache with dtype='float32'")
+                array[start:start + length] = stored
+        for array in [features, *hidden.values()]:
+            array.flush()
+        del features, hidden
+        np.save(tmp / "index.npy", index)
+        torch.save({"teacher": record, "frontend": frontend}, tmp / "frontend.pt")
+        manifest = {
+            "format": CACHE_FORMAT,
+            "version": CACHE_VERSION,
+            "teacher": {k: v for k, v in record.items() if k != "checkpoint_config"},
+            "layers": wanted,
+            "layer_meaning": "layer_<t>.npy is the output of transformer layer t (s3prl hidden_states[t + 1])",
+            "features": "features.npy: the teacher's projected CNN features (layer_norm + post_extract_proj)",
+            "dtype": dtype,
+            "hidden_size": d,
+            "num_clips": len(keep),
+            "num_frames": total,
+            "sample_rate": SAMPLE_RATE,
+            "sources": sources,
+            "skipped_too_short": skipped,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        if output.exists():
+            trash = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(output, trash)
+            os.replace(tmp, output)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return TeacherCache(output)
+
+
+# ---------------------------------------------------------------------------------------------- training
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean squared error over the valid frames (``padding_mask`` True = padding) and all dimensions."""
+    if padding_mask is None:
+        return torch.mean((prediction - target) ** 2)
+    valid = (~padding_mask).unsqueeze(-1).to(prediction.dtype)
+    return ((prediction - target) ** 2 * valid).sum() / (valid.sum() * prediction.size(-1)).clamp_min(1)
+
+
+def _step1_terms(model: Mimicker, features, padding_mask, targets, teacher_forcing: bool) -> list[torch.Tensor]:
+    teacher_inputs = targets[:-1] if teacher_forcing and len(targets) > 1 else None
+    outputs = model(features, padding_mask, teacher_inputs=teacher_inputs)[1:]
+    return [masked_mse(o, t, padding_mask) for o, t in zip(outputs, targets)]
+
+
+def _split(num_clips: int, config: MimicConfig) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(config.seed).permutation(num_clips)
+    n_val = min(config.max_val_clips, int(round(config.val_fraction * num_clips)))
+    if config.val_fraction > 0 and num_clips >= 2:
+        n_val = max(1, n_val)
+    n_val = min(n_val, num_clips - 1)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+@torch.no_grad()
+def _evaluate(model, cache, ids, targets, config, device) -> Optional[list[float]]:
+    """Per-term validation MSE over all valid frames of ``ids`` (frame-weighted), or None without ids."""
+    if len(ids) == 0:
+        return None
+    model.eval()
+    sums = np.zeros(len(targets))
+    count = 0
+    for start in range(0, len(ids), config.batch_size):
+        batch = ids[start:start + config.batch_size]
+        features, mask, wanted = cache.batch(batch, targets, device)
+        valid = int((~mask).sum())
+        terms = _step1_terms(model, features, mask, wanted, config.teacher_forcing)
+        sums += np.array([float(t) for t in terms]) * valid
+        count += valid
+    return [float(x) for x in sums / max(count, 1)]
+
+
+def _state_path(output: Path) -> Path:
+    return output.with_name(output.name + ".state.pt")
+
+
+def _comparable(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "epochs"}
+
+
+def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig | dict | str | os.PathLike,
+                   output: str | os.PathLike, resume: bool = False, device: Optional[str] = None,
+                   progress: bool = True) -> Path:
+    """Train one mimicker on a teacher cache (step 1) and write its artifact; returns the artifact path.
+
+    Loss: the sum over mimicking layers of the masked MSE between its output and its target layer's output
+    (equal weights, as the authors' code); Adam at ``config.lr``; a seeded held-out validation subset
+    (``val_fraction`` of the clips, at most ``max_val_clips``) evaluated before training (epoch 0) and after each
+    epoch; the best weights by validation loss (training loss without a validation subset) go in the artifact.
+
+    Resumable: ``<output>.state.pt`` (model, optimizer, best weights, history) is written after every epoch;
+    ``resume=True`` continues from it, and may raise ``epochs`` to train further. Shuffling and dropout are
+    seeded per epoch, so an interrupted-and-resumed run ends with the same weights as an uninterrupted one.
+    """
+    if not isinstance(cache, TeacherCache):
+        cache = TeacherCache(cache)
+    if isinstance(config, dict):
+        config = MimicConfig.from_dict(config)
+    elif not isinstance(config, MimicConfig):
+        config = MimicConfig.from_yaml(config)
+    output = Path(output).expanduser()
+    L, d = cache.num_layers, cache.hidden_size
+    targets = config.resolve_targets(L)
+    config.check_dims(d)
+    missing = sorted(set(targets) - set(cache.layers))
+    if missing:
+        raise MimicError(
+            f"teacher cache {cache.directory} stores layers {cache.layers}; config {config.name()} needs {targets} "
+            f"(missing {missing}): rebuild it with build_teacher_cache(..., layers={sorted(set(cache.layers) | set(targets))})"
+        )
+    dev = _device(device)
+    train_ids, val_ids = _split(len(cache), config)
+    if len(train_ids) == 0:
+        raise MimicError(f"teacher cache {cache.directory} has no clip left to train on")
+
+    cuda = [dev] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(config.seed)
+        model = Mimicker.from_config(config, d).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    cache_id = {"sha256": cache.teacher["sha256"], "layers": cache.layers, "num_clips": len(cache),
+                "num_frames": int(cache.manifest["num_frames"]), "dtype": cache.dtype}
+    state_path = _state_path(output)
+    history: list[dict] = []
+    best = {"epoch": None, "loss": float("inf"), "weights": None}
+    start_epoch, steps, seconds = 1, 0, 0.0
+
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if _comparable(state["config"]) != _comparable(config.to_dict()):
+            raise MimicError(f"{state_path} was written for config {state['config']}, not {config.to_dict()} "
+                             "(only epochs may change on resume)")
+        if state["cache"] != cache_id:
+            raise MimicError(f"{state_path} was trained on another teacher cache ({state['cache']})")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = list(state["history"])
+        best = {"epoch": state["best_epoch"], "loss": state["best_loss"], "weights": state["best_weights"]}
+        start_epoch, steps, seconds = int(state["epoch"]) + 1, int(state["steps"]), float(state["seconds"])
+    else:
+        val = _evaluate(model, cache, val_ids, targets, config, dev)
+        history.append({"epoch": 0, "train_loss": None, "val_loss": None if val is None else sum(val),
+                        "val_terms": val})
+
+    for epoch in range(start_epoch, config.epochs + 1):
+        began = time.time()
+        order = np.random.default_rng([config.seed, epoch]).permutation(train_ids)
+        batches = [order[s:s + config.batch_size] for s in range(0, len(order), config.batch_size)]
+        total, frames = 0.0, 0
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(config.seed * 1_000_003 + epoch)
+            bar = _progress(batches, progress, desc=f"mimic {config.name()} epoch {epoch}/{config.epochs}",
+                            unit="batch", leave=False)
+            for batch in bar:
+                model.train()
+                features, mask, wanted = cache.batch(batch, targets, dev)
+                loss = sum(_step1_terms(model, features, mask, wanted, config.teacher_forcing))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                value, valid = float(loss.detach()), int((~mask).sum())
+                total += value * valid
+                frames += valid
+                steps += 1
+                bar.set_postfix(loss=f"{value:.4g}")
+        train_loss = total / max(frames, 1)
+        val = _evaluate(model, cache, val_ids, targets, config, dev)
+        score = float(sum(val)) if val is not None else float(train_loss)
+        seconds += time.time() - began
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": None if val is None else sum(val),
+                        "val_terms": val, "seconds": round(time.time() - began, 3)})
+        if score < best["loss"]:
+            best = {"epoch": epoch, "loss": score,
+                    "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        if progress:
+            print(f"[mimic] {config.name()} epoch {epoch}: train {train_loss:.5g}"
+                  + (f", val {sum(val):.5g}" if val is not None else ""), file=sys.stderr)
+        atomic_torch_save({
+            "config": config.to_dict(), "cache": cache_id, "epoch": epoch, "steps": steps, "seconds": seconds,
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(), "history": history,
+            "best_epoch": best["epoch"], "best_loss": best["loss"], "best_weights": best["weights"],
+        }, state_path)
+
+    weights = best["weights"] if best["weights"] is not None else \
+        {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    front = cache.frontend()
+    training = {
+        "history": history,
+        "best_epoch": best["epoch"],
+        "best_loss": best["loss"],
+        "selected_by": "validation loss" if len(val_ids) else "training loss",
+        "train_clips": int(len(train_ids)),
+        "val_clips": int(len(val_ids)),
+        "steps": steps,
+        "seconds": round(seconds, 3),
+        "device": str(dev),
+        "loss": "sum over mimicking layers of the MSE over valid frames",
+        "teacher_forcing": config.teacher_forcing,
+        "cache": dict(cache_id, path=str(cache.directory)),
+    }
+    return save_artifact(output, config, front["teacher"], front["frontend"], weights, targets, training)
+
+
+def train_grid(teacher: str | os.PathLike, audio, configs: Sequence[MimicConfig], output_dir: str | os.PathLike,
+               cache_dir: Optional[str | os.PathLike] = None, family: Optional[str] = None,
+               dtype: str = "float16", device: Optional[str] = None, resume: bool = False,
+               progress: bool = True) -> list[Path]:
+    """Train every configuration from ONE teacher pass: the cache stores the union of their target layers.
+
+    Artifacts are ``<output_dir>/<config.name()>.pt``; the cache defaults to ``<output_dir>/teacher_cache``.
+    """
+    output_dir = Path(output_dir).expanduser()
+    _, fam, checkpoint = _teacher_checkpoint(teacher, family)
+    L = fam.num_layers(checkpoint)
+    del checkpoint
+    layers = sorted({t for config in configs for t in config.resolve_targets(L)})
+    names = [config.name() for config in configs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise MimicError(f"configurations with the same name would overwrite each other: {duplicates}")
+    cache = build_teacher_cache(teacher, audio, cache_dir or output_dir / "teacher_cache", layers=layers,
+                                family=fam.name, dtype=dtype, device=device, progress=progress)
+    return [train_mimicker(cache, config, output_dir / f"{config.name()}.pt", resume=resume, device=device,
+                           progress=progress) for config in configs]
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m superb_redundancy.mimic_train",
+        description="Step 1 of mimicking: cache the teacher once, then train each mimicker config on the cache.",
+    )
+    parser.add_argument("--teacher", required=True, help="stock checkpoint path (or hub name with --family)")
+    parser.add_argument("--family", choices=["wav2vec2", "hubert", "wavlm"])
+    parser.add_argument("--audio", required=True, nargs="+", help="a folder (recursive *.wav/*.flac) or files")
+    parser.add_argument("--config", nargs="*", default=[], help="MimicConfig YAML file(s)")
+    parser.add_argument("--paper-grid", action="store_true", help="train the paper's 12 configurations")
+    parser.add_argument("--layer-i", type=int, help="m_f's target layer for the paper grid's 2-layer mimickers")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--cache-dir")
+    parser.add_argument("--dtype", choices=DTYPES, default="float16")
+    parser.add_argument("--device")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    from .mimic import paper_grid
+
+    configs = [MimicConfig.from_yaml(p) for p in args.config]
+    if args.paper_grid:
+        configs += paper_grid(layer_i=args.layer_i)
+    if not configs:
+        parser.error("give --config FILE(s) or --paper-grid")
+    audio = args.audio[0] if len(args.audio) == 1 else args.audio
+    try:
+        paths = train_grid(args.teacher, audio, configs, args.output_dir, cache_dir=args.cache_dir,
+                           family=args.family, dtype=args.dtype, device=args.device, resume=args.resume)
+    except MimicError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
