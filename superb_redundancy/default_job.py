@@ -31,6 +31,8 @@ class Variant:
     upstream: str
     ckpt: Optional[str] = None
     model_config: Optional[str] = None
+    #: more run_downstream.py training arguments, e.g. ("-f",) to train the upstream too (step 2 of mimicking)
+    extra_args: tuple[str, ...] = ()
 
     def args(self) -> list[str]:
         args = ["-u", self.upstream]
@@ -38,7 +40,7 @@ class Variant:
             args += ["-k", self.ckpt]
         if self.model_config:
             args += ["-g", self.model_config]
-        return args
+        return args + list(self.extra_args)
 
 
 @dataclass
@@ -98,7 +100,10 @@ def train_and_evaluate(variant: Variant, task: str, corpus_root: Path, expdir: P
     return read_test_metric(expdir, task).value
 
 
-def run_default_job(workdir: Path, tasks: Sequence[str] = tuple(task_defs.TASKS), corpus_scale: float = 1.0,
+SUPERB_TASKS = ("speech_commands", "voxceleb1", "emotion", "asr")
+
+
+def run_default_job(workdir: Path, tasks: Sequence[str] = SUPERB_TASKS, corpus_scale: float = 1.0,
                     device: str = "cpu") -> list[Run]:
     """Corpus + tiny models + one pruned variant, trained and evaluated on ``tasks``; returns the runs."""
     from .corpus import generate
@@ -108,7 +113,7 @@ def run_default_job(workdir: Path, tasks: Sequence[str] = tuple(task_defs.TASKS)
     for task in tasks:
         task_defs.get_task(task)
     print(f"[1/4] synthetic corpus -> {workdir / 'data'}", flush=True)
-    generate(workdir / "data", tasks=tasks, scale=corpus_scale)
+    generate(workdir / "data", tasks=sorted({task_defs.get_task(t).corpus_task for t in tasks}), scale=corpus_scale)
     print(f"[2/4] tiny checkpoints -> {workdir / 'models'}", flush=True)
     checkpoints = write_all(workdir / "models")
     base = str(checkpoints["wav2vec2"])

@@ -18,6 +18,11 @@ def variants_help() -> str:
     lines = ["", "superb_redundancy upstream variants (-u NAME):"]
     for name, entry in sorted(registry.UPSTREAMS.items()):
         lines.append(f"  {name:<28} {entry.description}")
+    from . import downstream_registry
+
+    lines += ["", "superb_redundancy downstream tasks (-d NAME), besides s3prl's own:"]
+    for name, entry in sorted(downstream_registry.DOWNSTREAMS.items()):
+        lines.append(f"  {name:<28} {entry.description}")
     return "\n".join(lines)
 
 

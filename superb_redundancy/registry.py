@@ -57,40 +57,53 @@ def _same_function(a: Callable, b: Callable) -> bool:
         getattr(a, "__qualname__", None) == getattr(b, "__qualname__", None)
 
 
-def _import_families(package: str) -> None:
+def _import_families(package: str, submodule: str = "hubconf") -> None:
+    """Import ``<package>.<sub>.<submodule>`` for every subpackage (its decorators register)."""
     module = importlib.import_module(package)
     for info in pkgutil.iter_modules(module.__path__):
         if info.ispkg:
-            importlib.import_module(f"{package}.{info.name}.hubconf")
+            importlib.import_module(f"{package}.{info.name}.{submodule}")
 
 
-def discover() -> dict[str, UpstreamEntry]:
-    """Import our upstream families and every package in the entry-point group; return the registry."""
-    _import_families("superb_redundancy.upstreams")
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        if entry_point.value == "superb_redundancy.upstreams":
+def _load_plugins(group: str, builtin: str, submodule: str, registered: dict, register: Callable,
+                  kind: str) -> None:
+    """Load an entry-point group: a package's families are imported, a callable is registered by its name.
+
+    ``builtin`` (our own package) is imported first and its entry point skipped; a plugin that fails to load is
+    reported and skipped so that it cannot take the others down. Shared by the upstream and downstream registries.
+    """
+    _import_families(builtin, submodule)
+    for entry_point in entry_points(group=group):
+        if entry_point.value == builtin:
             continue  # ours, imported above
         try:
             loaded = entry_point.load()
         except Exception as error:  # a broken plugin must not take the others down
-            print(f"[superb_redundancy] skipping upstream plugin {entry_point.value!r}: {error}", file=sys.stderr)
+            print(f"[superb_redundancy] skipping {kind} plugin {entry_point.value!r}: {error}", file=sys.stderr)
             continue
         if hasattr(loaded, "__path__"):
-            _import_families(loaded.__name__)
-        elif callable(loaded) and entry_point.name not in UPSTREAMS:
-            register_upstream(entry_point.name)(loaded)
+            _import_families(loaded.__name__, submodule)
+        elif callable(loaded) and entry_point.name not in registered:
+            register(entry_point.name)(loaded)
+
+
+def discover() -> dict[str, UpstreamEntry]:
+    """Import our upstream families and every package in the entry-point group; return the registry."""
+    _load_plugins(ENTRY_POINT_GROUP, "superb_redundancy.upstreams", "hubconf", UPSTREAMS, register_upstream,
+                  "upstream")
     return dict(UPSTREAMS)
 
 
 def install() -> list[str]:
     """Apply the compat layer, discover every variant, and set each on ``s3prl.hub``; returns the names."""
-    from . import compat
+    from . import compat, downstream_registry
 
     compat.apply()
     import s3prl.hub
 
     for name, entry in discover().items():
         setattr(s3prl.hub, name, entry.factory)
+    downstream_registry.install()  # -d NAME for our downstreams (superb_redundancy.downstream_registry)
     return sorted(UPSTREAMS)
 
 

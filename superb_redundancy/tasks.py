@@ -22,6 +22,12 @@ class Task:
     data_keys: tuple[tuple[str, str], ...]
     metric: str
     higher_is_better: bool
+    #: the synthetic corpus task that writes this task's data (superb_redundancy.corpus.generate)
+    corpus_task: str = ""
+
+    def __post_init__(self):
+        if not self.corpus_task:
+            object.__setattr__(self, "corpus_task", self.name)
 
 
 TASKS: dict[str, Task] = {
@@ -30,6 +36,9 @@ TASKS: dict[str, Task] = {
         Task("speech_commands", "KS", (("speech_commands_root", "speech_commands_v0.01"),
                                        ("speech_commands_test_root", "speech_commands_test_set_v0.01")),
              "acc", True),
+        # the paper's task (superb_redundancy.downstreams.speech_commands_35): v0.02, 35 words, no silence
+        Task("speech_commands_35", "KS-35", (("speech_commands_root", "speech_commands_v0.02"),), "acc", True,
+             corpus_task="speech_commands"),
         Task("voxceleb1", "SID", (("file_path", "voxceleb1"), ("meta_data", "voxceleb1/iden_split.txt")),
              "acc", True),
         Task("emotion", "ER", (("root", "IEMOCAP"), ("meta_data", "IEMOCAP/meta_data")), "acc", True),

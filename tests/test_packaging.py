@@ -20,7 +20,7 @@ def listed_packages() -> set[str]:
 
 
 def test_setup_cfg_lists_every_package():
-    found = {"superb_redundancy.upstreams", "superb_redundancy.downstream_configs"}
+    found = {"superb_redundancy.upstreams", "superb_redundancy.downstream_configs", "superb_redundancy.studies"}
     for init in (ROOT / "superb_redundancy").rglob("__init__.py"):
         found.add(".".join(init.parent.relative_to(ROOT).parts))
     for init in (ROOT / "upstreams").rglob("__init__.py"):
