@@ -17,6 +17,28 @@ output, after the final LayerNorm of pre-LN models).
 
 The upstream (:class:`MimicUpstream`, s3prl names ``mimic`` and ``mimic_local``) returns
 ``hidden_states = [projected features, output of mimicking layer 1, ..., output of layer N]``.
+
+Baselines of the paper (Tables 1-4): a *non-mimicker* is an artifact whose mimicking layers are freshly (seeded)
+initialised and never trained in step 1 (:func:`superb_redundancy.mimic_train.init_artifact`; its training
+record says ``training: none``); *classifier only* is ``n_layers: 0``: no mimicking layer at all, the upstream
+returns ``[projected features]`` and only the downstream head is trained.
+
+Step 2 (adaptation) is s3prl's own runner, nothing else:
+
+* ``run_downstream.py -u mimic_local -k ARTIFACT`` (no ``-f``): the upstream is frozen (``eval()``, run under
+  ``no_grad``); only the Featurizer and the downstream head train, and ``states-*.ckpt`` holds no ``Upstream``.
+  That is the authors' code default (mimicker frozen) and, with ``n_layers: 0``, the paper's classifier-only
+  baseline.
+* ``-f`` (``--upstream_trainable``): the paper's step 2 ("the classifier and mimicking layers are then
+  finetuned"). The runner puts the upstream in ``train()`` mode and hands all its parameters to the optimizer;
+  the mimicking layers, ``layer_norm`` and ``post_extract_proj`` get gradients and change, while the CNN runs
+  under ``no_grad`` (``feature_grad_mult = 0``, as in s3prl's stock wav2vec2/HuBERT/WavLM experts), gets no
+  gradient and stays frozen. ``states-*.ckpt`` then holds the adapted ``Upstream`` state (keys
+  ``frontend.*`` and ``mimicker.*``) and ``-m evaluate -e states-*.ckpt`` loads it back into the upstream
+  rebuilt from the (unchanged) artifact. Both behaviours are checked end to end by
+  ``tests/test_mimic_downstream.py``.
+* The paper's head reads the last mimicking layer only: pass ``-s last_hidden_state``; s3prl's default
+  ``-s hidden_states`` learns a softmax-weighted sum over ``[projected features, m_1, ..., m_N]``.
 """
 
 from __future__ import annotations
@@ -25,7 +47,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -35,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+from . import atomic
 from .bundles import ModelFamily, family_of_checkpoint, get_family
 
 __all__ = [
@@ -53,6 +75,11 @@ __all__ = [
     "load_mimic_artifact",
     "register_mimic_upstreams",
     "paper_grid",
+    "tiny_grid",
+    "paper_baselines",
+    "tiny_baselines",
+    "select_configs",
+    "describe_artifact",
     "sha256_file",
     "ARTIFACT_KEY",
     "ARTIFACT_KIND",
@@ -89,6 +116,9 @@ class MimicConfig:
     ``round(2L/3) - 1`` (7 for 12 layers, 15 for 24: the reading of the paper's Fig. 2a for both base models and
     wav2vec2-large). ``target_layers`` (optional, one per mimicking layer, non-decreasing, 0..L-1) overrides
     both; N >= 3 without it spreads the targets evenly over the stack.
+
+    ``n_layers: 0`` is the paper's classifier-only baseline: no mimicking layer, the upstream returns only the
+    projected features (``kind``, ``z``, ``layer_i`` and ``teacher_forcing`` then play no part).
 
     ``teacher_forcing``: the paper's printed step-1 loss feeds m_g the TEACHER's layer-i output
     (``True``); the authors' code feeds m_g the mimicker's own m_f output (``False``, the default: it is what
@@ -133,8 +163,9 @@ class MimicConfig:
 
         if self.kind not in KINDS:
             bad("kind", self.kind, " or ".join(repr(k) for k in KINDS))
-        if not _is_int(self.n_layers) or self.n_layers < 1:
-            bad("n_layers", self.n_layers, "an integer >= 1 (the number of mimicking layers; the paper uses 1 or 2)")
+        if not _is_int(self.n_layers) or self.n_layers < 0:
+            bad("n_layers", self.n_layers, "an integer >= 0 (the number of mimicking layers; the paper uses 1 or 2; "
+                                           "0 = classifier only: the upstream returns the projected features)")
         if not _is_int(self.z) or self.z < 1:
             bad("z", self.z, "an integer >= 1 (the mimicking layers' hidden size; the paper uses 32, 768, 4096)")
         if not _is_int(self.nhead) or self.nhead < 1:
@@ -179,6 +210,8 @@ class MimicConfig:
                 if not 0 <= t < L:
                     raise MimicError(f"mimic config: target layer {t} is outside the teacher's transformer stack; {stack}")
             return list(self.target_layers)
+        if self.n_layers == 0:
+            return []
         if self.n_layers == 1:
             return [L - 1]
         if self.n_layers == 2:
@@ -187,7 +220,7 @@ class MimicConfig:
         return [max(0, round(L * (k + 1) / self.n_layers) - 1) for k in range(self.n_layers)]
 
     def check_dims(self, hidden_size: int) -> None:
-        if self.kind == "transformer" and hidden_size % self.nhead:
+        if self.kind == "transformer" and self.n_layers > 0 and hidden_size % self.nhead:
             raise MimicError(
                 f"mimic config: nhead={self.nhead} does not divide the teacher's hidden size {hidden_size}; "
                 f"valid: a divisor of {hidden_size}"
@@ -228,11 +261,17 @@ class MimicConfig:
 
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
-            _atomic_write_text(Path(path), text)
+            atomic.write_text(path, text)
         return text
 
+    @property
+    def classifier_only(self) -> bool:
+        return self.n_layers == 0
+
     def name(self) -> str:
-        """A short file-name stem, e.g. ``linear-N2-z32-i7``."""
+        """A short file-name stem, e.g. ``linear-N2-z32-i7``; ``classifier-only`` for ``n_layers: 0``."""
+        if self.classifier_only:
+            return "classifier-only"
         stem = f"{self.kind}-N{self.n_layers}-z{self.z}"
         if self.target_layers is not None:
             stem += "-t" + "_".join(str(t) for t in self.target_layers)
@@ -254,13 +293,48 @@ def paper_grid(**overrides) -> list[MimicConfig]:
             for kind in KINDS for n in (1, 2) for z in (32, 768, 4096)]
 
 
+def tiny_grid(**overrides) -> list[MimicConfig]:
+    """4 CPU-sized configurations (:meth:`MimicConfig.tiny`): kind in {L, T} x N in {1, 2}, z 32."""
+    return [MimicConfig.tiny(kind=kind, n_layers=n, **overrides) for kind in KINDS for n in (1, 2)]
+
+
+def paper_baselines(**overrides) -> list[MimicConfig]:
+    """The paper's baselines: 6 non-mimickers (1 layer, kind in {L, T} x z in {32, 768, 4096}) + classifier only."""
+    return [MimicConfig(kind=kind, n_layers=1, z=z, **overrides) for kind in KINDS for z in (32, 768, 4096)] + \
+        [MimicConfig(n_layers=0, **overrides)]
+
+
+def tiny_baselines(**overrides) -> list[MimicConfig]:
+    """CPU-sized baselines: non-mimickers (1 layer, L and T, z 32) + classifier only."""
+    return [MimicConfig.tiny(kind=kind, n_layers=1, **overrides) for kind in KINDS] + \
+        [MimicConfig.tiny(n_layers=0, **overrides)]
+
+
+def select_configs(files: Sequence[str | os.PathLike] = (), grid: Optional[str] = None, baselines: bool = False,
+                   layer_i: Optional[int] = None) -> list[MimicConfig]:
+    """Configurations from YAML ``files`` plus a named ``grid`` ("paper" or "tiny"; the baselines' grid with
+    ``baselines=True``); ``layer_i`` sets m_f's target of the grid's 2-layer configurations."""
+    configs = [MimicConfig.from_yaml(path) for path in files]
+    if grid is not None:
+        grids = {"paper": (paper_grid, paper_baselines), "tiny": (tiny_grid, tiny_baselines)}
+        if grid not in grids:
+            raise MimicError(f"unknown mimic grid {grid!r}; valid: {' or '.join(repr(g) for g in grids)}")
+        make = grids[grid][1 if baselines else 0]
+        configs += make() if baselines else make(**({} if layer_i is None else {"layer_i": layer_i}))
+    if not configs:
+        raise MimicError("no mimic configuration given: pass config YAML file(s) or a grid (paper or tiny)")
+    return configs
+
+
 # ---------------------------------------------------------------------------------------------- modules
 def mimicker_parameter_count(kind: str, n_layers: int, d: int, z: int, nhead: int = 8) -> int:
     """The paper's formulas (appendix, section 6.4 of the digest); ``nhead`` does not change the count.
 
     linear: N * [(dz + z) + (zd + d)] + 2z (one LayerNorm(z) shared by all layers);
-    transformer: N * [3d^2 + 3d + d^2 + d + dz + z + zd + d + 4d].
+    transformer: N * [3d^2 + 3d + d^2 + d + dz + z + zd + d + 4d]; N = 0 (classifier only): 0.
     """
+    if kind in KINDS and n_layers == 0:
+        return 0
     if kind == "linear":
         return n_layers * ((d * z + z) + (z * d + d)) + 2 * z
     if kind == "transformer":
@@ -311,12 +385,12 @@ class Mimicker(nn.Module):
 
     def __init__(self, kind: str, n_layers: int, d: int, z: int, nhead: int = 8, dropout: float = 0.1):
         super().__init__()
-        if n_layers < 1:
-            raise MimicError(f"n_layers={n_layers} is invalid; valid: an integer >= 1")
+        if n_layers < 0:
+            raise MimicError(f"n_layers={n_layers} is invalid; valid: an integer >= 0 (0 = classifier only)")
         if z < 1:
             raise MimicError(f"z={z} is invalid; valid: an integer >= 1")
         self.kind, self.n_layers, self.d, self.z, self.nhead = kind, n_layers, d, z, nhead
-        if kind == "linear":
+        if kind == "linear" and n_layers > 0:
             self.norm = nn.LayerNorm(z)  # shared by every linear layer
         self.layers = nn.ModuleList(
             [MimickingLayer(kind, d, z, nhead, dropout, norm=self.norm if kind == "linear" else None)
@@ -494,7 +568,13 @@ class MimicUpstream(nn.Module):
     """An s3prl upstream: the teacher's front end followed by a mimicker.
 
     ``forward(wavs: list of 1-D 16 kHz tensors) -> {"hidden_states": [projected features, m_1, ..., m_N],
-    "last_hidden_state": m_N, "hidden_state_k": ...}``, every entry [B, T, d], T = the teacher's frame count.
+    "last_hidden_state": m_N, "hidden_state_k": ...}``, every entry [B, T, d], T = the teacher's frame count
+    (classifier only, N = 0: ``[projected features]``).
+
+    Step 2 through s3prl's runner (see the module docstring): without ``-f`` nothing here trains and
+    ``states-*.ckpt`` holds no ``Upstream``; with ``-f`` the mimicking layers, ``frontend.layer_norm`` and
+    ``frontend.post_extract_proj`` train (the CNN runs under ``no_grad`` and stays frozen, like the stock
+    experts) and ``states-*.ckpt`` stores ``Upstream`` (``frontend.*``, ``mimicker.*``).
     """
 
     def __init__(self, frontend: TeacherFrontend, mimicker: Mimicker, config: MimicConfig,
@@ -534,27 +614,6 @@ class MimicUpstream(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- artifacts
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        try:
-            torch.save(obj, tmp)
-        except BaseException:
-            tmp.close()
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
-    return path
-
-
 def save_artifact(output: str | os.PathLike, config: MimicConfig, teacher: dict, frontend: dict,
                   mimicker: dict, targets: Sequence[int], training: Optional[dict] = None) -> Path:
     """Write ONE self-describing mimicker file (plain dicts/lists/tensors/str/numbers), atomically.
@@ -562,7 +621,8 @@ def save_artifact(output: str | os.PathLike, config: MimicConfig, teacher: dict,
     Keys: ``superb_redundancy`` ({kind: "mimicker", version}), ``config`` (:class:`MimicConfig` as a dict),
     ``targets`` (teacher layer each mimicking layer mimics), ``teacher`` (family, path, sha256, num_layers,
     hidden_size, checkpoint_config: the stock checkpoint's config entries), ``frontend`` (CNN + layer_norm +
-    post_extract_proj weights), ``mimicker`` (weights), ``training`` (losses per epoch, best epoch, ...),
+    post_extract_proj weights), ``mimicker`` (weights), ``training`` (``training``: "mimicking" (step 1) or
+    "none" (a baseline: random layers, or none at all); losses per epoch, best epoch, ...),
     ``parameters`` (frontend / mimicker / total counts).
     """
     d = int(teacher["hidden_size"])
@@ -578,7 +638,7 @@ def save_artifact(output: str | os.PathLike, config: MimicConfig, teacher: dict,
         "training": _plain(training or {}),
         "parameters": {"frontend": n_frontend, "mimicker": n_mimicker, "total": n_frontend + n_mimicker},
     }
-    return atomic_torch_save(artifact, output)
+    return atomic.torch_save(artifact, output)
 
 
 def _is_buffer_key(key: str) -> bool:
@@ -606,7 +666,7 @@ def read_artifact(path: str | os.PathLike) -> dict:
                 what = f"a stock {family.name} checkpoint (a teacher, not a mimicker)"
         raise MimicError(
             f"{path} is not a mimicker artifact: it is {what}; write one with "
-            f"superb_redundancy.mimic_train.train_mimicker"
+            f"superb_redundancy.mimic_train.train_mimicker (or a baseline with init_artifact)"
         )
     if meta.get("version") != ARTIFACT_VERSION:
         raise MimicError(f"{path}: mimicker artifact version {meta.get('version')!r}; this code reads {ARTIFACT_VERSION}")
@@ -614,6 +674,27 @@ def read_artifact(path: str | os.PathLike) -> dict:
         if key not in artifact:
             raise MimicError(f"corrupt mimicker artifact {path}: missing {key!r}")
     return artifact
+
+
+def describe_artifact(path: str | os.PathLike) -> str:
+    """One line: what an artifact is, its parameter counts, and how step 1 went (best loss, epoch)."""
+    path = Path(path)
+    artifact = read_artifact(path)
+    config = MimicConfig.from_dict(artifact["config"], source=str(path))
+    params = artifact.get("parameters", {})
+    what = ("classifier only (no mimicking layer)" if config.classifier_only else
+            f"{config.kind} N={config.n_layers} z={config.z}, targets {artifact['targets']}")
+    counts = f"{params.get('mimicker', 0):,} mimicker + {params.get('frontend', 0):,} front-end parameters"
+    training = artifact.get("training") or {}
+    if training.get("training") == "none":
+        step1 = "step 1: none" + ("" if config.classifier_only else f" (random layers, seed {config.seed})")
+    elif training.get("best_loss") is not None:
+        which = "val" if training.get("selected_by") == "validation loss" else "train"
+        last = max((h.get("epoch", 0) for h in training.get("history", [])), default=0)
+        step1 = f"step 1: best {which} loss {training['best_loss']:.5g} at epoch {training.get('best_epoch')}/{last}"
+    else:
+        step1 = "step 1: no record"
+    return f"{path}: {what}; {counts}; {step1}"
 
 
 def _check_teacher(artifact: dict, path: Path, teacher: Optional[str], teacher_sha256: Optional[str],

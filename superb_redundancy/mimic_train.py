@@ -20,8 +20,12 @@ Arrays are ``.npy`` files opened memory-mapped, float16 by default (half the dis
 float16's range is refused with a hint to use ``dtype="float32"``).
 
 Clips are run one at a time, unpadded, so cached features never depend on what a clip was batched with.
-Audio: ``*.wav`` / ``*.flac`` under a folder (recursive, sorted) or a list of files, read with soundfile, 16 kHz
-(other rates are refused: resample first), multi-channel files averaged to mono.
+Audio: ``*.wav`` / ``*.flac`` under a folder (recursive, sorted) or a list of files (or folders), listed and read
+by :mod:`superb_redundancy.features` (soundfile, multi-channel files averaged to mono), 16 kHz (other rates are
+refused: resample first); :func:`corpus_audio` lists a split of a SUPERB task's corpus.
+
+Baselines (:func:`init_artifact`): a non-mimicker (seeded random mimicking layers, no step 1) or, with
+``n_layers: 0``, classifier only; both are trained only in step 2 (s3prl's runner, see :mod:`superb_redundancy.mimic`).
 """
 
 from __future__ import annotations
@@ -39,12 +43,12 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import torch
 
+from . import atomic, features as audio_io
 from .bundles import ModelFamily, family_of_checkpoint, get_family
 from .mimic import (
     MimicConfig,
     MimicError,
     Mimicker,
-    atomic_torch_save,
     frontend_state,
     save_artifact,
     sha256_file,
@@ -56,8 +60,13 @@ __all__ = [
     "Teacher",
     "build_teacher_cache",
     "list_audio",
+    "corpus_audio",
+    "step1_audio",
     "train_mimicker",
     "train_grid",
+    "init_artifact",
+    "init_grid",
+    "baseline_name",
     "masked_mse",
     "CACHE_FORMAT",
     "SAMPLE_RATE",
@@ -66,7 +75,6 @@ __all__ = [
 CACHE_FORMAT = "superb_redundancy.teacher_cache"
 CACHE_VERSION = 1
 SAMPLE_RATE = 16000
-AUDIO_SUFFIXES = (".wav", ".flac")
 DTYPES = ("float16", "float32")
 
 
@@ -81,34 +89,91 @@ def _device(device: Optional[str]) -> torch.device:
 
 
 # ---------------------------------------------------------------------------------------------- audio
-def list_audio(audio: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """The clips of a folder (recursive ``*.wav``/``*.flac``, sorted) or of a list of files, as absolute paths."""
-    if isinstance(audio, (str, os.PathLike)):
-        root = Path(audio).expanduser()
-        if root.is_dir():
-            files = sorted(p.resolve() for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
-            if not files:
-                raise MimicError(f"no *.wav or *.flac files under {root}")
-            return files
-        if not root.is_file():
-            raise MimicError(f"audio folder or file not found: {root}")
-        audio = [root]
-    files = [Path(p).expanduser().resolve() for p in audio]
-    if not files:
+def list_audio(audio: str | os.PathLike | Sequence[str | os.PathLike], limit: Optional[int] = None,
+               seed: int = 0) -> list[Path]:
+    """The clips of a folder (recursive ``*.wav``/``*.flac``, sorted) or of a list of files/folders, as absolute
+    paths (:func:`superb_redundancy.features.list_audio` per entry); ``limit`` keeps a seeded random subset."""
+    entries = [audio] if isinstance(audio, (str, os.PathLike)) else list(audio)
+    if not entries:
         raise MimicError("no audio files given")
-    for path in files:
-        if not path.is_file():
-            raise MimicError(f"audio file not found: {path}")
+    if limit is not None and limit < 1:
+        raise MimicError(f"limit must be >= 1, got {limit}")
+    files: list[Path] = []
+    try:
+        for entry in entries:
+            files += [p.resolve() for p in audio_io.list_audio(Path(entry).expanduser())]
+        if limit is not None and limit < len(files):
+            files = [files[k] for k in sorted(np.random.default_rng(seed).choice(len(files), limit, replace=False))]
+    except (FileNotFoundError, ValueError) as error:
+        raise MimicError(str(error)) from None
     return files
 
 
-def _read_audio(path: Path) -> np.ndarray:
-    import soundfile
+def corpus_audio(corpus_root: str | os.PathLike, task: str, split: str = "train") -> list[Path]:
+    """The audio of one split (train, dev or test) of a SUPERB task's corpus, laid out as s3prl reads it (the
+    synthetic corpus or the real one): speech_commands (v0.01: ``validation_list.txt`` / ``testing_list.txt``
+    split the training root, test = the test set), voxceleb1 (``iden_split.txt`` 1/2/3), emotion (fold 1:
+    ``Session1/{train,test}_meta_data.json``; no fixed dev split), asr (train-clean-100 / dev-clean / test-clean)."""
+    from . import tasks
 
-    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    if rate != SAMPLE_RATE:
-        raise MimicError(f"{path}: sample rate {rate} Hz; the teachers take {SAMPLE_RATE} Hz (resample first)")
-    return data.mean(axis=1)
+    splits = ("train", "dev", "test")
+    try:
+        tasks.get_task(task)
+    except ValueError as error:
+        raise MimicError(str(error)) from None
+    if split not in splits:
+        raise MimicError(f"corpus split {split!r} is invalid; valid: {', '.join(splits)}")
+    paths = {key: Path(value) for key, value in tasks.data_overrides(task, corpus_root).items()}
+    paths = {key.rsplit(".", 1)[-1]: value for key, value in paths.items()}
+    try:
+        if task == "speech_commands":
+            root = paths["speech_commands_root"]
+            if split == "test":
+                return list_audio(paths["speech_commands_test_root"])
+            listed = {name: set((root / f"{name}_list.txt").read_text().split()) for name in ("validation", "testing")}
+            words = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith("_")]
+            files = [p for d in words for p in list_audio(d)]
+            if split == "dev":
+                return [p for p in files if f"{p.parent.name}/{p.name}" in listed["validation"]]
+            dropped = listed["validation"] | listed["testing"]
+            return [p for p in files if f"{p.parent.name}/{p.name}" not in dropped]
+        if task == "voxceleb1":
+            root, wanted = paths["file_path"], str(splits.index(split) + 1)
+            lines = [line.split() for line in paths["meta_data"].read_text().splitlines() if line.strip()]
+            return list_audio([next((root / part / "wav" / rel for part in ("dev", "test")
+                                     if (root / part / "wav" / rel).is_file()), root / "dev" / "wav" / rel)
+                               for number, rel in lines if number == wanted])
+        if task == "emotion":
+            if split == "dev":
+                raise MimicError("emotion has no fixed dev split (s3prl draws 20% of train); use train or test")
+            meta = json.loads((paths["meta_data"] / "Session1" / f"{split}_meta_data.json").read_text())
+            return list_audio([paths["root"] / item["path"] for item in meta["meta_data"]])
+        if task == "asr":
+            names = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
+            return list_audio(paths["libri_root"] / names[split])
+    except (OSError, KeyError, ValueError) as error:
+        if isinstance(error, MimicError):
+            raise
+        raise MimicError(f"cannot list the {split} audio of {task} under {corpus_root}: "
+                         f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+    raise MimicError(f"no split listing for task {task!r}")  # pragma: no cover (tasks.data_overrides checks it)
+
+
+def step1_audio(audio=None, corpus: Optional[str | os.PathLike] = None, task: Optional[str] = None,
+                split: str = "train", limit: Optional[int] = None, seed: int = 0) -> list[Path]:
+    """Step-1 audio: ``audio`` (folders/files) or a ``corpus`` split of ``task``; ``limit``: a seeded subset."""
+    if (audio is None) == (corpus is None):
+        raise MimicError("give the step-1 audio either as audio folders/files or as a corpus root with a task")
+    if corpus is not None:
+        if not task:
+            raise MimicError("a corpus split needs its task (speech_commands, voxceleb1, emotion or asr)")
+        files = corpus_audio(corpus, task, split)
+        return list_audio(files, limit=limit, seed=seed) if limit is not None else files
+    return list_audio(audio, limit=limit, seed=seed)
+
+
+def _read_audio(path: Path) -> np.ndarray:
+    return audio_io.load_wav(path).numpy()
 
 
 def _audio_samples(path: Path) -> int:
@@ -443,6 +508,7 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
     elif not isinstance(config, MimicConfig):
         config = MimicConfig.from_yaml(config)
     output = Path(output).expanduser()
+    _check_trainable(config)
     L, d = cache.num_layers, cache.hidden_size
     targets = config.resolve_targets(L)
     config.check_dims(d)
@@ -519,7 +585,7 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
         if progress:
             print(f"[mimic] {config.name()} epoch {epoch}: train {train_loss:.5g}"
                   + (f", val {sum(val):.5g}" if val is not None else ""), file=sys.stderr)
-        atomic_torch_save({
+        atomic.torch_save({
             "config": config.to_dict(), "cache": cache_id, "epoch": epoch, "steps": steps, "seconds": seconds,
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(), "history": history,
@@ -530,6 +596,7 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
         {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     front = cache.frontend()
     training = {
+        "training": "mimicking",
         "history": history,
         "best_epoch": best["epoch"],
         "best_loss": best["loss"],
@@ -546,6 +613,65 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
     return save_artifact(output, config, front["teacher"], front["frontend"], weights, targets, training)
 
 
+def _check_trainable(config: MimicConfig) -> None:
+    if config.classifier_only:
+        raise MimicError("config classifier-only (n_layers=0) has no mimicking layer to train in step 1; "
+                         "write it with init_artifact (superb-redundancy mimic init)")
+
+
+def baseline_name(config: MimicConfig) -> str:
+    """The file stem of a baseline artifact: ``classifier-only`` or ``nonmimic-<config name>``."""
+    return config.name() if config.classifier_only else f"nonmimic-{config.name()}"
+
+
+def init_artifact(teacher: str | os.PathLike, config: MimicConfig | dict | str | os.PathLike,
+                  output: str | os.PathLike, family: Optional[str] = None, refresh: bool = False) -> Path:
+    """Write a baseline artifact without step 1: the paper's "non-mimicker" (mimicking layers freshly initialised
+    with ``torch.manual_seed(config.seed)``, exactly the weights :func:`train_mimicker` starts from) or, with
+    ``n_layers: 0``, "classifier only" (no mimicking layer). Its training record says ``training: none``; the
+    layers are trained only in step 2 (s3prl's runner with ``-f``).
+
+    ``teacher``: a stock checkpoint path (family inferred), or with ``family`` an s3prl hub name.
+    """
+    if isinstance(config, dict):
+        config = MimicConfig.from_dict(config)
+    elif not isinstance(config, MimicConfig):
+        config = MimicConfig.from_yaml(config)
+    path, fam, checkpoint = _teacher_checkpoint(teacher, family, refresh=refresh)
+    record = teacher_record(checkpoint, fam, path, sha256_file(path))
+    targets = config.resolve_targets(record["num_layers"])
+    config.check_dims(int(record["hidden_size"]))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = Mimicker.from_config(config, int(record["hidden_size"]))
+    training = {
+        "training": "none",
+        "baseline": "classifier only" if config.classifier_only else "non-mimicker",
+        "init_seed": config.seed,
+        "history": [],
+        "best_epoch": None,
+        "best_loss": None,
+        "note": "no step 1: trained only in step 2 (s3prl's runner; -f trains the mimicking layers)",
+    }
+    return save_artifact(Path(output).expanduser(), config, record, frontend_state(checkpoint, fam),
+                         model.state_dict(), targets, training)
+
+
+def init_grid(teacher: str | os.PathLike, configs: Sequence[MimicConfig], output_dir: str | os.PathLike,
+              family: Optional[str] = None) -> list[Path]:
+    """:func:`init_artifact` for each configuration: ``<output_dir>/<baseline_name(config)>.pt``."""
+    output_dir = Path(output_dir).expanduser()
+    _check_unique([baseline_name(c) for c in configs])
+    return [init_artifact(teacher, config, output_dir / f"{baseline_name(config)}.pt", family=family)
+            for config in configs]
+
+
+def _check_unique(names: Sequence[str]) -> None:
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise MimicError(f"configurations with the same name would overwrite each other: {duplicates}")
+
+
 def train_grid(teacher: str | os.PathLike, audio, configs: Sequence[MimicConfig], output_dir: str | os.PathLike,
                cache_dir: Optional[str | os.PathLike] = None, family: Optional[str] = None,
                dtype: str = "float16", device: Optional[str] = None, resume: bool = False,
@@ -555,14 +681,13 @@ def train_grid(teacher: str | os.PathLike, audio, configs: Sequence[MimicConfig]
     Artifacts are ``<output_dir>/<config.name()>.pt``; the cache defaults to ``<output_dir>/teacher_cache``.
     """
     output_dir = Path(output_dir).expanduser()
+    for config in configs:
+        _check_trainable(config)
+    _check_unique([config.name() for config in configs])
     _, fam, checkpoint = _teacher_checkpoint(teacher, family)
     L = fam.num_layers(checkpoint)
     del checkpoint
     layers = sorted({t for config in configs for t in config.resolve_targets(L)})
-    names = [config.name() for config in configs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise MimicError(f"configurations with the same name would overwrite each other: {duplicates}")
     cache = build_teacher_cache(teacher, audio, cache_dir or output_dir / "teacher_cache", layers=layers,
                                 family=fam.name, dtype=dtype, device=device, progress=progress)
     return [train_mimicker(cache, config, output_dir / f"{config.name()}.pt", resume=resume, device=device,
@@ -573,7 +698,8 @@ def train_grid(teacher: str | os.PathLike, audio, configs: Sequence[MimicConfig]
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m superb_redundancy.mimic_train",
-        description="Step 1 of mimicking: cache the teacher once, then train each mimicker config on the cache.",
+        description="Step 1 of mimicking: cache the teacher once, then train each mimicker config on the cache "
+                    "(the same as `superb-redundancy mimic train`).",
     )
     parser.add_argument("--teacher", required=True, help="stock checkpoint path (or hub name with --family)")
     parser.add_argument("--family", choices=["wav2vec2", "hubert", "wavlm"])

@@ -112,7 +112,7 @@ def test_config_yaml_round_trip(tmp_path):
 
 @pytest.mark.parametrize("values,needle", [
     ({"z": 0}, "z=0"),
-    ({"n_layers": 0}, "n_layers=0"),
+    ({"n_layers": -1}, "n_layers=-1"),
     ({"kind": "conv"}, "kind='conv'"),
     ({"layer_i": -1}, "layer_i=-1"),
     ({"lr": 0}, "lr=0"),
@@ -289,7 +289,8 @@ def _edited(artifact_path, tmp_path, edit):
 @pytest.mark.parametrize("edit,needle", [
     (lambda a: a["config"].update(z=0), "z=0 is invalid"),
     (lambda a: a["config"].update(layer_i=7), "layer_i=7 is outside the teacher's transformer stack; valid 0..2"),
-    (lambda a: a["config"].update(n_layers=0), "n_layers=0 is invalid"),
+    (lambda a: a["config"].update(n_layers=-1), "n_layers=-1 is invalid"),
+    (lambda a: a["config"].update(n_layers=0), "targets [0, 2] do not match its config ([])"),
     (lambda a: a["mimicker"].pop("layers.0.layer.linear1.weight"), "weights do not fit its config"),
     (lambda a: a.pop("teacher"), "missing 'teacher'"),
 ])

@@ -1,5 +1,6 @@
 """Step 1 of mimicking on a tiny teacher: the teacher cache (one teacher pass for a grid), the loss falling,
-resumption, and the artifact (weights_only, standalone upstream)."""
+resumption, and the artifact (weights_only, standalone upstream); the baselines (non-mimicker, classifier only)
+and `superb-redundancy mimic`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import soundfile
 import torch
 
 from superb_redundancy import mimic_train
-from superb_redundancy.mimic import MimicConfig, MimicError, load_mimic_artifact, sha256_file
+from superb_redundancy.mimic import (MimicConfig, MimicError, Mimicker, describe_artifact, load_mimic_artifact,
+                                     mimicker_parameter_count, sha256_file)
 from superb_redundancy.mimic_train import TeacherCache, build_teacher_cache, train_grid, train_mimicker
 
 SR = 16000
@@ -186,7 +188,7 @@ def test_training_errors(cache, tmp_path, tiny_ckpts, audio):
     with pytest.raises(MimicError, match="sample rate 8000 Hz"):
         build_teacher_cache(tiny_ckpts["wav2vec2"], slow, tmp_path / "c", progress=False)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(MimicError, match="no \\*.wav or \\*.flac files"):
+    with pytest.raises(MimicError, match="no .wav/.flac files under"):
         build_teacher_cache(tiny_ckpts["wav2vec2"], tmp_path / "empty", tmp_path / "c", progress=False)
     assert not (tmp_path / "c").exists()
     (tmp_path / "mine").mkdir()
@@ -203,3 +205,117 @@ def test_command_line(tiny_ckpts, audio, tmp_path):
                              "--output-dir", str(tmp_path / "out")])
     assert code == 0 and (tmp_path / "out" / "linear-N1-z32.pt").is_file()
 
+
+
+# ---------------------------------------------------------------------------------------------- baselines
+def test_non_mimicker_artifact(tiny_ckpts, cache, tmp_path, hub):
+    """Seeded random layers, `training: none`; the same weights step 1 starts from."""
+    config = MimicConfig.tiny(kind="transformer", seed=3)
+    path = mimic_train.init_artifact(tiny_ckpts["wav2vec2"], config, tmp_path / "random.pt")
+    artifact = torch.load(path, weights_only=True)
+    assert artifact["training"]["training"] == "none" and artifact["training"]["baseline"] == "non-mimicker"
+    assert artifact["targets"] == [2] and MimicConfig.from_dict(artifact["config"]) == config
+    again = mimic_train.init_artifact(tiny_ckpts["wav2vec2"], config.to_dict(), tmp_path / "again.pt")
+    other = mimic_train.init_artifact(tiny_ckpts["wav2vec2"], MimicConfig.tiny(kind="transformer", seed=4),
+                                      tmp_path / "other.pt")
+    weights = {p.name: torch.load(p, weights_only=True)["mimicker"] for p in (path, again, other)}
+    for key, value in weights["random.pt"].items():
+        torch.testing.assert_close(weights["again.pt"][key], value, rtol=0, atol=0)
+    assert any(not torch.equal(weights["other.pt"][k], v) for k, v in weights["random.pt"].items())
+    # the weights step 1 starts from with the same seed: its epoch-0 validation loss is the baseline's
+    trained = torch.load(train_mimicker(cache, config.to_dict() | {"epochs": 1}, tmp_path / "t.pt", progress=False),
+                         weights_only=True)["training"]
+    assert trained["training"] == "mimicking"
+    model = Mimicker.from_config(config, 64)
+    model.load_state_dict(weights["random.pt"])
+    _, val_ids = mimic_train._split(len(cache), config)
+    val = mimic_train._evaluate(model, cache, val_ids, [2], config, torch.device("cpu"))
+    assert sum(val) == pytest.approx(trained["history"][0]["val_loss"], rel=1e-6)
+    upstream = hub.mimic_local(ckpt=str(path)).eval()
+    assert upstream.training_record["training"] == "none"
+    with torch.no_grad():
+        assert len(upstream([torch.randn(8000)])["hidden_states"]) == 2
+    assert "step 1: none (random layers, seed 3)" in describe_artifact(path)
+
+
+def test_classifier_only(tiny_ckpts, cache, tmp_path, hub):
+    config = MimicConfig(n_layers=0)
+    assert config.name() == "classifier-only" and config.resolve_targets(12) == []
+    assert mimicker_parameter_count("linear", 0, 768, 32) == 0 == mimicker_parameter_count("transformer", 0, 768, 768)
+    assert sum(p.numel() for p in Mimicker("linear", 0, 64, 32).parameters()) == 0
+    path = mimic_train.init_artifact(tiny_ckpts["wav2vec2"], config, tmp_path / "clf.pt")
+    artifact = torch.load(path, weights_only=True)
+    assert artifact["mimicker"] == {} and artifact["targets"] == [] and artifact["parameters"]["mimicker"] == 0
+    assert artifact["training"]["baseline"] == "classifier only"
+    upstream = hub.mimic_local(ckpt=str(path)).eval()
+    with torch.no_grad():
+        out = upstream([torch.randn(9000), torch.randn(4000)])
+    assert len(out["hidden_states"]) == 1 and out["hidden_states"][0].shape == (2, 27, 64)
+    torch.testing.assert_close(out["last_hidden_state"], out["hidden_states"][0])
+    assert "classifier only (no mimicking layer); 0 mimicker" in describe_artifact(path)
+    with pytest.raises(MimicError, match=r"classifier-only \(n_layers=0\) has no mimicking layer to train in step 1; "
+                                         r"write it with init_artifact") as error:
+        train_mimicker(cache, config, tmp_path / "x.pt", progress=False)
+    assert "\n" not in str(error.value)
+    with pytest.raises(MimicError, match="has no mimicking layer to train"):
+        train_grid(tiny_ckpts["wav2vec2"], tmp_path, [config], tmp_path / "grid", progress=False)
+    assert not (tmp_path / "grid").exists()
+
+
+def test_config_selection(tmp_path):
+    from superb_redundancy.mimic import select_configs
+
+    assert len(select_configs(grid="paper")) == 12 and len(select_configs(grid="tiny")) == 4
+    baselines = select_configs(grid="paper", baselines=True)
+    assert [c.n_layers for c in baselines] == [1] * 6 + [0]
+    assert [mimic_train.baseline_name(c) for c in select_configs(grid="tiny", baselines=True)] == \
+        ["nonmimic-linear-N1-z32", "nonmimic-transformer-N1-z32", "classifier-only"]
+    assert {c.layer_i for c in select_configs(grid="paper", layer_i=5) if c.n_layers == 2} == {5}
+    path = tmp_path / "c.yaml"
+    MimicConfig.tiny(n_layers=0).to_yaml(path)
+    assert select_configs([path], grid="tiny")[0].classifier_only
+    with pytest.raises(MimicError, match="no mimic configuration given"):
+        select_configs()
+    with pytest.raises(MimicError, match="unknown mimic grid 'huge'"):
+        select_configs(grid="huge")
+
+
+# ---------------------------------------------------------------------------------------------- superb-redundancy mimic
+def test_cli_mimic_train_and_init(tiny_ckpts, audio, tmp_path, capsys):
+    from superb_redundancy.cli import main
+
+    config = tmp_path / "c.yaml"
+    MimicConfig.tiny(epochs=2).to_yaml(config)
+    out = tmp_path / "out"
+    assert main(["mimic", "train", "--teacher", str(tiny_ckpts["wav2vec2"]), "--audio", str(audio), "--limit", "6",
+                 "--config", str(config), "--output-dir", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 mimicker(s) from 6 clips" in printed
+    assert f"{out / 'linear-N1-z32.pt'}: linear N=1 z=32, targets [2]" in printed
+    assert "step 1: best val loss" in printed and "at epoch" in printed
+    assert len(TeacherCache(out / "teacher_cache")) == 6
+
+    assert main(["mimic", "init", "--teacher", str(tiny_ckpts["wav2vec2"]), "--tiny-grid",
+                 "--output-dir", str(tmp_path / "base")]) == 0
+    printed = capsys.readouterr().out
+    assert "3 baseline(s)" in printed and "step 1: none" in printed
+    assert sorted(p.name for p in (tmp_path / "base").iterdir()) == \
+        ["classifier-only.pt", "nonmimic-linear-N1-z32.pt", "nonmimic-transformer-N1-z32.pt"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--audio", "{audio}", "--config", "{clf}"], "classifier-only (n_layers=0) has no mimicking layer"),
+    (["train", "--corpus", "{audio}", "--tiny-grid"], "a corpus split needs its task"),
+    (["train", "--audio", "/nonexistent", "--tiny-grid"], "audio folder not found: /nonexistent"),
+    (["train", "--audio", "{audio}", "--tiny-grid", "--limit", "0"], "limit must be >= 1"),
+    (["init", "--config", "{bad}"], "z=0 is invalid"),
+])
+def test_cli_mimic_bad_input_is_one_line(args, message, tiny_ckpts, audio, tmp_path, capsys):
+    from superb_redundancy.cli import main
+
+    MimicConfig(n_layers=0).to_yaml(tmp_path / "clf.yaml")
+    (tmp_path / "bad.yaml").write_text("z: 0\n")
+    args = [a.format(audio=audio, clf=tmp_path / "clf.yaml", bad=tmp_path / "bad.yaml") for a in args]
+    code = main(["mimic", *args, "--teacher", str(tiny_ckpts["wav2vec2"]), "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0] and err[0].startswith("superb-redundancy mimic: error:")
