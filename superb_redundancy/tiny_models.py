@@ -4,18 +4,26 @@ The models are built with s3prl's own model classes and saved exactly as the sto
 (``wav2vec2_local``, ``hubert_local``, ``wavlm_local``), so every loading path users take with real
 checkpoints is exercised offline. The convolutional front end keeps a total stride of 320 (every
 wav2vec2-family expert in s3prl hard-codes it); 3 layers of width 64 give ~140k parameters.
+
+:class:`TinyConfig` is a general model config whose *defaults* are the tiny model: every field a real
+checkpoint's size depends on (conv stack, conv bias, extractor mode, pretraining heads, HuBERT's label count,
+WavLM's relative-position table) can be given, so :func:`build_checkpoint` also builds real-size models
+(see :mod:`superb_redundancy.architectures`). ``ModelConfig`` is the same class under a size-neutral name.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
-__all__ = ["TinyConfig", "build_tiny_checkpoint", "write_tiny_checkpoint", "write_all", "FAMILIES"]
+from .atomic import torch_save
+
+__all__ = ["TinyConfig", "ModelConfig", "build_checkpoint", "build_tiny_checkpoint", "write_tiny_checkpoint",
+           "write_all", "FAMILIES"]
 
 FAMILIES = ("wav2vec2", "hubert", "wavlm")
 
@@ -31,8 +39,28 @@ class TinyConfig:
     conv_pos_groups: int = 4
     layer_norm_first: bool = False  # False: post-LN like Base; True: pre-LN like Large
     normalize: bool = False
+    # ---- general-config fields; the defaults keep the tiny models exactly as they were
+    #: conv stack as s3prl's config string; None: the 7-layer stack of width conv_dim (total stride 320)
+    conv_feature_layers: Optional[str] = None
+    #: "default" (one GroupNorm) or "layer_norm" (a LayerNorm per conv); None: layer_norm iff layer_norm_first
+    extractor_mode: Optional[str] = None
+    conv_bias: bool = False
+    #: wav2vec2 / HuBERT pretraining heads (final_proj, project_q, quantizer); they hold parameters, not compute
+    final_dim: int = 32
+    quantize_targets: bool = False  # wav2vec2: the Gumbel quantizer real checkpoints carry
+    latent_vars: int = 16
+    latent_groups: int = 2
+    latent_dim: int = 0
+    #: HuBERT: size of the label dictionary (label_embs_concat rows); real ones: k-means clusters + 4 specials
+    num_labels: int = 8
+    #: WavLM: relative-position buckets and gated relative position bias
+    num_buckets: int = 32
+    max_distance: int = 80
+    gru_rel_pos: bool = True
 
     def conv_layers(self) -> str:
+        if self.conv_feature_layers is not None:
+            return self.conv_feature_layers
         c = self.conv_dim
         return f"[({c},10,5)] + [({c},3,2)] * 4 + [({c},2,2)] * 2"  # strides 5*2^6 = 320
 
@@ -46,9 +74,14 @@ class TinyConfig:
             conv_pos=self.conv_pos,
             conv_pos_groups=self.conv_pos_groups,
             layer_norm_first=self.layer_norm_first,
-            extractor_mode="layer_norm" if self.layer_norm_first else "default",
+            extractor_mode=self.extractor_mode or ("layer_norm" if self.layer_norm_first else "default"),
             encoder_layerdrop=0.0,
+            **({"conv_bias": True} if self.conv_bias else {}),
         )
+
+
+#: the same class under a size-neutral name, for real-size configs (its defaults are still the tiny model)
+ModelConfig = TinyConfig
 
 
 def _state(model: torch.nn.Module) -> dict:
@@ -57,6 +90,11 @@ def _state(model: torch.nn.Module) -> dict:
 
 def build_tiny_checkpoint(family: str, config: TinyConfig = TinyConfig(), seed: int = 0) -> dict:
     """The checkpoint dict of a freshly initialised tiny model of ``family``."""
+    return build_checkpoint(family, config, seed)
+
+
+def build_checkpoint(family: str, config: TinyConfig, seed: int = 0) -> dict:
+    """The stock-format checkpoint dict of a freshly initialised ``family`` model of any size ``config`` gives."""
     from . import compat
 
     compat.apply()
@@ -65,7 +103,10 @@ def build_tiny_checkpoint(family: str, config: TinyConfig = TinyConfig(), seed: 
         from s3prl.upstream.wav2vec2.wav2vec2_model import AudioPretrainingConfig, Wav2Vec2Config, Wav2Vec2Model
         from s3prl.upstream.utils import merge_with_parent
 
-        model_cfg = dict(config.encoder(), final_dim=32, latent_vars=16, latent_dim=0, latent_groups=2)
+        model_cfg = dict(config.encoder(), final_dim=config.final_dim, latent_vars=config.latent_vars,
+                         latent_dim=config.latent_dim, latent_groups=config.latent_groups)
+        if config.quantize_targets:
+            model_cfg["quantize_targets"] = True
         task_cfg = dict(normalize=config.normalize, sample_rate=16000)
         model = Wav2Vec2Model(merge_with_parent(Wav2Vec2Config, model_cfg))
         merge_with_parent(AudioPretrainingConfig, task_cfg)  # fail here, not at load time, on a bad key
@@ -74,9 +115,9 @@ def build_tiny_checkpoint(family: str, config: TinyConfig = TinyConfig(), seed: 
         from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
         from s3prl.upstream.utils import merge_with_parent
 
-        model_cfg = dict(config.encoder(), final_dim=32, label_rate=50)
+        model_cfg = dict(config.encoder(), final_dim=config.final_dim, label_rate=50)
         task_cfg = dict(normalize=config.normalize, sample_rate=16000, label_rate=50)
-        symbols = [[str(i) for i in range(8)]]
+        symbols = [[str(i) for i in range(config.num_labels)]]
         model = HubertModel(
             merge_with_parent(HubertConfig, model_cfg), merge_with_parent(HubertPretrainingConfig, task_cfg), symbols
         )
@@ -86,7 +127,7 @@ def build_tiny_checkpoint(family: str, config: TinyConfig = TinyConfig(), seed: 
         from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
 
         cfg = dict(config.encoder(), normalize=config.normalize, relative_position_embedding=True,
-                   num_buckets=32, max_distance=80, gru_rel_pos=True)
+                   num_buckets=config.num_buckets, max_distance=config.max_distance, gru_rel_pos=config.gru_rel_pos)
         model = WavLM(WavLMConfig(cfg))
         return {"cfg": cfg, "model": _state(model)}
     raise ValueError(f"unknown family {family!r}; valid: {list(FAMILIES)}")
@@ -95,13 +136,7 @@ def build_tiny_checkpoint(family: str, config: TinyConfig = TinyConfig(), seed: 
 def write_tiny_checkpoint(family: str, path: str | os.PathLike, config: TinyConfig = TinyConfig(),
                           seed: int = 0) -> Path:
     """Write a tiny stock-format checkpoint atomically; returns its path."""
-    path = Path(path)
-    checkpoint = build_tiny_checkpoint(family, config, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        torch.save(checkpoint, tmp)
-    os.replace(tmp.name, path)
-    return path
+    return torch_save(build_tiny_checkpoint(family, config, seed), path)
 
 
 def write_all(directory: str | os.PathLike, config: TinyConfig = TinyConfig(), seed: int = 0) -> dict[str, Path]:

@@ -1,0 +1,132 @@
+"""Real-size architectures of the studied families, with random weights: compute profiles without a download.
+
+Each named architecture is the shape of a released checkpoint (layer count, widths, conv stack, norms and the
+pretraining heads the released file carries), built with s3prl's own model classes and saved in the family's
+stock format, so every loader path (``<family>_local -k PATH``, ``pruned_<family> -g SPEC -k PATH``,
+:func:`superb_redundancy.pruned_upstream.build_pruned` with ``base=PATH``) works on it exactly as on the
+released file. Weights are random: use these for parameter counts, MACs and latency, never for accuracy.
+
+Name, shape of, parameters of s3prl's loaded expert (everything it holds), SUPERB leaderboard count:
+
+- ``wav2vec2_base``: fairseq wav2vec_small (s3prl ``wav2vec2``): 95,044,608; SUPERB 95.04 M
+- ``wav2vec2_large``: wav2vec 2.0 Large LV-60 (s3prl ``wav2vec2_large_ll60k``): 317,390,592; SUPERB 317.38 M
+- ``hubert_base``: fairseq hubert_base_ls960 (s3prl ``hubert``): 94,697,600; SUPERB 94.68 M
+- ``hubert_large``: fairseq hubert_large_ll60k (s3prl ``hubert_large_ll60k``): 316,609,408; SUPERB 316.61 M
+- ``wavlm_base``: WavLM Base / Base+ (s3prl ``wavlm_base``, ``wavlm_base_plus``): 94,381,936; SUPERB 94.70 M
+- ``wavlm_large``: WavLM Large (s3prl ``wavlm_large``): 315,453,120; SUPERB 316.62 M
+
+(The counts are those :mod:`superb_redundancy.profile` measures on the loaded expert; tests pin the Base ones.)
+For wav2vec2 and HuBERT the SUPERB leaderboard counts the whole released model, pretraining-only heads
+included (wav2vec2: quantizer, project_q, final_proj, mask_emb; HuBERT: final_proj, label_embs_concat,
+mask_emb), which is also everything s3prl's expert holds. Without them (what inference runs; Hugging Face's
+``Wav2Vec2Model`` / ``HubertModel`` hold that plus a 768-entry mask embedding) both Base models have
+94,370,944 parameters: see :func:`superb_redundancy.profile.count_parameters`. The released WavLM checkpoints
+carry no pretraining heads (s3prl's ``WavLM`` class has none but mask_emb), so the expert holds 94.38 M / 315.45 M
+(the paper's tables agree to the parameter); SUPERB's 94.70 M / 316.62 M match the expert plus a HuBERT-style
+final_proj and 504-label embedding table, i.e. presumably the pretraining model *(inferred)*.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from .tiny_models import ModelConfig, build_checkpoint
+
+__all__ = ["Architecture", "ARCHITECTURES", "get_architecture", "build_architecture_checkpoint",
+           "write_architecture_checkpoint"]
+
+_CONV_512 = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    family: str
+    config: ModelConfig
+    #: the released checkpoint this is the shape of
+    description: str
+    #: the parameter count the SUPERB leaderboard gives for the released model (millions)
+    superb_params_m: float
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_layers
+
+
+# Base: post-LN transformer (encoder LayerNorm before the layers), one GroupNorm in the CNN, no conv bias.
+_BASE = ModelConfig(
+    num_layers=12, dim=768, ffn_dim=3072, heads=12, conv_dim=512, conv_pos=128, conv_pos_groups=16,
+    layer_norm_first=False, normalize=False, conv_feature_layers=_CONV_512, extractor_mode="default",
+    conv_bias=False,
+)
+# Large: pre-LN transformer (final LayerNorm after the layers), a LayerNorm per conv layer, normalised input.
+_LARGE = replace(
+    _BASE, num_layers=24, dim=1024, ffn_dim=4096, heads=16, layer_norm_first=True, normalize=True,
+    extractor_mode="layer_norm",
+)
+# wav2vec2 pretraining heads: Gumbel quantizer (2 groups x 320 entries), project_q, final_proj.
+_W2V_HEADS = dict(quantize_targets=True, latent_vars=320, latent_groups=2, latent_dim=0)
+# HuBERT: 500 k-means units + fairseq's 4 special symbols in the label dictionary.
+_HUBERT_HEADS = dict(num_labels=504)
+# WavLM: bucketed relative position bias (layer 0 owns the table) with gated relative position.
+_WAVLM = dict(num_buckets=320, max_distance=800, gru_rel_pos=True)
+
+ARCHITECTURES: dict[str, Architecture] = {
+    arch.name: arch
+    for arch in (
+        Architecture("wav2vec2_base", "wav2vec2", replace(_BASE, final_dim=256, **_W2V_HEADS),
+                     "wav2vec 2.0 Base (fairseq wav2vec_small; s3prl `wav2vec2`)", 95.04),
+        Architecture("wav2vec2_large", "wav2vec2", replace(_LARGE, conv_bias=True, final_dim=768, **_W2V_HEADS),
+                     "wav2vec 2.0 Large LV-60 (pre-LN, layer-norm CNN with conv bias; s3prl `wav2vec2_large_ll60k`)",
+                     317.38),
+        Architecture("hubert_base", "hubert", replace(_BASE, final_dim=256, **_HUBERT_HEADS),
+                     "HuBERT Base (fairseq hubert_base_ls960; s3prl `hubert`)", 94.68),
+        Architecture("hubert_large", "hubert", replace(_LARGE, final_dim=768, **_HUBERT_HEADS),
+                     "HuBERT Large (fairseq hubert_large_ll60k; s3prl `hubert_large_ll60k`)", 316.61),
+        Architecture("wavlm_base", "wavlm", replace(_BASE, **_WAVLM),
+                     "WavLM Base / Base+ (s3prl `wavlm_base`, `wavlm_base_plus`)", 94.70),
+        Architecture("wavlm_large", "wavlm", replace(_LARGE, **_WAVLM),
+                     "WavLM Large (s3prl `wavlm_large`)", 316.62),
+    )
+}
+
+
+def get_architecture(name: str) -> Architecture:
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; valid: {', '.join(ARCHITECTURES)}") from None
+
+
+def build_architecture_checkpoint(name: str, seed: int = 0) -> dict:
+    """The stock-format checkpoint dict of architecture ``name`` with random weights (seeded)."""
+    arch = get_architecture(name)
+    return build_checkpoint(arch.family, arch.config, seed)
+
+
+def write_architecture_checkpoint(name: str, path: str | os.PathLike, seed: int = 0) -> Path:
+    """Write architecture ``name`` (random weights) atomically to ``path``; returns the path.
+
+    Base models take ~380 MB on disk, Large ones ~1.3 GB.
+    """
+    arch = get_architecture(name)  # fail before creating anything
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = build_checkpoint(arch.family, arch.config, seed)
+    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with tmp:
+            torch.save(checkpoint, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp.name, 0o666 & ~umask)  # NamedTemporaryFile creates 0600
+        os.replace(tmp.name, path)
+    except BaseException:
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
+    return path
