@@ -10,22 +10,61 @@ from typing import Callable, Optional, Sequence
 __all__ = ["main"]
 
 
-def _cmd_main(args: argparse.Namespace) -> int:
-    from .default_job import build_leaderboard, format_runs, run_default_job
+def _study_path(name: str) -> Path:
+    """A study file: a path, or the name of one shipped in studies/ (e.g. embedded_default)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    from importlib import resources
+
+    shipped = Path(str(resources.files("superb_redundancy.studies"))) / f"{path.stem}.yaml"
+    if shipped.is_file():
+        return shipped
+    valid = sorted(p.stem for p in shipped.parent.glob("*.yaml"))
+    raise ValueError(f"study file not found: {name} (shipped studies: {valid})")
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from .study import StudyConfig, run_study, study_status
+
+    study = StudyConfig.from_yaml(_study_path(args.study))
+    if args.workdir:
+        study.workdir = args.workdir
+    if args.leaderboard:
+        study.leaderboard = args.leaderboard
+    if args.action == "run":
+        states, frame = run_study(study, executor_override=args.executor)
+        _print_study_summary(study, states, frame)
+        return 1 if any(s["status"] in ("failed", "skipped") for s in states.values()) else 0
+    rows = study_status(study)
+    print(tabulate(rows, headers=["run", "status", "detail"], tablefmt="github"))
+    return 0
+
+
+def _print_study_summary(study, states: dict, frame) -> None:
     from .leaderboard import format_tables
 
-    runs = run_default_job(Path(args.workdir), tasks=args.tasks, corpus_scale=args.scale, device=args.device)
-    print()
-    print("Test metrics of the tiny wav2vec2 and its pruned variant (synthetic corpus, s3prl's runner):")
-    print(format_runs(runs))
-    print("\n[4/4] leaderboard (harvested records + compute profiles)", flush=True)
-    frame, written = build_leaderboard(Path(args.workdir), Path(args.leaderboard))
-    print(format_tables(frame))
-    print(f"\nleaderboard: {written['index.html']}")
-    failed = [r for r in runs if r.error]
-    for run in failed:
-        print(f"failed: {run.variant.label} / {run.task}: {run.error}", file=sys.stderr)
-    return 1 if failed else 0
+    counts: dict[str, int] = {}
+    for state in states.values():
+        counts[state["status"]] = counts.get(state["status"], 0) + 1
+    print(f"\nstudy {study.name}: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    for run_id, state in states.items():
+        if state["status"] in ("failed", "skipped"):
+            print(f"  {state['status']}: {run_id}: {state.get('error') or state.get('reason')}", file=sys.stderr)
+    work = Path(study.workdir)
+    for figure in sorted(work.glob("runs/similarity/*/similarity.png")) + sorted(work.glob("runs/curves/*/*.png")):
+        print(f"figure: {figure}")
+    if frame is not None:
+        print(format_tables(frame))
+        print(f"\nleaderboard: {Path(study.leaderboard) / 'index.html'}")
+
+
+def _cmd_main(args: argparse.Namespace) -> int:
+    """The README's main command: the embedded default study (studies/embedded_default.yaml)."""
+    args.action, args.study, args.executor = "run", args.study or "embedded_default", None
+    return _cmd_study(args)
 
 
 def _cmd_tiny_models(args: argparse.Namespace) -> int:
@@ -152,6 +191,47 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid(args: argparse.Namespace) -> Optional[str]:
+    return "paper" if args.paper_grid else "tiny" if args.tiny_grid else None
+
+
+def _cmd_mimic_train(args: argparse.Namespace) -> int:
+    from .mimic import describe_artifact, select_configs
+    from .mimic_train import step1_audio, train_grid
+
+    configs = select_configs(args.config, grid=_grid(args), layer_i=args.layer_i)
+    files = step1_audio(args.audio, corpus=args.corpus, task=args.task, split=args.split, limit=args.limit,
+                        seed=args.seed)
+    paths = train_grid(args.teacher, files, configs, args.output_dir, cache_dir=args.cache_dir, family=args.family,
+                       dtype=args.dtype, device=args.device, resume=args.resume, progress=not args.quiet)
+    print(f"{len(paths)} mimicker(s) from {len(files)} clips (use: -u mimic_local -k ARTIFACT; -f adapts the layers):")
+    for path in paths:
+        print(describe_artifact(path))
+    return 0
+
+
+def _cmd_mimic_init(args: argparse.Namespace) -> int:
+    from .mimic import describe_artifact, select_configs
+    from .mimic_train import init_grid
+
+    configs = select_configs(args.config, grid=_grid(args), baselines=True)
+    paths = init_grid(args.teacher, configs, args.output_dir, family=args.family)
+    print(f"{len(paths)} baseline(s), no step 1 (use: -u mimic_local -k ARTIFACT; -f trains the random layers):")
+    for path in paths:
+        print(describe_artifact(path))
+    return 0
+
+
+def _add_mimic_args(p: argparse.ArgumentParser, grids: str) -> None:
+    p.add_argument("--teacher", required=True, help="stock checkpoint path (or an s3prl hub name with --family)")
+    p.add_argument("--family", choices=["wav2vec2", "hubert", "wavlm"])
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--config", nargs="+", default=[], help="MimicConfig YAML file(s) (n_layers: 0 = classifier only)")
+    group.add_argument("--paper-grid", action="store_true", help=f"the paper's {grids}")
+    group.add_argument("--tiny-grid", action="store_true", help=f"CPU-sized {grids} (z 32)")
+    p.add_argument("--output-dir", required=True, help="where the artifacts go (<config name>.pt)")
+
+
 def _add_upstream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-u", "--upstream", required=True, help="any s3prl hub name, ours included")
     p.add_argument("-k", "--upstream_ckpt", help="checkpoint path (for _local names)")
@@ -180,14 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="superb-redundancy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("main", help="the embedded default job: synthetic corpus, tiny models, all four tasks")
-    p.add_argument("--workdir", default="work", help="where data, models, experiments go (default: ./work)")
-    p.add_argument("--tasks", nargs="+", default=["speech_commands", "voxceleb1", "emotion", "asr"],
-                   choices=["speech_commands", "voxceleb1", "emotion", "asr"])
-    p.add_argument("--scale", type=float, default=1.0, help="corpus size multiplier (default 1)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--leaderboard", default="leaderboard", help="where the leaderboard goes (default: ./leaderboard)")
+    p = sub.add_parser("main", help="the embedded default study: synthetic corpus, tiny models, CPU (~10 min)")
+    p.add_argument("--study", help="another study file instead of studies/embedded_default.yaml")
+    p.add_argument("--workdir", help="override the study's workdir")
+    p.add_argument("--leaderboard", help="override where the leaderboard goes")
     p.set_defaults(func=_cmd_main)
+
+    p = sub.add_parser("study", help="run a study file (resumable; local or Slurm), or show its status")
+    p.add_argument("action", choices=["run", "status"])
+    p.add_argument("study", help="a study YAML, or the name of one in studies/ (embedded_default, paper)")
+    p.add_argument("--executor", choices=["local", "slurm"], help="override the study's executor.kind")
+    p.add_argument("--workdir", help="override the study's workdir")
+    p.add_argument("--leaderboard", help="override where the leaderboard goes")
+    p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("corpus", help="generate the synthetic SUPERB corpus (see: corpus -h)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -246,6 +331,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="leaderboard", help="where tables, figures and index.html go")
     p.add_argument("--repeats", type=int, default=5, help="latency repeats per variant")
     p.set_defaults(func=_cmd_leaderboard)
+
+    p = sub.add_parser("mimic", help="mimicking networks: train (step 1, teacher cache) or init (baselines)")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("train", help="step 1: cache the teacher once, train each mimicker config on the cache")
+    _add_mimic_args(a, "12 mimickers (L/T x N 1,2 x z 32,768,4096)")
+    source = a.add_mutually_exclusive_group(required=True)
+    source.add_argument("--audio", nargs="+", help="folder(s) (recursive *.wav/*.flac) or audio files")
+    source.add_argument("--corpus", help="a SUPERB corpus root (with --task and --split)")
+    a.add_argument("--task", choices=["speech_commands", "voxceleb1", "emotion", "asr"], help="the corpus' task")
+    a.add_argument("--split", default="train", choices=["train", "dev", "test"], help="the corpus split (train)")
+    a.add_argument("--limit", type=int, help="random subset of this many clips (seeded)")
+    a.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
+    a.add_argument("--layer-i", type=int, help="m_f's target layer of the grid's 2-layer mimickers")
+    a.add_argument("--cache-dir", help="teacher cache (default: OUTPUT_DIR/teacher_cache; reused when it matches)")
+    a.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="cache dtype")
+    a.add_argument("--device", help="cuda if available, else cpu")
+    a.add_argument("--resume", action="store_true", help="continue interrupted trainings (<artifact>.state.pt)")
+    a.add_argument("--quiet", action="store_true", help="no progress bars")
+    a.set_defaults(func=_cmd_mimic_train)
+    a = actions.add_parser("init", help="baselines without step 1: non-mimicker (random layers) or classifier only")
+    _add_mimic_args(a, "baselines (non-mimicker L/T x z 32,768,4096, N 1; classifier only)")
+    a.set_defaults(func=_cmd_mimic_init)
+
+    from . import profile_cli, pruning_curves
+
+    p = sub.add_parser("profile", help="parameters, MACs and latency of any upstream or a real-size architecture")
+    profile_cli.add_arguments(p)
+    p.set_defaults(func=profile_cli.run)
+
+    p = sub.add_parser("curves", help="pruning curves without retraining from a trained downstream experiment")
+    pruning_curves.add_arguments(p)
+    p.set_defaults(func=pruning_curves.run)
 
     p = sub.add_parser("upstreams", help="list the upstream variants registered into s3prl.hub")
     p.set_defaults(func=_cmd_upstreams)

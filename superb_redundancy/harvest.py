@@ -134,6 +134,8 @@ def harvest_expdir(expdir: str | Path) -> RunRecord:
             spec = loaded if isinstance(loaded, dict) else {}
         except yaml.YAMLError:
             spec = {}
+    if not spec and upstream.startswith("mimic") and ckpt:
+        spec = _mimic_summary(ckpt)
     configs = _yaml_calls(expdir, "config")
     config_text = json.dumps(configs[0][1], sort_keys=True) if configs else None
     fold = None
@@ -150,6 +152,19 @@ def harvest_expdir(expdir: str | Path) -> RunRecord:
         config_sha256=hashlib.sha256(config_text.encode()).hexdigest() if config_text else None,
         step=_evaluated_step(last.get("init_ckpt")), evaluated_at=when, fold=fold, spec=spec,
     )
+
+
+def _mimic_summary(artifact: str) -> dict:
+    """What a mimic artifact is (its config, training, teacher checkpoint) for labels and the retention base."""
+    import torch
+
+    try:
+        data = torch.load(artifact, map_location="cpu", weights_only=True, mmap=True)
+        teacher = data.get("teacher", {})
+        return {"mimic": dict(data.get("config", {})), "training": (data.get("training") or {}).get("training"),
+                "base": teacher.get("path"), "teacher_sha256": teacher.get("sha256")}
+    except Exception:
+        return {}
 
 
 def _candidate_dirs(roots: Iterable[str | Path]) -> list[Path]:

@@ -56,9 +56,11 @@ def variant_profile(record: RunRecord, repeats: int = 5) -> Profile:
 
 def _base_sha(record: RunRecord) -> Optional[str]:
     """The checkpoint a variant derives from: the -k file, else the prune spec's / mimic artifact's base."""
-    base = record.spec.get("base") if isinstance(record.spec, dict) else None
-    if base:
-        return file_sha256(base) or base
+    spec = record.spec if isinstance(record.spec, dict) else {}
+    if spec.get("teacher_sha256"):
+        return spec["teacher_sha256"]
+    if spec.get("base"):
+        return file_sha256(spec["base"]) or spec["base"]
     return record.upstream_sha256
 
 
@@ -71,6 +73,12 @@ def _is_base(record: RunRecord) -> bool:
 
 def _label(record: RunRecord) -> str:
     spec = record.spec if isinstance(record.spec, dict) else {}
+    mimic = spec.get("mimic")
+    if mimic:
+        if not mimic.get("n_layers"):
+            return "classifier only (no layers)"
+        prefix = "non-mimicker" if spec.get("training") == "none" else "mimic"
+        return f"{prefix} {mimic.get('kind')} N={mimic.get('n_layers')} z={mimic.get('z')}"
     if spec.get("drop_layers") is not None:
         label = f"{record.upstream} drop {list(spec['drop_layers'])}"
         objective = (spec.get("notes") or {}).get("objective")

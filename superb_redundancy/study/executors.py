@@ -1,0 +1,80 @@
+"""Where a stage's runs execute: in this process, in a local process pool, or as Slurm jobs via submitit.
+
+Every executor calls :func:`superb_redundancy.study.runner.execute_and_record` for each run (the worker
+records the run's state itself, so a job that dies leaves ``running`` behind and is rerun next time) and
+yields ``(run, state)`` as runs finish. submitit's own ``local`` cluster runs the same path in subprocesses
+(the tests use it); on a cluster, ``executor.slurm`` holds submitit's ``slurm_*`` / ``gpus_per_node`` /
+``timeout_min`` parameters.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+from .config import StudyConfig
+from .plan import Run
+
+__all__ = ["LocalExecutor", "SubmititExecutor", "make_executor"]
+
+
+def _execute(run: Run, study: StudyConfig):
+    from .runner import execute_and_record
+
+    return execute_and_record(run, study)
+
+
+class LocalExecutor:
+    def __init__(self, workers: int = 1):
+        if workers < 1:
+            raise ValueError(f"executor.workers must be >= 1, got {workers}")
+        self.workers = workers
+
+    def map(self, runs: Sequence[Run], study: StudyConfig) -> Iterator[tuple[Run, dict]]:
+        if self.workers == 1:
+            for run in runs:
+                yield run, _execute(run, study)
+            return
+        with concurrent.futures.ProcessPoolExecutor(self.workers) as pool:
+            futures = {pool.submit(_execute, run, study): run for run in runs}
+            for future in concurrent.futures.as_completed(futures):
+                run = futures[future]
+                try:
+                    yield run, future.result()
+                except Exception as error:  # the worker process itself died
+                    yield run, {"status": "failed", "error": f"worker died: {type(error).__name__}: {error}"}
+
+
+class SubmititExecutor:
+    def __init__(self, folder: Path, cluster: Optional[str] = None, parameters: Optional[dict] = None):
+        import submitit
+
+        self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+        self.executor.update_parameters(**(parameters or {}))
+
+    def map(self, runs: Sequence[Run], study: StudyConfig) -> Iterator[tuple[Run, dict]]:
+        jobs = [(run, self.executor.submit(_execute, run, study)) for run in runs]
+        for run, job in jobs:
+            try:
+                yield run, job.result()
+            except Exception as error:  # the job failed outside execute_and_record (killed, out of memory)
+                yield run, {"status": "failed", "error": f"job {job.job_id} failed: {str(error).splitlines()[0]}"}
+
+
+def make_executor(study: StudyConfig, workdir: Path, override: Optional[str] = None):
+    """The executor a study asks for (``override``: "local" or "slurm" from the command line)."""
+    config = study.executor
+    kind = override or config.kind
+    if kind == "local":
+        return LocalExecutor(config.workers)
+    if kind == "slurm":
+        folder = Path(config.folder) if config.folder else workdir / "submitit"
+        parameters = dict(config.slurm)
+        parameters.setdefault("timeout_min", 600)
+        if config.gpus_per_run:
+            parameters.setdefault("gpus_per_node", config.gpus_per_run)
+            os.environ["SUPERB_REDUNDANCY_GPUS_PER_RUN"] = str(config.gpus_per_run)
+        return SubmititExecutor(folder, cluster=config.cluster, parameters=parameters)
+    raise ValueError(f"unknown executor {kind!r}; valid: ['local', 'slurm']")

@@ -1,0 +1,231 @@
+"""What each kind of study run does. ``execute(run, study)`` is what executors call (picklable, top level).
+
+Each step reads the outputs of earlier runs from their folders (by run id) and writes its own outputs into its
+folder; the runner records the step as done only after the step returns.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .config import StudyConfig, UpstreamPlan
+from .plan import Run
+
+__all__ = ["execute", "base_checkpoint", "data_overrides", "similarity_audio"]
+
+
+def _workdir(study: StudyConfig) -> Path:
+    return Path(study.workdir).resolve()
+
+
+def _upstream(study: StudyConfig, name: str) -> UpstreamPlan:
+    return next(u for u in study.upstreams if u.name == name)
+
+
+def _run_folder(study: StudyConfig, run_id: str) -> Path:
+    return _workdir(study) / "runs" / run_id
+
+
+def base_checkpoint(study: StudyConfig, up: UpstreamPlan) -> Path:
+    """The local checkpoint an upstream plan starts from (after fine-tuning, when the plan fine-tunes)."""
+    if up.finetune:
+        return _run_folder(study, f"finetune/{up.name}") / "base.pt"
+    if up.base == "tiny":
+        return _workdir(study) / "models" / f"tiny_{up.family}.pt"
+    from ..bundles import get_family
+    from ..pruned_upstream import resolve_base
+
+    return resolve_base(up.base, get_family(up.family))
+
+
+def _synthetic_root(study: StudyConfig) -> Path:
+    return _workdir(study) / "data"
+
+
+def data_overrides(study: StudyConfig, task: str) -> dict[str, str]:
+    """s3prl ``-o`` entries pointing the task's config at the study's corpus."""
+    from .. import tasks
+
+    if task in study.data:
+        return {f"config.downstream_expert.datarc.{k}": str(v) for k, v in study.data[task].items()}
+    return tasks.data_overrides(task, _synthetic_root(study))
+
+
+def similarity_audio(study: StudyConfig, up: UpstreamPlan) -> Path:
+    """Audio for similarity analysis and mimicking: the plan's ``similarity.data``, else KS training audio."""
+    if up.similarity.get("data"):
+        return Path(up.similarity["data"])
+    if "speech_commands" in study.data:
+        return Path(study.data["speech_commands"]["speech_commands_root"])
+    return _synthetic_root(study) / "speech_commands_v0.01"
+
+
+# ---------------------------------------------------------------------------------------------- the steps
+def _data(run: Run, study: StudyConfig, folder: Path) -> dict:
+    from ..tiny_models import write_all
+
+    outputs = {"models": {k: str(v) for k, v in write_all(_workdir(study) / "models").items()}}
+    if "synthetic" in study.data:
+        from ..corpus import generate
+
+        from ..tasks import get_task
+
+        # keyword spotting always: it is the default audio for similarity, mimicking and fine-tuning
+        corpus_tasks = sorted({get_task(t).corpus_task for t in study.tasks} | {"speech_commands"})
+        generate(_synthetic_root(study), tasks=corpus_tasks, **dict(study.data["synthetic"] or {}))
+        outputs["corpus"] = str(_synthetic_root(study))
+    return outputs
+
+
+def _finetune(run: Run, study: StudyConfig, folder: Path) -> dict:
+    """Fine-tune the whole upstream (s3prl's -f) on a task, then export it as a stock checkpoint."""
+    from .. import tasks
+    from ..bundles import get_family
+    from ..default_job import run_downstream
+
+    up = _upstream(study, run.params["upstream"])
+    family = get_family(up.family)
+    start = base_checkpoint(study, UpstreamPlan(**{**up.__dict__, "finetune": None}))
+    task = run.params.get("task", "speech_commands")
+    overrides = {**data_overrides(study, task), "config.runner.total_steps": int(run.params.get("steps", 200)),
+                 "args.upstream_trainable": True, "config.optimizer.lr": float(run.params.get("lr", 1e-3))}
+    expdir = folder / "exp"
+    run_downstream(["-m", "train", "-u", family.local_hub_name, "-k", str(start), "-d", task,
+                    "-c", str(tasks.config_path(task, run.params.get("setting", study.setting))),
+                    "-p", str(expdir), "--device", study.device, "-o", tasks.format_overrides(overrides)],
+                   folder / "finetune.log")
+    states = sorted(expdir.glob("states-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]))[-1]
+    trained = torch.load(states, map_location="cpu", weights_only=True)["Upstream"]
+    checkpoint = torch.load(start, map_location="cpu", weights_only=True)
+    weights = {k[len("model."):]: v for k, v in trained.items() if k.startswith("model.")}
+    missing = set(checkpoint[family.weights_key]) - set(weights)
+    if missing:
+        raise RuntimeError(f"fine-tuned upstream lacks {len(missing)} weights, e.g. {sorted(missing)[0]}")
+    checkpoint[family.weights_key] = weights
+    from ..atomic import torch_save
+
+    torch_save(checkpoint, folder / "base.pt")
+    return {"checkpoint": str(folder / "base.pt"), "from": str(states)}
+
+
+def _similarity(run: Run, study: StudyConfig, folder: Path) -> dict:
+    from ..analysis import SimilaritySettings, analyse
+    from ..bundles import get_family
+    from ..features import list_audio
+    from ..registry import build_upstream
+
+    up = _upstream(study, run.params["upstream"])
+    settings_keys = set(SimilaritySettings.__dataclass_fields__)
+    settings = SimilaritySettings(**{k: v for k, v in run.params.items() if k in settings_keys})
+    files = list_audio(similarity_audio(study, up), limit=run.params.get("limit"), seed=0)
+    base = base_checkpoint(study, up)
+    upstream = build_upstream(get_family(up.family).local_hub_name, str(base))
+    report = analyse(upstream, files, settings, device=study.device,
+                     source={"upstream": up.name, "ckpt": str(base), "clips": len(files)})
+    paths = report.save(folder, title=f"{up.name} ({report.num_samples} clips)")
+    return {"report": str(paths["json"]), "figure": str(paths["figure"]), "blocks": report.blocks}
+
+
+def _prune(run: Run, study: StudyConfig, folder: Path) -> dict:
+    from ..analysis import SimilarityReport, analyse, plan_pruning
+    from ..features import list_audio
+    from ..prune_spec import PruneSpec
+    from ..pruned_upstream import build_pruned
+
+    up = _upstream(study, run.params["upstream"])
+    base = str(base_checkpoint(study, up))
+    report = SimilarityReport.load(_run_folder(study, f"similarity/{up.name}"))
+    reanalyse = None
+    if run.params.get("iterative"):
+        files = list_audio(similarity_audio(study, up), limit=up.similarity.get("limit"), seed=0)
+        reanalyse = lambda dropped: analyse(build_pruned(up.family, PruneSpec(base=base, drop_layers=dropped)),
+                                            files, report.settings, device=study.device, progress=False)
+    plan = plan_pruning(report, run.params["objective"], run.params["amount"], reanalyse=reanalyse)
+    spec = PruneSpec(base=base, drop_layers=plan.drop_layers,
+                     notes={"objective": plan.objective, "amount": run.params["amount"], "iterative": plan.iterative,
+                            "order": plan.order, "scores": plan.scores})
+    return {"spec": str(spec.to_yaml(folder / "spec.yaml")), "drop_layers": plan.drop_layers}
+
+
+def _end_of_first_block(study: StudyConfig, up: UpstreamPlan) -> Optional[int]:
+    """The paper's layer i: the last transformer layer of the first CKA block, when the study ran similarity."""
+    from ..analysis import SimilarityReport
+
+    folder = _run_folder(study, f"similarity/{up.name}")
+    if not (folder / "similarity.json").is_file():
+        return None
+    report = SimilarityReport.load(folder)
+    last_state = report.blocks["cka"][0][1]  # hidden state h is the output of layer h - 1
+    return min(max(last_state - 1, 0), report.num_layers - 2)
+
+
+def _mimic(run: Run, study: StudyConfig, folder: Path) -> dict:
+    from ..mimic import MimicConfig
+    from ..mimic_train import train_grid
+
+    up = _upstream(study, run.params["upstream"])
+    layer_i = _end_of_first_block(study, up)
+    configs = [MimicConfig.from_dict({**({"layer_i": layer_i} if layer_i is not None else {}), **c})
+               for c in run.params["configs"]]
+    files = similarity_audio(study, up)
+    artifacts = train_grid(str(base_checkpoint(study, up)), files, configs, folder, device=study.device)
+    return {"artifacts": [str(a) for a in artifacts]}
+
+
+def _downstream(run: Run, study: StudyConfig, folder: Path) -> dict:
+    from ..bundles import get_family
+    from ..default_job import Variant, train_and_evaluate
+    from ..harvest import harvest_expdir
+
+    up = _upstream(study, run.params["upstream"])
+    variant = run.params["variant"]
+    family = get_family(up.family)
+    if variant["kind"] == "base":
+        chosen = Variant(variant["label"], family.local_hub_name, ckpt=str(base_checkpoint(study, up)))
+    elif variant["kind"] == "pruned":
+        spec = _run_folder(study, variant["prune_run"]) / "spec.yaml"
+        chosen = Variant(variant["label"], f"pruned_{family.name}", model_config=str(spec))
+    else:  # the mimic run lists its artifacts in the order of the plan's configurations
+        import json
+
+        state = json.loads((_workdir(study) / "state" / f"{variant['mimic_run']}.json").read_text())
+        chosen = Variant(variant["label"], "mimic_local", ckpt=state["outputs"]["artifacts"][variant["mimic_index"]])
+    task = run.params["task"]
+    overrides = {**data_overrides(study, task), "args.seed": int(run.params["seed"])}
+    expdir = folder / "exp"
+    train_and_evaluate(chosen, task, _synthetic_root(study), expdir, setting=study.setting, device=study.device,
+                       extra_overrides=overrides)
+    record = harvest_expdir(expdir)
+    from ..atomic import write_json
+
+    write_json(_workdir(study) / "records" / f"{record.record_id}.json", record.to_dict())
+    return {"expdir": str(expdir), "metric": record.metric, "value": record.value}
+
+
+def _curves(run: Run, study: StudyConfig, folder: Path) -> dict:
+    from ..pruning_curves import CurveSettings, pruning_curves
+
+    up = _upstream(study, run.params["upstream"])
+    expdir = _run_folder(study, f"downstream/{up.name}-base/{run.params['task']}/seed{run.params['seed']}") / "exp"
+    settings = CurveSettings(objectives=tuple(run.params["objectives"]), repeats=int(run.params["repeats"]),
+                             subset=float(run.params["subset"]), device=study.device)
+    result = pruning_curves(expdir, similarity=_run_folder(study, f"similarity/{up.name}") / "similarity.json",
+                            settings=settings)
+    return {"files": {k: str(v) for k, v in result.save(folder).items()}, "thresholds": result.table()}
+
+
+_STEPS = {"data": _data, "finetune": _finetune, "similarity": _similarity, "prune": _prune, "mimic": _mimic,
+          "downstream": _downstream, "curves": _curves}
+
+
+def execute(run: Run, study: StudyConfig) -> dict:
+    """Run one step into a clean folder; returns its outputs (the runner records them)."""
+    folder = run.folder(_workdir(study))
+    if folder.exists() and run.kind != "data":
+        shutil.rmtree(folder)  # an interrupted or failed attempt: start afresh
+    folder.mkdir(parents=True, exist_ok=True)
+    return _STEPS[run.kind](run, study, folder)
