@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from superb_redundancy import tasks
-from superb_redundancy.default_job import format_runs, run_default_job
 from superb_redundancy.prune_spec import PruneSpec
 from superb_redundancy.results import read_test_metric
 
@@ -50,14 +49,25 @@ def test_pruned_wavlm_train_evaluate_resume(tmp_path, tiny_ckpts, corpus_root):
     assert metric.step == 0 and 0.0 <= metric.value <= 1.0  # evaluate mode logs step 0
 
 
-def test_default_job_table_has_every_task_for_both_models(tmp_path, corpus_root, tiny_dir):
-    runs = run_default_job(tmp_path / "work", corpus_scale=1.0)
-    assert {r.task for r in runs} == set(tasks.TASKS)
-    assert all(r.error is None and r.metric is not None for r in runs), [r.error for r in runs if r.error]
-    table = format_runs(runs)
+def test_study_leaderboard_has_every_task_for_pruned_and_unpruned(tmp_path, corpus_root):
+    """The main command's shape, smaller: base and a pruned variant on all four SUPERB tasks, one leaderboard."""
+    import yaml
+
+    from superb_redundancy.study import StudyConfig, run_study
+
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump({
+        "name": "four-tasks", "workdir": str(tmp_path / "work"), "leaderboard": str(tmp_path / "board"),
+        "upstreams": [{"name": "w", "family": "wav2vec2", "base": "tiny",
+                       "similarity": {"batch_size": 32, "limit": 64},
+                       "prune": {"objectives": ["knn-bi"], "amounts": [1]}}],
+        "tasks": ["speech_commands", "voxceleb1", "emotion", "asr"]}))
+    states, frame = run_study(StudyConfig.from_yaml(study_file), progress=False)
+    assert all(s["status"] == "done" for s in states.values()), {k: s for k, s in states.items() if s["status"] != "done"}
     for task in tasks.TASKS:
-        assert task in table
-    assert "pruned_wav2vec2 (drop 1)" in table and "wav2vec2 (3 layers)" in table
-    # a second call finds every metric and trains nothing
-    again = run_default_job(tmp_path / "work", corpus_scale=1.0)
-    assert [r.metric for r in again] == [r.metric for r in runs]
+        if task == "speech_commands_35":
+            continue
+        rows = frame[frame.task == task]
+        assert len(rows) == 2 and rows.is_base.sum() == 1, task  # the unpruned base and the pruned variant
+        assert rows.params.notna().all() and rows.macs.notna().all()
+    assert (tmp_path / "board" / "index.html").is_file()

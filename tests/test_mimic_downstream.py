@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from superb_redundancy.default_job import Variant, train_and_evaluate
+from superb_redundancy.experiment import Variant, train_and_evaluate
 from superb_redundancy.mimic import MimicConfig, MimicError, sha256_file
 from superb_redundancy.mimic_train import corpus_audio, init_artifact, train_grid
 

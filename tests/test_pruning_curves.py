@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from superb_redundancy.default_job import Variant, train_and_evaluate
+from superb_redundancy.experiment import Variant, train_and_evaluate
 from superb_redundancy.prune_spec import PruneSpec
 from superb_redundancy.pruned_upstream import build_pruned
 from superb_redundancy.pruning_curves import (

@@ -85,7 +85,7 @@ def _finetune(run: Run, study: StudyConfig, folder: Path) -> dict:
     """Fine-tune the whole upstream (s3prl's -f) on a task, then export it as a stock checkpoint."""
     from .. import tasks
     from ..bundles import get_family
-    from ..default_job import run_downstream
+    from ..experiment import run_downstream
 
     up = _upstream(study, run.params["upstream"])
     family = get_family(up.family)
@@ -178,7 +178,7 @@ def _mimic(run: Run, study: StudyConfig, folder: Path) -> dict:
 
 def _downstream(run: Run, study: StudyConfig, folder: Path) -> dict:
     from ..bundles import get_family
-    from ..default_job import Variant, train_and_evaluate
+    from ..experiment import Variant, train_and_evaluate
     from ..harvest import harvest_expdir
 
     up = _upstream(study, run.params["upstream"])
