@@ -171,7 +171,7 @@ class CurveSettings:
 # ------------------------------------------------------------------------------------------------- loading
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """The checkpoint to evaluate: ``path`` itself, or in an expdir ``dev-best.ckpt`` (what this project's
-    :func:`~superb_redundancy.default_job.train_and_evaluate` evaluates), else the latest ``states-*.ckpt``."""
+    :func:`~superb_redundancy.experiment.train_and_evaluate` evaluates), else the latest ``states-*.ckpt``."""
     path = Path(path).expanduser()
     if not path.exists():
         raise CurvesInputError(f"experiment not found: {path} (give an s3prl expdir or one of its *.ckpt files)")
