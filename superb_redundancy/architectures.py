@@ -29,11 +29,12 @@ final_proj and 504-label embedding table, i.e. presumably the pretraining model 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+
+from .atomic import torch_save
 
 from .tiny_models import ModelConfig, build_checkpoint
 
@@ -115,18 +116,4 @@ def write_architecture_checkpoint(name: str, path: str | os.PathLike, seed: int 
     Base models take ~380 MB on disk, Large ones ~1.3 GB.
     """
     arch = get_architecture(name)  # fail before creating anything
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = build_checkpoint(arch.family, arch.config, seed)
-    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with tmp:
-            torch.save(checkpoint, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp.name, 0o666 & ~umask)  # NamedTemporaryFile creates 0600
-        os.replace(tmp.name, path)
-    except BaseException:
-        Path(tmp.name).unlink(missing_ok=True)
-        raise
-    return path
+    return torch_save(build_checkpoint(arch.family, arch.config, seed), path)

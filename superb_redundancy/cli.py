@@ -57,7 +57,13 @@ def _print_study_summary(study, states: dict, frame) -> None:
     for figure in sorted(work.glob("runs/similarity/*/similarity.png")) + sorted(work.glob("runs/curves/*/*.png")):
         print(f"figure: {figure}")
     if frame is not None:
+        from tabulate import tabulate
+
+        from .leaderboard import overview
+
         print(format_tables(frame))
+        print("\n## overview (one row per upstream variant)")
+        print(tabulate(overview(frame), headers="keys", tablefmt="github", showindex=False))
         print(f"\nleaderboard: {Path(study.leaderboard) / 'index.html'}")
 
 

@@ -6,6 +6,7 @@ registration has to happen on every call, evaluate (``-m evaluate -e``) and resu
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -28,6 +29,9 @@ def variants_help() -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "LOCAL_RANK" in os.environ and "--local_rank" not in argv:
+        # torchrun passes the rank in the environment; s3prl's runner reads it from --local_rank
+        argv += ["--local_rank", os.environ["LOCAL_RANK"]]
     registry.install()
     from s3prl import run_downstream
 

@@ -42,6 +42,10 @@ def run_downstream(args: Sequence[str], log: Path) -> None:
     """One call of our run_downstream.py in a child process (a fresh s3prl, as users run it)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "superb_redundancy.downstream_runner", *args]
+    gpus = int(os.environ.get("SUPERB_REDUNDANCY_GPUS_PER_RUN", "1"))
+    if gpus > 1 and "train" in args:  # s3prl's runner under torchrun: one process per GPU (DDP)
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+                   "-m", "superb_redundancy.downstream_runner", *args]
     with open(log, "a") as out:
         out.write("$ " + " ".join(command) + "\n")
         out.flush()

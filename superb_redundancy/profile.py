@@ -713,18 +713,6 @@ def format_profile_table(profile: dict) -> str:
 
 def write_json(data: dict, path: str | os.PathLike) -> Path:
     """Write ``data`` as JSON atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with tmp:
-            json.dump(data, tmp, indent=2)
-            tmp.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp.name, 0o666 & ~umask)
-        os.replace(tmp.name, path)
-    except BaseException:
-        Path(tmp.name).unlink(missing_ok=True)
-        raise
-    return path
+    from .atomic import write_json as atomic_write_json
+
+    return atomic_write_json(path, data, indent=2)

@@ -10,7 +10,6 @@ yields ``(run, state)`` as runs finish. submitit's own ``local`` cluster runs th
 from __future__ import annotations
 
 import concurrent.futures
-import os
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -75,6 +74,5 @@ def make_executor(study: StudyConfig, workdir: Path, override: Optional[str] = N
         parameters.setdefault("timeout_min", 600)
         if config.gpus_per_run:
             parameters.setdefault("gpus_per_node", config.gpus_per_run)
-            os.environ["SUPERB_REDUNDANCY_GPUS_PER_RUN"] = str(config.gpus_per_run)
         return SubmititExecutor(folder, cluster=config.cluster, parameters=parameters)
     raise ValueError(f"unknown executor {kind!r}; valid: ['local', 'slurm']")

@@ -6,6 +6,7 @@ folder; the runner records the step as done only after the step returns.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -224,6 +225,8 @@ _STEPS = {"data": _data, "finetune": _finetune, "similarity": _similarity, "prun
 
 def execute(run: Run, study: StudyConfig) -> dict:
     """Run one step into a clean folder; returns its outputs (the runner records them)."""
+    if study.executor.gpus_per_run > 1:
+        os.environ["SUPERB_REDUNDANCY_GPUS_PER_RUN"] = str(study.executor.gpus_per_run)  # read by experiment.py
     folder = run.folder(_workdir(study))
     if folder.exists() and run.kind != "data":
         shutil.rmtree(folder)  # an interrupted or failed attempt: start afresh
