@@ -14,13 +14,14 @@ before any model is built.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 import yaml
 
 from .atomic import write_text
+from .config_io import from_mapping, read_yaml
 
 __all__ = ["PruneSpec", "PruneSpecError"]
 
@@ -66,23 +67,11 @@ class PruneSpec:
     # ------------------------------------------------------------------ I/O
     @classmethod
     def from_dict(cls, data: dict, source: str = "prune spec") -> "PruneSpec":
-        if not isinstance(data, dict):
-            raise PruneSpecError(f"{source}: expected a mapping with base and drop_layers, got {data!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise PruneSpecError(f"{source}: unknown field(s) {unknown}; valid: {sorted(known)}")
-        return cls(**data)
+        return from_mapping(cls, data, source, PruneSpecError, expected="a mapping with base and drop_layers")
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "PruneSpec":
-        path = Path(path)
-        if not path.is_file():
-            raise PruneSpecError(f"prune spec not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise PruneSpecError(f"prune spec {path} is not valid YAML: {error}".splitlines()[0]) from None
+        data = read_yaml(path, "prune spec", PruneSpecError)
         return cls.from_dict(data or {}, source=str(path))
 
     def to_dict(self) -> dict:

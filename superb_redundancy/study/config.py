@@ -23,11 +23,11 @@ Minimal example (the embedded default is ``studies/embedded_default.yaml``)::
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
+from ..config_io import from_mapping, read_yaml
 
 __all__ = ["StudyConfig", "UpstreamPlan", "ExecutorConfig", "CurvesPlan", "StudyConfigError"]
 
@@ -37,15 +37,7 @@ class StudyConfigError(ValueError):
 
 
 def _build(cls, data: Any, where: str):
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise StudyConfigError(f"{where}: expected a mapping, got {data!r}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise StudyConfigError(f"{where}: unknown field(s) {unknown}; valid: {sorted(known)}")
-    return cls(**data)
+    return from_mapping(cls, {} if data is None else data, where, StudyConfigError)
 
 
 @dataclass
@@ -130,15 +122,7 @@ class StudyConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "StudyConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise StudyConfigError(f"study file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise StudyConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
-        study = _build(cls, data, str(path))
-        return study
+        return _build(cls, read_yaml(path, "study file", StudyConfigError), str(path))
 
     def to_dict(self) -> dict:
         return asdict(self)
