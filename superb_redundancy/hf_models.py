@@ -59,6 +59,7 @@ import torch
 from torch import nn
 
 from .prune_spec import PruneSpec, PruneSpecError, kept_layers
+from .registry import upstream_output
 
 __all__ = [
     "HF_MODEL_TYPES",
@@ -323,10 +324,7 @@ class HFUpstream(nn.Module):
             hidden_states = [hidden_states[i] for i in self._positions] + [hidden_states[-1]]
         if self.pre_ln:  # transformers 5 leaves the final LayerNorm off hidden_states[-1]; s3prl's index has it
             hidden_states[-1] = outputs.last_hidden_state
-        result = {"hidden_states": hidden_states, "last_hidden_state": hidden_states[-1]}
-        for i, hidden in enumerate(hidden_states):
-            result[f"hidden_state_{i}"] = hidden
-        return result
+        return upstream_output(hidden_states)
 
     def extra_repr(self) -> str:
         return (f"source={self.source!r}, layers={self.num_layers}, pre_ln={self.pre_ln}, "

@@ -58,6 +58,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from . import atomic
 from .bundles import ModelFamily, family_of_checkpoint, get_family
+from .registry import upstream_output
 
 __all__ = [
     "MimicError",
@@ -603,10 +604,7 @@ class MimicUpstream(nn.Module):
         wav_padding_mask = torch.arange(int(lengths.max()), device=device)[None, :] >= lengths[:, None]
         features, padding_mask = self.frontend(pad_sequence(list(wavs), batch_first=True), wav_padding_mask)
         hidden_states = self.mimicker(features, padding_mask)
-        result = {"hidden_states": hidden_states, "last_hidden_state": hidden_states[-1]}
-        for k, hidden in enumerate(hidden_states):
-            result[f"hidden_state_{k}"] = hidden
-        return result
+        return upstream_output(hidden_states)
 
     def extra_repr(self) -> str:
         return (f"teacher={self.teacher.get('family')}:{self.teacher.get('num_layers')} layers, "

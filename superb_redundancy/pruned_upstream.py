@@ -27,6 +27,7 @@ from torch import nn
 from .atomic import torch_save
 from .bundles import ModelFamily, get_family
 from .prune_spec import PruneSpec, PruneSpecError, kept_layers
+from .registry import upstream_output
 
 __all__ = [
     "DroppedLayer",
@@ -227,10 +228,7 @@ class PrunedUpstream(nn.Module):
         hidden_states = list(self.upstream(wavs)["hidden_states"])
         if self.compact:
             hidden_states = [hidden_states[i] for i in self._compact_indices]
-        result = {"hidden_states": hidden_states, "last_hidden_state": hidden_states[-1]}
-        for i, hidden in enumerate(hidden_states):
-            result[f"hidden_state_{i}"] = hidden
-        return result
+        return upstream_output(hidden_states)
 
     def extra_repr(self) -> str:
         return (f"family={self.family_name}, num_layers={self.num_layers}, dropped={list(self.dropped_layers)}, "

@@ -528,10 +528,9 @@ class SharedPrunedForward:
 
 def as_upstream_output(hidden: Sequence[Tensor]) -> dict:
     """The dict an upstream returns, for the Featurizer's feature selection."""
-    output = {"hidden_states": list(hidden), "last_hidden_state": hidden[-1]}
-    for i, h in enumerate(hidden):
-        output[f"hidden_state_{i}"] = h
-    return output
+    from .registry import upstream_output
+
+    return upstream_output(list(hidden))
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from importlib.metadata import entry_points
 from typing import Callable
 
 __all__ = ["UpstreamEntry", "UPSTREAMS", "register_upstream", "discover", "install", "build_upstream",
+           "upstream_output",
            "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "superb_redundancy.upstreams"
@@ -105,6 +106,14 @@ def install() -> list[str]:
         setattr(s3prl.hub, name, entry.factory)
     downstream_registry.install()  # -d NAME for our downstreams (superb_redundancy.downstream_registry)
     return sorted(UPSTREAMS)
+
+
+def upstream_output(hidden_states: list) -> dict:
+    """s3prl's upstream return dict: ``hidden_states``, ``last_hidden_state`` and ``hidden_state_<i>`` (for ``-s``)."""
+    result = {"hidden_states": hidden_states, "last_hidden_state": hidden_states[-1]}
+    for i, hidden in enumerate(hidden_states):
+        result[f"hidden_state_{i}"] = hidden
+    return result
 
 
 def build_upstream(name: str, ckpt: str | None = None, model_config: str | None = None, refresh: bool = False):
