@@ -34,12 +34,21 @@ def _cmd_study(args: argparse.Namespace) -> int:
         study.workdir = args.workdir
     if args.leaderboard:
         study.leaderboard = args.leaderboard
+    if args.device:
+        study.device = args.device
+    problems = study.problems()
     if args.action == "run":
+        if problems:
+            for problem in problems:
+                print(f"problem: {problem}", file=sys.stderr)
+            raise ValueError(f"{len(problems)} problem(s) in {args.study} (listed above); nothing was run")
         states, frame = run_study(study, executor_override=args.executor)
         _print_study_summary(study, states, frame)
         return 1 if any(s["status"] in ("failed", "skipped") for s in states.values()) else 0
     rows = study_status(study)
     print(tabulate(rows, headers=["run", "status", "detail"], tablefmt="github"))
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
     return 0
 
 
@@ -190,7 +199,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     records = load_records(args.records)
     if not records:
         raise ValueError(f"no run records in {args.records}: pass --experiments DIR with evaluated s3prl runs")
-    frame = build(records, profile=lambda r: variant_profile(r, repeats=args.repeats))
+    frame = build(records, profile=lambda r: variant_profile(r, repeats=args.repeats, device=args.device))
     written = write_leaderboard(frame, args.output)
     print(format_tables(frame))
     print(f"\nleaderboard: {written['index.html']}")
@@ -251,15 +260,15 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--device", default="cpu")
 
 
-def _passthrough(target: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        import importlib
+def _cmd_overrides(args: argparse.Namespace) -> int:
+    from . import tasks
 
-        module_name, _, function = target.partition(":")
-        result = getattr(importlib.import_module(module_name), function)(args.rest)
-        return int(result or 0)
+    print(tasks.format_overrides(tasks.data_overrides(args.downstream, args.root)))
+    return 0
 
-    return run
+
+#: subcommands whose arguments belong to another program: passed on untouched
+PASSTHROUGH = {"run-downstream": "superb_redundancy.downstream_runner"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="another study file instead of studies/embedded_default.yaml")
     p.add_argument("--workdir", help="override the study's workdir")
     p.add_argument("--leaderboard", help="override where the leaderboard goes")
+    p.add_argument("--device", help="override the study's device (cpu, cuda, cuda:N)")
     p.set_defaults(func=_cmd_main)
 
     p = sub.add_parser("study", help="run a study file (resumable; local or Slurm), or show its status")
@@ -278,11 +288,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=["local", "slurm"], help="override the study's executor.kind")
     p.add_argument("--workdir", help="override the study's workdir")
     p.add_argument("--leaderboard", help="override where the leaderboard goes")
+    p.add_argument("--device", help="override the study's device (cpu, cuda, cuda:N)")
     p.set_defaults(func=_cmd_study)
 
-    p = sub.add_parser("corpus", help="generate the synthetic SUPERB corpus (see: corpus -h)", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_passthrough("superb_redundancy.corpus.__main__:main"))
+    from .corpus import __main__ as corpus_cli
+
+    p = sub.add_parser("corpus", help="generate the synthetic SUPERB corpus", description=corpus_cli.DESCRIPTION)
+    corpus_cli.add_arguments(p)
+    p.set_defaults(func=lambda args, parser=p: corpus_cli.run(args, parser))
+
+    p = sub.add_parser("overrides", help="print the -o string pointing a task's config at a corpus root")
+    p.add_argument("-d", "--downstream", required=True, help="the s3prl task (-d), e.g. emotion")
+    p.add_argument("--root", default="work/study/data", help="the corpus root (default: the main job's corpus)")
+    p.set_defaults(func=_cmd_overrides)
 
     p = sub.add_parser("tiny-models", help="write tiny random checkpoints in s3prl's stock formats")
     p.add_argument("--output", default="work/models")
@@ -336,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", default="leaderboard/records", help="run records (JSON), read and written")
     p.add_argument("--output", default="leaderboard", help="where tables, figures and index.html go")
     p.add_argument("--repeats", type=int, default=5, help="latency repeats per variant")
+    p.add_argument("--device", default="cpu", help="where variants are timed: cpu (default), cuda, cuda:N")
     p.set_defaults(func=_cmd_leaderboard)
 
     p = sub.add_parser("mimic", help="mimicking networks: train (step 1, teacher cache) or init (baselines)")
@@ -373,14 +392,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("upstreams", help="list the upstream variants registered into s3prl.hub")
     p.set_defaults(func=_cmd_upstreams)
 
-    p = sub.add_parser("run-downstream", help="s3prl's run_downstream.py with our variants (same arguments)",
-                       add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_passthrough("superb_redundancy.downstream_runner:main"))
+    sub.add_parser("run-downstream", help="s3prl's run_downstream.py with our variants (its arguments)",
+                   add_help=False)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import importlib
+
+    from . import quiet
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    quiet.silence_known_noise()
+    if argv and argv[0] in PASSTHROUGH:
+        return int(importlib.import_module(PASSTHROUGH[argv[0]]).main(argv[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is _cmd_prune_spec and not (args.output or args.artifact):

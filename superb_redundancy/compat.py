@@ -1,14 +1,20 @@
-"""Make s3prl 0.4.18 import and run on current PyTorch, torchaudio and huggingface_hub.
+"""Make s3prl 0.4.18 import and run on current PyTorch, torchaudio and huggingface_hub, and load only weights.
 
 s3prl's last release predates torchaudio 2.9 (backends and ``sox_effects`` removed, I/O through TorchCodec),
 huggingface_hub 1.0 (``HfFolder`` and ``Repository`` removed) and torch 2.6 (``weights_only=True`` by
 default). Each fix below is applied from outside s3prl, before it is imported, without editing installed
 files. Every fix is idempotent and a no-op where the stack still has what s3prl expects.
 
-    from superb_redundancy import compat
-    compat.apply()          # then import s3prl
+The fixes are applied in ONE place: an import hook (:func:`install_hook`, installed when ``superb_redundancy``
+is imported) applies them the moment anything imports ``s3prl``, whichever command, test, Slurm job or
+DataLoader worker does it; a fix that patches an s3prl module (``AFTER_IMPORT``) runs right after that module
+has executed. :func:`apply` applies them at once, for callers that import s3prl some other way::
 
-``FIXES`` maps a fix's name to its function, so tests can leave one out and watch s3prl fail without it.
+    import superb_redundancy     # installs the hook; nothing heavy is imported
+    import s3prl.hub             # the fixes run first
+
+``FIXES`` maps a fix's name to its function, so tests can leave one out (environment variable
+``SUPERB_REDUNDANCY_COMPAT_EXCLUDE=name,name``) and watch s3prl fail without it.
 """
 
 from __future__ import annotations
@@ -17,24 +23,32 @@ import argparse
 import functools
 import hashlib
 import importlib
-import math
+import importlib.abc
 import os
 import sys
 import types
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Optional
 
-import torch
+__all__ = ["FIXES", "AFTER_IMPORT", "apply", "applied", "install_hook", "UnsafeCheckpointError",
+           "TRUST_ENV", "EXCLUDE_ENV"]
 
-__all__ = ["FIXES", "apply", "applied"]
+#: names of fixes to leave out (comma-separated); for tests that show a fix is needed
+EXCLUDE_ENV = "SUPERB_REDUNDANCY_COMPAT_EXCLUDE"
+#: the explicit opt-in for a user who trusts particular files: s3prl may unpickle code from exactly these paths
+TRUST_ENV = "SUPERB_REDUNDANCY_TRUST_PICKLES_IN"
 
 FIXES: dict[str, Callable[[], bool]] = {}
+#: fix name -> the s3prl module after whose import it runs (the other fixes run before s3prl is imported)
+AFTER_IMPORT: dict[str, str] = {}
 _APPLIED: set[str] = set()
 
 
-def _fix(name: str):
+def _fix(name: str, after: Optional[str] = None):
     def decorate(fn: Callable[[], bool]) -> Callable[[], bool]:
         FIXES[name] = fn
+        if after:
+            AFTER_IMPORT[name] = after
         return fn
 
     return decorate
@@ -45,16 +59,106 @@ def applied() -> frozenset[str]:
     return frozenset(_APPLIED)
 
 
-def apply(exclude: Iterable[str] = ()) -> frozenset[str]:
-    """Apply every fix (except those named in ``exclude``); return the names of those that changed something."""
-    exclude = set(exclude)
-    unknown = exclude - set(FIXES)
+def _excluded_by_environment() -> set[str]:
+    return {n.strip() for n in os.environ.get(EXCLUDE_ENV, "").split(",") if n.strip()}
+
+
+def _check_names(names: Iterable[str]) -> set[str]:
+    names = set(names)
+    unknown = names - set(FIXES)
     if unknown:
         raise ValueError(f"unknown compat fix(es) {sorted(unknown)}; valid: {sorted(FIXES)}")
-    for name, fix in FIXES.items():
-        if name not in exclude and fix():
-            _APPLIED.add(name)
+    return names
+
+
+def _run(name: str) -> None:
+    if FIXES[name]():
+        _APPLIED.add(name)
+
+
+def apply(exclude: Iterable[str] = ()) -> frozenset[str]:
+    """Apply every fix now (except those named in ``exclude``); return the names of those that changed something.
+
+    A fix of an s3prl module runs now when that module is imported already, else when it is (through the hook).
+    """
+    exclude = _check_names(exclude) | _check_names(_excluded_by_environment())
+    for name in FIXES:
+        if name in exclude:
+            continue
+        module = AFTER_IMPORT.get(name)
+        if module is None or module in sys.modules:
+            _run(name)
+        else:
+            _HOOK.pending[module] = _HOOK.pending.get(module, set()) | {name}
+    install_hook()
     return applied()
+
+
+class _Hook(importlib.abc.MetaPathFinder):
+    """Applies the fixes when ``s3prl`` is first imported, and module fixes right after their module executes."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, set[str]] = {}  # module -> fixes waiting for it
+        self.started = False
+
+    def _start(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        exclude = _excluded_by_environment()
+        _check_names(exclude)
+        for name in FIXES:
+            if name in exclude:
+                continue
+            module = AFTER_IMPORT.get(name)
+            if module is None:
+                _run(name)
+            else:
+                self.pending[module] = self.pending.get(module, set()) | {name}
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "s3prl" and fullname not in self.pending:
+            return None
+        if fullname == "s3prl":
+            self._start()
+        if fullname not in self.pending:
+            return None  # the normal finders find s3prl itself
+        spec = None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader, names = spec.loader, self.pending.pop(fullname)
+
+        class _ThenFix(importlib.abc.Loader):
+            def create_module(self, spec):
+                return loader.create_module(spec)
+
+            def exec_module(self, module):
+                loader.exec_module(module)
+                for name in sorted(names):
+                    _run(name)
+
+        spec.loader = _ThenFix()
+        return spec
+
+
+_HOOK = _Hook()
+
+
+def install_hook() -> None:
+    """Put the import hook first on ``sys.meta_path`` (idempotent); apply at once if s3prl is imported already."""
+    if _HOOK not in sys.meta_path:
+        sys.meta_path.insert(0, _HOOK)
+    if "s3prl" in sys.modules:
+        _HOOK._start()
+        for module in [m for m in _HOOK.pending if m in sys.modules]:
+            for name in sorted(_HOOK.pending.pop(module)):
+                _run(name)
 
 
 # 1. torchaudio >= 2.9 dropped the backend functions; they had been no-ops since torchaudio 2.1.
@@ -110,6 +214,8 @@ def _audio_io() -> bool:
         data, sample_rate = soundfile.read(
             uri, start=frame_offset, stop=stop, dtype="float32" if normalize else "int16", always_2d=True
         )
+        import torch
+
         wav = torch.from_numpy(data)
         return (wav.T.contiguous() if channels_first else wav), sample_rate
 
@@ -128,7 +234,8 @@ def _audio_io() -> bool:
 
 # 3. torchaudio.sox_effects was removed in 2.9. speech_commands (and mos_prediction) import it; these are the
 #    effects s3prl passes. Anything else fails loudly rather than silently doing nothing.
-def _apply_effects_tensor(tensor: torch.Tensor, sample_rate: int, effects, channels_first: bool = True):
+def _apply_effects_tensor(tensor: "torch.Tensor", sample_rate: int, effects, channels_first: bool = True):
+    import torch
     import torchaudio.functional as AF
 
     wav = tensor if channels_first else tensor.T
@@ -247,21 +354,34 @@ def _namespace_safe_global() -> bool:
 
 
 # 6. catalyst is imported by speech_commands for one class only; catalyst itself pins old dependencies.
-class DistributedSamplerWrapper(torch.utils.data.DistributedSampler):
-    """Shard any sampler (e.g. the balanced WeightedRandomSampler) across distributed ranks.
+@functools.lru_cache(maxsize=1)
+def _sampler_wrapper_class() -> type:
+    import torch
 
-    Each epoch the wrapped sampler is drawn once; rank r takes every num_replicas-th of those indices.
-    """
+    class DistributedSamplerWrapper(torch.utils.data.DistributedSampler):
+        """Shard any sampler (e.g. the balanced WeightedRandomSampler) across distributed ranks.
 
-    def __init__(self, sampler, num_replicas: Optional[int] = None, rank: Optional[int] = None,
-                 shuffle: bool = True):
-        super().__init__(list(range(len(sampler))), num_replicas=num_replicas, rank=rank, shuffle=shuffle)
-        self.sampler = sampler
+        Each epoch the wrapped sampler is drawn once; rank r takes every num_replicas-th of those indices.
+        """
 
-    def __iter__(self) -> Iterator[int]:
-        drawn = list(self.sampler)
-        positions = list(super().__iter__())  # this rank's share of positions into `drawn`
-        return iter(drawn[p] for p in positions)
+        def __init__(self, sampler, num_replicas: Optional[int] = None, rank: Optional[int] = None,
+                     shuffle: bool = True):
+            super().__init__(list(range(len(sampler))), num_replicas=num_replicas, rank=rank, shuffle=shuffle)
+            self.sampler = sampler
+
+        def __iter__(self):
+            drawn = list(self.sampler)
+            positions = list(super().__iter__())  # this rank's share of positions into `drawn`
+            return iter(drawn[p] for p in positions)
+
+    DistributedSamplerWrapper.__module__ = __name__
+    return DistributedSamplerWrapper
+
+
+def __getattr__(name: str):
+    if name == "DistributedSamplerWrapper":  # defined on first use: it subclasses a torch class
+        return _sampler_wrapper_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @_fix("catalyst_sampler")
@@ -277,7 +397,7 @@ def _catalyst_sampler() -> bool:
         sys.modules[name] = module
     sys.modules["catalyst"].data = sys.modules["catalyst.data"]
     sys.modules["catalyst.data"].sampler = sys.modules["catalyst.data.sampler"]
-    sys.modules["catalyst.data.sampler"].DistributedSamplerWrapper = DistributedSamplerWrapper
+    sys.modules["catalyst.data.sampler"].DistributedSamplerWrapper = _sampler_wrapper_class()
     return True
 
 
@@ -291,7 +411,7 @@ def voxceleb1_cache_dir(file_path: str, meta_data: str) -> Path:
     return root / "voxceleb1_lists" / digest
 
 
-@_fix("voxceleb1_cache")
+@_fix("voxceleb1_cache", after="s3prl.downstream.voxceleb1.dataset")
 def _voxceleb1_cache() -> bool:
     dataset = importlib.import_module("s3prl.downstream.voxceleb1.dataset")
     cls = dataset.SpeakerClassifiDataset
@@ -307,4 +427,61 @@ def _voxceleb1_cache() -> bool:
 
     __init__._superb_redundancy = True
     cls.__init__ = __init__
+    return True
+
+
+# 8. No checkpoint runs code. torch >= 2.6 loads with weights_only=True, but some of s3prl's loaders (distiller,
+#    mockingjay) ask for weights_only=False first, so a pickled payload in a file passed with -k would run.
+#    Every torch.load called from s3prl's code loads weights only, unless the file is named in TRUST_ENV.
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint that needs code to unpickle (a class, a function, os.system, ...): it is not loaded."""
+
+
+def _trusted(file) -> bool:
+    if not isinstance(file, (str, os.PathLike)):
+        return False
+    trusted = [p for p in os.environ.get(TRUST_ENV, "").split(os.pathsep) if p]
+    try:
+        resolved = Path(file).resolve()
+        return any(resolved == Path(p).resolve() for p in trusted)
+    except OSError:
+        return False
+
+
+def _refusal(file, error: Exception) -> UnsafeCheckpointError:
+    from .files import pickled_global
+
+    found = pickled_global(error)
+    what = f"the global {found}" if found else "objects other than tensors and plain containers"
+    name = file if isinstance(file, (str, os.PathLike)) else "the checkpoint"
+    return UnsafeCheckpointError(
+        f"refused to load {name}: it pickles {what}, and checkpoints are loaded as weights only "
+        "(tensors, numbers, strings, lists and dicts)")
+
+
+@_fix("safe_checkpoint_loading")
+def _safe_checkpoint_loading() -> bool:
+    import pickle
+
+    import torch
+
+    if getattr(torch.load, "_superb_redundancy", False):
+        return False
+    original = torch.load
+
+    @functools.wraps(original)
+    def load(f, *args, **kwargs):
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if not (caller == "s3prl" or caller.startswith("s3prl.")) or _trusted(f):
+            return original(f, *args, **kwargs)
+        kwargs["weights_only"] = True
+        kwargs.pop("pickle_module", None)  # a custom unpickler would bypass the weights-only one
+        try:
+            return original(f, *args, **kwargs)
+        except pickle.UnpicklingError as error:
+            raise _refusal(f, error) from None
+
+    load._superb_redundancy = True
+    load._original = original
+    torch.load = load
     return True

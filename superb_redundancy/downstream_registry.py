@@ -113,9 +113,6 @@ def _expert_module(entry: DownstreamEntry, module_name: str) -> types.ModuleType
 
 def install() -> list[str]:
     """Discover every downstream and make ``s3prl.downstream.<name>.expert`` importable; returns the names."""
-    from . import compat
-
-    compat.apply()
     import s3prl.downstream
 
     for name, entry in discover().items():

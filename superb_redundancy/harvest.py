@@ -22,7 +22,7 @@ from .atomic import write_json
 from .results import MetricNotFound, read_test_metric
 
 __all__ = ["RunRecord", "HarvestError", "harvest_expdir", "harvest", "load_records", "fold_averages",
-           "file_sha256", "variant_key"]
+           "file_sha256", "variant_key", "read_experiment_checkpoint"]
 
 
 class HarvestError(ValueError):
@@ -50,6 +50,8 @@ class RunRecord:
     evaluated_at: str
     fold: Optional[str] = None  # emotion: fold1..fold5, or "mean of 5 folds"
     spec: dict = field(default_factory=dict)  # the prune spec / mimic settings, when -g is one
+    #: where the downstream head came from when it was trained on another upstream (head.json), else None
+    head: Optional[dict] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +96,22 @@ def _yaml_calls(expdir: Path, prefix: str) -> list[tuple[Path, dict]]:
     return calls
 
 
+def read_experiment_checkpoint(path: str | Path) -> dict:
+    """An s3prl ``states-*.ckpt`` / ``dev-best.ckpt`` (weights only; its ``Args`` is an argparse.Namespace).
+
+    Memory-mapped, so reading ``Args`` or ``Step`` does not read the weights. ValueError names what is wrong.
+    """
+    import argparse
+
+    from .files import load_checkpoint
+
+    checkpoint = load_checkpoint(path, "s3prl experiment checkpoint", ValueError, mmap=True,
+                                 safe_globals=[argparse.Namespace])
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("Args"), argparse.Namespace):
+        raise ValueError(f"{path} is not an s3prl experiment checkpoint (no Args)")
+    return checkpoint
+
+
 def _evaluated_step(checkpoint: Optional[str]) -> Optional[int]:
     if not checkpoint or not Path(checkpoint).is_file():
         return None
@@ -119,6 +137,13 @@ def harvest_expdir(expdir: str | Path) -> RunRecord:
     task = first.get("downstream")
     if not task or not first.get("upstream"):
         raise HarvestError("args_*.yaml names no downstream or upstream")
+    identities = {_upstream_identity(a) for _, a in calls}
+    if len(identities) > 1:
+        # s3prl appends every evaluation to one log.log: which line belongs to which upstream cannot be told
+        names = ", ".join(sorted({str(i[0]) for i in identities}))
+        raise HarvestError(f"its calls name different upstreams ({names}), so its scores cannot be attributed; "
+                           "evaluate each upstream into its own folder (run_downstream.py -m evaluate -e CKPT "
+                           "-u NAME ... -p DIR)")
     try:
         metric = read_test_metric(expdir, task)
     except MetricNotFound as error:
@@ -151,7 +176,26 @@ def harvest_expdir(expdir: str | Path) -> RunRecord:
         higher_is_better=metric.higher_is_better, seed=first.get("seed"), config=first.get("config"),
         config_sha256=hashlib.sha256(config_text.encode()).hexdigest() if config_text else None,
         step=_evaluated_step(last.get("init_ckpt")), evaluated_at=when, fold=fold, spec=spec,
+        head=_head_record(expdir),
     )
+
+
+def _upstream_identity(args: dict) -> tuple:
+    """What a call evaluated: upstream name and its -k / -g (by content where the files exist)."""
+    ckpt, config = args.get("upstream_ckpt"), args.get("upstream_model_config")
+    return (args.get("upstream"), file_sha256(ckpt) or ckpt, file_sha256(config) or config)
+
+
+def _head_record(expdir: Path) -> Optional[dict]:
+    """``head.json`` of a folder evaluated with another upstream than its head's (downstream_runner)."""
+    path = expdir / "head.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise HarvestError(f"head.json is not valid JSON ({error})") from None
+    return data.get("head") if isinstance(data, dict) else None
 
 
 def _mimic_summary(artifact: str) -> dict:

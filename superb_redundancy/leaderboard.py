@@ -45,13 +45,13 @@ class Profile:
                    None if latency is None else 1000 * latency["median_s"])
 
 
-def variant_profile(record: RunRecord, repeats: int = 5) -> Profile:
-    """Profile the upstream a record ran (params, MACs and latency at 1 s of audio on this machine's CPU)."""
+def variant_profile(record: RunRecord, repeats: int = 5, device: str = "cpu") -> Profile:
+    """Profile the upstream a record ran (params, MACs and latency at 1 s of audio on ``device``)."""
     from .profile import profile_upstream
 
     return Profile.from_profile(profile_upstream(record.upstream, ckpt=record.upstream_ckpt,
                                                  model_config=record.upstream_model_config,
-                                                 seconds=(1.0,), repeats=repeats))
+                                                 seconds=(1.0,), repeats=repeats, device=device))
 
 
 def _base_sha(record: RunRecord) -> Optional[str]:

@@ -58,6 +58,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from . import atomic
 from .bundles import ModelFamily, family_of_checkpoint, get_family
+from .files import load_checkpoint
 from .registry import upstream_output
 
 __all__ = [
@@ -433,9 +434,6 @@ def _plain(value: Any) -> Any:
 
 def _stock_model(family: ModelFamily, checkpoint_config: dict, num_encoder_layers: int = 0):
     """s3prl's own model class for ``family``, built from the stored config (with ``num_encoder_layers``)."""
-    from . import compat
-
-    compat.apply()
     from s3prl.upstream.utils import merge_with_parent
 
     if family.name == "wav2vec2":
@@ -648,11 +646,7 @@ def read_artifact(path: str | os.PathLike) -> dict:
     path = Path(path).expanduser()
     if not path.is_file():
         raise MimicError(f"mimicker artifact not found: {path}")
-    try:
-        artifact = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise MimicError(f"corrupt or unreadable mimicker artifact {path}: {reason}") from None
+    artifact = load_checkpoint(path, "mimicker artifact", MimicError)
     meta = artifact.get(ARTIFACT_KEY) if isinstance(artifact, dict) else None
     if not isinstance(meta, dict) or meta.get("kind") != ARTIFACT_KIND:
         what = "a file without a superb_redundancy mimicker header"

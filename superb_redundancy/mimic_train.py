@@ -43,6 +43,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import torch
 
+from .files import load_checkpoint
 from . import atomic, features as audio_io
 from .bundles import ModelFamily, family_of_checkpoint, get_family
 from .mimic import (
@@ -199,11 +200,7 @@ def _teacher_checkpoint(teacher: str | os.PathLike, family: Optional[str], refre
             path = Path(teacher).expanduser()
             if not path.is_file():
                 raise MimicError(f"teacher checkpoint not found: {path} (a hub name needs family=...)")
-            try:
-                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as error:
-                raise MimicError(f"corrupt or unreadable teacher checkpoint {path}: "
-                                 f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+            checkpoint = load_checkpoint(path, "teacher checkpoint", MimicError)
             fam = family_of_checkpoint(checkpoint)
             if fam is None:
                 raise MimicError(f"{path} is not a stock wav2vec2/HuBERT/WavLM checkpoint in s3prl's format")
@@ -274,7 +271,7 @@ class TeacherCache:
 
     def frontend(self) -> dict:
         """``{"teacher": record with checkpoint_config, "frontend": state_dict}``."""
-        return torch.load(self.directory / "frontend.pt", map_location="cpu", weights_only=True)
+        return load_checkpoint(self.directory / "frontend.pt", "teacher cache front end", MimicError)
 
     def _gather(self, array: np.ndarray, ids: Sequence[int], frames: int) -> torch.Tensor:
         out = np.zeros((len(ids), frames, array.shape[1]), dtype=np.float32)
@@ -536,7 +533,7 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
     start_epoch, steps, seconds = 1, 0, 0.0
 
     if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(state_path, "training state", MimicError)
         if _comparable(state["config"]) != _comparable(config.to_dict()):
             raise MimicError(f"{state_path} was written for config {state['config']}, not {config.to_dict()} "
                              "(only epochs may change on resume)")

@@ -41,7 +41,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -56,6 +56,7 @@ __all__ = [
     "macs_per_lengths",
     "read_lengths_file",
     "measure_latency",
+    "interleaved_latency",
     "validate_request",
     "profile_upstream",
     "format_profile_table",
@@ -413,17 +414,7 @@ def measure_latency(upstream: nn.Module, seconds: float = 1.0, repeats: int = 10
         if cuda:
             torch.cuda.synchronize(dev)
         for _ in range(repeats):
-            if cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                upstream([wav])
-                end.record()
-                torch.cuda.synchronize(dev)
-                times.append(start.elapsed_time(end) / 1000.0)
-            else:
-                t0 = time.perf_counter()
-                upstream([wav])
-                times.append(time.perf_counter() - t0)
+            times.append(_time_once(upstream, wav, dev))
     q1, median, q3 = _quartiles(times)
     return {
         "seconds": samples / SAMPLE_RATE,
@@ -441,6 +432,66 @@ def measure_latency(upstream: nn.Module, seconds: float = 1.0, repeats: int = 10
         "times_s": times,
         "rtf": median / (samples / SAMPLE_RATE),
     }
+
+
+def interleaved_latency(upstreams: Mapping[str, nn.Module], seconds: float = 1.0, repeats: int = 30,
+                        warmup: int = 5, threads: Optional[int] = None, device: str = "cpu",
+                        seed: int = 0) -> dict[str, dict]:
+    """Batch-1 latency of several upstreams timed together, so that drift in the machine's load hits all alike.
+
+    Each upstream is warmed up ``warmup`` times; then come ``repeats`` rounds, each timing every upstream once
+    in a fresh (seeded) random order, on the same input. Returns, per name, what :func:`measure_latency` returns
+    for one upstream (median, quartiles, IQR, every time), plus ``rounds`` and ``order_seed``.
+    """
+    import random
+
+    samples = _as_samples(float(seconds))
+    if repeats < 1:
+        raise ProfileError(f"repeats must be >= 1, got {repeats}")
+    if warmup < 0:
+        raise ProfileError(f"warmup must be >= 0, got {warmup}")
+    if not upstreams:
+        raise ProfileError("no upstreams to time")
+    dev = _check_device(device)
+    cuda = dev.type == "cuda"
+    wav = torch.randn(samples, generator=torch.Generator().manual_seed(0)).to(dev)
+    names = list(upstreams)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    order = random.Random(seed)
+    with _threads(threads), torch.inference_mode():
+        used_threads = torch.get_num_threads()
+        for name in names:
+            upstreams[name].to(dev).eval()
+            for _ in range(warmup):
+                upstreams[name]([wav])
+        if cuda:
+            torch.cuda.synchronize(dev)
+        for _ in range(repeats):
+            for name in order.sample(names, len(names)):
+                times[name].append(_time_once(upstreams[name], wav, dev))
+    out = {}
+    for name in names:
+        q1, median, q3 = _quartiles(times[name])
+        out[name] = {"seconds": samples / SAMPLE_RATE, "samples": samples, "repeats": repeats, "warmup": warmup,
+                     "device": str(dev) if not cuda else f"{dev} ({torch.cuda.get_device_name(dev)})",
+                     "threads": used_threads, "timer": "cuda_event" if cuda else "perf_counter",
+                     "median_s": median, "q1_s": q1, "q3_s": q3, "iqr_s": q3 - q1, "min_s": min(times[name]),
+                     "times_s": times[name], "rtf": median / (samples / SAMPLE_RATE), "rounds": repeats,
+                     "interleaved_with": [n for n in names if n != name], "order_seed": seed}
+    return out
+
+
+def _time_once(upstream: nn.Module, wav: torch.Tensor, dev: torch.device) -> float:
+    if dev.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        upstream([wav])
+        end.record()
+        torch.cuda.synchronize(dev)
+        return start.elapsed_time(end) / 1000.0
+    t0 = time.perf_counter()
+    upstream([wav])
+    return time.perf_counter() - t0
 
 
 # ============================================================================================ whole profile

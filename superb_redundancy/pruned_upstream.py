@@ -26,6 +26,7 @@ from torch import nn
 
 from .atomic import torch_save
 from .bundles import ModelFamily, get_family
+from .files import load_checkpoint
 from .prune_spec import PruneSpec, PruneSpecError, kept_layers
 from .registry import upstream_output
 
@@ -137,11 +138,7 @@ def resolve_base(base: str, family: ModelFamily, refresh: bool = False) -> Path:
 
 def load_base_checkpoint(path: Path, family: ModelFamily) -> dict:
     """Read a stock checkpoint (weights only) and check it is of ``family``."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise PrunedUpstreamError(f"corrupt or unreadable checkpoint {path}: {reason}") from None
+    checkpoint = load_checkpoint(path, "checkpoint", PrunedUpstreamError)
     if not family.matches(checkpoint):
         keys = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise PrunedUpstreamError(

@@ -203,9 +203,6 @@ def _hubconf_names(family: ModelFamily) -> set[str]:
 def upstream_family(name: str) -> Optional[ModelFamily]:
     """The family of an experiment's ``-u`` name: a stock hub name of wav2vec2 / HuBERT / WavLM (``*_local``,
     ``*_url``, ``*_custom`` and the download names) or our ``pruned_<family>[_local]``; None otherwise."""
-    from . import compat
-
-    compat.apply()
     for family in FAMILIES.values():
         if name in (f"pruned_{family.name}", f"pruned_{family.name}_local", family.local_hub_name):
             return family
@@ -268,11 +265,10 @@ class Experiment:
 
 
 def _read_checkpoint(path: Path) -> dict:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is bad input
-        reason = (str(error).splitlines() or [type(error).__name__])[0]
-        raise CurvesInputError(f"cannot read {path} as an s3prl checkpoint: {reason}") from None
+    from .files import load_checkpoint
+
+    checkpoint = load_checkpoint(path, "s3prl downstream checkpoint", CurvesInputError,
+                                 safe_globals=[argparse.Namespace])
     missing = [k for k in ("Args", "Config", "Featurizer", "Downstream") if not isinstance(checkpoint, dict)
                or k not in checkpoint]
     if missing:
@@ -348,7 +344,7 @@ def load_experiment(path: str | os.PathLike, device: str = "cpu", workdir: Optio
     from . import registry
 
     checkpoint_path = resolve_checkpoint(path)
-    registry.install()  # compat first: weights_only loading of argparse.Namespace, torchaudio shims
+    registry.install()
     checkpoint = _read_checkpoint(checkpoint_path)
     args, config = checkpoint["Args"], checkpoint["Config"]
     family = _check_experiment_args(args)

@@ -96,10 +96,9 @@ def discover() -> dict[str, UpstreamEntry]:
 
 
 def install() -> list[str]:
-    """Apply the compat layer, discover every variant, and set each on ``s3prl.hub``; returns the names."""
-    from . import compat, downstream_registry
+    """Discover every variant and set each on ``s3prl.hub`` (imported through the compat hook); returns the names."""
+    from . import downstream_registry
 
-    compat.apply()
     import s3prl.hub
 
     for name, entry in discover().items():

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["Metric", "TASK_METRICS", "read_test_metric", "word_error_rate", "MetricNotFound"]
+__all__ = ["Metric", "TASK_METRICS", "read_test_metric", "read_test_items", "word_error_rate", "MetricNotFound"]
 
 
 class MetricNotFound(FileNotFoundError):
@@ -96,3 +96,63 @@ def read_test_metric(expdir: str | Path, task: str) -> Metric:
     if task == "asr":
         return _read_asr_metric(expdir)
     return _read_log_metric(expdir, task)
+
+
+def _read_labels(path: Path) -> dict[str, str]:
+    """``<item id> <label>`` lines (the label is the last word; an id may hold spaces)."""
+    rows = {}
+    for line in path.read_text(errors="replace").splitlines():
+        if line.strip():
+            item, _, label = line.rstrip().rpartition(" ")
+            rows[item] = label
+    return rows
+
+
+def _accuracy_items(predict: Path, truth: Path):
+    from .evidence import TestItems
+
+    predicted, truths = _read_labels(predict), _read_labels(truth)
+    if set(predicted) != set(truths):
+        raise ValueError(f"{predict.name} and {truth.name} list different items")
+    ids = tuple(sorted(truths))
+    return TestItems("accuracy", ids, correct=tuple(int(predicted[i] == truths[i]) for i in ids),
+                     truth=tuple(truths[i] for i in ids))
+
+
+def read_test_items(expdir: str | Path, task: str) -> list:
+    """The per-item test outcomes of an evaluated experiment, one :class:`~superb_redundancy.evidence.TestItems`
+    per test set (emotion: per fold evaluated; every other task: one).
+
+    KS / SID / ER: ``test[_foldN]_predict.txt`` against ``test[_foldN]_truth.txt``; ASR: per-utterance word (and
+    character) edit distances of ``test-clean-noLM-hyp.ark`` against ``-ref.ark``.
+    """
+    import editdistance
+
+    from .evidence import TestItems
+
+    expdir = Path(expdir)
+    if task not in TASK_METRICS:
+        raise ValueError(f"unknown task {task!r}; valid: {sorted(TASK_METRICS)}")
+    if task == "asr":
+        hyp_path, ref_path = expdir / "test-clean-noLM-hyp.ark", expdir / "test-clean-noLM-ref.ark"
+        if not (hyp_path.is_file() and ref_path.is_file()):
+            raise MetricNotFound(f"{expdir}: no {hyp_path.name} / {ref_path.name}")
+        hyp, ref = _read_ark(hyp_path), _read_ark(ref_path)
+        missing = sorted(set(ref) - set(hyp))
+        if missing:
+            raise ValueError(f"{len(missing)} reference utterance(s) have no hypothesis, e.g. {missing[0]}")
+        ids = tuple(sorted(ref))
+        return [TestItems("wer", ids, errors=tuple(editdistance.eval(hyp[i], ref[i]) for i in ids),
+                          ref_words=tuple(len(ref[i]) for i in ids),
+                          char_errors=tuple(editdistance.eval(" ".join(hyp[i]), " ".join(ref[i])) for i in ids),
+                          ref_chars=tuple(len(" ".join(ref[i])) for i in ids))]
+    pairs = sorted(expdir.glob("test_fold*_predict.txt")) if task == "emotion" else []
+    if not pairs:
+        pairs = [expdir / "test_predict.txt"]
+    items = []
+    for predict in pairs:
+        truth = predict.with_name(predict.name.replace("_predict.txt", "_truth.txt"))
+        if not (predict.is_file() and truth.is_file()):
+            raise MetricNotFound(f"{expdir}: no {predict.name} / {truth.name} (not evaluated on test)")
+        items.append(_accuracy_items(predict, truth))
+    return items

@@ -95,9 +95,6 @@ def build_tiny_checkpoint(family: str, config: TinyConfig = TinyConfig(), seed: 
 
 def build_checkpoint(family: str, config: TinyConfig, seed: int = 0) -> dict:
     """The stock-format checkpoint dict of a freshly initialised ``family`` model of any size ``config`` gives."""
-    from . import compat
-
-    compat.apply()
     torch.manual_seed(seed)
     if family == "wav2vec2":
         from s3prl.upstream.wav2vec2.wav2vec2_model import AudioPretrainingConfig, Wav2Vec2Config, Wav2Vec2Model

@@ -60,3 +60,27 @@ def test_bad_input_is_one_line(args, message, tiny_ckpts, audio_dir, tmp_path):
     last = [line for line in result.stderr.splitlines() if line.strip()][-1]
     assert message in last, result.stderr[-1500:]
     assert "Traceback" not in result.stderr
+
+
+def test_corpus_and_run_downstream_take_their_options(tmp_path):
+    """Both once rejected every option (an argparse REMAINDER behind a subparser)."""
+    made = cli("corpus", "--root", str(tmp_path / "data"), "--tasks", "speech_commands", "--no-progress")
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert (tmp_path / "data" / "speech_commands_v0.01").is_dir()
+    helped = cli("run-downstream", "-h")
+    assert helped.returncode == 0 and "--upstream_ckpt" in helped.stdout and "pruned_wav2vec2" in helped.stdout
+
+
+def test_overrides_prints_the_datarc_string(tmp_path):
+    result = cli("overrides", "-d", "emotion", "--root", str(tmp_path))
+    assert result.returncode == 0
+    assert result.stdout.strip() == (f"config.downstream_expert.datarc.root={tmp_path}/IEMOCAP,,"
+                                     f"config.downstream_expert.datarc.meta_data={tmp_path}/IEMOCAP/meta_data")
+
+
+def test_commands_print_no_known_third_party_noise(tiny_ckpts, audio_dir, tmp_path):
+    result = cli("similarity", "-u", "wav2vec2_local", "-k", str(tiny_ckpts["wav2vec2"]), "--data", str(audio_dir),
+                 "--batch-size", "12", "--output", str(tmp_path / "sim"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    for noise in ("weight_norm", "torch.jit", "ESPnet is not installed", "FutureWarning"):
+        assert noise not in result.stderr, result.stderr[-2000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import textwrap
@@ -16,9 +17,12 @@ from superb_redundancy import compat
 
 
 def run_python(code: str, exclude: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    prelude = f"from superb_redundancy import compat; compat.apply(exclude={set(exclude)!r})\n"
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=300)
+    """``code`` in a fresh interpreter that imports our package first (its hook applies the fixes), nothing else."""
+    env = {k: v for k, v in os.environ.items() if k != compat.EXCLUDE_ENV}
+    if exclude:
+        env[compat.EXCLUDE_ENV] = ",".join(exclude)
+    return subprocess.run([sys.executable, "-c", "import superb_redundancy\n" + textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=300, env=env)
 
 
 TRIGGERS = {
@@ -28,7 +32,7 @@ TRIGGERS = {
     "catalyst_sampler": ("import s3prl.downstream.speech_commands.expert", "catalyst"),
     "namespace_safe_global": (
         """
-        import argparse, io, torch
+        import argparse, io, torch, s3prl
         buffer = io.BytesIO(); torch.save({"Args": argparse.Namespace(mode="train")}, buffer); buffer.seek(0)
         assert torch.load(buffer)["Args"].mode == "train"  # what -m evaluate / -a do with states-*.ckpt
         """,
@@ -51,7 +55,7 @@ def test_audio_io_falls_back_to_soundfile_without_ffmpeg(tmp_path):
         pytest.skip("TorchCodec decodes here (FFmpeg present): the fix is a no-op on this stack")
     path = tmp_path / "x.wav"
     soundfile.write(path, (np.arange(1600) % 7 / 10).astype("float32"), 16000, subtype="PCM_16")
-    code = f"import torchaudio; wav, sr = torchaudio.load({str(path)!r}); assert wav.shape == (1, 1600) and sr == 16000"
+    code = f"import s3prl, torchaudio; wav, sr = torchaudio.load({str(path)!r}); assert wav.shape == (1, 1600) and sr == 16000"
     without = run_python(code, exclude=("audio_io",))
     assert without.returncode != 0 and "torchcodec" in without.stderr.lower(), without.stderr[-2000:]
     assert run_python(code).returncode == 0
@@ -125,3 +129,67 @@ def test_distributed_sampler_wrapper_shards_the_drawn_indices():
     drawn = [list(s) for s in shards]
     assert len(drawn[0]) == len(drawn[1]) == 5
     assert 3 not in drawn[0] + drawn[1]  # zero-weight index never drawn: the wrapped sampler decides
+
+
+def test_a_fresh_process_gets_the_fixes_from_the_import_hook():
+    """No apply() call: importing our package first is enough for every s3prl import that follows."""
+    result = run_python("""
+        import s3prl.hub, s3prl.downstream.runner, s3prl.downstream.voxceleb1.dataset as vox
+        from superb_redundancy import compat
+        assert set(compat.FIXES) - compat.applied() <= {"audio_io"}, compat.applied()
+        assert getattr(vox.SpeakerClassifiDataset.__init__, "_superb_redundancy", False)
+    """)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _payload_checkpoint(path, marker) -> None:
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"Config": {}, "payload": Payload()}, path)
+
+
+def test_s3prl_loaders_load_weights_only(tmp_path):
+    """s3prl's distiller loader asks for weights_only=False first; the payload must not run."""
+    evil, marker = tmp_path / "evil.ckpt", tmp_path / "pwned"
+    _payload_checkpoint(evil, marker)
+    code = f"""
+        from s3prl.upstream.distiller.builder import PretrainedDistiller
+        from superb_redundancy.compat import UnsafeCheckpointError
+        try:
+            PretrainedDistiller({{"ckpt_file": {str(evil)!r}, "load_pretrain": "True", "no_grad": "True",
+                                 "permute_input": "False"}})
+        except UnsafeCheckpointError as error:
+            print(error)
+    """
+    refused = run_python(code)
+    assert refused.returncode == 0, refused.stderr[-2000:]
+    assert "refused to load" in refused.stdout and "posix.system" in refused.stdout
+    assert "weights_only=False" not in refused.stdout  # the refusal never suggests turning the protection off
+    assert not marker.exists()
+
+
+def test_a_file_named_in_the_trust_variable_loads_as_s3prl_asked(tmp_path):
+    evil, marker = tmp_path / "trusted.ckpt", tmp_path / "ran"
+    _payload_checkpoint(evil, marker)
+    code = f"""
+        import os
+        os.environ[{compat.TRUST_ENV!r}] = {str(evil)!r}
+        from s3prl.upstream.distiller.builder import PretrainedDistiller
+        try:
+            PretrainedDistiller({{"ckpt_file": {str(evil)!r}, "load_pretrain": "True", "no_grad": "True",
+                                 "permute_input": "False"}})
+        except Exception:
+            pass  # the payload is not a distiller; what matters is that it was unpickled
+    """
+    assert run_python(code).returncode == 0
+    assert marker.exists()
+
+
+def test_loads_outside_s3prl_are_left_alone(tmp_path):
+    path = tmp_path / "plain.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    compat.apply()
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))
+    assert getattr(torch.load, "_superb_redundancy", False)  # the guard is installed, and passes our loads through

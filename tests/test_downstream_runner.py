@@ -44,7 +44,7 @@ def test_pruned_wavlm_train_evaluate_resume(tmp_path, tiny_ckpts, corpus_root):
     assert "Resume from" in resumed.stdout + resumed.stderr
     assert (expdir / "states-30.ckpt").is_file()
 
-    run_downstream("-m", "evaluate", "-e", str(expdir / "states-30.ckpt"), "--device", "cpu", cwd=tmp_path)
+    run_downstream("-m", "evaluate", "-e", str(expdir / "states-30.ckpt"), cwd=tmp_path)  # --device: cpu by default
     metric = read_test_metric(expdir, "speech_commands")
     assert metric.step == 0 and 0.0 <= metric.value <= 1.0  # evaluate mode logs step 0
 
@@ -71,3 +71,66 @@ def test_study_leaderboard_has_every_task_for_pruned_and_unpruned(tmp_path, corp
         assert len(rows) == 2 and rows.is_base.sum() == 1, task  # the unpruned base and the pruned variant
         assert rows.params.notna().all() and rows.macs.notna().all()
     assert (tmp_path / "board" / "index.html").is_file()
+
+
+@pytest.fixture(scope="module")
+def ks_head(tmp_path_factory, tiny_ckpts, corpus_root):
+    """A KS head trained on the unpruned tiny wav2vec2 (its expdir)."""
+    work = tmp_path_factory.mktemp("ks_head")
+    expdir = work / "base"
+    data = tasks.format_overrides(tasks.data_overrides("speech_commands", corpus_root))
+    run_downstream("-m", "train", "-u", "wav2vec2_local", "-k", str(tiny_ckpts["wav2vec2"]), "-d", "speech_commands",
+                   "-c", str(tasks.config_path("speech_commands", "tiny")), "-p", str(expdir), "-o", data, cwd=work)
+    run_downstream("-m", "evaluate", "-e", str(expdir / "states-30.ckpt"), cwd=work)
+    return expdir
+
+
+def test_a_head_evaluated_with_a_pruned_upstream_scores_that_variant_in_its_own_folder(ks_head, tiny_ckpts, tmp_path):
+    """The score is the pruned variant's (equal to its pruning-curve point), filed under the pruned upstream."""
+    from superb_redundancy.harvest import harvest
+    from superb_redundancy.leaderboard import Profile, build
+    from superb_redundancy.pruning_curves import CurveSettings, pruning_curves
+
+    base_log = (ks_head / "log.log").read_text()
+    spec = PruneSpec(base=str(tiny_ckpts["wav2vec2"]), drop_layers=[2]).to_yaml(tmp_path / "drop2.yaml")
+    out = run_downstream("-m", "evaluate", "-e", str(ks_head / "states-30.ckpt"), "-u", "pruned_wav2vec2",
+                         "-g", str(spec), "-p", str(tmp_path / "pruned_eval"), cwd=tmp_path)
+    assert "no CUDA device here: running on --device cpu" in out.stderr  # s3prl's cuda default would have died
+    assert (ks_head / "log.log").read_text() == base_log  # nothing appended to the head's own experiment
+    pruned = read_test_metric(tmp_path / "pruned_eval", "speech_commands").value
+    unpruned = read_test_metric(ks_head, "speech_commands").value
+
+    # the curves evaluate the same checkpoint with the same variant (backward pruning by 1 drops layer 2)
+    curves = pruning_curves(ks_head / "states-30.ckpt",
+                            settings=CurveSettings(objectives=("backward",), repeats=1, progress=False))
+    assert curves.mean("backward", 1) == pruned  # exactly: the same per-sample outcomes, averaged alike
+    assert curves.mean("backward", 0) == unpruned
+
+    records, problems = harvest([ks_head, tmp_path / "pruned_eval"], tmp_path / "records")
+    assert not problems, problems
+    by_upstream = {r.upstream: r for r in records}
+    assert by_upstream["pruned_wav2vec2"].value == pruned and by_upstream["wav2vec2_local"].value == unpruned
+    assert by_upstream["pruned_wav2vec2"].head["expdir"] == str(ks_head)
+    frame = build(records, profile=lambda r: Profile(1, 1.0, None))
+    rows = frame.set_index("label")
+    assert rows.loc["pruned_wav2vec2 drop [2]", "value"] == pruned and rows.loc["wav2vec2_local", "value"] == unpruned
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["-d", "emotion"], "restores -d from the checkpoint, so s3prl would ignore it"),
+    (["-u", "pruned_wav2vec2", "-p", "{head}"], "is the head's own experiment folder"),
+])
+def test_flags_s3prl_would_ignore_are_refused(extra, message, ks_head, tmp_path):
+    args = [a.format(head=ks_head) for a in extra]
+    result = subprocess.run([sys.executable, str(ROOT / "run_downstream.py"), "-m", "evaluate", "-e",
+                             str(ks_head / "states-30.ckpt"), *args], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=300)
+    assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
+
+
+def test_resuming_with_another_upstream_is_refused(ks_head, tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "run_downstream.py"), "-m", "train", "-e",
+                             str(ks_head / "states-30.ckpt"), "-u", "hubert_local"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=300)
+    assert result.returncode == 2
+    assert "s3prl restores -u 'wav2vec2_local' from the checkpoint and would ignore -u 'hubert_local'" in result.stderr

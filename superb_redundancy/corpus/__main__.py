@@ -11,16 +11,19 @@ from typing import Optional, Sequence
 
 from .generate import TASKS, generate
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_arguments", "run"]
+
+DESCRIPTION = "Generate the deterministic synthetic SUPERB corpus (espeak-ng speech) in s3prl's layouts."
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog or "python -m superb_redundancy.corpus",
-        description="Generate the deterministic synthetic SUPERB corpus (espeak-ng speech) in s3prl's layouts.",
-    )
-    parser.add_argument("--root", type=Path, default=Path("data/synthetic"),
-                        help="output folder (default: data/synthetic, what downstream_configs/*/*.yaml point at)")
+    parser = argparse.ArgumentParser(prog=prog or "python -m superb_redundancy.corpus", description=DESCRIPTION)
+    return add_arguments(parser)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--root", type=Path, default=Path("work/study/data"),
+                        help="output folder (default: work/study/data, what downstream_configs/*/*.yaml point at)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the clip counts (default 1: smoke size)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), metavar="TASK",
@@ -33,7 +36,10 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     parser = build_parser(prog)
-    args = parser.parse_args(argv)
+    return run(parser.parse_args(argv), parser)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     tasks = [t for item in args.tasks for t in item.split(",") if t]
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:

@@ -120,6 +120,17 @@ class StudyConfig:
             missing = [t for t in self.tasks if t not in self.data]
             raise StudyConfigError(f"data: no corpus root for {missing}; give data.synthetic or a root per task")
 
+    def problems(self) -> list[str]:
+        """What would make runs fail that a look at the disk can tell now, one line each (empty: none)."""
+        found = []
+        for task, roots in sorted(self.data.items()):
+            if task == "synthetic" or not isinstance(roots, dict):
+                continue
+            for key, value in roots.items():
+                if not Path(str(value)).expanduser().exists():
+                    found.append(f"data.{task}.{key}: {value} not found")
+        return found
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> "StudyConfig":
         return _build(cls, read_yaml(path, "study file", StudyConfigError), str(path))

@@ -117,11 +117,11 @@ def test_cli_reuses_a_complete_corpus(corpus, capsys):
 # ----------------------------------------------------------------------------------------------------- configs
 @pytest.mark.parametrize("task", TASKS)
 def test_configs_point_at_the_default_corpus(task):
-    """Both configs of a task carry every datarc path key, pointing where generate(Path('data/synthetic')) writes."""
+    """Both configs of a task carry every datarc path key, pointing where generate(Path('work/study/data')) writes."""
     for name in ("superb.yaml", "tiny.yaml"):
         config = yaml.safe_load((CONFIGS / task / name).read_text())
         datarc = config["downstream_expert"]["datarc"]
-        for key, path in datarc_paths(Path("data/synthetic"), task).items():
+        for key, path in datarc_paths(Path("work/study/data"), task).items():
             assert datarc[key] == path.as_posix(), (name, key)
         runner = config["runner"]
         assert runner["gradient_accumulate_steps"] >= 1 and runner["eval_dataloaders"]

@@ -187,7 +187,7 @@ def test_task_definition_and_configs(corpus_root):
     tiny = yaml.safe_load(tasks.config_path(NAME, "tiny").read_text())
     for config in (superb, tiny):
         datarc = config["downstream_expert"]["datarc"]
-        assert datarc["speech_commands_root"] == "data/synthetic/speech_commands_v0.02"
+        assert datarc["speech_commands_root"] == "work/study/data/speech_commands_v0.02"
         assert datarc["clip_seconds"] == 1.0 and config["runner"]["eval_dataloaders"] == ["dev"]
         assert config["downstream_expert"]["modelrc"]["UtteranceLevel"]["pooling"] == "MeanPooling"
     assert superb["downstream_expert"]["modelrc"]["projector_dim"] == 256  # the paper's head: Linear(D, 256)

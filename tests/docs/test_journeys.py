@@ -1,0 +1,247 @@
+"""Every command block of README.md and downstream_configs/README.md, run verbatim, as a user runs it.
+
+The blocks are parsed from the files (so the docs and the tests cannot drift) and run in document order, each
+in a fresh ``bash`` (or ``python``) subprocess, in a copy of the repository whose ``.venv`` is this one, with
+nothing applied beforehand: no fixture imports our package or the compat layer for them. Each block carries an
+id (``<!-- journey: ID -->`` on the line before it) naming the checks below; a block without one, an unknown
+id, or an id without its block fails. Variables a block reads with a default (``${BASE:-wav2vec2}``) are the
+user's to set: the checks set them to the synthetic corpus and tiny settings the main job leaves behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = (ROOT / "README.md", ROOT / "downstream_configs" / "README.md")
+_BLOCK = re.compile(r"(?:<!-- journey: (?P<id>[\w-]+) -->\n)?```(?P<lang>[\w-]*)\n(?P<body>.*?)^```", re.S | re.M)
+RUNNABLE = ("bash", "python")
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass(frozen=True)
+class Block:
+    doc: Path
+    id: Optional[str]
+    lang: str
+    body: str
+
+
+def doc_blocks() -> list[Block]:
+    found = []
+    for doc in DOCS:
+        for match in _BLOCK.finditer(doc.read_text()):
+            if match["lang"] in RUNNABLE:
+                found.append(Block(doc, match["id"], match["lang"], match["body"]))
+    return found
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def tail(self) -> str:
+        return f"exit {self.returncode}\n--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}"
+
+
+# ---------------------------------------------------------------------------------------------- the checks
+def _ok(outcome: Outcome) -> None:
+    assert outcome.returncode == 0, outcome.tail()
+    assert "Traceback" not in outcome.stderr, outcome.tail()
+
+
+def check_main(out: Outcome, box: Path) -> None:
+    _ok(out)
+    assert (box / "leaderboard" / "index.html").is_file()
+    assert list(box.glob("work/study/runs/similarity/*/similarity.png"))
+    assert list(box.glob("work/study/runs/curves/*/pruning_curves.png"))
+    assert "leaderboard:" in out.stdout
+    assert "study embedded-default:" in out.stdout and "failed" not in out.stdout.split("study embedded-default:")[1]
+
+
+def check_tests(out: Optional[Outcome], box: Path) -> None:
+    """Not run (it is this test suite); CI must call it as written."""
+    block = next(b for b in doc_blocks() if b.id == "tests")
+    command = block.body.strip()
+    assert command.startswith("bash scripts/test.sh")
+    assert re.search(rf"^{re.escape(command)}\b", (ROOT / ".ci" / "run").read_text(), re.M)
+
+
+def check_artefacts(out: Outcome, box: Path) -> None:
+    _ok(out)
+    assert (box / "work/sim/similarity.json").is_file() and (box / "work/sim/similarity.png").is_file()
+    spec = yaml.safe_load((box / "work/spec.yaml").read_text())
+    assert len(spec["drop_layers"]) == 1 and 0 not in spec["drop_layers"] and spec["notes"]["objective"] == "knn-bi"
+    assert (box / "work/pruned.pt").is_file()
+    iterative = yaml.safe_load((box / "work/spec_it.yaml").read_text())
+    assert iterative["notes"]["iterative"] is True and len(iterative["drop_layers"]) == 1
+    for name in ("curves.csv", "curves.json", "pruning_curves.png", "pruned_layers_knn.png", "thresholds.md"):
+        assert (box / "work/curves" / name).is_file(), name
+    artifacts = [p for p in (box / "work/mimic").glob("*.pt") if not p.name.endswith(".state.pt")]
+    assert len(artifacts) == 4, sorted((box / "work/mimic").iterdir())  # the tiny grid: L/T x N 1, 2
+
+
+def _test_lines(expdir: Path) -> list[str]:
+    return [line for line in (expdir / "log.log").read_text().splitlines() if line.startswith("test at step")]
+
+
+def check_real_models(out: Outcome, box: Path) -> None:
+    import json
+
+    _ok(out)
+    assert len(_test_lines(box / "result/emotion_w2v2_drop345")) == 1
+    # the full model's head: its own evaluation once in its own log, the pruned evaluation in a folder of its own
+    assert len(_test_lines(box / "result/emotion_w2v2")) == 1
+    pruned = box / "result/emotion_w2v2_head_drop345"
+    assert len(_test_lines(pruned)) == 1
+    head = json.loads((pruned / "head.json").read_text())
+    assert Path(head["head"]["expdir"]).resolve() == (box / "result/emotion_w2v2").resolve()
+    assert head["head"]["upstream_model_config"].endswith("full.yaml")
+    assert head["evaluated"]["upstream"] == "pruned_wav2vec2"
+    assert head["evaluated"]["upstream_model_config"] == str((box / "prune.yaml").resolve())
+
+
+def check_python_api(out: Outcome, box: Path) -> None:
+    _ok(out)
+    match = re.search(r"^(\d+) hidden states of shape \(1, (\d+), (\d+)\)$", out.stdout, re.M)
+    assert match, out.tail()
+    assert int(match[1]) == JOURNEY_BASE_LAYERS + 1 and int(match[2]) in (49, 50)
+
+
+def check_template(out: Optional[Outcome], box: Path) -> None:
+    """A code template, not a command: it must at least compile."""
+    for block in doc_blocks():
+        if block.id == "template":
+            compile(block.body, f"{block.doc.name}:template", "exec")
+
+
+def check_paper_study(out: Outcome, box: Path) -> None:
+    # `study status` lists every run; `study run` without the paper's corpora is refused before any run starts
+    assert "pending" in out.stdout
+    assert out.returncode == 2, out.tail()
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert any(line.startswith("problem: data.") and "/data/" in line and "not found" in line for line in lines)
+    assert lines[-1].endswith("nothing was run"), out.tail()
+    assert not (box / "work/paper/runs").exists()
+
+
+def check_configs_synthetic(out: Outcome, box: Path) -> None:
+    _ok(out)
+    assert (box / "result/asr_tiny/test-clean-noLM-hyp.ark").is_file()
+
+
+def check_configs_real(out: Outcome, box: Path) -> None:
+    _ok(out)
+    assert (box / "result/sid/states-30.ckpt").is_file()
+
+
+@dataclass(frozen=True)
+class Journey:
+    check: Callable[[Optional[Outcome], Path], None]
+    env: dict = field(default_factory=dict)  # values: relative to the sandbox when they start with "work/"
+    run: bool = True
+    timeout: int = 900
+
+
+#: the layer count of the BASE model the real-models block is given (drop_layers [3, 4, 5] needs >= 6)
+JOURNEY_BASE_LAYERS = 6
+JOURNEY_BASE = "work/journeys/base6.pt"
+
+JOURNEYS = {
+    "main": Journey(check_main, timeout=2400),
+    "tests": Journey(check_tests, run=False),
+    "artefacts": Journey(check_artefacts),
+    "real-models": Journey(check_real_models, env={"BASE": JOURNEY_BASE, "IEMOCAP": "work/study/data/IEMOCAP",
+                                                   "SETTING": "tiny"}),
+    "python-api": Journey(check_python_api),
+    "paper-study": Journey(check_paper_study),
+    "template": Journey(check_template, run=False),
+    "configs-synthetic": Journey(check_configs_synthetic),
+    "configs-real": Journey(check_configs_real, env={"VOXCELEB1": "work/study/data/voxceleb1", "SETTING": "tiny"}),
+}
+
+
+# ---------------------------------------------------------------------------------------------- running them
+def test_every_block_has_a_known_journey():
+    ids = [b.id for b in doc_blocks()]
+    assert None not in ids, [b.body[:80] for b in doc_blocks() if b.id is None]
+    assert len(ids) == len(set(ids)), ids
+    assert set(ids) == set(JOURNEYS), (sorted(set(ids) - set(JOURNEYS)), sorted(set(JOURNEYS) - set(ids)))
+
+
+def _sandbox(tmp: Path) -> Path:
+    """A copy of the checkout (what git tracks or would track) sharing this interpreter's environment."""
+    box = tmp / "repo"
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (box / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, box / name)
+    (box / ".venv").symlink_to(Path(sys.prefix))
+    return box
+
+
+def _environment(box: Path, extra: dict) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPERB_REDUNDANCY_", "PYTEST", "PYTHONPATH"))}
+    env.update(PATH=f"{box / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}", HF_HUB_OFFLINE="1",
+               SUPERB_REDUNDANCY_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.update({k: str(box / v) if v.startswith("work/") else v for k, v in extra.items()})
+    return env
+
+
+def _user_model(box: Path) -> None:
+    """The user's BASE for the real-models block: a wav2vec2 checkpoint deep enough to drop layers 3-5."""
+    code = ("from superb_redundancy.tiny_models import TinyConfig, write_tiny_checkpoint; "
+            f"write_tiny_checkpoint('wav2vec2', {JOURNEY_BASE!r}, TinyConfig(num_layers={JOURNEY_BASE_LAYERS}))")
+    subprocess.run([sys.executable, "-c", code], cwd=box, check=True, capture_output=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def journeys(tmp_path_factory) -> tuple[Path, dict[str, Outcome]]:
+    box = _sandbox(tmp_path_factory.mktemp("journeys"))
+    _user_model(box)
+    outcomes: dict[str, Outcome] = {}
+    for block in doc_blocks():
+        journey = JOURNEYS.get(block.id)
+        if journey is None or not journey.run:
+            continue
+        if block.lang == "bash":
+            command = ["bash", "-euo", "pipefail", "-c", block.body]
+        else:
+            script = box / "work" / "journeys" / f"{block.id}.py"
+            script.parent.mkdir(parents=True, exist_ok=True)
+            script.write_text(block.body)
+            command = ["python", str(script)]
+        env = _environment(box, journey.env)
+        command[0] = shutil.which(command[0], path=env["PATH"]) or command[0]
+        try:
+            result = subprocess.run(command, cwd=box, env=env, capture_output=True, text=True,
+                                    timeout=journey.timeout)
+            outcomes[block.id] = Outcome(result.returncode, result.stdout, result.stderr)
+        except subprocess.TimeoutExpired as error:
+            outcomes[block.id] = Outcome(-1, str(error.stdout or ""), f"timed out after {journey.timeout} s")
+    return box, outcomes
+
+
+@pytest.mark.parametrize("journey", sorted(JOURNEYS))
+def test_journey(journey, journeys):
+    box, outcomes = journeys
+    spec = JOURNEYS[journey]
+    if spec.run:
+        assert journey in outcomes, f"no block ran for {journey}"
+    spec.check(outcomes.get(journey), box)
