@@ -12,13 +12,13 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["detect_blocks", "block_fit_error", "plot_similarity", "MAX_CANDIDATES"]
+__all__ = ["detect_blocks", "block_fit_error", "block_strength", "permutation_null", "plot_similarity",
+           "MAX_CANDIDATES", "VMIN", "VMAX"]
 
 #: exhaustive search refuses more boundary sets than this (M = 25 with 5 blocks is 10,626)
 MAX_CANDIDATES = 2_000_000
@@ -110,16 +110,62 @@ def detect_blocks(matrix, n_blocks: int = 2) -> list[tuple[int, int]]:
     return [(int(best[i]), int(best[i + 1]) - 1) for i in range(n_blocks)]
 
 
+def block_strength(matrix, blocks: Sequence[tuple[int, int]]) -> dict:
+    """How strong a partition is: mean similarity within blocks and between blocks (diagonal left out).
+
+    ``strength = within - between``; 0 when the blocks say nothing, up to 1 for perfectly separated blocks.
+    """
+    m = _as_square(matrix)
+    bounds = _blocks_to_bounds(blocks, m.shape[0])[0]
+    label = np.zeros(m.shape[0], dtype=int)
+    for k in range(len(bounds) - 1):
+        label[bounds[k]:bounds[k + 1]] = k
+    same = label[:, None] == label[None, :]
+    off = ~np.eye(m.shape[0], dtype=bool)
+    within = float(m[same & off].mean()) if (same & off).any() else float("nan")
+    between = float(m[~same].mean()) if (~same).any() else float("nan")
+    return {"within": within, "between": between, "strength": within - between}
+
+
+def permutation_null(matrix, n_blocks: int = 2, permutations: int = 1000, seed: int = 0) -> dict:
+    """The strength of the best contiguous partition when the layer order carries no information.
+
+    Each permutation relabels the layers at random (rows and columns alike), the best ``n_blocks`` partition of
+    the permuted matrix is found, and its strength kept. ``p`` is the share of permutations whose best strength
+    reaches the observed one (with the observed one counted, so p >= 1 / (permutations + 1)).
+    """
+    m = _as_square(matrix)
+    observed = block_strength(m, detect_blocks(m, n_blocks))["strength"]
+    rng = np.random.default_rng(seed)
+    null = []
+    for _ in range(permutations):
+        order = rng.permutation(m.shape[0])
+        shuffled = m[np.ix_(order, order)]
+        null.append(block_strength(shuffled, detect_blocks(shuffled, n_blocks))["strength"])
+    null = np.asarray(null)
+    return {"observed": observed, "null_mean": float(null.mean()), "null_q95": float(np.quantile(null, 0.95)),
+            "p": float((1 + (null >= observed).sum()) / (1 + permutations)), "permutations": permutations}
+
+
+#: the colour scale of every heat map: the paper's colour bars run 0.5..1 for all three metrics
+VMIN, VMAX = 0.5, 1.0
+
+
 def plot_similarity(
     matrices: Mapping[str, np.ndarray],
     blocks: Optional[Mapping[str, Sequence[tuple[int, int]]]],
     path: str | os.PathLike,
     title: Optional[str] = None,
+    first_index: int = 0,
+    axis_label: str = "layer",
+    notes: Optional[Mapping[str, str]] = None,
 ) -> Path:
     """One heat-map panel per metric (like the paper's Fig. 2a), blocks drawn as rectangles; atomic write.
 
     ``blocks`` maps a metric name to its ``(start, end_inclusive)`` list; metrics it omits get no rectangles.
-    The file format follows the suffix of ``path`` (png if none).
+    The file format follows the suffix of ``path`` (png if none). Every panel uses the same colour scale,
+    :data:`VMIN`..:data:`VMAX` (lower values show as the lowest colour; the colour bar's arrow says so).
+    ``first_index``: the label of row 0 (blocks are given in these labels); ``notes``: a line under each panel.
     """
     # Figure + the Agg canvas directly: no pyplot global state, no backend switch for the caller
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -134,36 +180,30 @@ def plot_similarity(
     if unknown:
         raise ValueError(f"blocks given for {unknown}, which are not among the matrices {sorted(matrices)}")
 
-    fig = Figure(figsize=(4.4 * len(matrices), 4.0), layout="constrained")
+    fig = Figure(figsize=(4.8 * len(matrices), 4.4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(matrices), squeeze=False)[0]
     for ax, (name, matrix) in zip(axes, matrices.items()):
         m = _as_square(matrix)
-        # the paper's colour bars run 0.5..1; extend downward only when the data needs it
-        image = ax.imshow(m, origin="lower", cmap="viridis", vmin=min(0.5, float(m.min())), vmax=1.0,
-                          interpolation="nearest")
-        fig.colorbar(image, ax=ax, shrink=0.85)
+        n = m.shape[0]
+        extent = (first_index - 0.5, first_index + n - 0.5, first_index - 0.5, first_index + n - 0.5)
+        image = ax.imshow(m, origin="lower", cmap="viridis", vmin=VMIN, vmax=VMAX, interpolation="nearest",
+                          extent=extent)
+        fig.colorbar(image, ax=ax, shrink=0.85, extend="min" if float(m.min()) < VMIN else "neither")
         for start, end in blocks.get(name, ()):
             side = end - start + 1
             ax.add_patch(Rectangle((start - 0.5, start - 0.5), side, side, fill=False, edgecolor="red", linewidth=1.8))
-        ax.set_title(_TITLES.get(name, name))
-        ax.set_xlabel("layer")
-        ax.set_ylabel("layer")
+        ax.set_title(_TITLES.get(name, name) + (f"\n{notes[name]}" if notes and name in notes else ""), fontsize=9)
+        ax.set_xlabel(axis_label)
+        ax.set_ylabel(axis_label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
 
+    from .atomic import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = path.suffix[1:].lower() or "png"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format=fmt, dpi=150)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix[1:].lower() or "png", dpi=150)
     return path

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -80,6 +80,27 @@ class ModelFamily:
         compact[self.config_key]["encoder_layers"] = len(kept)
         return compact
 
+    # ----------------------------------------------------------------- models
+    def build_model(self, checkpoint_config: dict, num_layers: Optional[int] = None) -> tuple[nn.Module, bool]:
+        """s3prl's own model class of this family built from a checkpoint's config entries (everything but the
+        weights), with ``num_layers`` transformer layers (default: the config's); returns (model, normalize),
+        normalize being whether the family's expert layer-normalises each waveform first."""
+        return _BUILDERS[self.name](checkpoint_config, num_layers)
+
+    def config_entries(self, checkpoint: dict) -> dict:
+        """Everything in a stock checkpoint but its weights."""
+        return {k: checkpoint[k] for k in self.checkpoint_keys if k != self.weights_key}
+
+    def random_checkpoint(self, checkpoint: dict, seed: int = 0) -> dict:
+        """A checkpoint of the same architecture with freshly initialised (seeded) weights: a baseline that has
+        learned nothing."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model, _ = self.build_model(self.config_entries(checkpoint))
+        out = {k: v for k, v in checkpoint.items() if k != self.weights_key}
+        out[self.weights_key] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return out
+
     # ----------------------------------------------------------------- live modules (s3prl stock experts)
     def layers(self, expert: nn.Module) -> nn.ModuleList:
         return expert.model.encoder.layers
@@ -99,6 +120,43 @@ class ModelFamily:
             and not isinstance(fn, type)
         }
 
+
+def _with_layers(config: dict, num_layers: Optional[int]) -> dict:
+    return dict(config) if num_layers is None else dict(config, encoder_layers=num_layers)
+
+
+def _build_wav2vec2(entries: dict, num_layers: Optional[int]) -> tuple[nn.Module, bool]:
+    from s3prl.upstream.utils import merge_with_parent
+    from s3prl.upstream.wav2vec2.wav2vec2_model import AudioPretrainingConfig, Wav2Vec2Config, Wav2Vec2Model
+
+    cfg = merge_with_parent(Wav2Vec2Config, _with_layers(entries["model_cfg"], num_layers))
+    normalize = merge_with_parent(AudioPretrainingConfig, dict(entries["task_cfg"])).normalize
+    return Wav2Vec2Model(cfg), bool(normalize)
+
+
+def _build_hubert(entries: dict, num_layers: Optional[int]) -> tuple[nn.Module, bool]:
+    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
+    from s3prl.upstream.utils import merge_with_parent
+
+    task_cfg = merge_with_parent(HubertPretrainingConfig, dict(entries["task_cfg"]))
+    cfg = merge_with_parent(HubertConfig, _with_layers(entries["model_cfg"], num_layers))
+    symbols = entries.get("dictionaries_symbols") or [["0"]]
+    return HubertModel(cfg, task_cfg, symbols), bool(task_cfg.normalize)
+
+
+def _build_wavlm(entries: dict, num_layers: Optional[int]) -> tuple[nn.Module, bool]:
+    from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
+
+    cfg = WavLMConfig(_with_layers(entries["cfg"], num_layers))
+    return WavLM(cfg), bool(cfg.normalize)
+
+
+#: family -> model factory (torchaudio's pipelines map a model type to its factory the same way)
+_BUILDERS: dict[str, Callable[[dict, Optional[int]], tuple[nn.Module, bool]]] = {
+    "wav2vec2": _build_wav2vec2,
+    "hubert": _build_hubert,
+    "wavlm": _build_wavlm,
+}
 
 FAMILIES: dict[str, ModelFamily] = {
     "wav2vec2": ModelFamily(

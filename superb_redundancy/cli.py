@@ -121,13 +121,22 @@ def _cmd_similarity(args: argparse.Namespace) -> int:
     from .features import list_audio
     from .registry import build_upstream
 
+    from .analysis import random_init_upstream
+
     settings = SimilaritySettings(pool=args.pool, averaging=args.averaging, batch_size=args.batch_size, k=args.k,
-                                  max_samples=args.max_samples, n_blocks=args.blocks, max_seconds=args.max_seconds)
+                                  max_samples=args.max_samples, n_blocks=args.blocks, max_seconds=args.max_seconds,
+                                  include_input=args.include_input, permutations=args.permutations)
     files = list_audio(args.data, limit=args.limit, seed=args.seed)  # bad paths fail before the model loads
     upstream = build_upstream(args.upstream, args.upstream_ckpt, args.upstream_model_config)
+    baseline = None
+    if args.random_baseline:
+        baseline = random_init_upstream(args.upstream, args.upstream_ckpt)
+        if baseline is None:
+            print(f"note: no random-initialisation baseline for {args.upstream} (stock <family>_local names only)",
+                  file=sys.stderr)
     source = {"upstream": args.upstream, "ckpt": args.upstream_ckpt, "model_config": args.upstream_model_config,
               "data": str(args.data), "clips": len(files)}
-    report = analyse(upstream, files, settings, device=args.device, source=source)
+    report = analyse(upstream, files, settings, device=args.device, source=source, baseline_upstream=baseline)
     paths = report.save(args.output, title=f"{args.upstream} ({report.num_samples} samples, pool={args.pool})")
     print(f"layer similarity of {args.upstream} over {report.num_samples} samples; blocks:")
     print(report.describe_blocks())
@@ -189,18 +198,22 @@ def _amount(text: str) -> int | float:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    from .harvest import harvest, load_records
-    from .leaderboard import build, format_tables, variant_profile, write_leaderboard
+    import warnings
 
-    if args.experiments:
-        records, problems = harvest(args.experiments, args.records)
-        for problem in problems:
-            print(f"warning: {problem}", file=sys.stderr)
-    records = load_records(args.records)
+    from .harvest import harvest, load_records
+    from .leaderboard import build, format_tables, write_leaderboard
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if args.experiments:
+            harvest(args.experiments, args.records)
+        records = load_records(args.records)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
     if not records:
         raise ValueError(f"no run records in {args.records}: pass --experiments DIR with evaluated s3prl runs")
-    frame = build(records, profile=lambda r: variant_profile(r, repeats=args.repeats, device=args.device))
-    written = write_leaderboard(frame, args.output)
+    frame, timing = build(records, repeats=args.repeats, device=args.device, threads=args.threads)
+    written = write_leaderboard(frame, args.output, timing=timing)
     print(format_tables(frame))
     print(f"\nleaderboard: {written['index.html']}")
     return 0
@@ -330,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, default=4096, help="sample cap for --averaging whole")
     p.add_argument("--max-seconds", type=float, help="crop clips to this length")
     p.add_argument("--blocks", type=int, default=2, help="number of contiguous blocks to detect")
+    p.add_argument("--include-input", action="store_true",
+                   help="blocks and heat maps over all L+1 hidden states (default: the L transformer-layer outputs, "
+                        "as the paper); the saved matrices always hold all L+1")
+    p.add_argument("--permutations", type=int, default=1000, help="permutation-null draws per metric (0: none)")
+    p.add_argument("--no-random-baseline", dest="random_baseline", action="store_false",
+                   help="skip the same architecture at random initialisation (a second pass over the clips)")
     p.add_argument("--output", required=True, help="folder for similarity.json and similarity.png")
     p.set_defaults(func=_cmd_similarity)
 
@@ -353,7 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiments", nargs="*", default=[], help="folders holding s3prl expdirs to harvest")
     p.add_argument("--records", default="leaderboard/records", help="run records (JSON), read and written")
     p.add_argument("--output", default="leaderboard", help="where tables, figures and index.html go")
-    p.add_argument("--repeats", type=int, default=5, help="latency repeats per variant")
+    p.add_argument("--repeats", type=int, default=30,
+                   help="latency rounds to start with (doubled, up to 16x, until variants whose MACs differ by "
+                        "more than 10%% have separate latency IQRs)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads while timing (default 1: steadier)")
     p.add_argument("--device", default="cpu", help="where variants are timed: cpu (default), cuda, cuda:N")
     p.set_defaults(func=_cmd_leaderboard)
 

@@ -94,6 +94,9 @@ class TestItems:
                                                           "ref_chars")})
 
 
+TestItems.__test__ = False  # a data class, not a pytest test class
+
+
 def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     """Wilson's score interval for a binomial proportion (95% at the default ``z``)."""
     if n <= 0:

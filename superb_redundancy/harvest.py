@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import yaml
 
 from .atomic import write_json
-from .results import MetricNotFound, read_test_metric
+from .results import TASK_METRICS, MetricNotFound, read_test_items, read_test_metric
 
-__all__ = ["RunRecord", "HarvestError", "harvest_expdir", "harvest", "load_records", "fold_averages",
+__all__ = ["RunRecord", "HarvestError", "harvest_expdir", "harvest", "load_records", "validate_record", "reconcile",
            "file_sha256", "variant_key", "read_experiment_checkpoint"]
 
 
@@ -52,6 +53,10 @@ class RunRecord:
     spec: dict = field(default_factory=dict)  # the prune spec / mimic settings, when -g is one
     #: where the downstream head came from when it was trained on another upstream (head.json), else None
     head: Optional[dict] = None
+    #: the per-item test outcomes the value rests on (evidence.TestItems.to_dict, one per fold evaluated)
+    items: list = field(default_factory=list)
+    #: test items the value rests on
+    n: Optional[int] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,10 +151,15 @@ def harvest_expdir(expdir: str | Path) -> RunRecord:
                            "-u NAME ... -p DIR)")
     try:
         metric = read_test_metric(expdir, task)
+        items = read_test_items(expdir, task)
     except MetricNotFound as error:
         raise HarvestError(f"no test metric yet ({error})") from None
     except ValueError as error:
         raise HarvestError(str(error)) from None
+    from_items = sum(i.value for i in items) / len(items)
+    if not math.isclose(from_items, metric.value, rel_tol=1e-5, abs_tol=1e-6):
+        raise HarvestError(f"its logged test {metric.name} {metric.value:.6g} disagrees with its predictions "
+                           f"({from_items:.6g}): evaluated twice with different checkpoints?")
     upstream, ckpt, model_config = first["upstream"], first.get("upstream_ckpt"), first.get("upstream_model_config")
     ckpt_sha, config_sha = file_sha256(ckpt), file_sha256(model_config)
     spec = {}
@@ -176,7 +186,7 @@ def harvest_expdir(expdir: str | Path) -> RunRecord:
         higher_is_better=metric.higher_is_better, seed=first.get("seed"), config=first.get("config"),
         config_sha256=hashlib.sha256(config_text.encode()).hexdigest() if config_text else None,
         step=_evaluated_step(last.get("init_ckpt")), evaluated_at=when, fold=fold, spec=spec,
-        head=_head_record(expdir),
+        head=_head_record(expdir), items=[i.to_dict() for i in items], n=sum(i.n for i in items),
     )
 
 
@@ -224,7 +234,12 @@ def _candidate_dirs(roots: Iterable[str | Path]) -> list[Path]:
 
 
 def harvest(roots: Iterable[str | Path], records_dir: str | Path) -> tuple[list[RunRecord], list[str]]:
-    """Record every evaluated experiment under ``roots`` into ``records_dir``; returns (records, warnings)."""
+    """Record every evaluated experiment under ``roots`` into ``records_dir``; returns (records, warnings).
+
+    The records folder is reconciled: a re-harvested experiment replaces its record (records are keyed by the
+    experiment folder), two experiments of the same run (same variant, task, fold, seed, config) count once (the
+    newer is kept), and a record whose experiment folder is gone is removed, with a notice.
+    """
     records_dir = Path(records_dir)
     records: list[RunRecord] = []
     problems: list[str] = []
@@ -238,7 +253,7 @@ def harvest(roots: Iterable[str | Path], records_dir: str | Path) -> tuple[list[
         except Exception as error:  # anything unforeseen in one directory must not stop the rest
             problems.append(f"skipping {expdir}: {type(error).__name__}: {error}")
             continue
-        identity = (record.variant, record.task, record.fold, record.seed, record.config_sha256)
+        identity = _run_identity(record)
         if identity in seen:
             other = seen[identity]
             newer, older = (record, other) if record.evaluated_at >= other.evaluated_at else (other, record)
@@ -250,35 +265,92 @@ def harvest(roots: Iterable[str | Path], records_dir: str | Path) -> tuple[list[
                 continue
         seen[identity] = record
         records.append(record)
-    for record in records:
-        write_json(records_dir / f"{record.record_id}.json", record.to_dict())
+    problems += reconcile(records_dir, records)
     for problem in problems:
         warnings.warn(problem, stacklevel=2)
     return records, problems
 
 
+def _run_identity(record: RunRecord) -> tuple:
+    return (record.variant, record.task, record.fold, record.seed, record.config_sha256)
+
+
+def reconcile(records_dir: str | Path, records: Sequence[RunRecord] = ()) -> list[str]:
+    """Write ``records`` into the folder and drop what is stale there; returns the notices."""
+    records_dir = Path(records_dir)
+    notices = []
+    for record in records:
+        write_json(records_dir / f"{record.record_id}.json", record.to_dict())
+    fresh = {record.record_id for record in records}
+    kept: dict[tuple, tuple[str, Path]] = {}
+    for path in sorted(records_dir.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue  # load_records names it
+        if not isinstance(data, dict) or data.get("record_id") in fresh:
+            continue
+        expdir = data.get("expdir")
+        if isinstance(expdir, str) and not Path(expdir).is_dir():
+            path.unlink()
+            notices.append(f"removed record {path.name}: its experiment {expdir} is gone")
+    for record in records:  # an older record of the same run (another folder) gives way to the fresh one
+        kept[_run_identity(record)] = (record.record_id, records_dir / f"{record.record_id}.json")
+    for path in sorted(records_dir.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+            other = RunRecord(**data)
+        except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
+            continue
+        mine = kept.get(_run_identity(other))
+        if mine is not None and mine[0] != other.record_id:
+            path.unlink()
+            notices.append(f"removed record {path.name}: a duplicate of {mine[1].name} (same run, harvested again)")
+    return notices
+
+
+def validate_record(data, source: str) -> RunRecord:
+    """A record read back from JSON, checked; ValueError names the file, the field and the bad value."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: not a JSON object")
+    try:
+        record = RunRecord(**data)
+    except TypeError as error:
+        raise ValueError(f"{source}: {error}") from None
+    if record.task not in TASK_METRICS:
+        raise ValueError(f"{source}: unknown task {record.task!r}; valid: {sorted(TASK_METRICS)}")
+    value = record.value
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{source}: value {value!r} is not a finite number")
+    metric, _ = TASK_METRICS[record.task]
+    if metric == "acc" and not 0.0 <= value <= 1.0:
+        raise ValueError(f"{source}: value {value!r} is outside [0, 1] for an accuracy")
+    if metric == "wer" and value < 0:
+        raise ValueError(f"{source}: value {value!r} is a negative WER")
+    if not record.items:
+        raise ValueError(f"{source}: no per-item outcomes (harvested by an older version? harvest it again)")
+    from .evidence import TestItems
+
+    try:
+        items = [TestItems.from_dict(i) for i in record.items]
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{source}: bad per-item outcomes ({error})") from None
+    from_items = sum(i.value for i in items) / len(items)
+    if not math.isclose(from_items, value, rel_tol=1e-5, abs_tol=1e-6):
+        raise ValueError(f"{source}: value {value!r} disagrees with its items ({from_items:.6g})")
+    return record
+
+
 def load_records(records_dir: str | Path) -> list[RunRecord]:
+    """Every valid record in the folder; each invalid one is skipped with a warning naming the file and value."""
     records = []
     for path in sorted(Path(records_dir).glob("*.json")):
         try:
-            records.append(RunRecord(**json.loads(path.read_text())))
-        except (json.JSONDecodeError, TypeError) as error:
-            warnings.warn(f"skipping record {path}: {error}", stacklevel=2)
+            records.append(validate_record(json.loads(path.read_text()), str(path)))
+        except UnicodeDecodeError:
+            warnings.warn(f"skipping record {path}: not a text file", stacklevel=2)
+        except json.JSONDecodeError as error:
+            warnings.warn(f"skipping record {path}: not valid JSON ({error})", stacklevel=2)
+        except ValueError as error:
+            warnings.warn(f"skipping record {error}", stacklevel=2)
     return records
-
-
-def fold_averages(records: list[RunRecord]) -> list[RunRecord]:
-    """Emotion's SUPERB score: the mean over folds 1-5, added as one record where all five folds are there."""
-    groups: dict[tuple, list[RunRecord]] = {}
-    for r in records:
-        if r.task == "emotion" and r.fold:
-            groups.setdefault((r.variant, r.seed), []).append(r)
-    averaged = []
-    for (variant, seed), members in groups.items():
-        folds = {r.fold for r in members}
-        if folds == {f"fold{i}" for i in range(1, 6)}:
-            base = members[0]
-            averaged.append(RunRecord(**{**base.to_dict(), "record_id": base.record_id + "-mean5",
-                                         "fold": "mean of 5 folds", "expdir": str(Path(base.expdir).parent),
-                                         "value": sum(r.value for r in members) / 5}))
-    return averaged

@@ -434,29 +434,9 @@ def _plain(value: Any) -> Any:
 
 def _stock_model(family: ModelFamily, checkpoint_config: dict, num_encoder_layers: int = 0):
     """s3prl's own model class for ``family``, built from the stored config (with ``num_encoder_layers``)."""
-    from s3prl.upstream.utils import merge_with_parent
-
-    if family.name == "wav2vec2":
-        from s3prl.upstream.wav2vec2.wav2vec2_model import AudioPretrainingConfig, Wav2Vec2Config, Wav2Vec2Model
-
-        cfg = merge_with_parent(Wav2Vec2Config, dict(checkpoint_config["model_cfg"], encoder_layers=num_encoder_layers))
-        if cfg.quantize_input:
-            raise MimicError("wav2vec2 teachers with quantize_input=True have no post_extract_proj; not supported")
-        normalize = merge_with_parent(AudioPretrainingConfig, checkpoint_config["task_cfg"]).normalize
-        return Wav2Vec2Model(cfg), bool(normalize)
-    if family.name == "hubert":
-        from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
-
-        task_cfg = merge_with_parent(HubertPretrainingConfig, checkpoint_config["task_cfg"])
-        cfg = merge_with_parent(HubertConfig, dict(checkpoint_config["model_cfg"], encoder_layers=num_encoder_layers))
-        symbols = checkpoint_config.get("dictionaries_symbols") or [["0"]]
-        return HubertModel(cfg, task_cfg, symbols), bool(task_cfg.normalize)
-    if family.name == "wavlm":
-        from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
-
-        cfg = WavLMConfig(dict(checkpoint_config["cfg"], encoder_layers=num_encoder_layers))
-        return WavLM(cfg), bool(cfg.normalize)
-    raise MimicError(f"unknown model family {family.name!r}")  # pragma: no cover
+    if family.name == "wav2vec2" and checkpoint_config["model_cfg"].get("quantize_input"):
+        raise MimicError("wav2vec2 teachers with quantize_input=True have no post_extract_proj; not supported")
+    return family.build_model(checkpoint_config, num_encoder_layers)
 
 
 class TeacherFrontend(nn.Module):

@@ -110,7 +110,8 @@ def list_audio(audio: str | os.PathLike | Sequence[str | os.PathLike], limit: Op
     return files
 
 
-def corpus_audio(corpus_root: str | os.PathLike, task: str, split: str = "train") -> list[Path]:
+def corpus_audio(corpus_root: Optional[str | os.PathLike], task: str, split: str = "train",
+                 datarc: Optional[dict] = None) -> list[Path]:
     """The audio of one split (train, dev or test) of a SUPERB task's corpus, laid out as s3prl reads it (the
     synthetic corpus or the real one): speech_commands (v0.01: ``validation_list.txt`` / ``testing_list.txt``
     split the training root, test = the test set), voxceleb1 (``iden_split.txt`` 1/2/3), emotion (fold 1:
@@ -124,18 +125,23 @@ def corpus_audio(corpus_root: str | os.PathLike, task: str, split: str = "train"
         raise MimicError(str(error)) from None
     if split not in splits:
         raise MimicError(f"corpus split {split!r} is invalid; valid: {', '.join(splits)}")
-    paths = {key: Path(value) for key, value in tasks.data_overrides(task, corpus_root).items()}
-    paths = {key.rsplit(".", 1)[-1]: value for key, value in paths.items()}
+    if datarc is not None:  # the datarc keys of a real corpus, as a study gives them
+        paths = {key: Path(value) for key, value in datarc.items()}
+    else:
+        paths = {key: Path(value) for key, value in tasks.data_overrides(task, corpus_root).items()}
+        paths = {key.rsplit(".", 1)[-1]: value for key, value in paths.items()}
     try:
-        if task == "speech_commands":
+        if task in ("speech_commands", "speech_commands_35"):
             root = paths["speech_commands_root"]
-            if split == "test":
+            if split == "test" and paths.get("speech_commands_test_root"):
                 return list_audio(paths["speech_commands_test_root"])
             listed = {name: set((root / f"{name}_list.txt").read_text().split()) for name in ("validation", "testing")}
             words = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith("_")]
             files = [p for d in words for p in list_audio(d)]
             if split == "dev":
                 return [p for p in files if f"{p.parent.name}/{p.name}" in listed["validation"]]
+            if split == "test":
+                return [p for p in files if f"{p.parent.name}/{p.name}" in listed["testing"]]
             dropped = listed["validation"] | listed["testing"]
             return [p for p in files if f"{p.parent.name}/{p.name}" not in dropped]
         if task == "voxceleb1":

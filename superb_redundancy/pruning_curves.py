@@ -96,7 +96,7 @@ __all__ = [
     "evaluate_shared",
     "evaluate_end_to_end",
     "layers_dropped",
-    "similarity_on_test",
+    "similarity_on_split",
     "pruning_curves",
     "add_arguments",
     "run",
@@ -142,6 +142,8 @@ class CurveSettings:
     iterative: bool = False  # recompute score-objective orders on the pruned model after each removal
     device: str = "cpu"
     progress: bool = True
+    #: the split whose audio the similarity (and so the score orders) comes from when no report is given
+    similarity_split: str = "dev"
 
     def validate(self) -> "CurveSettings":
         from .pruning_order import OBJECTIVES
@@ -164,8 +166,10 @@ class CurveSettings:
             raise CurvesInputError(f"bad device {self.device!r}: {error}") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise CurvesInputError(f"device {self.device!r} asked for, but CUDA is not available here; use --device cpu")
+        if self.similarity_split not in ("train", "dev", "test"):
+            raise CurvesInputError(f"similarity_split must be train, dev or test, got {self.similarity_split!r}")
         return CurveSettings(objectives, self.repeats, float(self.subset), int(self.seed), bool(self.iterative),
-                             self.device, self.progress)
+                             self.device, self.progress, self.similarity_split)
 
 
 # ------------------------------------------------------------------------------------------------- loading
@@ -569,14 +573,15 @@ def _seed_like_runner(experiment: Experiment) -> None:
     torch.manual_seed(seed)
 
 
-def _batches(experiment: Experiment, loader, desc: str, progress: bool, leave: bool = True):
+def _batches(experiment: Experiment, loader, desc: str, progress: bool, leave: bool = True,
+             all_batches: bool = False):
     """(batch_id, wavs on device, other fields) as s3prl's Runner.evaluate iterates the test loader."""
     from tqdm import tqdm
 
     steps = _evaluate_steps(experiment, loader)
     for batch_id, (wavs, *others) in enumerate(tqdm(loader, desc=desc, total=len(loader), disable=not progress,
                                                     leave=leave, unit="batch")):
-        if batch_id > steps:  # s3prl's own condition (it runs evaluate_steps + 1 batches when the ratio < 1)
+        if batch_id > steps and not all_batches:  # s3prl's condition (evaluate_steps + 1 batches when ratio < 1)
             break
         yield batch_id, [torch.FloatTensor(wav).to(experiment.device) for wav in wavs], others
 
@@ -590,8 +595,12 @@ def _outcomes(records: Mapping[Mask, dict]) -> dict[Mask, list[float]]:
 
 
 def evaluate_shared(experiment: Experiment, masks: Sequence[Mask], loader=None, progress: bool = True,
-                    engine: Optional[SharedPrunedForward] = None) -> dict[Mask, list[float]]:
-    """Per-sample test outcomes (the expert's ``records["acc"]``) of every variant, with shared computation."""
+                    engine: Optional[SharedPrunedForward] = None,
+                    truth: Optional[list] = None) -> dict[Mask, list[float]]:
+    """Per-sample test outcomes (the expert's ``records["acc"]``) of every variant, with shared computation.
+
+    ``truth``, if given, is filled with the test items' reference labels (for the majority-class chance level).
+    """
     masks = list(dict.fromkeys(masks))
     loader = test_loader(experiment) if loader is None else loader
     engine = engine or SharedPrunedForward(experiment.expert, experiment.family)
@@ -602,6 +611,9 @@ def evaluate_shared(experiment: Experiment, masks: Sequence[Mask], loader=None, 
             for mask, hidden in engine.run(wavs, masks):
                 features = experiment.featurizer(wavs, as_upstream_output(hidden))
                 experiment.downstream("test", features, *others, records=records[mask], batch_id=batch_id)
+    if truth is not None:
+        first = records[masks[0]]
+        truth.extend(first.get("truth") or first.get("truth_speaker") or [])
     return _outcomes(records)
 
 
@@ -622,40 +634,37 @@ def evaluate_end_to_end(experiment: Experiment, masks: Sequence[Mask], loader=No
     return _outcomes(records)
 
 
-def similarity_on_test(experiment: Experiment, settings=None, dropped: Sequence[int] = (), loader=None,
-                       progress: bool = True, engine: Optional[SharedPrunedForward] = None):
-    """A :class:`~superb_redundancy.analysis.SimilarityReport` of the upstream (with ``dropped`` layers
-    dropped; none: the unpruned model) over the test audio exactly as the expert's test loader yields it.
+def similarity_on_split(experiment: Experiment, settings=None, dropped: Sequence[int] = (), loader=None,
+                        progress: bool = True, engine: Optional[SharedPrunedForward] = None, split: str = "dev"):
+    """A :class:`~superb_redundancy.analysis.SimilarityReport` of the upstream (with ``dropped`` layers dropped;
+    none: the unpruned model) over one split's audio exactly as the expert's dataloader yields it.
 
-    The same computation as :func:`superb_redundancy.analysis.analyse` (pool each hidden state, stream into
-    :class:`~superb_redundancy.similarity.SimilarityAccumulator`, detect blocks), fed from the dataloader
-    instead of a folder of files, so it sees what the head saw.
+    The default is the **dev** split (the paper's code takes its similarities from validation batches): the
+    pruning order must not come from the test items it is then scored on. The split is recorded in the source.
     """
-    from .analysis import SimilarityReport, SimilaritySettings
-    from .blocks import detect_blocks
+    from .analysis import SimilaritySettings, accumulate, report_from_matrices
     from .features import frame_lengths
-    from .similarity import SimilarityAccumulator, pool
 
     settings = settings or SimilaritySettings()
-    loader = test_loader(experiment) if loader is None else loader
+    loader = experiment.downstream.get_dataloader(split) if loader is None else loader
     engine = engine or SharedPrunedForward(experiment.expert, experiment.family)
     mask = _mask(dropped, experiment.num_layers)
     rate = experiment.expert.get_downsample_rates("hidden_states")
-    accumulator = SimilarityAccumulator(k=settings.k, averaging=settings.averaging, batch_size=settings.batch_size,
-                                        max_samples=settings.max_samples)
-    desc = f"similarity (test{', dropped ' + str(sorted(dropped)) if dropped else ''})"
-    with torch.no_grad():
-        for _, wavs, _ in _batches(experiment, loader, desc, progress):
-            if settings.max_seconds is not None:
-                wavs = [w[: int(settings.max_seconds * 16000)] for w in wavs]
-            for _, hidden in engine.run(wavs, [mask]):
-                lengths = frame_lengths([len(w) for w in wavs], hidden[0].size(1), rate)
-                accumulator.update([pool(h.float().cpu(), lengths, settings.pool) for h in hidden])
-    matrices = accumulator.compute()
-    blocks = {metric: detect_blocks(matrix, settings.n_blocks) for metric, matrix in matrices.items()}
+    desc = f"similarity ({split}{', dropped ' + str(sorted(dropped)) if dropped else ''})"
+
+    def batches():
+        with torch.no_grad():
+            for _, wavs, _ in _batches(experiment, loader, desc, progress, all_batches=True):
+                if settings.max_seconds is not None:
+                    wavs = [w[: int(settings.max_seconds * 16000)] for w in wavs]
+                for _, hidden in engine.run(wavs, [mask]):
+                    lengths = frame_lengths([len(w) for w in wavs], hidden[0].size(1), rate)
+                    yield [h.float().cpu() for h in hidden], lengths
+
+    matrices, num_samples = accumulate(batches(), settings)
     source = {"upstream": experiment.args.upstream, "ckpt": getattr(experiment.args, "upstream_ckpt", None),
-              "data": f"test split of {experiment.checkpoint}", "dropped_layers": sorted(dropped)}
-    return SimilarityReport(matrices, blocks, settings, accumulator.num_samples, source)
+              "data": f"{split} split of {experiment.checkpoint}", "split": split, "dropped_layers": sorted(dropped)}
+    return report_from_matrices(matrices, settings, num_samples, source)
 
 
 # ------------------------------------------------------------------------------------------------- orders
@@ -735,6 +744,8 @@ class CurveResult:
     similarity_source: str = ""
     #: per distinct variant (keep-mask) the per-sample outcomes of the whole test set
     outcomes: dict = field(default_factory=dict, repr=False)
+    #: the share of the most frequent test label (None where the expert does not record labels)
+    majority: Optional[float] = None
 
     # -- queries -------------------------------------------------------------------------------------------
     def metrics(self, objective: str, amount: int) -> list[float]:
@@ -757,15 +768,52 @@ class CurveResult:
     def dropped(self, objective: str, amount: int) -> list[int]:
         return sorted(self.orders[objective][:amount])
 
+    def outcomes_at(self, objective: str, amount: int) -> list[float]:
+        """The per-item outcomes of the whole test set for the variant at (objective, amount)."""
+        return self.outcomes[_mask(self.orders[objective][:amount], self.num_layers)]
+
+    def interval(self, objective: str, amount: int) -> tuple[float, float]:
+        """Wilson's 95% interval of the variant's accuracy on the whole test set."""
+        from .evidence import wilson
+
+        values = self.outcomes_at(objective, amount)
+        return wilson(int(round(sum(values))), len(values))
+
+    def retention(self, objective: str, amount: int):
+        """The variant against the unpruned model on the same items: a paired-bootstrap
+        :class:`~superb_redundancy.evidence.Retention` (cached)."""
+        from .evidence import TestItems, retention
+
+        cache = self.__dict__.setdefault("_retention", {})
+        key = (objective, amount)
+        if key not in cache:
+            def items(values):
+                ids = tuple(str(i) for i in range(len(values)))
+                return [[TestItems("accuracy", ids, correct=tuple(int(round(v)) for v in values),
+                                   truth=("?",) * len(values))]]
+
+            cache[key] = retention(items(self.outcomes_at(objective, 0)), items(self.outcomes_at(objective, amount)))
+        return cache[key]
+
     def thresholds(self) -> dict[str, dict]:
+        """Per objective and ratio (95%, 50%): the largest amount whose mean stays at or above ratio x unpruned,
+        and the largest amount where the paired 95% interval of the retention lies above it (the claim "keeps
+        95%" is made only there); each with its retention and interval."""
         out = {}
         for objective in self.orders:
             out[objective] = {}
             for ratio in (0.95, 0.5):
                 p = self.largest_amount(objective, ratio)
+                kept = self.retention(objective, p)
+                supported = [a for a in range(self.num_layers)
+                             if self.retention(objective, a) is not None and self.retention(objective, a).low >= 100 * ratio]
+                q = max(supported, default=0)
                 out[objective][f"{round(ratio * 100)}%"] = {
                     "amount": p, "fraction": p / self.num_layers, "metric": self.mean(objective, p),
-                    "dropped_layers": self.dropped(objective, p)}
+                    "interval": list(self.interval(objective, p)), "dropped_layers": self.dropped(objective, p),
+                    "retention": None if kept is None else kept.to_dict(),
+                    "supported_amount": q, "supported_fraction": q / self.num_layers,
+                    "supported_dropped_layers": self.dropped(objective, q)}
         return out
 
     def table(self) -> str:
@@ -774,19 +822,26 @@ class CurveResult:
         rows = []
         for objective, info in self.thresholds().items():
             a, b = info["95%"], info["50%"]
+            r = a["retention"]
+            kept = "" if r is None else f"{r['retention']:.1f}% [{r['low']:.1f}, {r['high']:.1f}]"
             rows.append([objective, f"{a['amount']}/{self.num_layers} ({a['fraction']:.0%})", f"{a['metric']:.4f}",
-                         " ".join(map(str, a["dropped_layers"])) or "-",
+                         kept, " ".join(map(str, a["dropped_layers"])) or "-",
+                         f"{a['supported_amount']}/{self.num_layers} ({a['supported_fraction']:.0%})",
                          f"{b['amount']}/{self.num_layers} ({b['fraction']:.0%})", f"{b['metric']:.4f}"])
         return tabulate(rows, tablefmt="github", headers=[
-            "objective", "largest prune >= 95%", f"{self.metric_name} there", "dropped layers",
-            "largest prune >= 50%", f"{self.metric_name} there"])
+            "objective", "largest prune, mean >= 95%", f"{self.metric_name} there", "% of unpruned [95% CI]",
+            "dropped layers", "largest prune, CI above 95%", "largest prune, mean >= 50%", f"{self.metric_name} there"])
 
     def summary(self) -> str:
         chance = "n/a" if self.chance is None else f"{self.chance:.4f}"
-        return (f"{self.experiment['upstream']} on {self.task}: unpruned {self.metric_name} {self.unpruned:.4f}, "
-                f"chance {chance}, {self.num_layers} layers, {self.settings.repeats} repeat(s) of "
-                f"{self.settings.subset:.0%} of the test set; orders "
-                f"{'iterative' if self.settings.iterative else 'static'} from {self.similarity_source}")
+        majority = "" if self.majority is None else f" (majority class {self.majority:.4f})"
+        n = len(next(iter(self.outcomes.values()))) if self.outcomes else 0
+        low, high = self.interval(next(iter(self.orders)), 0)
+        return (f"{self.experiment['upstream']} on {self.task}: unpruned {self.metric_name} {self.unpruned:.4f} "
+                f"[{low:.4f}, {high:.4f}] over n = {n} test items, chance 1/K {chance}{majority}, "
+                f"{self.num_layers} layers, {self.settings.repeats} repeat(s) of {self.settings.subset:.0%} of the "
+                f"test set; orders {'iterative' if self.settings.iterative else 'static'} from "
+                f"{self.similarity_source}. 'CI above 95%': the paired 95% interval of the retention lies above 95%.")
 
     # -- files ---------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -794,6 +849,7 @@ class CurveResult:
         settings.pop("progress", None)
         return {"experiment": self.experiment, "task": self.task, "metric": self.metric_name,
                 "higher_is_better": True, "num_layers": self.num_layers, "chance": self.chance,
+                "majority": self.majority, "test_items": len(next(iter(self.outcomes.values()), [])),
                 "unpruned": self.unpruned, "settings": settings, "orders": self.orders,
                 "similarity": self.similarity_source, "thresholds": self.thresholds(),
                 "points": [dict(asdict(p), dropped_layers=list(p.dropped_layers)) for p in self.points]}
@@ -822,28 +878,57 @@ class CurveResult:
             paths["layers_figure"] = figure
         return paths
 
+    def coinciding(self) -> dict[str, str]:
+        """objective -> an earlier objective whose curve it repeats at every amount (same dropped layers)."""
+        same = {}
+        objectives = list(self.orders)
+        for k, objective in enumerate(objectives):
+            for earlier in objectives[:k]:
+                if earlier not in same and all(self.dropped(objective, p) == self.dropped(earlier, p)
+                                               for p in range(self.num_layers)):
+                    same[objective] = earlier
+                    break
+        return same
+
     def plot_curves(self, path: str | os.PathLike) -> Path:
-        """Fig. 2b: metric vs. prune amount per objective, 2.5-97.5% quantile bands, 95% and chance lines."""
+        """Fig. 2b: metric vs. prune amount per objective with its 95% band, 95% of unpruned and chance lines.
+
+        The band is Wilson's 95% interval of each point on the whole test set (and, with repeats on subsets,
+        widened to the 2.5-97.5% quantiles over repeats). Objectives get their own marker and line style, and a
+        curve that repeats another's (same layers dropped at every amount) says so in the legend.
+        """
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+        fig = Figure(figsize=(6.4, 4.4), layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.subplots()
         x = np.arange(self.num_layers) / self.num_layers * 100
-        for objective in self.orders:
+        same = self.coinciding()
+        styles = ["-", "--", "-.", ":"]
+        markers = ["o", "s", "^", "D", "v", "P"]
+        for k, objective in enumerate(self.orders):
             values = np.array([self.metrics(objective, p) for p in range(self.num_layers)])  # [amount, repeat]
             mean = np.array([self.mean(objective, p) for p in range(self.num_layers)])
-            low, high = np.quantile(values, 0.025, axis=1), np.quantile(values, 0.975, axis=1)
-            (line,) = ax.plot(x, mean, marker="o", markersize=3, label=objective)
-            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+            wilson_band = np.array([self.interval(objective, p) for p in range(self.num_layers)])
+            low = np.minimum(wilson_band[:, 0], np.quantile(values, 0.025, axis=1))
+            high = np.maximum(wilson_band[:, 1], np.quantile(values, 0.975, axis=1))
+            label = objective + (f" (same as {same[objective]})" if objective in same else "")
+            (line,) = ax.plot(x, mean, marker=markers[k % len(markers)], markersize=4 + (2 if objective in same else 0),
+                              linestyle=styles[k % len(styles)], label=label,
+                              markerfacecolor="none" if objective in same else None)
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
         ax.axhline(0.95 * self.unpruned, color="red", linestyle="--", linewidth=1, label="95% of unpruned")
         if self.chance is not None:
-            ax.axhline(self.chance, color="grey", linestyle="--", linewidth=1, label=f"chance (1/{round(1 / self.chance)})")
+            ax.axhline(self.chance, color="grey", linestyle="--", linewidth=1,
+                       label=f"chance (1/{round(1 / self.chance)})")
+        if self.majority is not None and (self.chance is None or abs(self.majority - self.chance) > 1e-9):
+            ax.axhline(self.majority, color="grey", linestyle=":", linewidth=1, label="chance (majority class)")
+        n = len(next(iter(self.outcomes.values()), []))
         ax.set_xlabel("Prune amount (%)")
-        ax.set_ylabel(self.metric_name)
+        ax.set_ylabel(f"{self.metric_name} (bands: 95% interval, n = {n})")
         ax.set_ylim(0, 1.02)
-        ax.set_title(f"{self.experiment['upstream']} / {self.task} ({self.num_layers} layers)")
+        ax.set_title(f"{self.experiment['upstream']} / {self.task} ({self.num_layers} layers)", fontsize=10)
         ax.legend(fontsize=8)
         return _save_figure(fig, Path(path))
 
@@ -927,20 +1012,32 @@ def pruning_curves(expdir: str | os.PathLike, similarity: Optional[str | os.Path
 
     loader = test_loader(experiment)
     engine = SharedPrunedForward(experiment.expert, experiment.family)
-    source = str(similarity) if report is not None else "the test audio (unpruned upstream)"
+    source = str(similarity) if report is not None else f"the {settings.similarity_split} split (unpruned upstream)"
     if report is None:
-        report = similarity_on_test(experiment, loader=loader, progress=settings.progress, engine=engine)
+        split_loader = experiment.downstream.get_dataloader(settings.similarity_split)
+        report = similarity_on_split(experiment, loader=split_loader, progress=settings.progress, engine=engine,
+                                     split=settings.similarity_split)
         if output is not None:
-            report.save(output, title=f"{experiment.args.upstream}: test audio ({report.num_samples} clips)")
+            report.save(output, title=f"{experiment.args.upstream}: {settings.similarity_split} audio "
+                                      f"({report.num_samples} clips)")
     reanalyse = None
     if settings.iterative:
+        split_loader = experiment.downstream.get_dataloader(report.source.get("split") or settings.similarity_split)
+
         def reanalyse(dropped: list[int]):
-            return similarity_on_test(experiment, report.settings, dropped, loader=loader,
-                                      progress=settings.progress, engine=engine)
+            return similarity_on_split(experiment, report.settings, dropped, loader=split_loader,
+                                       progress=settings.progress, engine=engine,
+                                       split=report.source.get("split") or settings.similarity_split)
     orders = pruning_orders(settings.objectives, L, report, reanalyse)
     variants = variant_masks(orders, L)
+    truth: list = []
     outcomes = evaluate_shared(experiment, list(variants.values()), loader=loader, progress=settings.progress,
-                               engine=engine)
+                               engine=engine, truth=truth)
+    majority = None
+    if truth:
+        from collections import Counter
+
+        majority = max(Counter(truth).values()) / len(truth)
 
     average = SUPPORTED_TASKS[experiment.task]
     n = len(next(iter(outcomes.values())))
@@ -952,7 +1049,7 @@ def pruning_curves(expdir: str | os.PathLike, similarity: Optional[str | os.Path
             points.append(CurvePoint(objective, p, p / L, r, settings.seed + r, len(indices),
                                      average([values[i] for i in indices]), _dropped(mask)))
     result = CurveResult(experiment.describe(), experiment.task, "acc", L, experiment.chance, orders, points,
-                         settings, report, source, outcomes)
+                         settings, report, source, outcomes, majority)
     if output is not None:
         result.save(output)
     return result

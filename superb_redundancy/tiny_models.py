@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 
 from .atomic import torch_save
+from .bundles import get_family
 
 __all__ = ["TinyConfig", "ModelConfig", "build_checkpoint", "build_tiny_checkpoint", "write_tiny_checkpoint",
            "write_all", "FAMILIES"]
@@ -95,39 +96,26 @@ def build_tiny_checkpoint(family: str, config: TinyConfig = TinyConfig(), seed: 
 
 def build_checkpoint(family: str, config: TinyConfig, seed: int = 0) -> dict:
     """The stock-format checkpoint dict of a freshly initialised ``family`` model of any size ``config`` gives."""
-    torch.manual_seed(seed)
     if family == "wav2vec2":
-        from s3prl.upstream.wav2vec2.wav2vec2_model import AudioPretrainingConfig, Wav2Vec2Config, Wav2Vec2Model
-        from s3prl.upstream.utils import merge_with_parent
-
         model_cfg = dict(config.encoder(), final_dim=config.final_dim, latent_vars=config.latent_vars,
                          latent_dim=config.latent_dim, latent_groups=config.latent_groups)
         if config.quantize_targets:
             model_cfg["quantize_targets"] = True
-        task_cfg = dict(normalize=config.normalize, sample_rate=16000)
-        model = Wav2Vec2Model(merge_with_parent(Wav2Vec2Config, model_cfg))
-        merge_with_parent(AudioPretrainingConfig, task_cfg)  # fail here, not at load time, on a bad key
-        return {"task_cfg": task_cfg, "model_cfg": model_cfg, "model_weight": _state(model)}
-    if family == "hubert":
-        from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
-        from s3prl.upstream.utils import merge_with_parent
-
-        model_cfg = dict(config.encoder(), final_dim=config.final_dim, label_rate=50)
-        task_cfg = dict(normalize=config.normalize, sample_rate=16000, label_rate=50)
-        symbols = [[str(i) for i in range(config.num_labels)]]
-        model = HubertModel(
-            merge_with_parent(HubertConfig, model_cfg), merge_with_parent(HubertPretrainingConfig, task_cfg), symbols
-        )
-        return {"task_cfg": task_cfg, "model_cfg": model_cfg, "model_weight": _state(model),
-                "dictionaries_symbols": symbols}
-    if family == "wavlm":
-        from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
-
-        cfg = dict(config.encoder(), normalize=config.normalize, relative_position_embedding=True,
-                   num_buckets=config.num_buckets, max_distance=config.max_distance, gru_rel_pos=config.gru_rel_pos)
-        model = WavLM(WavLMConfig(cfg))
-        return {"cfg": cfg, "model": _state(model)}
-    raise ValueError(f"unknown family {family!r}; valid: {list(FAMILIES)}")
+        entries = {"task_cfg": dict(normalize=config.normalize, sample_rate=16000), "model_cfg": model_cfg}
+    elif family == "hubert":
+        entries = {"task_cfg": dict(normalize=config.normalize, sample_rate=16000, label_rate=50),
+                   "model_cfg": dict(config.encoder(), final_dim=config.final_dim, label_rate=50),
+                   "dictionaries_symbols": [[str(i) for i in range(config.num_labels)]]}
+    elif family == "wavlm":
+        entries = {"cfg": dict(config.encoder(), normalize=config.normalize, relative_position_embedding=True,
+                               num_buckets=config.num_buckets, max_distance=config.max_distance,
+                               gru_rel_pos=config.gru_rel_pos)}
+    else:
+        raise ValueError(f"unknown family {family!r}; valid: {list(FAMILIES)}")
+    bundle = get_family(family)
+    torch.manual_seed(seed)
+    model, _ = bundle.build_model(entries)
+    return {**entries, bundle.weights_key: _state(model)}
 
 
 def write_tiny_checkpoint(family: str, path: str | os.PathLike, config: TinyConfig = TinyConfig(),

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from superb_redundancy.harvest import fold_averages, harvest, harvest_expdir, load_records
+from superb_redundancy.harvest import harvest, harvest_expdir, load_records
 from superb_redundancy.results import word_error_rate
 
 

@@ -120,8 +120,8 @@ def _write_leaderboard(study: StudyConfig, workdir: Path):
     records = load_records(workdir / "records")
     if not records:
         return None
-    frame = build(records)
-    write_leaderboard(frame, Path(study.leaderboard))
+    frame, timing = build(records, device=study.device)
+    write_leaderboard(frame, Path(study.leaderboard), timing=timing)
     return frame
 
 

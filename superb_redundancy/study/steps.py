@@ -16,7 +16,7 @@ import torch
 from .config import StudyConfig, UpstreamPlan
 from .plan import Run
 
-__all__ = ["execute", "base_checkpoint", "data_overrides", "similarity_audio"]
+__all__ = ["execute", "base_checkpoint", "data_overrides", "split_audio"]
 
 
 def _workdir(study: StudyConfig) -> Path:
@@ -56,13 +56,26 @@ def data_overrides(study: StudyConfig, task: str) -> dict[str, str]:
     return tasks.data_overrides(task, _synthetic_root(study))
 
 
-def similarity_audio(study: StudyConfig, up: UpstreamPlan) -> Path:
-    """Audio for similarity analysis and mimicking: the plan's ``similarity.data``, else KS training audio."""
+def split_audio(study: StudyConfig, up: UpstreamPlan, split: str, limit: Optional[int] = None) -> list[Path]:
+    """Keyword-spotting audio of one split (dev: similarity and pruning orders, as the paper's code takes
+    validation batches; train: mimicking): the plan's ``similarity.data`` folder if it names one, else the
+    study's KS corpus (real or synthetic) split as s3prl splits it. ``limit``: a seeded subset."""
+    from ..features import list_audio
+    from ..mimic_train import corpus_audio
+
     if up.similarity.get("data"):
-        return Path(up.similarity["data"])
-    if "speech_commands" in study.data:
-        return Path(study.data["speech_commands"]["speech_commands_root"])
-    return _synthetic_root(study) / "speech_commands_v0.01"
+        return list_audio(up.similarity["data"], limit=limit, seed=0)
+    for task in ("speech_commands", "speech_commands_35"):
+        if task in study.data:
+            files = corpus_audio(None, task, split, datarc=study.data[task])
+            break
+    else:
+        files = corpus_audio(_synthetic_root(study), "speech_commands", split)
+    if limit is not None and limit < len(files):
+        import random
+
+        files = sorted(random.Random(0).sample(files, limit))
+    return files
 
 
 # ---------------------------------------------------------------------------------------------- the steps
@@ -114,19 +127,19 @@ def _finetune(run: Run, study: StudyConfig, folder: Path) -> dict:
 
 
 def _similarity(run: Run, study: StudyConfig, folder: Path) -> dict:
-    from ..analysis import SimilaritySettings, analyse
+    from ..analysis import SimilaritySettings, analyse, random_init_upstream
     from ..bundles import get_family
-    from ..features import list_audio
     from ..registry import build_upstream
 
     up = _upstream(study, run.params["upstream"])
     settings_keys = set(SimilaritySettings.__dataclass_fields__)
     settings = SimilaritySettings(**{k: v for k, v in run.params.items() if k in settings_keys})
-    files = list_audio(similarity_audio(study, up), limit=run.params.get("limit"), seed=0)
+    files = split_audio(study, up, "dev", limit=run.params.get("limit"))
     base = base_checkpoint(study, up)
-    upstream = build_upstream(get_family(up.family).local_hub_name, str(base))
-    report = analyse(upstream, files, settings, device=study.device,
-                     source={"upstream": up.name, "ckpt": str(base), "clips": len(files)})
+    name = get_family(up.family).local_hub_name
+    upstream = build_upstream(name, str(base))
+    report = analyse(upstream, files, settings, device=study.device, baseline_upstream=random_init_upstream(name, str(base)),
+                     source={"upstream": up.name, "ckpt": str(base), "clips": len(files), "split": "dev"})
     paths = report.save(folder, title=f"{up.name} ({report.num_samples} clips)")
     return {"report": str(paths["json"]), "figure": str(paths["figure"]), "blocks": report.blocks}
 
@@ -142,7 +155,7 @@ def _prune(run: Run, study: StudyConfig, folder: Path) -> dict:
     report = SimilarityReport.load(_run_folder(study, f"similarity/{up.name}"))
     reanalyse = None
     if run.params.get("iterative"):
-        files = list_audio(similarity_audio(study, up), limit=up.similarity.get("limit"), seed=0)
+        files = split_audio(study, up, "dev", limit=up.similarity.get("limit"))
         reanalyse = lambda dropped: analyse(build_pruned(up.family, PruneSpec(base=base, drop_layers=dropped)),
                                             files, report.settings, device=study.device, progress=False)
     plan = plan_pruning(report, run.params["objective"], run.params["amount"], reanalyse=reanalyse)
@@ -160,8 +173,8 @@ def _end_of_first_block(study: StudyConfig, up: UpstreamPlan) -> Optional[int]:
     if not (folder / "similarity.json").is_file():
         return None
     report = SimilarityReport.load(folder)
-    last_state = report.blocks["cka"][0][1]  # hidden state h is the output of layer h - 1
-    return min(max(last_state - 1, 0), report.num_layers - 2)
+    last_layer = report.layer_blocks("cka")[0][1]
+    return min(max(last_layer, 0), report.num_layers - 2)
 
 
 def _mimic(run: Run, study: StudyConfig, folder: Path) -> dict:
@@ -172,7 +185,7 @@ def _mimic(run: Run, study: StudyConfig, folder: Path) -> dict:
     layer_i = _end_of_first_block(study, up)
     configs = [MimicConfig.from_dict({**({"layer_i": layer_i} if layer_i is not None else {}), **c})
                for c in run.params["configs"]]
-    files = similarity_audio(study, up)
+    files = split_audio(study, up, "train")
     artifacts = train_grid(str(base_checkpoint(study, up)), files, configs, folder, device=study.device)
     return {"artifacts": [str(a) for a in artifacts]}
 

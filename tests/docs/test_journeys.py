@@ -211,8 +211,21 @@ def _user_model(box: Path) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=box, check=True, capture_output=True, timeout=300)
 
 
+def _check_bootstrapped() -> None:
+    """The blocks' `bash scripts/main.sh` bootstraps the shared .venv; a stale one would be reinstalled from the
+    sandbox (re-pointing the editable install there). scripts/test.sh bootstraps first, so this holds in CI."""
+    import hashlib
+
+    want = hashlib.sha1((ROOT / "setup.cfg").read_bytes() + (ROOT / "scripts" / "bootstrap.sh").read_bytes())
+    stamp = Path(sys.prefix) / ".superb_redundancy_stamp"
+    if not stamp.is_file() or stamp.read_text().strip() != want.hexdigest():
+        pytest.fail("the environment is not bootstrapped for this checkout: run `bash scripts/test.sh` "
+                    "(or `bash scripts/bootstrap.sh` first)")
+
+
 @pytest.fixture(scope="module")
 def journeys(tmp_path_factory) -> tuple[Path, dict[str, Outcome]]:
+    _check_bootstrapped()
     box = _sandbox(tmp_path_factory.mktemp("journeys"))
     _user_model(box)
     outcomes: dict[str, Outcome] = {}
