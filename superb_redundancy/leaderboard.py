@@ -64,12 +64,14 @@ def _machine() -> str:
     return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
-def profile_variants(records: Sequence[RunRecord], repeats: int = 30, max_repeats: int = 480, device: str = "cpu",
+def profile_variants(records: Sequence[RunRecord], repeats: int = 30, max_passes: int = 32, device: str = "cpu",
                      threads: Optional[int] = 1, warmup: int = 5) -> tuple[dict[str, Profile], dict]:
     """Parameters and MACs of each variant, and the latency of all of them timed together (interleaved).
 
-    Rounds double from ``repeats`` up to ``max_repeats`` until, for every pair of variants whose MACs differ by
-    more than 10%, the inter-quartile ranges of their times do not overlap. Returns (profiles, how it was timed).
+    ``repeats`` rounds time every variant once each, in a fresh random order. One timing is the mean of
+    ``passes`` forward passes; passes double from 1 up to ``max_passes`` until, for every pair of variants whose
+    MACs differ by more than 10%, the inter-quartile ranges of their timings do not overlap (averaging passes
+    narrows the IQR; more rounds would only estimate the same spread better). Returns (profiles, how it was timed).
     """
     import torch
 
@@ -89,13 +91,13 @@ def profile_variants(records: Sequence[RunRecord], repeats: int = 30, max_repeat
         macs = count_macs(model.to(device), 1.0)["macs"]
         models[record.variant] = model
         profiles[record.variant] = (params, macs)
-    rounds, times = repeats, {}
+    passes, times = 1, {}
     while models:
-        times = interleaved_latency(models, seconds=1.0, repeats=rounds, warmup=warmup, threads=threads,
-                                    device=device)
-        if _separated(times, profiles) or rounds >= max_repeats:
+        times = interleaved_latency(models, seconds=1.0, repeats=repeats, warmup=warmup, threads=threads,
+                                    device=device, passes=passes)
+        if _separated(times, profiles) or passes >= max_passes:
             break
-        rounds = min(2 * rounds, max_repeats)
+        passes = min(2 * passes, max_passes)
     out = {}
     for variant, (params, macs) in profiles.items():
         t = times.get(variant)
@@ -103,7 +105,7 @@ def profile_variants(records: Sequence[RunRecord], repeats: int = 30, max_repeat
                                (1e3 * t["median_s"], 1e3 * t["q1_s"], 1e3 * t["q3_s"]))
     any_time = next(iter(times.values()), None)
     info = {"machine": _machine(), "device": device, "threads": any_time["threads"] if any_time else threads,
-            "rounds": rounds, "warmup": warmup, "timer": any_time["timer"] if any_time else None,
+            "rounds": repeats, "passes": passes, "warmup": warmup, "timer": any_time["timer"] if any_time else None,
             "torch": torch.__version__, "separated": _separated(times, profiles) if times else None,
             "unprofiled": failures}
     return out, info
@@ -399,8 +401,8 @@ def _png_bytes(figure) -> bytes:
 
 
 _SORT_SCRIPT = """<script>
-document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventListener('click', () => {
-  const body = th.closest('table').tBodies[0], asc = th.dataset.asc !== '1';
+document.querySelectorAll('table.sortable th').forEach(th => th.addEventListener('click', () => {
+  const col = th.cellIndex, body = th.closest('table').tBodies[0], asc = th.dataset.asc !== '1';
   th.closest('tr').querySelectorAll('th').forEach(h => delete h.dataset.asc); th.dataset.asc = asc ? '1' : '0';
   const key = r => { const t = r.cells[col].innerText.trim(), n = parseFloat(t); return isNaN(n) ? t : n; };
   [...body.rows].sort((a, b) => { const x = key(a), y = key(b);
@@ -422,7 +424,8 @@ def _header(timing: Optional[dict]) -> list[str]:
                  f"{html.escape(str(timing.get('device')))}, {timing.get('threads')} thread(s), torch "
                  f"{html.escape(str(timing.get('torch')))}: every variant in one process, {timing.get('warmup')} "
                  f"warm-up passes each, then {timing.get('rounds')} rounds that time every variant once in a fresh "
-                 f"random order ({html.escape(str(timing.get('timer')))}).")
+                 f"random order, one timing being the mean of {timing.get('passes', 1)} back-to-back passes "
+                 f"({html.escape(str(timing.get('timer')))}).")
         if timing.get("separated") is False:
             timed += (" <b>Even after the rounds above, some variants whose MACs differ by more than 10% have "
                       "overlapping latency IQRs: their latency order is not established.</b>")

@@ -436,12 +436,14 @@ def measure_latency(upstream: nn.Module, seconds: float = 1.0, repeats: int = 10
 
 def interleaved_latency(upstreams: Mapping[str, nn.Module], seconds: float = 1.0, repeats: int = 30,
                         warmup: int = 5, threads: Optional[int] = None, device: str = "cpu",
-                        seed: int = 0) -> dict[str, dict]:
+                        seed: int = 0, passes: int = 1) -> dict[str, dict]:
     """Batch-1 latency of several upstreams timed together, so that drift in the machine's load hits all alike.
 
     Each upstream is warmed up ``warmup`` times; then come ``repeats`` rounds, each timing every upstream once
-    in a fresh (seeded) random order, on the same input. Returns, per name, what :func:`measure_latency` returns
-    for one upstream (median, quartiles, IQR, every time), plus ``rounds`` and ``order_seed``.
+    in a fresh (seeded) random order, on the same input. One timing is the mean of ``passes`` back-to-back
+    forward passes: more passes narrow the spread of the timings (more rounds would not: the IQR is the
+    machine's noise, not the uncertainty of the median). Returns, per name, what :func:`measure_latency`
+    returns for one upstream (median, quartiles, IQR, every time), plus ``rounds``, ``passes`` and ``order_seed``.
     """
     import random
 
@@ -450,6 +452,8 @@ def interleaved_latency(upstreams: Mapping[str, nn.Module], seconds: float = 1.0
         raise ProfileError(f"repeats must be >= 1, got {repeats}")
     if warmup < 0:
         raise ProfileError(f"warmup must be >= 0, got {warmup}")
+    if passes < 1:
+        raise ProfileError(f"passes must be >= 1, got {passes}")
     if not upstreams:
         raise ProfileError("no upstreams to time")
     dev = _check_device(device)
@@ -468,7 +472,7 @@ def interleaved_latency(upstreams: Mapping[str, nn.Module], seconds: float = 1.0
             torch.cuda.synchronize(dev)
         for _ in range(repeats):
             for name in order.sample(names, len(names)):
-                times[name].append(_time_once(upstreams[name], wav, dev))
+                times[name].append(_time_once(upstreams[name], wav, dev, passes))
     out = {}
     for name in names:
         q1, median, q3 = _quartiles(times[name])
@@ -476,22 +480,25 @@ def interleaved_latency(upstreams: Mapping[str, nn.Module], seconds: float = 1.0
                      "device": str(dev) if not cuda else f"{dev} ({torch.cuda.get_device_name(dev)})",
                      "threads": used_threads, "timer": "cuda_event" if cuda else "perf_counter",
                      "median_s": median, "q1_s": q1, "q3_s": q3, "iqr_s": q3 - q1, "min_s": min(times[name]),
-                     "times_s": times[name], "rtf": median / (samples / SAMPLE_RATE), "rounds": repeats,
+                     "times_s": times[name], "rtf": median / (samples / SAMPLE_RATE), "rounds": repeats, "passes": passes,
                      "interleaved_with": [n for n in names if n != name], "order_seed": seed}
     return out
 
 
-def _time_once(upstream: nn.Module, wav: torch.Tensor, dev: torch.device) -> float:
+def _time_once(upstream: nn.Module, wav: torch.Tensor, dev: torch.device, passes: int = 1) -> float:
+    """Seconds per forward pass, averaged over ``passes`` back-to-back passes."""
     if dev.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        upstream([wav])
+        for _ in range(passes):
+            upstream([wav])
         end.record()
         torch.cuda.synchronize(dev)
-        return start.elapsed_time(end) / 1000.0
+        return start.elapsed_time(end) / 1000.0 / passes
     t0 = time.perf_counter()
-    upstream([wav])
-    return time.perf_counter() - t0
+    for _ in range(passes):
+        upstream([wav])
+    return (time.perf_counter() - t0) / passes
 
 
 # ============================================================================================ whole profile

@@ -37,9 +37,24 @@ def test_report_has_all_hidden_states_and_blocks(report):
     for metric, matrix in report.matrices.items():
         assert matrix.shape == (4, 4)
         np.testing.assert_allclose(np.diag(matrix), 1.0, atol=1e-12)
-        blocks = report.blocks[metric]
-        assert len(blocks) == 2 and blocks[0][0] == 0 and blocks[-1][1] == 3  # contiguous, covering
+        blocks = report.blocks[metric]  # over the transformer-layer outputs 0..L-1, as the paper's heat maps
+        assert len(blocks) == 2 and blocks[0][0] == 0 and blocks[-1][1] == 2  # contiguous, covering
+        assert blocks[0][1] + 1 == blocks[1][0]
+        strength = report.strength[metric]
+        assert strength["strength"] == pytest.approx(strength["within"] - strength["between"])
+        assert 0 < strength["permutation_p"] <= 1
     assert report.num_samples == 40
+    assert report.layer_blocks("cka") == report.blocks["cka"]
+
+
+def test_blocks_can_include_the_input_state(report):
+    from superb_redundancy.analysis import report_from_matrices
+
+    settings = SimilaritySettings(include_input=True, permutations=0)
+    with_input = report_from_matrices(report.matrices, settings, report.num_samples)
+    for metric, blocks in with_input.blocks.items():
+        assert blocks[0][0] == 0 and blocks[-1][1] == 3  # hidden states 0..L
+        assert with_input.layer_blocks(metric)[-1][1] == 2
 
 
 def test_report_round_trips(report, tmp_path):

@@ -326,3 +326,26 @@ def test_profile_of_a_pruned_real_size_architecture():
     assert macs["base_macs_derived"] == pytest.approx(6.9e9, rel=0.05)
     assert macs["macs_share_of_base"] == pytest.approx(0.847, abs=0.002)
     assert profile["latency"] == [] and "random weights" in profile["notes"][0]
+
+
+class _Counting(torch.nn.Module):
+    """An 'upstream' that counts its forward passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, wavs):
+        self.calls += 1
+        return {"hidden_states": [wavs[0][None, :, None]]}
+
+
+def test_interleaved_latency_averages_passes_per_timing():
+    from superb_redundancy.profile import ProfileError, interleaved_latency
+
+    a, b = _Counting(), _Counting()
+    out = interleaved_latency({"a": a, "b": b}, seconds=0.1, repeats=5, warmup=2, threads=1, passes=3)
+    assert a.calls == b.calls == 2 + 5 * 3  # warm-up, then 5 rounds of 3 back-to-back passes each
+    assert out["a"]["passes"] == 3 and len(out["a"]["times_s"]) == 5 and out["a"]["interleaved_with"] == ["b"]
+    with pytest.raises(ProfileError, match="passes must be >= 1"):
+        interleaved_latency({"a": a}, seconds=0.1, passes=0)

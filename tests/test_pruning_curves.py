@@ -187,7 +187,12 @@ def _cli(*argv):
 
 
 def _edited_checkpoint(expdir, tmp_path, **changes):
-    checkpoint = torch.load(resolve_checkpoint(expdir), map_location="cpu", weights_only=True)
+    import argparse
+
+    from superb_redundancy.files import load_checkpoint
+
+    # s3prl's experiment checkpoints pickle an argparse.Namespace: allowed here explicitly, as our loaders do
+    checkpoint = load_checkpoint(resolve_checkpoint(expdir), safe_globals=[argparse.Namespace])
     args = copy.copy(checkpoint["Args"])
     for key, value in changes.items():
         setattr(args, key, value)

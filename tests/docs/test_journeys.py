@@ -70,6 +70,27 @@ def check_main(out: Outcome, box: Path) -> None:
     assert list(box.glob("work/study/runs/curves/*/pruning_curves.png"))
     assert "leaderboard:" in out.stdout
     assert "study embedded-default:" in out.stdout and "failed" not in out.stdout.split("study embedded-default:")[1]
+    check_leaderboard_evidence(box / "leaderboard")
+
+
+def check_leaderboard_evidence(board: Path) -> None:
+    """Every row carries n and an interval; no row at chance is on a Pareto frontier; a variant with >10% fewer
+    MACs than its base has the lower median latency (all variants are timed together, interleaved)."""
+    import math
+
+    import pandas as pd
+
+    tables = [pd.read_csv(path) for path in sorted(board.glob("*.csv")) if path.stem != "overview"]
+    assert {t.task.iloc[0] for t in tables} == {"speech_commands", "voxceleb1", "emotion", "asr"}
+    for table in tables:
+        assert (table.n > 0).all() and table[["low", "high"]].notna().all().all(), table
+        assert ((table.low <= table.value) & (table.value <= table.high)).all(), table
+        pareto = table[["pareto_params", "pareto_macs", "pareto_latency_ms"]].any(axis=1)
+        assert not (table.at_chance & pareto).any(), table[table.at_chance & pareto]
+        base = table[table.is_base].iloc[0]
+        for _, row in table[~table.is_base].iterrows():
+            if not math.isnan(row.macs) and row.macs < 0.9 * base.macs:
+                assert row.latency_ms < base.latency_ms, (row.label, row.latency_ms, base.latency_ms)
 
 
 def check_tests(out: Optional[Outcome], box: Path) -> None:
