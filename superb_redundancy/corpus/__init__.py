@@ -1,7 +1,7 @@
 """A deterministic synthetic corpus (espeak-ng speech) in the layouts s3prl 0.4.18's SUPERB downstreams read.
 
     from superb_redundancy.corpus import generate
-    paths = generate(Path("work/study/data"))            # all four tasks, default (smoke-test) size
+    paths = generate(Path("work/study/data"))            # all four tasks, default size (~40 s on 2 cores)
     paths["speech_commands"], paths["asr_bucket_file"], ...
 
 Tasks: ``speech_commands`` (KS, v0.01 12-class + a 35-word v0.02 layout), ``voxceleb1`` (SID), ``emotion`` (ER,

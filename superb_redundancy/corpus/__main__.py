@@ -24,7 +24,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--root", type=Path, default=Path("work/study/data"),
                         help="output folder (default: work/study/data, what downstream_configs/*/*.yaml point at)")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiplies the clip counts (default 1: smoke size)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiplies the clip counts (default 1: the sizes a score needs, e.g. 408 KS test clips)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), metavar="TASK",
                         help=f"tasks to generate (default: all); any of {', '.join(TASKS)}; commas also separate")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -213,20 +213,23 @@ def make_noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Render:
-    """How a synthesised utterance becomes a 16 kHz clip.
+    """How one synthesised utterance becomes a 16 kHz clip: concrete values, drawn per clip by the planner (so
+    the plan records the variation; rendering only draws the noise samples).
 
-    ``length``: a fixed number of samples (the speech placed at a random offset), or None for the speech plus
-    ``pad`` seconds (uniform range) of room tone on each side. ``peak_db``: normalise the peak to a level drawn
-    from this range (None keeps espeak's own level, e.g. when loudness carries the emotion). ``gain_db`` jitter
-    applies either way; ``snr_db`` sets the level of the added noise of kind ``noise``.
+    ``length``: a fixed number of samples, the speech centred and then moved by ``shift`` seconds (clamped so that
+    it stays inside; a longer utterance keeps its middle), or None for the speech plus ``pad`` seconds of room tone
+    before and after. ``peak_db``: normalise the peak to this level (None keeps espeak's own level, e.g. when
+    loudness carries the emotion); ``gain_db`` applies either way. ``snr_db``: the speech-to-noise ratio of the
+    added noise of kind ``noise`` (see :func:`make_noise`), relative to the speech's RMS.
     """
 
     length: Optional[int] = None
-    pad: tuple[float, float] = (0.05, 0.25)
-    peak_db: Optional[tuple[float, float]] = (-9.0, -3.0)
-    gain_db: tuple[float, float] = (-1.5, 1.5)
-    snr_db: tuple[float, float] = (28.0, 45.0)
-    noise: Sequence[str] = field(default=("white", "pink"))
+    shift: float = 0.0
+    pad: tuple[float, float] = (0.1, 0.1)
+    peak_db: Optional[float] = -6.0
+    gain_db: float = 0.0
+    snr_db: float = 40.0
+    noise: str = "white"
 
 
 def _finish(wav: np.ndarray) -> np.ndarray:
@@ -239,24 +242,24 @@ def render_speech(samples: np.ndarray, sample_rate: int, spec: Render, rng: np.r
     wav = _trim_silence(wav)
     wav = _resample(wav, sample_rate, TARGET_RATE)
     if spec.peak_db is not None:
-        wav = wav / max(float(np.abs(wav).max()), 1e-9) * 10 ** (rng.uniform(*spec.peak_db) / 20)
-    wav = wav * 10 ** (rng.uniform(*spec.gain_db) / 20)
+        wav = wav / max(float(np.abs(wav).max()), 1e-9) * 10 ** (spec.peak_db / 20)
+    wav = wav * 10 ** (spec.gain_db / 20)
 
     if spec.length is not None:
         if wav.size > spec.length:  # keep the middle
             start = (wav.size - spec.length) // 2
             wav = wav[start:start + spec.length]
-        offset = int(rng.integers(0, spec.length - wav.size + 1))
+        room = spec.length - wav.size
+        offset = min(max(room // 2 + int(round(spec.shift * TARGET_RATE)), 0), room)
         out = np.zeros(spec.length, dtype=np.float32)
         out[offset:offset + wav.size] = wav
     else:
-        before, after = (int(rng.uniform(*spec.pad) * TARGET_RATE) for _ in range(2))
+        before, after = (int(seconds * TARGET_RATE) for seconds in spec.pad)
         out = np.concatenate([np.zeros(before, np.float32), wav, np.zeros(after, np.float32)])
 
     rms = math.sqrt(float(np.mean(wav ** 2))) if wav.size else 1e-3
-    kind = spec.noise[int(rng.integers(0, len(spec.noise)))]
-    noise_rms = rms * 10 ** (-rng.uniform(*spec.snr_db) / 20)
-    out = out + noise_rms * make_noise(kind, out.size, rng)
+    noise_rms = rms * 10 ** (-spec.snr_db / 20)
+    out = out + noise_rms * make_noise(spec.noise, out.size, rng)
     return _finish(out)
 
 

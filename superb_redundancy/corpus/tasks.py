@@ -7,7 +7,7 @@ Paths are POSIX and relative to the corpus root; the top-level folders a task ow
 Layouts (``<root>`` is the corpus root):
 
 * speech_commands: ``speech_commands_v0.01/<word>/<spk>_nohash_<n>.wav`` (10 commands + unknown words),
-  ``_background_noise_/*.wav`` (3 s), ``validation_list.txt`` / ``testing_list.txt``;
+  ``_background_noise_/*.wav`` (5 s), ``validation_list.txt`` / ``testing_list.txt``;
   ``speech_commands_test_set_v0.01/<class>/*.wav`` (the 12 classes, ``_silence_`` and ``_unknown_`` included);
   ``speech_commands_v0.02/<word>/...`` (35 words) with its own lists.
 * voxceleb1: ``voxceleb1/{dev,test}/wav/id1000N/<video>/<nnnnn>.wav`` and ``voxceleb1/iden_split.txt``.
@@ -15,6 +15,12 @@ Layouts (``<root>`` is the corpus root):
   ``IEMOCAP/meta_data/SessionN/{train,test}_meta_data.json`` (leave one session out).
 * asr: ``LibriSpeech/<split>/<spk>/<chap>/<spk>-<chap>-<nnnn>.flac`` + ``<spk>-<chap>.trans.txt`` and
   ``len_for_bucket/<split>.csv``.
+
+Sizes at scale 1 (what a score needs, and no more: every training clip costs time in each downstream run on a
+small CPU): KS 2.4k training clips and a 408-clip test set (12 classes x 34); SID 16 speakers, 208 test clips;
+ER 200 test clips per session (50 per emotion); ASR 100 test-clean sentences. Inside a class clips vary by
+speaker, per-clip rate/pitch/range jitter, level, additive noise at several SNRs and (KS) the word's position; the
+planner draws all of it (a :class:`~.speech.Render` per clip), so the plan itself records the variation.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ __all__ = [
     "EMOTIONS",
     "ASR_SPLITS",
     "VOXCELEB_FIRST_ID",
+    "Variation",
 ]
 
 TASKS = ("speech_commands", "voxceleb1", "emotion", "asr")
@@ -103,11 +110,36 @@ class _Voices:
                      range=int(rng.integers(30, 80)))
 
 
-def _jitter(voice: Voice, rng: np.random.Generator, rate: float = 0.06, pitch: int = 4) -> Voice:
-    """Per-utterance variation of one speaker."""
+def _jitter(voice: Voice, rng: np.random.Generator, rate: float = 0.08, pitch: int = 5) -> Voice:
+    """Per-utterance variation of one speaker (nobody says a word the same way twice)."""
     return voice.with_changes(rate=round(voice.rate * rng.uniform(1 - rate, 1 + rate)),
                               pitch=voice.pitch + int(rng.integers(-pitch, pitch + 1)),
-                              range=voice.range + int(rng.integers(-5, 6)))
+                              range=voice.range + int(rng.integers(-8, 9)))
+
+
+_NOISE_KINDS = ("white", "pink", "brown", "hum")
+
+
+@dataclass(frozen=True)
+class Variation:
+    """The ranges a task's renders are drawn from: uniform ranges, and ``snr_db`` levels (one picked per clip,
+    so that every class holds clean-ish and noisy clips alike)."""
+
+    snr_db: tuple[float, ...]
+    noise: tuple[str, ...] = _NOISE_KINDS
+    peak_db: Optional[tuple[float, float]] = (-9.0, -3.0)  # None: espeak's own level
+    gain_db: tuple[float, float] = (-1.5, 1.5)
+    length: Optional[int] = None  # fixed-length clips (KS) ...
+    shift: float = 0.0  # ... with the word moved up to this many seconds off the centre
+    pad: tuple[float, float] = (0.05, 0.25)  # variable-length clips: room tone before / after, seconds
+
+    def draw(self, rng: np.random.Generator) -> Render:
+        return Render(length=self.length, shift=float(rng.uniform(-self.shift, self.shift)),
+                      pad=(float(rng.uniform(*self.pad)), float(rng.uniform(*self.pad))),
+                      peak_db=None if self.peak_db is None else float(rng.uniform(*self.peak_db)),
+                      gain_db=float(rng.uniform(*self.gain_db)),
+                      snr_db=float(self.snr_db[int(rng.integers(len(self.snr_db)))]),
+                      noise=self.noise[int(rng.integers(len(self.noise)))])
 
 
 # --------------------------------------------------------------------------------------------- speech_commands
@@ -138,24 +170,34 @@ def _ks_speakers(rng: np.random.Generator, voices: _Voices, counts: dict[str, in
     return [(speaker, voices.new()) for split in counts for speaker in chosen[split]]
 
 
-_KS_RENDER = Render(length=16000, peak_db=(-12.0, -2.0), gain_db=(-1.0, 1.0), snr_db=(20.0, 40.0),
-                    noise=("white", "pink", "brown", "hum"))
-_NOISE_KINDS = ("white", "pink", "brown", "hum")
+# Peaks up to -4 dBFS leave room for 5 dB SNR noise without clipping; +-0.2 s moves a ~0.5 s word across most
+# of the 1 s clip, as in the real recordings.
+_KS_VARIATION = Variation(length=16000, shift=0.2, peak_db=(-20.0, -4.0), gain_db=(0.0, 0.0),
+                          snr_db=(5.0, 10.0, 15.0, 20.0, 30.0))
+# Scale-1 speakers. v0.01 root, by speaker hash: training / validation / testing (s3prl drops the last); each says
+# every command twice and every unknown word once (30 clips): 2400 training clips, 300 dev.
+_KS_SPEAKERS = {"training": 80, "validation": 10, "testing": 2}
+_KS_REPS = {**{word: 2 for word in KS_COMMANDS}, **{word: 1 for word in KS_UNKNOWN_WORDS}}
+_KS_TEST_SPEAKERS = 34  # the test set: one clip per class per speaker, 12 x 34 = 408 clips
+_KS_V2_SPEAKERS = {"training": 3, "validation": 1, "testing": 1}  # v0.02: every word once (a layout check)
 
 
-def _ks_word_clips(folder: str, unit: str, words, speakers, reps: int, rng) -> list[Clip]:
-    return [
-        Clip(path=f"{folder}/{word}/{speaker}_nohash_{rep}.wav", unit=unit, text=word,
-             voice=_jitter(voice, rng), render=_KS_RENDER)
-        for word in words for speaker, voice in speakers for rep in range(reps)
-    ]
+def _ks_clip(path: str, unit: str, word: str, voice: Voice, rng: np.random.Generator) -> Clip:
+    return Clip(path=path, unit=unit, text=word, voice=_jitter(voice, rng), render=_KS_VARIATION.draw(rng))
+
+
+def _ks_word_clips(folder: str, unit: str, reps: dict[str, int], speakers, rng) -> list[Clip]:
+    return [_ks_clip(f"{folder}/{word}/{speaker}_nohash_{rep}.wav", unit, word, voice, rng)
+            for word, n in reps.items() for speaker, voice in speakers for rep in range(n)]
 
 
 def _ks_background(folder: str, unit: str, rng) -> list[Clip]:
+    # s3prl's training "_silence_" is random 1 s crops of these: a loud and a quiet file per kind cover the
+    # levels of the test set's silence clips (-50..-25 dBFS).
     return [
-        Clip(path=f"{folder}/_background_noise_/{kind}_noise.wav", unit=unit,
-             noise=(kind, float(rng.uniform(-32, -20)), 3 * 16000))
-        for kind in _NOISE_KINDS
+        Clip(path=f"{folder}/_background_noise_/{kind}_noise{suffix}.wav", unit=unit,
+             noise=(kind, float(rng.uniform(*levels)), 5 * 16000))
+        for kind in _NOISE_KINDS for suffix, levels in (("", (-36.0, -24.0)), ("_quiet", (-50.0, -37.0)))
     ]
 
 
@@ -177,36 +219,29 @@ def plan_speech_commands(scale: float, seed: int) -> TaskPlan:
     taken: set[str] = set()
     v1, test, v2 = "speech_commands_v0.01", "speech_commands_test_set_v0.01", "speech_commands_v0.02"
 
-    # v0.01 training root: per word 2 repetitions of each speaker (train 10 / dev 2 / dropped-test 1 speakers)
-    speakers = _ks_speakers(rng, voices, {"training": _count(10, scale), "validation": _count(2, scale),
-                                          "testing": _count(1, scale)}, taken)
-    clips = _ks_word_clips(v1, "ks-v0.01", KS_COMMANDS + KS_UNKNOWN_WORDS, speakers, 2, rng)
+    speakers = _ks_speakers(rng, voices, {k: _count(n, scale) for k, n in _KS_SPEAKERS.items()}, taken)
+    clips = _ks_word_clips(v1, "ks-v0.01", _KS_REPS, speakers, rng)
     clips += _ks_background(v1, "ks-v0.01", rng)
 
-    # v0.01 test set: one folder per class, new speakers
+    # v0.01 test set: one folder per class, new speakers, each saying every command and one unknown word once;
+    # as many silence clips as any other class
     test_speakers = []
-    while len(test_speakers) < _count(2, scale):
+    while len(test_speakers) < _count(_KS_TEST_SPEAKERS, scale):
         speaker = f"{int(rng.integers(0, 2 ** 32)):08x}"
         if speaker not in taken:
             taken.add(speaker)
             test_speakers.append((speaker, voices.new()))
-    clips += _ks_word_clips(test, "ks-test", KS_COMMANDS, test_speakers, 2, rng)
-    k = 0
-    for speaker, voice in test_speakers:
-        for rep in range(2):
-            word = KS_UNKNOWN_WORDS[k % len(KS_UNKNOWN_WORDS)]
-            clips.append(Clip(path=f"{test}/_unknown_/{speaker}_nohash_{rep}.wav", unit="ks-test", text=word,
-                              voice=_jitter(voice, rng), render=_KS_RENDER))
-            k += 1
-    for i in range(2 * len(test_speakers)):
+    clips += _ks_word_clips(test, "ks-test", {word: 1 for word in KS_COMMANDS}, test_speakers, rng)
+    for i, (speaker, voice) in enumerate(test_speakers):
+        word = KS_UNKNOWN_WORDS[i % len(KS_UNKNOWN_WORDS)]
+        clips.append(_ks_clip(f"{test}/_unknown_/{speaker}_nohash_0.wav", "ks-test", word, voice, rng))
+    for i in range(len(test_speakers)):
         kind = _NOISE_KINDS[i % len(_NOISE_KINDS)]
         clips.append(Clip(path=f"{test}/_silence_/{kind}{i:03d}_nohash_0.wav", unit="ks-test",
                           noise=(kind, float(rng.uniform(-50, -25)), 16000)))
 
-    # v0.02: 35 words, 1 repetition of train 3 / dev 1 / test 1 speakers
-    speakers2 = _ks_speakers(rng, voices, {"training": _count(3, scale), "validation": _count(1, scale),
-                                           "testing": _count(1, scale)}, taken)
-    clips += _ks_word_clips(v2, "ks-v0.02", KS_V2_WORDS, speakers2, 1, rng)
+    speakers2 = _ks_speakers(rng, voices, {k: _count(n, scale) for k, n in _KS_V2_SPEAKERS.items()}, taken)
+    clips += _ks_word_clips(v2, "ks-v0.02", {word: 1 for word in KS_V2_WORDS}, speakers2, rng)
     clips += _ks_background(v2, "ks-v0.02", rng)
 
     def finalize(root: Path, lengths: dict[str, int]) -> None:
@@ -217,7 +252,7 @@ def plan_speech_commands(scale: float, seed: int) -> TaskPlan:
 
 
 # --------------------------------------------------------------------------------------------------- voxceleb1
-_SENTENCE_RENDER = Render(pad=(0.1, 0.4), peak_db=(-9.0, -3.0))
+_SENTENCE_VARIATION = Variation(pad=(0.1, 0.4), peak_db=(-15.0, -3.0), snr_db=(10.0, 15.0, 20.0, 30.0))
 _VIDEO_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
@@ -228,15 +263,15 @@ def _video_id(rng) -> str:
 def plan_voxceleb1(scale: float, seed: int) -> TaskPlan:
     rng = clip_rng(seed, "voxceleb1", "plan")
     voices = _Voices(rng)
-    n_speakers = _count(5, scale, minimum=2)
+    n_speakers = _count(16, scale, minimum=2)
     n_in_test_dir = max(1, n_speakers // 5)  # like VoxCeleb1: some speakers live under test/wav
-    per_split = {1: 8, 2: 2, 3: 2}  # iden_split: 1 train, 2 dev, 3 test
+    per_split = {1: 24, 2: 4, 3: 13}  # iden_split: 1 train, 2 dev, 3 test (16 x 13 = 208 test clips)
     clips, split_lines = [], []
     for s in range(n_speakers):
         speaker = f"id{VOXCELEB_FIRST_ID + s}"
         folder = "test" if s >= n_speakers - n_in_test_dir else "dev"
         voice = voices.new("m" if s % 2 == 0 else "f")
-        videos = [_video_id(rng) for _ in range(3)]
+        videos = [_video_id(rng) for _ in range(6)]
         labels = [split for split, n in per_split.items() for _ in range(n)]
         rng.shuffle(labels)
         numbers = {video: 0 for video in videos}
@@ -245,7 +280,7 @@ def plan_voxceleb1(scale: float, seed: int) -> TaskPlan:
             numbers[video] += 1
             rel = f"{speaker}/{video}/{numbers[video]:05d}.wav"
             clips.append(Clip(path=f"voxceleb1/{folder}/wav/{rel}", unit="voxceleb1", text=sentence(rng),
-                              voice=_jitter(voice, rng, rate=0.05, pitch=3), render=_SENTENCE_RENDER))
+                              voice=_jitter(voice, rng), render=_SENTENCE_VARIATION.draw(rng)))
             split_lines.append(f"{split} {rel}")
 
     def finalize(root: Path, lengths: dict[str, int]) -> None:
@@ -263,7 +298,10 @@ _EMOTION_PROSODY = {
     "ang": dict(rate=1.18, pitch=4, range=75, volume=170, wordgap=0),
     "sad": dict(rate=0.72, pitch=-14, range=12, volume=60, wordgap=2),
 }
-_EMOTION_RENDER = Render(pad=(0.1, 0.3), peak_db=None, gain_db=(-1.5, 1.5))
+# No peak normalisation: loudness is one of the emotion cues. 3.5 dB less gain on average gives the loud
+# "ang" voice (espeak's peaks reach full scale) room for the noise; the noise stays >= 15 dB below the speech,
+# not to drown the quiet "sad" voice's cues.
+_EMOTION_VARIATION = Variation(pad=(0.1, 0.3), peak_db=None, gain_db=(-5.0, -2.0), snr_db=(15.0, 20.0, 30.0))
 
 
 def emotion_voice(base: Voice, emotion: str) -> Voice:
@@ -276,7 +314,7 @@ def emotion_voice(base: Voice, emotion: str) -> Voice:
 def plan_emotion(scale: float, seed: int) -> TaskPlan:
     rng = clip_rng(seed, "emotion", "plan")
     voices = _Voices(rng)
-    per_speaker_emotion = _count(5, scale)
+    per_speaker_emotion = _count(25, scale)  # 2 speakers x 4 emotions x 25 = 200 test clips per session
     clips, entries = [], []
     for session in range(1, 6):
         for gender in ("F", "M"):
@@ -288,9 +326,9 @@ def plan_emotion(scale: float, seed: int) -> TaskPlan:
                     dialog = f"{speaker}_impro{index % 2 + 1:02d}"
                     utt = f"{dialog}_{gender}{index:03d}"
                     rel = f"Session{session}/sentences/wav/{dialog}/{utt}.wav"
-                    voice = _jitter(emotion_voice(base, emotion), rng, rate=0.04, pitch=3)
+                    voice = _jitter(emotion_voice(base, emotion), rng, rate=0.06, pitch=4)
                     clips.append(Clip(path=f"IEMOCAP/{rel}", unit="emotion", text=sentence(rng), voice=voice,
-                                      render=_EMOTION_RENDER))
+                                      render=_EMOTION_VARIATION.draw(rng)))
                     entries.append((session, {"path": rel, "label": emotion, "speaker": speaker}))
                     index += 1
 
@@ -308,7 +346,7 @@ def plan_emotion(scale: float, seed: int) -> TaskPlan:
 
 
 # --------------------------------------------------------------------------------------------------------- asr
-_ASR_UTTS = {"train-clean-100": 40, "dev-clean": 10, "test-clean": 10}
+_ASR_UTTS = {"train-clean-100": 400, "dev-clean": 50, "test-clean": 100}
 _ASR_UTTS_PER_CHAPTER = 5
 
 
@@ -328,7 +366,7 @@ def plan_asr(scale: float, seed: int) -> TaskPlan:
                 utt = f"{speaker}-{chapter}-{i:04d}"
                 text = sentence(rng)
                 clips.append(Clip(path=f"LibriSpeech/{folder}/{utt}.flac", unit="asr", text=text,
-                                  voice=_jitter(voice, rng, rate=0.05, pitch=3), render=_SENTENCE_RENDER))
+                                  voice=_jitter(voice, rng), render=_SENTENCE_VARIATION.draw(rng)))
                 lines.append((utt, text.upper()))
 
     def finalize(root: Path, lengths: dict[str, int]) -> None:

@@ -16,7 +16,7 @@ import yaml
 from superb_redundancy import compat
 from superb_redundancy.corpus import MARKER, TASKS, char_dict_text, datarc_paths, generate, overrides
 from superb_redundancy.corpus.__main__ import main as corpus_main
-from superb_redundancy.corpus.tasks import EMOTIONS, speech_commands_bucket
+from superb_redundancy.corpus.tasks import EMOTIONS, PLANNERS, speech_commands_bucket
 from superb_redundancy.corpus.text import KS_COMMANDS, KS_UNKNOWN_WORDS, KS_V2_WORDS
 
 compat.apply()
@@ -24,6 +24,9 @@ compat.apply()
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "downstream_configs"
 KS_WORDS = KS_COMMANDS + KS_UNKNOWN_WORDS
+# Issue 12: the least test data with which a score means something (the clips s3prl's test split really reads).
+MIN_TEST = {"speech_commands": 400, "voxceleb1": 200, "emotion": 200, "asr": 100}
+MIN_SPEAKERS_SID = 10
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +78,7 @@ def test_idempotent_and_settings_sensitive(tmp_path):
     generate(root, tasks=["voxceleb1"], scale=0.2, progress=False)
     split = root / "voxceleb1" / "iden_split.txt"
     stamp, text = split.stat().st_mtime_ns, split.read_text()
-    assert len(text.splitlines()) == 2 * 12  # scale 0.2: the 2-speaker minimum
+    assert len(text.splitlines()) == 3 * (24 + 4 + 13)  # scale 0.2: 3 of the 16 speakers
     generate(root, tasks=["voxceleb1"], scale=0.2, progress=False)
     assert split.stat().st_mtime_ns == stamp  # reused
     generate(root, tasks=["voxceleb1"], scale=0.2, seed=1, progress=False)
@@ -168,7 +171,7 @@ def test_voxceleb1_layout(corpus):
     for split, rel in lines:
         assert len(list((corpus / "voxceleb1").glob(f"*/wav/{rel}"))) == 1
     speakers = {rel.split("/")[0] for _, rel in lines}
-    assert speakers == {f"id{10001 + i}" for i in range(5)}
+    assert speakers == {f"id{10001 + i}" for i in range(16)}
     assert (corpus / "voxceleb1" / "test" / "wav").is_dir() and (corpus / "voxceleb1" / "dev" / "wav").is_dir()
 
 
@@ -185,7 +188,7 @@ def test_emotion_layout(corpus):
         assert everything is None or paths == everything
         everything = paths
         counts = collections.Counter(e["label"] for e in test["meta_data"])
-        assert counts == {e: 10 for e in EMOTIONS}
+        assert counts == {e: 50 for e in EMOTIONS}
         for entry in test["meta_data"]:
             assert set(entry) == {"path", "label", "speaker"} and entry["speaker"] == Path(entry["path"]).name[:6]
     assert all(soundfile.info(str(corpus / "IEMOCAP" / p)).samplerate == 16000 for p in everything)
@@ -193,7 +196,7 @@ def test_emotion_layout(corpus):
 
 def test_asr_layout(corpus):
     libri = corpus / "LibriSpeech"
-    for split, n in (("train-clean-100", 40), ("dev-clean", 10), ("test-clean", 10)):
+    for split, n in (("train-clean-100", 400), ("dev-clean", 50), ("test-clean", 100)):
         csv = (corpus / "len_for_bucket" / f"{split}.csv").read_text().splitlines()
         assert csv[0] == ",file_path,length,label" and len(csv) == n + 1
         rows = [line.split(",") for line in csv[1:]]
@@ -211,6 +214,68 @@ def test_asr_layout(corpus):
                 assert text == text.upper() and set(text) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ' ")
 
 
+# -------------------------------------------------------------------------------------- variation inside a class
+def _class_of(task: str, path: str, emotion_of: dict[str, str]) -> str:
+    """A clip's class: its KS folder (word or test-set class), SID speaker, ER emotion, or ASR split."""
+    parts = path.split("/")
+    if task == "speech_commands":
+        return f"{parts[0]}/{parts[1]}"
+    if task == "voxceleb1":
+        return parts[3]
+    if task == "emotion":
+        return emotion_of[path.split("/", 1)[1]]
+    return parts[1]
+
+
+def test_plans_vary_inside_each_class(corpus):
+    """Every class mixes speakers' voices, per-clip rate/pitch, levels, noise kinds and several SNRs; KS words
+    also move inside their 1 s clip. The planner draws all of it, so the plan shows it (and is deterministic)."""
+    meta = json.loads((corpus / "IEMOCAP" / "meta_data" / "Session1" / "train_meta_data.json").read_text())
+    test = json.loads((corpus / "IEMOCAP" / "meta_data" / "Session1" / "test_meta_data.json").read_text())
+    emotion_of = {e["path"]: e["label"] for e in meta["meta_data"] + test["meta_data"]}
+    lowest_snr = {"speech_commands": 5.0, "voxceleb1": 10.0, "emotion": 15.0, "asr": 10.0}
+    for task in TASKS:
+        plan = PLANNERS[task](1.0, 0)
+        assert plan.clips == PLANNERS[task](1.0, 0).clips
+        classes = collections.defaultdict(list)
+        for clip in plan.clips:
+            if clip.text is not None:
+                classes[_class_of(task, clip.path, emotion_of)].append(clip)
+        assert {c.render.snr_db for c in plan.clips if c.text} >= {lowest_snr[task], 20.0, 30.0}
+        checked = 0
+        for name, clips in classes.items():
+            if len(clips) < 20:  # the 35-word v0.02 layout: 5 clips a word
+                continue
+            checked += 1
+            where = (task, name)
+            renders = [clip.render for clip in clips]
+            assert len({r.snr_db for r in renders}) >= 3 and len({r.noise for r in renders}) >= 3, where
+            rates, pitches = [c.voice.rate for c in clips], [c.voice.pitch for c in clips]
+            assert max(rates) / min(rates) > 1.1 and max(pitches) - min(pitches) >= 6, where
+            levels = [r.gain_db if r.peak_db is None else r.peak_db for r in renders]
+            assert max(levels) - min(levels) > 2.5, where
+            if task == "speech_commands":
+                shifts = [r.shift for r in renders]
+                assert min(shifts) < -0.1 and max(shifts) > 0.1 and max(levels) - min(levels) > 10, where
+                assert len({c.voice.name for c in clips}) >= 10, where
+            else:
+                assert np.ptp([r.pad[0] for r in renders]) > 0.1, where
+        assert checked >= {"speech_commands": 31, "voxceleb1": 16, "emotion": 4, "asr": 3}[task]
+
+
+def test_keyword_audio_shows_the_variation(corpus):
+    """In the rendered test set the word sits at different places and over noise floors far apart."""
+    for word in ("yes", "stop", "_unknown_"):
+        centres, ratios = [], []
+        for path in sorted((corpus / "speech_commands_test_set_v0.01" / word).glob("*.wav")):
+            wav, _ = soundfile.read(str(path), dtype="float32")
+            energy = (wav.reshape(-1, 400) ** 2).mean(1) + 1e-12  # 25 ms frames
+            centres.append((np.arange(energy.size) * energy).sum() / energy.sum() * 400 / 16000)
+            ratios.append(10 * np.log10(np.percentile(energy, 95) / np.percentile(energy, 5)))
+        assert np.std(centres) > 0.05 and np.ptp(centres) > 0.2, word  # seconds
+        assert np.ptp(ratios) > 15, word  # dB: loud word over faint noise ... word in noise
+
+
 # ------------------------------------------------------------------------------ s3prl's own classes on the corpus
 def test_s3prl_speech_commands(corpus, tmp_path):
     from s3prl.downstream.speech_commands.dataset import CLASSES
@@ -218,16 +283,17 @@ def test_s3prl_speech_commands(corpus, tmp_path):
 
     config = tiny("speech_commands", corpus)
     expert = DownstreamExpert(upstream_dim=8, downstream_expert=config["downstream_expert"], expdir=str(tmp_path))
-    n_noise = 4
-    assert len(expert.train_dataset) == 10 * 2 * len(KS_WORDS) + n_noise  # 10 training-hash speakers x 2
-    assert len(expert.dev_dataset) == 2 * 2 * len(KS_WORDS) + n_noise  # 2 validation-hash speakers x 2
-    assert len(expert.test_dataset) == 10 * 4 + 4 + 4
+    n_noise, per_speaker = 8, 2 * len(KS_COMMANDS) + len(KS_UNKNOWN_WORDS)  # commands twice, unknown words once
+    assert len(expert.train_dataset) == 80 * per_speaker + n_noise  # 80 training-hash speakers
+    assert len(expert.dev_dataset) == 10 * per_speaker + n_noise  # 10 validation-hash speakers
+    assert len(expert.test_dataset) == 12 * 34 >= MIN_TEST["speech_commands"]
     for dataset in (expert.train_dataset, expert.dev_dataset):
         counts = collections.Counter(name for name, _ in dataset.data)
         assert set(counts) == set(CLASSES)  # every class present: the balanced sampler weights are finite
         assert len(dataset.sample_weights) == len(dataset)
-    assert collections.Counter(name for name, _ in expert.test_dataset.data) == {
-        **{c: 4 for c in KS_COMMANDS}, "_unknown_": 4, "_silence_": 4}
+    assert collections.Counter(name for name, _ in expert.test_dataset.data) == {c: 34 for c in CLASSES}
+    unknown = [path for name, path in expert.test_dataset.data if name == "_unknown_"]
+    assert all(path.parent.name == "_unknown_" for path in unknown)
     for dataset in (expert.train_dataset, expert.test_dataset):
         for index in (0, len(dataset) - 1):
             wav, label, _ = dataset[index]
@@ -246,13 +312,14 @@ def test_s3prl_voxceleb1(corpus):
         dataset = SpeakerClassifiDataset(mode, Path(datarc["file_path"]), datarc["meta_data"],
                                          datarc["max_timestep"] if mode == "train" else None)
         sizes[mode] = len(dataset)
-        assert set(dataset.label) == set(range(5)) and dataset.speaker_num == 1251
+        assert set(dataset.label) == set(range(16)) and dataset.speaker_num == 1251
         wav, label, name = dataset[0]
         assert_mono_16k_float(wav, dataset.dataset[0])
-        assert 0 <= label < 5 and name.startswith(f"id{10001 + label}-")
+        assert 0 <= label < 16 and name.startswith(f"id{10001 + label}-")
         if mode == "train":
             assert wav.shape[0] <= datarc["max_timestep"]
-    assert sizes == {"train": 5 * 8, "dev": 5 * 2, "test": 5 * 2}
+    assert sizes == {"train": 16 * 24, "dev": 16 * 4, "test": 16 * 13}
+    assert sizes["test"] >= MIN_TEST["voxceleb1"] and 16 >= MIN_SPEAKERS_SID
 
 
 def test_s3prl_emotion(corpus, tmp_path):
@@ -262,17 +329,17 @@ def test_s3prl_emotion(corpus, tmp_path):
     config = tiny("emotion", corpus)
     expert = DownstreamExpert(upstream_dim=8, downstream_expert=config["downstream_expert"], expdir=str(tmp_path))
     assert expert.fold == "fold1"
-    assert len(expert.train_dataset) + len(expert.dev_dataset) == 4 * 40 and len(expert.dev_dataset) == 32
-    assert len(expert.test_dataset) == 40 and expert.test_dataset.class_num == 4
+    assert len(expert.train_dataset) + len(expert.dev_dataset) == 4 * 200 and len(expert.dev_dataset) == 160
+    assert len(expert.test_dataset) == 200 >= MIN_TEST["emotion"] and expert.test_dataset.class_num == 4
     labels = [expert.test_dataset[i][1] for i in range(len(expert.test_dataset))]
-    assert collections.Counter(labels) == {0: 10, 1: 10, 2: 10, 3: 10}
+    assert collections.Counter(labels) == {0: 50, 1: 50, 2: 50, 3: 50}
     wav, label, name = expert.train_dataset[0]
     assert_mono_16k_float(wav)
     assert 0 <= label < 4 and name.startswith("Ses0")
     datarc = config["downstream_expert"]["datarc"]
     fold5 = IEMOCAPDataset(datarc["root"], os.path.join(datarc["meta_data"], "Session5", "test_meta_data.json"),
                            pre_load=False)
-    assert len(fold5) == 40 and {e["speaker"] for e in fold5.meta_data} == {"Ses05F", "Ses05M"}
+    assert len(fold5) == 200 and {e["speaker"] for e in fold5.meta_data} == {"Ses05F", "Ses05M"}
     assert_mono_16k_float(fold5[3][0], Path(datarc["root"]) / fold5.meta_data[3]["path"])
 
 
@@ -282,7 +349,8 @@ def test_s3prl_asr(corpus):
 
     datarc = tiny("asr", corpus)["downstream_expert"]["datarc"]
     dictionary = Dictionary.load(str(REPO / datarc["dict_path"]))
-    expected = {"train": 40, "dev-clean": 10, "test-clean": 10}
+    expected = {"train": 400, "dev-clean": 50, "test-clean": 100}
+    assert expected["test-clean"] >= MIN_TEST["asr"]
     for split, n in expected.items():
         batch = datarc["batch_size"] if split == "train" else datarc["eval_batch_size"]
         dataset = SequenceDataset(split, batch, dictionary, **datarc)
