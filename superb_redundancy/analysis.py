@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 import torch
 
-from .atomic import write_json
+from .atomic import atomic_dir, write_json
 from .blocks import block_strength, detect_blocks, permutation_null, plot_similarity
 from .features import iter_hidden_states
 from .pruning_order import OBJECTIVES, block_influence, layers_to_drop, prune_order
@@ -126,8 +126,19 @@ class SimilarityReport:
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
             raise ValueError(f"{path} is not a similarity report ({type(error).__name__}: {error})") from None
 
+    #: the files :meth:`save` writes, as one unit
+    FILES = ("similarity.json", "similarity.png")
+
     def save(self, directory: str | Path, title: Optional[str] = None) -> dict[str, Path]:
-        """``similarity.json`` and ``similarity.png`` in ``directory``, each written atomically."""
+        """``similarity.json`` and ``similarity.png`` in ``directory``, written as one unit (both new, or both
+        as they were: :func:`superb_redundancy.atomic.atomic_dir`); other files in ``directory`` stay."""
+        directory = Path(directory)
+        with atomic_dir(directory, unit=self.FILES) as tmp:
+            self.write_files(tmp, title)
+        return {"json": directory / "similarity.json", "figure": directory / "similarity.png"}
+
+    def write_files(self, directory: str | Path, title: Optional[str] = None) -> dict[str, Path]:
+        """:meth:`save` without the unit: for a caller that writes the report into its own unit of files."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         json_path = write_json(directory / "similarity.json", self.to_dict())

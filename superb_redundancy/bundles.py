@@ -8,14 +8,15 @@ profiling and similarity code ask the family instead of special-casing wav2vec2,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence, Type
 
 import torch
 from torch import nn
 
-__all__ = ["ModelFamily", "FAMILIES", "get_family", "family_of_checkpoint"]
+__all__ = ["ModelFamily", "FAMILIES", "get_family", "family_of_checkpoint", "check_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,40 @@ class ModelFamily:
     layer_output: str
     #: whether layer 0 owns a relative-position bias table that the other layers reuse (WavLM)
     shared_position_bias: bool = False
+    #: names that mark this family's checkpoints (top-level keys, config keys or weight names), tried in
+    #: _RECOGNITION_ORDER: HuBERT's keys are a superset of wav2vec2's, so key sets alone cannot tell them apart
+    markers: tuple[str, ...] = ()
 
     # ----------------------------------------------------------------- checkpoints
     def matches(self, checkpoint: dict) -> bool:
-        return isinstance(checkpoint, dict) and all(k in checkpoint for k in self.checkpoint_keys)
+        """The checkpoint is of this family (by its distinguishing names) and has every key the stock loader reads."""
+        return _recognise(checkpoint) is self and all(k in checkpoint for k in self.checkpoint_keys)
+
+    def weights_mismatch(self, checkpoint: dict) -> Optional[str]:
+        """Why the checkpoint's weights do not fit the model its config describes (the stock loader's strict
+        ``load_state_dict`` would crash), or None. The model is built on the meta device: shapes, no memory."""
+        try:
+            with _shapes_only():
+                model, _ = self.build_model(self.config_entries(checkpoint))
+        except Exception as error:  # a config s3prl cannot build from
+            return f"its config does not build a {self.name} model ({type(error).__name__}: {_first_line(error)})"
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        weights = checkpoint[self.weights_key]
+        if not isinstance(weights, dict):
+            return f"{self.weights_key!r} is not a state dict"
+        found = {k: tuple(getattr(v, "shape", ())) for k, v in weights.items()}
+        missing = sorted(set(expected) - set(found))
+        unexpected = sorted(set(found) - set(expected))
+        shapes = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} weight(s) missing, e.g. {missing[0]}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} the model lacks, e.g. {unexpected[0]}")
+        if shapes:
+            problems.append(f"{len(shapes)} of another shape, e.g. {shapes[0]} {list(found[shapes[0]])} "
+                            f"(config: {list(expected[shapes[0]])})")
+        return None if not problems else "its weights do not fit its config: " + "; ".join(problems)
 
     def config(self, checkpoint: dict) -> dict:
         return checkpoint[self.config_key]
@@ -167,6 +198,7 @@ FAMILIES: dict[str, ModelFamily] = {
         config_key="model_cfg",
         weights_key="model_weight",
         layer_output="fairseq",
+        markers=("model_cfg", "model_weight", "project_q.weight", "quantizer.vars"),
     ),
     "hubert": ModelFamily(
         name="hubert",
@@ -176,6 +208,7 @@ FAMILIES: dict[str, ModelFamily] = {
         config_key="model_cfg",
         weights_key="model_weight",
         layer_output="fairseq",
+        markers=("dictionaries_symbols", "label_embs_concat", "label_rate"),
     ),
     "wavlm": ModelFamily(
         name="wavlm",
@@ -186,6 +219,7 @@ FAMILIES: dict[str, ModelFamily] = {
         weights_key="model",
         layer_output="wavlm",
         shared_position_bias=True,
+        markers=("cfg",),
     ),
 }
 
@@ -197,9 +231,75 @@ def get_family(name: str) -> ModelFamily:
         raise ValueError(f"unknown model family {name!r}; valid: {sorted(FAMILIES)}") from None
 
 
-def family_of_checkpoint(checkpoint: dict) -> ModelFamily | None:
-    """The most specific family whose stock format the checkpoint has (HuBERT before wav2vec2)."""
-    for family in sorted(FAMILIES.values(), key=lambda f: -len(f.checkpoint_keys)):
-        if family.matches(checkpoint):
-            return family
+def _names(checkpoint: dict) -> set:
+    """Top-level keys and the keys one level down (config entries, weight names)."""
+    names = set(checkpoint)
+    for value in checkpoint.values():
+        if isinstance(value, dict):
+            names.update(value)
+    return names
+
+
+#: the order families are recognised in: the more specific first (HuBERT holds wav2vec2's names too)
+_RECOGNITION_ORDER = ("hubert", "wavlm", "wav2vec2")
+
+
+def _recognise(checkpoint) -> Optional[ModelFamily]:
+    """The family whose distinguishing names the checkpoint holds (whether or not it has every stock key)."""
+    if not isinstance(checkpoint, dict):
+        return None
+    cfg = checkpoint.get("cfg")
+    if isinstance(cfg, dict) and "model" in cfg and "task" in cfg:
+        return None  # a fairseq training checkpoint (its cfg has sections), not s3prl's stock WavLM format
+    names = _names(checkpoint)
+    for name in _RECOGNITION_ORDER:
+        if any(marker in names for marker in FAMILIES[name].markers):
+            return FAMILIES[name]
     return None
+
+
+def family_of_checkpoint(checkpoint: dict) -> ModelFamily | None:
+    """The family of a stock checkpoint (recognised by its distinguishing names, with every key its loader
+    reads), or None."""
+    family = _recognise(checkpoint)
+    return family if family is not None and family.matches(checkpoint) else None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+@contextlib.contextmanager
+def _shapes_only() -> Iterator[None]:
+    """Build models on the meta device; WavLM's initialiser copies through the CPU, so it is skipped meanwhile."""
+    import s3prl.upstream.wavlm.WavLM as wavlm_module
+
+    initialise = wavlm_module.init_bert_params
+    wavlm_module.init_bert_params = lambda module: None
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        wavlm_module.init_bert_params = initialise
+
+
+def check_checkpoint(checkpoint, path, family: Optional[ModelFamily] = None,
+                     error: Type[Exception] = ValueError) -> ModelFamily:
+    """The family of a loaded stock checkpoint, checked: of ``family`` if given, with every key the stock loader
+    reads, and weights that fit its config. Every problem raises ``error`` with one line naming ``path``."""
+    found = _recognise(checkpoint)
+    if found is None:
+        keys = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        wanted = f"a {family.name}" if family is not None else "a wav2vec2, HuBERT or WavLM"
+        raise error(f"{path} is not {wanted} checkpoint in s3prl's stock format (found {keys})")
+    if family is not None and found is not family:
+        raise error(f"{path} is a {found.name} checkpoint, not {family.name} (use {found.local_hub_name} / "
+                    f"--family {found.name})")
+    missing = [k for k in found.checkpoint_keys if k not in checkpoint]
+    if missing:
+        raise error(f"{path} is a {found.name} checkpoint without {missing} (s3prl's {found.local_hub_name} "
+                    f"needs {list(found.checkpoint_keys)})")
+    problem = found.weights_mismatch(checkpoint)
+    if problem is not None:
+        raise error(f"{path}: {problem}")
+    return found

@@ -247,23 +247,36 @@ def prepare_argv(argv: Sequence[str]) -> list[str]:
     known, _ = _parser().parse_known_args(argv)
     if known.help:
         return argv
-    if known.device is None:
+    if known.past_exp:
+        _read_head(_head_checkpoint(known.past_exp))  # a missing, corrupt or code-carrying file: one line, now
+    if known.mode == "evaluate" and not known.past_exp:
+        raise RunnerInputError("-m evaluate needs -e CKPT (a states-*.ckpt or dev-best.ckpt of a trained experiment)")
+    if known.mode == "evaluate":
+        _check_restored(known, "-m evaluate -e")
+    elif known.mode == "train":
+        _check_resume(known)
+        if not (known.past_exp or known.auto_resume) and known.upstream:
+            _check_stock_upstream(known.upstream, known.upstream_ckpt)
+    if known.device is None:  # after the checks: a refused call prints its one line alone
         import torch
 
         if not torch.cuda.is_available():
             _note("no CUDA device here: running on --device cpu")
             argv += ["--device", "cpu"]
-    if known.past_exp:
-        _read_head(_head_checkpoint(known.past_exp))  # a missing, corrupt or code-carrying file: one line, now
-    if known.mode == "evaluate" and known.past_exp:
-        _check_restored(known, "-m evaluate -e")
-        if any(getattr(known, k) is not None for k in (*_UPSTREAM, "expdir")):
-            return _evaluate_with(argv, known)
-    elif known.mode == "evaluate" and not known.past_exp:
-        raise RunnerInputError("-m evaluate needs -e CKPT (a states-*.ckpt or dev-best.ckpt of a trained experiment)")
-    elif known.mode == "train":
-        _check_resume(known)
+    if known.mode == "evaluate" and any(getattr(known, k) is not None for k in (*_UPSTREAM, "expdir")):
+        return _evaluate_with(argv, known)
     return argv
+
+
+def _check_stock_upstream(name: str, ckpt: Optional[str]) -> None:
+    """A stock ``<family>_local -k`` that is missing, corrupt, of another family or at odds with its config: one
+    line now, instead of s3prl's traceback (or bare AssertionError) once the runner has started."""
+    from .registry import check_stock_checkpoint
+
+    try:
+        check_stock_checkpoint(name, ckpt)
+    except ValueError as error:
+        raise RunnerInputError(str(error)) from None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -6,8 +6,10 @@ log file beside the experiment directory. The study runner builds on this.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -43,13 +45,28 @@ def run_downstream(args: Sequence[str], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "superb_redundancy.downstream_runner", *args]
     gpus = int(os.environ.get("SUPERB_REDUNDANCY_GPUS_PER_RUN", "1"))
-    if gpus > 1 and "train" in args:  # s3prl's runner under torchrun: one process per GPU (DDP)
+    torchrun = gpus > 1 and "train" in args
+    if torchrun:  # s3prl's runner under torchrun: one process per GPU (DDP)
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
                    "-m", "superb_redundancy.downstream_runner", *args]
+    # The child dies with this process (a killed study must leave nothing writing into the folder its restart
+    # wipes): Linux's parent-death signal, SIGTERM for torchrun so that it stops its workers first. A study
+    # run's folder lock (superb_redundancy.study.guard) goes to the child too: held while the child lives.
+    parent, signum = os.getpid(), signal.SIGTERM if torchrun else signal.SIGKILL
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+    def die_with_parent() -> None:  # in the child, between fork and exec
+        prctl(1, int(signum))  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signum)
+
+    lock = os.environ.get("SUPERB_REDUNDANCY_RUN_LOCK_FD")
     with open(log, "a") as out:
         out.write("$ " + " ".join(command) + "\n")
         out.flush()
-        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(),
+                                preexec_fn=die_with_parent if prctl else None,
+                                pass_fds=(int(lock),) if lock else ())
     if result.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
         raise RuntimeError(f"run_downstream.py exited with {result.returncode}: {tail[0]} (log: {log})")

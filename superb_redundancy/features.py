@@ -6,17 +6,23 @@ upstream (``forward(list of wavs) -> {"hidden_states": [B, T, D] ...}``) in eval
 
 from __future__ import annotations
 
+import math
 import random
+import sys
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence, Type
 
 import torch
 from torch import Tensor
 
-__all__ = ["AUDIO_SUFFIXES", "list_audio", "load_wav", "iter_hidden_states", "frame_lengths"]
+__all__ = ["AUDIO_SUFFIXES", "list_audio", "check_audio", "load_wav", "iter_hidden_states", "frame_lengths",
+           "MIN_SAMPLES"]
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 SAMPLE_RATE = 16000
+#: the shortest clip the models make a frame of: wav2vec2's CNN has a 400-sample (25 ms) receptive field; a shorter
+#: clip would become a sample made of padding
+MIN_SAMPLES = 400
 
 
 def list_audio(data: str | Path, limit: Optional[int] = None, seed: int = 0) -> list[Path]:
@@ -24,7 +30,8 @@ def list_audio(data: str | Path, limit: Optional[int] = None, seed: int = 0) -> 
     root = Path(data)
     if not root.exists():
         raise FileNotFoundError(f"audio folder not found: {root}")
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*")
+                                                if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
     if not files:
         raise ValueError(f"no {'/'.join(AUDIO_SUFFIXES)} files under {root}")
     if limit is not None:
@@ -33,6 +40,43 @@ def list_audio(data: str | Path, limit: Optional[int] = None, seed: int = 0) -> 
         if limit < len(files):
             files = sorted(random.Random(seed).sample(files, limit))
     return files
+
+
+def check_audio(files: Sequence[Path], min_seconds: float = MIN_SAMPLES / SAMPLE_RATE,
+                error: Type[Exception] = ValueError, quiet: bool = False) -> list[Path]:
+    """The clips of ``files`` long enough to analyse, every file read once before any model runs.
+
+    A file soundfile cannot read (corrupt, not audio) or holding NaN/inf samples raises ``error`` with one line
+    naming it; clips shorter than ``min_seconds`` (at 16 kHz, after resampling) are left out with a count on
+    stderr; none left raises ``error``.
+    """
+    import numpy as np
+    import soundfile
+
+    kept: list[Path] = []
+    short: list[Path] = []
+    for path in files:
+        finite = True
+        try:
+            with soundfile.SoundFile(str(path)) as audio:
+                rate, frames = audio.samplerate, 0
+                for block in audio.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+                    finite = finite and bool(np.isfinite(block).all())
+                    frames += len(block)
+        except (RuntimeError, OSError, EOFError) as exc:  # soundfile's errors are RuntimeErrors
+            text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise error(f"unreadable audio file {path}: {text}") from None
+        if not finite:
+            raise error(f"audio file {path} holds NaN or infinite samples")
+        resampled = math.ceil(frames * SAMPLE_RATE / rate)  # the length load_wav gives it
+        (kept if resampled >= round(min_seconds * SAMPLE_RATE) else short).append(path)
+    if not kept:
+        raise error(f"all {len(short)} clip(s) are shorter than {min_seconds * 1000:g} ms (the model's receptive "
+                    f"field), e.g. {short[0]}")
+    if short and not quiet:
+        print(f"note: skipping {len(short)} of {len(files)} clips shorter than {min_seconds * 1000:g} ms "
+              f"(too short for one frame), e.g. {short[0]}", file=sys.stderr)
+    return kept
 
 
 def load_wav(path: str | Path, max_seconds: Optional[float] = None) -> Tensor:

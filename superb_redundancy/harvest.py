@@ -23,7 +23,7 @@ from .atomic import write_json
 from .results import TASK_METRICS, MetricNotFound, read_test_items, read_test_metric
 
 __all__ = ["RunRecord", "HarvestError", "harvest_expdir", "harvest", "load_records", "validate_record", "reconcile",
-           "file_sha256", "variant_key", "read_experiment_checkpoint"]
+           "file_sha256", "model_identity", "variant_key", "read_experiment_checkpoint"]
 
 
 class HarvestError(ValueError):
@@ -161,7 +161,7 @@ def harvest_expdir(expdir: str | Path) -> RunRecord:
         raise HarvestError(f"its logged test {metric.name} {metric.value:.6g} disagrees with its predictions "
                            f"({from_items:.6g}): evaluated twice with different checkpoints?")
     upstream, ckpt, model_config = first["upstream"], first.get("upstream_ckpt"), first.get("upstream_model_config")
-    ckpt_sha, config_sha = file_sha256(ckpt), file_sha256(model_config)
+    ckpt_sha, config_sha = model_identity(ckpt), file_sha256(model_config)
     spec = {}
     if model_config and Path(model_config).is_file():
         try:
@@ -171,6 +171,8 @@ def harvest_expdir(expdir: str | Path) -> RunRecord:
             spec = {}
     if not spec and upstream.startswith("mimic") and ckpt:
         spec = _mimic_summary(ckpt)
+    if not spec and upstream.startswith("pruned_") and upstream.endswith("_local") and ckpt:
+        spec = _pruned_summary(ckpt)
     configs = _yaml_calls(expdir, "config")
     config_text = json.dumps(configs[0][1], sort_keys=True) if configs else None
     fold = None
@@ -190,10 +192,21 @@ def harvest_expdir(expdir: str | Path) -> RunRecord:
     )
 
 
+def model_identity(path: Optional[str]) -> Optional[str]:
+    """A checkpoint's identity: the content hash of its weights and config (files.model_sha256, so two saves of
+    one model agree whatever their bytes); the file's sha256 for what is not a torch checkpoint; None if absent."""
+    from .files import checkpoint_sha256
+
+    try:
+        return checkpoint_sha256(path) or file_sha256(path)
+    except ValueError:  # not a torch file (a Hugging Face folder's file, a YAML given as -k)
+        return file_sha256(path)
+
+
 def _upstream_identity(args: dict) -> tuple:
     """What a call evaluated: upstream name and its -k / -g (by content where the files exist)."""
     ckpt, config = args.get("upstream_ckpt"), args.get("upstream_model_config")
-    return (args.get("upstream"), file_sha256(ckpt) or ckpt, file_sha256(config) or config)
+    return (args.get("upstream"), model_identity(ckpt) or ckpt, file_sha256(config) or config)
 
 
 def _head_record(expdir: Path) -> Optional[dict]:
@@ -216,9 +229,24 @@ def _mimic_summary(artifact: str) -> dict:
         data = torch.load(artifact, map_location="cpu", weights_only=True, mmap=True)
         teacher = data.get("teacher", {})
         return {"mimic": dict(data.get("config", {})), "training": (data.get("training") or {}).get("training"),
-                "base": teacher.get("path"), "teacher_sha256": teacher.get("sha256")}
+                "base": teacher.get("path"),
+                "teacher_sha256": teacher.get("content_sha256") or teacher.get("sha256")}
     except Exception:
         return {}
+
+
+def _pruned_summary(artifact: str) -> dict:
+    """What a pruned artifact (-u pruned_<family>_local -k) is: its spec, with its base identified by content."""
+    from .files import load_checkpoint
+
+    try:
+        entry = load_checkpoint(artifact, "pruned artifact", mmap=True).get("superb_redundancy") or {}
+    except ValueError:
+        return {}
+    spec = dict(entry.get("spec") or {})
+    if entry.get("base_model_sha256"):
+        spec["base_model_sha256"] = entry["base_model_sha256"]  # the retention base: the model it was pruned from
+    return spec
 
 
 def _candidate_dirs(roots: Iterable[str | Path]) -> list[Path]:

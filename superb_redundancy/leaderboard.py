@@ -30,7 +30,7 @@ import pandas as pd
 
 from . import evidence
 from .atomic import atomic_path, write_text
-from .harvest import RunRecord, file_sha256
+from .harvest import RunRecord, model_identity
 
 __all__ = ["Profile", "profile_variants", "records_frame", "task_tables", "overview", "pareto_mask",
            "write_leaderboard", "format_tables", "build", "TASK_CLASSES", "AXES"]
@@ -130,10 +130,10 @@ def _spec(record: RunRecord) -> dict:
 def _base_key(record: RunRecord) -> Optional[str]:
     """The checkpoint a variant derives from: the prune spec's / mimic artifact's base, else its own -k file."""
     spec = _spec(record)
-    if spec.get("teacher_sha256"):
-        return spec["teacher_sha256"]
+    if spec.get("teacher_sha256") or spec.get("base_model_sha256"):  # mimic teacher; pruned artifact's base
+        return spec.get("teacher_sha256") or spec["base_model_sha256"]
     if spec.get("base"):
-        return file_sha256(spec["base"]) or spec["base"]
+        return model_identity(spec["base"]) or spec["base"]
     return record.upstream_sha256
 
 

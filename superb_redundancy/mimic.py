@@ -58,7 +58,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from . import atomic
 from .bundles import ModelFamily, family_of_checkpoint, get_family
-from .files import load_checkpoint
+from .files import checkpoint_sha256, load_checkpoint, model_sha256
 from .registry import upstream_output
 
 __all__ = [
@@ -530,12 +530,15 @@ def build_frontend(family_name: str, checkpoint_config: dict,
     return frontend
 
 
-def teacher_record(checkpoint: dict, family: ModelFamily, path: str | os.PathLike, sha256: str) -> dict:
-    """What an artifact (and a teacher cache) records about its teacher."""
+def teacher_record(checkpoint: dict, family: ModelFamily, path: str | os.PathLike, sha256: str,
+                   content_sha256: Optional[str] = None) -> dict:
+    """What an artifact (and a teacher cache) records about its teacher (``content_sha256``: if already known)."""
     return {
         "family": family.name,
         "path": str(path),
         "sha256": sha256,
+        # the teacher by content (weights and config): a regenerated identical teacher is the same teacher
+        "content_sha256": content_sha256 or model_sha256(checkpoint),
         "num_layers": family.num_layers(checkpoint),
         "hidden_size": family.hidden_size(checkpoint),
         "checkpoint_config": teacher_config(checkpoint, family),
@@ -676,7 +679,7 @@ def _check_teacher(artifact: dict, path: Path, teacher: Optional[str], teacher_s
         raise MimicError(
             f"{path} was distilled from a {record.get('family')} teacher, not {family}"
         )
-    expected = None
+    expected, label = None, ""
     if teacher:
         teacher_path = Path(str(teacher)).expanduser()
         if not teacher_path.is_file():
@@ -686,12 +689,16 @@ def _check_teacher(artifact: dict, path: Path, teacher: Optional[str], teacher_s
                 teacher_path = resolve_base(str(teacher), get_family(record["family"]))
             except PrunedUpstreamError as error:
                 raise MimicError(f"cannot check {path} against teacher {teacher!r}: {error}") from None
-        expected, label = sha256_file(teacher_path), str(teacher_path)
+        label = str(teacher_path)
+        # by content where the artifact records it; artifacts from before content_sha256, by the file's bytes
+        expected = (checkpoint_sha256(teacher_path, "teacher checkpoint", MimicError) if record.get("content_sha256")
+                    else sha256_file(teacher_path))
     elif teacher_sha256:
         expected, label = str(teacher_sha256).lower(), "the given teacher"
-    if expected is not None and expected != record.get("sha256"):
+    if expected is not None and expected not in (record.get("content_sha256"), record.get("sha256")):
         raise MimicError(
-            f"{path} was distilled from teacher {record.get('path')} (sha256 {str(record.get('sha256'))[:12]}...), "
+            f"{path} was distilled from teacher {record.get('path')} "
+            f"(sha256 {str(record.get('content_sha256') or record.get('sha256'))[:12]}...), "
             f"not from {label} (sha256 {expected[:12]}...)"
         )
 

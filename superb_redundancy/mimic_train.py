@@ -43,9 +43,9 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import torch
 
-from .files import load_checkpoint
+from .files import load_checkpoint, model_sha256
 from . import atomic, features as audio_io
-from .bundles import ModelFamily, family_of_checkpoint, get_family
+from .bundles import ModelFamily, check_checkpoint, get_family
 from .mimic import (
     MimicConfig,
     MimicError,
@@ -207,10 +207,8 @@ def _teacher_checkpoint(teacher: str | os.PathLike, family: Optional[str], refre
             if not path.is_file():
                 raise MimicError(f"teacher checkpoint not found: {path} (a hub name needs family=...)")
             checkpoint = load_checkpoint(path, "teacher checkpoint", MimicError)
-            fam = family_of_checkpoint(checkpoint)
-            if fam is None:
-                raise MimicError(f"{path} is not a stock wav2vec2/HuBERT/WavLM checkpoint in s3prl's format")
-            return path, fam, checkpoint
+            # recognised by family, weights checked against the config (else s3prl's loader crashes later)
+            return path, check_checkpoint(checkpoint, path, error=MimicError), checkpoint
         fam = get_family(family)
         path = resolve_base(teacher, fam, refresh=refresh)
         return path, fam, load_base_checkpoint(path, fam)
@@ -312,7 +310,7 @@ def _is_cache_dir(path: Path) -> bool:
         return False
 
 
-def _reusable(output: Path, sha256: str, sources: list[dict], dtype: str) -> Optional[TeacherCache]:
+def _reusable(output: Path, sha256: str, content: str, sources: list[dict], dtype: str) -> Optional[TeacherCache]:
     if not (output / "manifest.json").is_file():
         return None
     try:
@@ -320,7 +318,10 @@ def _reusable(output: Path, sha256: str, sources: list[dict], dtype: str) -> Opt
     except (MimicError, OSError, KeyError, ValueError):
         return None
     m = cache.manifest
-    if m["teacher"].get("sha256") == sha256 and m.get("sources") == sources and m.get("dtype") == dtype:
+    # the teacher by content where the cache records it (a regenerated identical teacher is the same teacher)
+    same_teacher = (m["teacher"]["content_sha256"] == content if m["teacher"].get("content_sha256")
+                    else m["teacher"].get("sha256") == sha256)
+    if same_teacher and m.get("sources") == sources and m.get("dtype") == dtype:
         return cache
     return None
 
@@ -346,11 +347,11 @@ def build_teacher_cache(teacher: str | os.PathLike, audio, output: str | os.Path
         if not 0 <= t < num_layers:
             raise MimicError(f"cache layer {t} is outside the teacher's transformer stack; "
                              f"valid 0..{num_layers - 1} (the teacher has {num_layers} layers)")
-    sha256 = sha256_file(path)
+    sha256, content = sha256_file(path), model_sha256(checkpoint)
     files = list_audio(audio)
     sources = _sources(files)
 
-    existing = None if refresh else _reusable(output, sha256, sources, dtype)
+    existing = None if refresh else _reusable(output, sha256, content, sources, dtype)
     if existing is not None:
         if set(wanted) <= set(existing.layers):
             return existing
@@ -361,9 +362,12 @@ def build_teacher_cache(teacher: str | os.PathLike, audio, output: str | os.Path
 
     if output.exists() and not _is_cache_dir(output):
         raise MimicError(f"{output} exists and is not a teacher cache; pick another cache directory")
-    record = teacher_record(checkpoint, fam, path, sha256)
+    record = teacher_record(checkpoint, fam, path, sha256, content)
     frontend = frontend_state(checkpoint, fam)
     del checkpoint
+    from .features import check_audio
+
+    files = check_audio(files, error=MimicError)  # corrupt, non-audio or NaN clips: one line before the teacher runs
     samples = [_audio_samples(p) for p in files]
     dev = _device(device)
     runner = Teacher(path, fam, dev)
@@ -531,8 +535,10 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
         torch.manual_seed(config.seed)
         model = Mimicker.from_config(config, d).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    cache_id = {"sha256": cache.teacher["sha256"], "layers": cache.layers, "num_clips": len(cache),
-                "num_frames": int(cache.manifest["num_frames"]), "dtype": cache.dtype}
+    cache_id = {"sha256": cache.teacher.get("content_sha256") or cache.teacher["sha256"], "layers": cache.layers,
+                "num_clips": len(cache), "num_frames": int(cache.manifest["num_frames"]), "dtype": cache.dtype}
+    # states written before caches recorded the teacher's content hash name it by its file's bytes
+    legacy_id = dict(cache_id, sha256=cache.teacher["sha256"])
     state_path = _state_path(output)
     history: list[dict] = []
     best = {"epoch": None, "loss": float("inf"), "weights": None}
@@ -543,7 +549,7 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
         if _comparable(state["config"]) != _comparable(config.to_dict()):
             raise MimicError(f"{state_path} was written for config {state['config']}, not {config.to_dict()} "
                              "(only epochs may change on resume)")
-        if state["cache"] != cache_id:
+        if state["cache"] not in (cache_id, legacy_id):
             raise MimicError(f"{state_path} was trained on another teacher cache ({state['cache']})")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

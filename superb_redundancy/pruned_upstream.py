@@ -16,7 +16,6 @@ the spec, from which ``pruned_<family>_local -k ARTIFACT`` restores the L-positi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -25,8 +24,8 @@ import torch
 from torch import nn
 
 from .atomic import torch_save
-from .bundles import ModelFamily, get_family
-from .files import load_checkpoint
+from .bundles import ModelFamily, check_checkpoint, get_family
+from .files import load_checkpoint, model_sha256, sha256_file
 from .prune_spec import PruneSpec, PruneSpecError, kept_layers
 from .registry import upstream_output
 
@@ -75,12 +74,12 @@ def _is_path_like(base: str) -> bool:
 
 
 class _Resolved(Exception):
-    def __init__(self, path: str):
+    def __init__(self, path: Optional[str]):
         self.path = path
 
 
 @contextlib.contextmanager
-def _capture_download(base: str, family: ModelFamily, refresh: bool) -> Iterator[None]:
+def _capture_download(base: str, family: ModelFamily, refresh: bool, download_missing: bool = True) -> Iterator[None]:
     """Run a stock hub function only up to its download, and surface the local file it would load."""
     import s3prl.util.download as download
 
@@ -88,6 +87,8 @@ def _capture_download(base: str, family: ModelFamily, refresh: bool) -> Iterator
 
     def fetch_then_stop(filepath, url, refresh=refresh, agent="wget"):
         filepath = Path(filepath)
+        if not download_missing and not filepath.is_file():
+            raise _Resolved(None)
         if not filepath.is_file() or refresh:
             offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("SUPERB_REDUNDANCY_OFFLINE") == "1"
             hint = (
@@ -110,8 +111,9 @@ def _capture_download(base: str, family: ModelFamily, refresh: bool) -> Iterator
         download._download = original
 
 
-def resolve_base(base: str, family: ModelFamily, refresh: bool = False) -> Path:
-    """A local checkpoint path for ``base``: a path as given, or the file a stock hub name downloads."""
+def resolve_base(base: str, family: ModelFamily, refresh: bool = False, download: bool = True) -> Optional[Path]:
+    """A local checkpoint path for ``base``: a path as given, or the file a stock hub name downloads.
+    ``download=False``: None for a hub name whose file is not downloaded yet (nothing is fetched)."""
     if not isinstance(base, str) or not base:
         raise PrunedUpstreamError(
             f"no base model given: set base: in the prune spec (an s3prl hub name such as "
@@ -128,23 +130,19 @@ def resolve_base(base: str, family: ModelFamily, refresh: bool = False) -> Path:
             f"unknown base {base!r} for the {family.name} family; valid hub names: {', '.join(sorted(hub))} "
             "(or a checkpoint path)"
         )
-    with _capture_download(base, family, refresh):
+    with _capture_download(base, family, refresh, download_missing=download):
         try:
             hub[base](refresh=refresh)
         except _Resolved as resolved:
-            return Path(resolved.path)
+            return None if resolved.path is None else Path(resolved.path)
     raise PrunedUpstreamError(f"hub name {base!r} did not resolve to a checkpoint file")  # pragma: no cover
 
 
-def load_base_checkpoint(path: Path, family: ModelFamily) -> dict:
-    """Read a stock checkpoint (weights only) and check it is of ``family``."""
-    checkpoint = load_checkpoint(path, "checkpoint", PrunedUpstreamError)
-    if not family.matches(checkpoint):
-        keys = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise PrunedUpstreamError(
-            f"{path} is not a {family.name} checkpoint in s3prl's stock format: expected keys "
-            f"{list(family.checkpoint_keys)}, found {keys}"
-        )
+def load_base_checkpoint(path: Path, family: ModelFamily, mmap: bool = False) -> dict:
+    """Read a stock checkpoint (weights only) and check it: of ``family`` (recognised, not just its keys), with
+    weights that fit its config; each problem is one line naming the file. ``mmap``: map it (checks only)."""
+    checkpoint = load_checkpoint(path, "checkpoint", PrunedUpstreamError, mmap=mmap)
+    check_checkpoint(checkpoint, path, family, PrunedUpstreamError)
     return checkpoint
 
 
@@ -255,14 +253,6 @@ def build_pruned(family_name: str, spec: PruneSpec, ckpt: Optional[str] = None, 
     return PrunedUpstream(expert, family, dropped, num_layers, compact=spec.compact, spec=spec.with_base(str(base)))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_pruned(family_name: str, spec: PruneSpec, output: str | os.PathLike, ckpt: Optional[str] = None,
                 refresh: bool = False) -> Path:
     """Write the self-describing pruned artifact for ``spec`` (atomically); returns its path."""
@@ -285,7 +275,8 @@ def save_pruned(family_name: str, spec: PruneSpec, output: str | os.PathLike, ck
         "dropped_layers": list(dropped),
         "kept_layers": list(kept),
         "spec": spec.with_base(str(base)).to_dict(),
-        "base_sha256": _sha256(path),
+        "base_sha256": sha256_file(path),
+        "base_model_sha256": model_sha256(checkpoint),  # the base by content (files.checkpoint_sha256 of it)
     }
     return torch_save(artifact, output)
 

@@ -1013,13 +1013,11 @@ def pruning_curves(expdir: str | os.PathLike, similarity: Optional[str | os.Path
     loader = test_loader(experiment)
     engine = SharedPrunedForward(experiment.expert, experiment.family)
     source = str(similarity) if report is not None else f"the {settings.similarity_split} split (unpruned upstream)"
+    computed = report is None
     if report is None:
         split_loader = experiment.downstream.get_dataloader(settings.similarity_split)
         report = similarity_on_split(experiment, loader=split_loader, progress=settings.progress, engine=engine,
                                      split=settings.similarity_split)
-        if output is not None:
-            report.save(output, title=f"{experiment.args.upstream}: {settings.similarity_split} audio "
-                                      f"({report.num_samples} clips)")
     reanalyse = None
     if settings.iterative:
         split_loader = experiment.downstream.get_dataloader(report.source.get("split") or settings.similarity_split)
@@ -1051,8 +1049,24 @@ def pruning_curves(expdir: str | os.PathLike, similarity: Optional[str | os.Path
     result = CurveResult(experiment.describe(), experiment.task, "acc", L, experiment.chance, orders, points,
                          settings, report, source, outcomes, majority)
     if output is not None:
-        result.save(output)
+        _save_unit(result, output, report if computed else None, experiment.args.upstream)
     return result
+
+
+#: what one curves run writes; they are swapped in together (atomic.atomic_dir), so no old file stays beside new
+CURVE_FILES = ("curves.csv", "curves.json", "thresholds.md", "pruning_curves.png", "pruned_layers_knn.png")
+
+
+def _save_unit(result: "CurveResult", output: str | os.PathLike, computed_report, upstream: str) -> None:
+    """The curves (and the similarity report they computed) written into ``output`` as one unit."""
+    from .analysis import SimilarityReport
+    from .atomic import atomic_dir
+
+    with atomic_dir(output, unit=SimilarityReport.FILES + CURVE_FILES) as tmp:
+        if computed_report is not None:
+            computed_report.write_files(tmp, title=f"{upstream}: {computed_report.source.get('split')} audio "
+                                                   f"({computed_report.num_samples} clips)")
+        result.save(tmp)
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -1064,7 +1078,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "the latest states-*.ckpt is evaluated) or one checkpoint file")
     parser.add_argument("--similarity", metavar="REPORT",
                         help="similarity.json (or its folder) of the same upstream for the score objectives and "
-                             "Fig. 2c; default: computed on the experiment's test audio")
+                             "Fig. 2c; default: computed on the experiment's --similarity-split audio")
+    parser.add_argument("--similarity-split", default="dev", choices=("train", "dev", "test"),
+                        help="the split whose audio the similarity (and so the score orders) comes from when no "
+                             "--similarity is given (default dev, as the paper's code: never the scored test items)")
     parser.add_argument("--objectives", nargs="+", default=list(PAPER_OBJECTIVES), choices=sorted(OBJECTIVES),
                         help=f"pruning objectives (default: the paper's {' '.join(PAPER_OBJECTIVES)})")
     parser.add_argument("--repeats", type=int, default=5, help="repeats per variant (default 5, the paper's N)")
@@ -1074,18 +1091,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of repeat 0 (repeat r uses seed + r)")
     parser.add_argument("--iterative", action="store_true",
                         help="recompute score-objective orders on the pruned model after each removal "
-                             "(L-2 extra similarity passes over the test set per score objective)")
+                             "(L-2 extra similarity passes over the similarity split per score objective)")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for curves, figures and the table")
     parser.add_argument("--device", default="cpu")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    from .atomic import check_output_dir
+
     settings = CurveSettings(objectives=tuple(args.objectives), repeats=args.repeats, subset=args.subset,
-                             seed=args.seed, iterative=args.iterative, device=args.device)
+                             seed=args.seed, iterative=args.iterative, device=args.device,
+                             similarity_split=args.similarity_split)
     try:
+        check_output_dir(args.output)
         result = pruning_curves(args.expdir, similarity=args.similarity, settings=settings, output=args.output)
-    except CurvesInputError as error:
+    except (CurvesInputError, ValueError) as error:
         print(f"superb-redundancy curves: error: {error}", file=sys.stderr)
         return 2
     print(result.summary())

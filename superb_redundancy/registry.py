@@ -20,8 +20,7 @@ from importlib.metadata import entry_points
 from typing import Callable
 
 __all__ = ["UpstreamEntry", "UPSTREAMS", "register_upstream", "discover", "install", "build_upstream",
-           "upstream_output",
-           "ENTRY_POINT_GROUP"]
+           "check_stock_checkpoint", "upstream_output", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "superb_redundancy.upstreams"
 
@@ -128,4 +127,22 @@ def build_upstream(name: str, ckpt: str | None = None, model_config: str | None 
         close = difflib.get_close_matches(name, options, n=5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `superb-redundancy upstreams` lists ours"
         raise ValueError(f"unknown upstream {name!r}{hint}")
+    check_stock_checkpoint(name, ckpt)
     return factory(ckpt=ckpt, model_config=model_config, refresh=refresh)
+
+
+def check_stock_checkpoint(name: str, ckpt: str | None) -> None:
+    """s3prl's stock ``<family>_local`` loaders fail on a bad -k with a traceback or a bare AssertionError:
+    check the file first (exists, loads as weights only, of the family, weights fit the config), in one line."""
+    from pathlib import Path
+
+    from .bundles import FAMILIES
+
+    family = next((f for f in FAMILIES.values() if f.local_hub_name == name), None)
+    if family is None:
+        return  # ours check their own files; other s3prl names take no local checkpoint of our families
+    if not ckpt:
+        raise ValueError(f"{name} loads a local checkpoint: pass -k PATH (a stock {family.name} checkpoint)")
+    from .pruned_upstream import load_base_checkpoint
+
+    load_base_checkpoint(Path(ckpt).expanduser(), family, mmap=True)

@@ -134,3 +134,18 @@ def test_resuming_with_another_upstream_is_refused(ks_head, tmp_path):
                             cwd=tmp_path, timeout=300)
     assert result.returncode == 2
     assert "s3prl restores -u 'wav2vec2_local' from the checkpoint and would ignore -u 'hubert_local'" in result.stderr
+
+
+@pytest.mark.parametrize("content, why", [(None, "not found"), (b"", "empty or truncated"),
+                                          (b"not a checkpoint at all", "not a torch checkpoint")])
+def test_a_bad_stock_checkpoint_is_one_line_before_s3prl_starts(content, why, tmp_path):
+    ckpt = tmp_path / "model.pt"
+    if content is not None:
+        ckpt.write_bytes(content)
+    result = subprocess.run([sys.executable, str(ROOT / "run_downstream.py"), "-m", "train", "-u", "wav2vec2_local",
+                             "-k", str(ckpt), "-d", "speech_commands", "-p", str(tmp_path / "exp")],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert str(ckpt) in lines[0] and why in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "exp").exists()

@@ -4,12 +4,14 @@ Every executor calls :func:`superb_redundancy.study.runner.execute_and_record` f
 records the run's state itself, so a job that dies leaves ``running`` behind and is rerun next time) and
 yields ``(run, state)`` as runs finish. submitit's own ``local`` cluster runs the same path in subprocesses
 (the tests use it); on a cluster, ``executor.slurm`` holds submitit's ``slurm_*`` / ``gpus_per_node`` /
-``timeout_min`` parameters.
+``timeout_min`` parameters. Jobs outlive a killed runner there (they run elsewhere); each holds its run
+folder's lock, so a later call leaves a folder alone while its job still runs.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import os
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -36,7 +38,11 @@ class LocalExecutor:
             for run in runs:
                 yield run, _execute(run, study)
             return
-        with concurrent.futures.ProcessPoolExecutor(self.workers) as pool:
+        from .guard import die_with_parent
+
+        # the workers die with this process: a killed runner leaves none behind (nor, through them, s3prl's child)
+        with concurrent.futures.ProcessPoolExecutor(self.workers, initializer=die_with_parent,
+                                                    initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_execute, run, study): run for run in runs}
             for future in concurrent.futures.as_completed(futures):
                 run = futures[future]

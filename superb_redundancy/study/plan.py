@@ -1,20 +1,28 @@
 """Expand a study into runs: data -> fine-tune -> similarity -> prune specs, mimickers -> downstream -> curves.
 
-Every run has a stable id (also its output folder under ``<workdir>/runs/``), a stage, and JSON-able params.
-Later stages find earlier outputs by id, so a run needs nothing but its params and the study to execute.
-The leaderboard is not a run: it is rebuilt from the records at the end of every call.
+Every run has a stable id (also its output folder under ``<workdir>/runs/``), a stage, JSON-able params, the
+ids of the runs it needs, and a ``params_hash``: the sha256 of everything that decides its outputs (its
+params, the study-level settings it reads, and the hashes of the runs whose outputs it reads), so a changed
+setting changes the hash of the run that reads it and of every run downstream of it. Where a run executes
+(device, executor) is not part of it. Later stages find earlier outputs by id, so a run needs nothing but its
+params and the study to execute. The leaderboard is not a run: it is rebuilt from the records at the end.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .config import StudyConfig, UpstreamPlan
+from .config import StudyConfig, UpstreamPlan, amount_label
 
-__all__ = ["Run", "expand", "STAGES"]
+__all__ = ["Run", "expand", "variants", "STAGES"]
 
 STAGES = ("data", "finetune", "similarity", "derive", "downstream", "curves")
+
+#: the KS corpora similarity, pruning and mimicking read (steps.split_audio)
+_KS_DATA = ("synthetic", "speech_commands", "speech_commands_35")
 
 
 @dataclass(frozen=True)
@@ -23,59 +31,115 @@ class Run:
     kind: str  # data | finetune | similarity | prune | mimic | downstream | curves
     stage: int
     params: dict = field(default_factory=dict)
+    needs: tuple[str, ...] = ()  # runs whose outputs this one reads (a failed one skips it)
+    params_hash: str = ""
+    resolved: dict = field(default_factory=dict)  # what params_hash is the hash of
 
     def folder(self, workdir: Path) -> Path:
         return Path(workdir) / "runs" / self.run_id
 
 
-def _amount_label(amount) -> str:
-    return f"{amount}".replace(".", "p")
-
-
 def variants(upstream: UpstreamPlan) -> list[dict]:
     """The upstream variants a study evaluates for one upstream plan (label, kind and what they come from)."""
+    from ..mimic import MimicConfig
+
     found = []
     if upstream.baseline:
         found.append({"label": f"{upstream.name}-base", "kind": "base"})
-    for objective in upstream.prune.get("objectives", []):
-        for amount in upstream.prune.get("amounts", []):
-            found.append({"label": f"{upstream.name}-{objective}-{_amount_label(amount)}", "kind": "pruned",
-                          "prune_run": f"prune/{upstream.name}/{objective}-{_amount_label(amount)}"})
+    for objective in upstream.prune.objectives:
+        for amount in upstream.prune.amounts:
+            found.append({"label": f"{upstream.name}-{objective}-{amount_label(amount)}", "kind": "pruned",
+                          "prune_run": f"prune/{upstream.name}/{objective}-{amount_label(amount)}"})
     for index, config in enumerate(upstream.mimic):
-        from ..mimic import MimicConfig
-
         name = MimicConfig.from_dict(config).name()
         found.append({"label": f"{upstream.name}-mimic-{name}", "kind": "mimic", "mimic_index": index,
                       "mimic_run": f"mimic/{upstream.name}"})
     return found
 
 
+def corpus_tasks(study: StudyConfig) -> list[str]:
+    from ..tasks import get_task
+
+    # keyword spotting always: it is the default audio for similarity, mimicking and fine-tuning
+    return sorted({get_task(t).corpus_task for t in study.tasks} | {"speech_commands"})
+
+
+def _inputs(run: Run, study: StudyConfig) -> dict:
+    """The study-level settings a run reads besides its params (see steps.py)."""
+    if run.kind == "data":
+        synthetic = study.data.get("synthetic")
+        return {"synthetic": synthetic, "corpus_tasks": corpus_tasks(study) if synthetic is not None else []}
+    up = next(u for u in study.upstreams if u.name == run.params["upstream"])
+    inputs: dict = {"family": up.family, "base": up.base}
+    if run.kind in ("finetune", "downstream"):
+        inputs["data"] = {k: study.data.get(k) for k in ("synthetic", run.params["task"])}
+    if run.kind == "downstream":
+        inputs["setting"] = study.setting
+    if run.kind in ("similarity", "prune", "mimic"):
+        inputs["data"] = {k: study.data.get(k) for k in _KS_DATA}
+    if run.kind == "mimic":
+        from dataclasses import asdict
+
+        from ..mimic import MimicConfig
+
+        inputs["configs"] = [asdict(MimicConfig.from_dict(c)) for c in run.params["configs"]]
+        inputs["audio"] = up.similarity.data  # its training clips come from there when given
+    return inputs
+
+
+def _keyed(runs: list[Run], study: StudyConfig) -> list[Run]:
+    """Each run with its params_hash. The data run's outputs only grow (a new task adds its corpus), so the
+    runs after it take the data settings they read rather than its hash."""
+    hashes: dict[str, str] = {}
+    keyed = []
+    for run in runs:
+        resolved = {"kind": run.kind, "params": run.params, "inputs": _inputs(run, study),
+                    "needs": {n: hashes[n] for n in run.needs if n != "data"}}
+        digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        hashes[run.run_id] = digest
+        keyed.append(replace(run, params_hash=digest, resolved=json.loads(json.dumps(resolved, default=str))))
+    return keyed
+
+
 def expand(study: StudyConfig) -> list[Run]:
-    """Every run of the study, in stage order."""
+    """Every run of the study, in stage order, each with its params_hash."""
     runs = [Run("data", "data", 0)]
     for up in study.upstreams:
+        base = ("data",)  # what the upstream's checkpoint comes from
         if up.finetune:
-            runs.append(Run(f"finetune/{up.name}", "finetune", 1, {"upstream": up.name, **up.finetune}))
-        needs_similarity = bool(up.prune.get("objectives")) or bool(study.curves)
-        if needs_similarity:
-            runs.append(Run(f"similarity/{up.name}", "similarity", 2, {"upstream": up.name, **up.similarity}))
-        for objective in up.prune.get("objectives", []):
-            for amount in up.prune.get("amounts", []):
-                runs.append(Run(f"prune/{up.name}/{objective}-{_amount_label(amount)}", "prune", 3,
+            plan = up.finetune
+            runs.append(Run(f"finetune/{up.name}", "finetune", 1,
+                            {"upstream": up.name, "task": plan.task, "steps": plan.steps, "lr": plan.lr,
+                             "setting": plan.setting or study.setting}, needs=base))
+            base = ("data", f"finetune/{up.name}")
+        similarity = ()
+        if up.prune.objectives or study.curves:
+            runs.append(Run(f"similarity/{up.name}", "similarity", 2,
+                            {"upstream": up.name, **up.similarity.params()}, needs=base))
+            similarity = (f"similarity/{up.name}",)
+        for objective in up.prune.objectives:
+            for amount in up.prune.amounts:
+                runs.append(Run(f"prune/{up.name}/{objective}-{amount_label(amount)}", "prune", 3,
                                 {"upstream": up.name, "objective": objective, "amount": amount,
-                                 "iterative": bool(up.prune.get("iterative", False))}))
-        if up.mimic:
-            runs.append(Run(f"mimic/{up.name}", "mimic", 3, {"upstream": up.name, "configs": list(up.mimic)}))
+                                 "iterative": up.prune.iterative}, needs=base + similarity))
+        if up.mimic:  # the first similarity block, when there is one, places the mimicker's layer i
+            runs.append(Run(f"mimic/{up.name}", "mimic", 3, {"upstream": up.name, "configs": list(up.mimic)},
+                            needs=base + similarity))
         for variant in variants(up):
+            source = tuple(variant[k] for k in ("prune_run", "mimic_run") if k in variant)
             for task in study.tasks:
                 for seed in study.seeds:
                     runs.append(Run(f"downstream/{variant['label']}/{task}/seed{seed}", "downstream", 4,
-                                    {"upstream": up.name, "variant": variant, "task": task, "seed": seed}))
+                                    {"upstream": up.name, "variant": variant, "task": task, "seed": seed},
+                                    needs=base + source))
     if study.curves:
         for up in study.upstreams:
             if up.baseline:
+                experiment = f"downstream/{up.name}-base/{study.curves.task}/seed{study.seeds[0]}"
+                needs = ("data",) + ((f"finetune/{up.name}",) if up.finetune else ()) + (experiment,
+                                                                                         f"similarity/{up.name}")
                 runs.append(Run(f"curves/{up.name}", "curves", 5,
                                 {"upstream": up.name, "task": study.curves.task, "seed": study.seeds[0],
                                  "objectives": list(study.curves.objectives), "repeats": study.curves.repeats,
-                                 "subset": study.curves.subset}))
-    return runs
+                                 "subset": study.curves.subset}, needs=needs))
+    return _keyed(runs, study)

@@ -1,16 +1,23 @@
 """Run a study: stage by stage, each stage's runs through an executor, state recorded per run, resumable.
 
 State lives in ``<workdir>/state/<run id>.json`` (written atomically): ``running`` when a run starts, ``done``
-with its outputs when it returns, ``failed`` with its error when it raises. A new call skips ``done`` runs and
-reruns the others (an interrupted run is still ``running``: its folder is wiped and it starts afresh), so
-killing a study at any point loses no finished run and duplicates none. A failed run does not stop the
-others; the runs that depend on it are skipped and say why. The leaderboard is rebuilt from the records at
-the end of every call.
+with its outputs when it returns, ``failed`` with its error when it raises, each with the run's params_hash.
+A new call skips ``done`` runs and reruns the others (an interrupted run is still ``running``: its folder is
+wiped and it starts afresh), so killing a study at any point loses no finished run and duplicates none. A
+failed run does not stop the others; the runs that depend on it are skipped and say why. The leaderboard is
+rebuilt from the records at the end of every call.
+
+Guards (issue 11): one runner per workdir (``<workdir>/.lock``; a second one is refused, naming the holder, or
+waits); one process per run folder (``<run folder>/.lock``, taken where the run executes: a Slurm job still
+running from an earlier call keeps its folder); a done run whose params_hash changed is not reused: the call
+is refused, naming what changed, unless ``rerun_changed``, which reruns it and everything downstream of it.
+``study.json`` records the study next to the runs on disk and the hash each run was made with.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from dataclasses import asdict
@@ -18,13 +25,22 @@ from pathlib import Path
 from typing import Optional
 
 from ..atomic import write_json
+from . import guard
 from .config import StudyConfig
 from .executors import make_executor
 from .plan import STAGES, Run, expand
 
-__all__ = ["run_study", "study_status", "execute_and_record", "RunState"]
+__all__ = ["run_study", "study_status", "execute_and_record", "changed_runs", "StudyChanged", "RunState"]
 
 RunState = dict
+
+
+class StudyChanged(ValueError):
+    """Done runs whose parameters changed since they ran; ``lines``: one per run, saying what changed."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        super().__init__(f"{len(lines)} done run(s) were made with other parameters (listed above)")
 
 
 def _state_path(workdir: Path, run: Run) -> Path:
@@ -41,76 +57,146 @@ def read_state(workdir: Path, run: Run) -> RunState:
         return {"status": "pending", "note": "unreadable state file"}
 
 
+def _recorded_hash(state: RunState) -> Optional[str]:
+    return (state.get("run") or {}).get("params_hash")
+
+
 def execute_and_record(run: Run, study: StudyConfig) -> RunState:
-    """Mark running, execute, mark done (with outputs) or failed (with the error). Runs in the worker."""
+    """Lock the run's folder, mark running, execute, mark done (with outputs) or failed (with the error). Runs
+    in the worker. A folder another live process holds is left alone (state and files): the run fails here."""
     from .steps import execute
 
     workdir = Path(study.workdir).resolve()
     path = _state_path(workdir, run)
-    started = time.time()
-    write_json(path, {"status": "running", "run": asdict(run), "started": started})
     try:
-        outputs = execute(run, study)
-    except Exception as error:
-        state = {"status": "failed", "run": asdict(run), "started": started, "finished": time.time(),
-                 "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(limit=8)}
-    else:
-        state = {"status": "done", "run": asdict(run), "started": started, "finished": time.time(),
-                 "outputs": outputs}
-    write_json(path, state)
-    return state
+        with guard.hold(run.folder(workdir) / ".lock", f"run {run.run_id}") as lock:
+            previous = read_state(workdir, run).get("outputs") or {}
+            if previous.get("record"):  # the old result must not outlive its rerun in the leaderboard
+                Path(previous["record"]).unlink(missing_ok=True)
+            started = time.time()
+            write_json(path, {"status": "running", "run": asdict(run), "started": started, "pid": os.getpid()})
+            os.environ[guard.RUN_LOCK_FD] = str(lock.fileno())  # handed on to s3prl's child (experiment.py)
+            try:
+                outputs = execute(run, study)
+            except Exception as error:
+                state = {"status": "failed", "run": asdict(run), "started": started, "finished": time.time(),
+                         "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(limit=8)}
+            else:
+                state = {"status": "done", "run": asdict(run), "started": started, "finished": time.time(),
+                         "outputs": outputs}
+            finally:
+                os.environ.pop(guard.RUN_LOCK_FD, None)
+            write_json(path, state)
+            return state
+    except guard.Held as held:
+        return {"status": "failed", "run": asdict(run), "error": f"not started: {held}"}
 
 
 def _blocked_by(run: Run, failed: set[str]) -> Optional[str]:
-    """A failed run this one needs (by the ids its params name), if any."""
-    params = run.params
-    needs = {f"similarity/{params.get('upstream')}", f"finetune/{params.get('upstream')}"}
-    variant = params.get("variant") or {}
-    needs |= {variant.get("prune_run"), variant.get("mimic_run")}
-    if run.kind == "curves":
-        needs.add(f"downstream/{params['upstream']}-base/{params['task']}/seed{params['seed']}")
-    if run.kind != "data":
-        needs.add("data")
-    hit = sorted(n for n in needs if n and n in failed)
+    """A failed run this one needs, if any."""
+    hit = sorted(n for n in run.needs if n in failed)
     return hit[0] if hit else None
 
 
-def run_study(study: StudyConfig, executor_override: Optional[str] = None, progress: bool = True):
-    """Run what is not done yet; writes the leaderboard. Returns ({run id: state}, leaderboard frame or None)."""
+def _what_changed(old: dict, new: dict) -> str:
+    """The differences between two resolved parameter sets, e.g. ``limit 64 -> 32; needs changed similarity/w``."""
+    def flat(value, prefix=""):
+        if isinstance(value, dict) and prefix.count(".") < 2:
+            return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: value}
+
+    a, b = flat(old), flat(new)
+    parts = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key, "(absent)") == b.get(key, "(absent)"):
+            continue
+        section, _, name = key.partition(".")
+        if section == "needs":
+            parts.append(f"needs changed {name}" if key in a and key in b else f"needs {name}")
+        elif section != "kind":
+            parts.append(f"{name} {json.dumps(a.get(key, '(absent)'))} -> {json.dumps(b.get(key, '(absent)'))}")
+    return "; ".join(parts) or "parameters changed"
+
+
+def changed_runs(runs: list[Run], states: dict[str, RunState]) -> dict[str, str]:
+    """{run id: what changed} for the done runs made with other parameters than the study's now."""
+    found = {}
+    for run in runs:
+        state = states[run.run_id]
+        if state["status"] == "done" and _recorded_hash(state) != run.params_hash:
+            old = (state.get("run") or {}).get("resolved")
+            found[run.run_id] = _what_changed(old, run.resolved) if old else \
+                "made by a version without parameter hashes"
+    return found
+
+
+def _to_rerun(runs: list[Run], states: dict[str, RunState], changed: set[str]) -> set[str]:
+    """The changed runs and every done run downstream of a run that will run (by the hash's dependencies)."""
+    rerun = set(changed)
+    for run in runs:  # stage order: a run's needs come before it
+        if any(n != "data" and (n in rerun or states[n]["status"] != "done") for n in run.needs):
+            rerun.add(run.run_id)
+    return {r for r in rerun if states[r]["status"] == "done"}
+
+
+def _write_record(study: StudyConfig, workdir: Path, runs: list[Run]) -> None:
+    """``study.json``: the study and, per run, the status and params_hash its state on disk has."""
+    on_disk = {}
+    for run in runs:
+        state = read_state(workdir, run)
+        on_disk[run.run_id] = {"status": state["status"], "params_hash": _recorded_hash(state),
+                               "current": _recorded_hash(state) == run.params_hash}
+    write_json(workdir / "study.json", {"study": study.to_dict(), "runs": on_disk})
+
+
+def run_study(study: StudyConfig, executor_override: Optional[str] = None, progress: bool = True,
+              rerun_changed: bool = False, wait: bool = False):
+    """Run what is not done yet; writes the leaderboard. Returns ({run id: state}, leaderboard frame or None).
+
+    :class:`guard.Held` when another runner holds the workdir (``wait``: wait for it); :class:`StudyChanged`
+    when done runs were made with other parameters (``rerun_changed``: rerun them and what depends on them)."""
     from tqdm import tqdm
 
     workdir = Path(study.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    write_json(workdir / "study.json", study.to_dict())  # the resolved study next to its outputs
-    runs = expand(study)
-    states = {run.run_id: read_state(workdir, run) for run in runs}
-    failed = {rid for rid, s in states.items() if s["status"] == "failed"}
-    executor = make_executor(study, workdir, executor_override)
-    bar = tqdm(total=len(runs), desc=f"study {study.name}", unit="run", disable=not progress,
-               initial=sum(s["status"] == "done" for s in states.values()))
-    for stage, stage_name in enumerate(STAGES):
-        todo = [r for r in runs if r.stage == stage and states[r.run_id]["status"] != "done"]
-        ready = []
-        for run in todo:
-            blocker = _blocked_by(run, {rid for rid in failed})
-            if blocker:
-                states[run.run_id] = {"status": "skipped", "reason": f"needs {blocker}, which failed"}
+    with guard.hold(workdir / ".lock", f"study run {study.name}", wait=wait):
+        runs = expand(study)
+        states = {run.run_id: read_state(workdir, run) for run in runs}
+        changed = changed_runs(runs, states)
+        if changed and not rerun_changed:
+            raise StudyChanged([f"{run_id}: {what}" for run_id, what in changed.items()])
+        rerun = _to_rerun(runs, states, set(changed))
+        _write_record(study, workdir, runs)
+        failed = {rid for rid, s in states.items() if s["status"] == "failed"}
+        executor = make_executor(study, workdir, executor_override)
+        bar = tqdm(total=len(runs), desc=f"study {study.name}", unit="run", disable=not progress,
+                   initial=sum(s["status"] == "done" and rid not in rerun for rid, s in states.items()))
+        for stage, stage_name in enumerate(STAGES):
+            todo = [r for r in runs if r.stage == stage and (states[r.run_id]["status"] != "done" or r.run_id in rerun)]
+            ready = []
+            for run in todo:
+                blocker = _blocked_by(run, failed)
+                if blocker:  # and what needs this one is skipped in turn
+                    outcome = "failed" if states[blocker]["status"] == "failed" else "was skipped"
+                    states[run.run_id] = {"status": "skipped", "reason": f"needs {blocker}, which {outcome}"}
+                    failed.add(run.run_id)
+                    bar.update(1)
+                else:
+                    ready.append(run)
+            if not ready:
+                continue
+            bar.set_postfix_str(stage_name)
+            for run, state in executor.map(ready, study):
+                states[run.run_id] = state
+                if state["status"] == "failed":
+                    failed.add(run.run_id)
+                    tqdm.write(f"  failed {run.run_id}: {state['error']}")
+                else:
+                    failed.discard(run.run_id)
+                _write_record(study, workdir, runs)
                 bar.update(1)
-            else:
-                ready.append(run)
-        if not ready:
-            continue
-        bar.set_postfix_str(stage_name)
-        for run, state in executor.map(ready, study):
-            states[run.run_id] = state
-            if state["status"] == "failed":
-                failed.add(run.run_id)
-                tqdm.write(f"  failed {run.run_id}: {state['error']}")
-            else:
-                failed.discard(run.run_id)
-            bar.update(1)
-    bar.close()
-    return states, _write_leaderboard(study, workdir)
+        bar.close()
+        return states, _write_leaderboard(study, workdir)
 
 
 def _write_leaderboard(study: StudyConfig, workdir: Path):
@@ -126,12 +212,18 @@ def _write_leaderboard(study: StudyConfig, workdir: Path):
 
 
 def study_status(study: StudyConfig) -> list[tuple[str, str, str]]:
-    """(run id, status, detail) for every run of the study."""
+    """(run id, status, detail) for every run of the study; a done run made with other parameters: changed."""
     workdir = Path(study.workdir).resolve()
+    runs = expand(study)
+    states = {run.run_id: read_state(workdir, run) for run in runs}
+    changed = changed_runs(runs, states)
     rows = []
-    for run in expand(study):
-        state = read_state(workdir, run)
+    for run in runs:
+        state = states[run.run_id]
         detail = state.get("error", "")
+        if run.run_id in changed:
+            rows.append((run.run_id, "changed", changed[run.run_id]))
+            continue
         if state["status"] == "done":
             outputs = state.get("outputs", {})
             detail = f"{outputs.get('metric', '')} {outputs.get('value', '')}".strip() if "value" in outputs else ""

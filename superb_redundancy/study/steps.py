@@ -6,8 +6,10 @@ folder; the runner records the step as done only after the step returns.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -63,8 +65,8 @@ def split_audio(study: StudyConfig, up: UpstreamPlan, split: str, limit: Optiona
     from ..features import list_audio
     from ..mimic_train import corpus_audio
 
-    if up.similarity.get("data"):
-        return list_audio(up.similarity["data"], limit=limit, seed=0)
+    if up.similarity.data:
+        return list_audio(up.similarity.data, limit=limit, seed=0)
     for task in ("speech_commands", "speech_commands_35"):
         if task in study.data:
             files = corpus_audio(None, task, split, datarc=study.data[task])
@@ -85,12 +87,9 @@ def _data(run: Run, study: StudyConfig, folder: Path) -> dict:
     outputs = {"models": {k: str(v) for k, v in write_all(_workdir(study) / "models").items()}}
     if "synthetic" in study.data:
         from ..corpus import generate
+        from .plan import corpus_tasks
 
-        from ..tasks import get_task
-
-        # keyword spotting always: it is the default audio for similarity, mimicking and fine-tuning
-        corpus_tasks = sorted({get_task(t).corpus_task for t in study.tasks} | {"speech_commands"})
-        generate(_synthetic_root(study), tasks=corpus_tasks, **dict(study.data["synthetic"] or {}))
+        generate(_synthetic_root(study), tasks=corpus_tasks(study), **dict(study.data["synthetic"] or {}))
         outputs["corpus"] = str(_synthetic_root(study))
     return outputs
 
@@ -103,13 +102,13 @@ def _finetune(run: Run, study: StudyConfig, folder: Path) -> dict:
 
     up = _upstream(study, run.params["upstream"])
     family = get_family(up.family)
-    start = base_checkpoint(study, UpstreamPlan(**{**up.__dict__, "finetune": None}))
-    task = run.params.get("task", "speech_commands")
-    overrides = {**data_overrides(study, task), "config.runner.total_steps": int(run.params.get("steps", 200)),
-                 "args.upstream_trainable": True, "config.optimizer.lr": float(run.params.get("lr", 1e-3))}
+    start = base_checkpoint(study, replace(up, finetune=None))
+    task = run.params["task"]
+    overrides = {**data_overrides(study, task), "config.runner.total_steps": int(run.params["steps"]),
+                 "args.upstream_trainable": True, "config.optimizer.lr": float(run.params["lr"])}
     expdir = folder / "exp"
     run_downstream(["-m", "train", "-u", family.local_hub_name, "-k", str(start), "-d", task,
-                    "-c", str(tasks.config_path(task, run.params.get("setting", study.setting))),
+                    "-c", str(tasks.config_path(task, run.params["setting"])),
                     "-p", str(expdir), "--device", study.device, "-o", tasks.format_overrides(overrides)],
                    folder / "finetune.log")
     states = sorted(expdir.glob("states-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]))[-1]
@@ -155,7 +154,7 @@ def _prune(run: Run, study: StudyConfig, folder: Path) -> dict:
     report = SimilarityReport.load(_run_folder(study, f"similarity/{up.name}"))
     reanalyse = None
     if run.params.get("iterative"):
-        files = split_audio(study, up, "dev", limit=up.similarity.get("limit"))
+        files = split_audio(study, up, "dev", limit=up.similarity.limit)
         reanalyse = lambda dropped: analyse(build_pruned(up.family, PruneSpec(base=base, drop_layers=dropped)),
                                             files, report.settings, device=study.device, progress=False)
     plan = plan_pruning(report, run.params["objective"], run.params["amount"], reanalyse=reanalyse)
@@ -216,8 +215,8 @@ def _downstream(run: Run, study: StudyConfig, folder: Path) -> dict:
     record = harvest_expdir(expdir)
     from ..atomic import write_json
 
-    write_json(_workdir(study) / "records" / f"{record.record_id}.json", record.to_dict())
-    return {"expdir": str(expdir), "metric": record.metric, "value": record.value}
+    path = write_json(_workdir(study) / "records" / f"{record.record_id}.json", record.to_dict())
+    return {"expdir": str(expdir), "metric": record.metric, "value": record.value, "record": str(path)}
 
 
 def _curves(run: Run, study: StudyConfig, folder: Path) -> dict:
@@ -236,12 +235,25 @@ _STEPS = {"data": _data, "finetune": _finetune, "similarity": _similarity, "prun
           "downstream": _downstream, "curves": _curves}
 
 
+#: test-only: a module whose ``STEPS`` (kind -> step) replace these, so that the runner's own behaviour (locks,
+#: kills, reruns) is tested with quick steps
+STEPS_OVERRIDE = "SUPERB_REDUNDANCY_STUDY_STEPS"
+
+
 def execute(run: Run, study: StudyConfig) -> dict:
-    """Run one step into a clean folder; returns its outputs (the runner records them)."""
+    """Run one step into a clean folder; returns its outputs (the runner records them). The caller holds the
+    run's lock (``<folder>/.lock``), so no live process still writes into what is wiped here."""
     if study.executor.gpus_per_run > 1:
         os.environ["SUPERB_REDUNDANCY_GPUS_PER_RUN"] = str(study.executor.gpus_per_run)  # read by experiment.py
     folder = run.folder(_workdir(study))
-    if folder.exists() and run.kind != "data":
-        shutil.rmtree(folder)  # an interrupted or failed attempt: start afresh
+    if folder.exists() and run.kind != "data":  # an interrupted, failed or changed attempt: start afresh
+        for entry in folder.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.name != ".lock":
+                entry.unlink()
     folder.mkdir(parents=True, exist_ok=True)
-    return _STEPS[run.kind](run, study, folder)
+    steps = dict(_STEPS)
+    if os.environ.get(STEPS_OVERRIDE):
+        steps.update(importlib.import_module(os.environ[STEPS_OVERRIDE]).STEPS)
+    return steps[run.kind](run, study, folder)

@@ -39,7 +39,7 @@ def test_expansion_of_the_shipped_studies():
     assert [r.stage for r in runs] == sorted(r.stage for r in runs)  # stage order
     downstream = [r for r in runs if r.kind == "downstream"]
     upstream = default.upstreams[0]
-    variants = 1 + len(upstream.prune["objectives"]) * len(upstream.prune["amounts"]) + len(upstream.mimic)
+    variants = 1 + len(upstream.prune.objectives) * len(upstream.prune.amounts) + len(upstream.mimic)
     assert len(downstream) == variants * len(default.tasks) * len(default.seeds)
     assert {r.kind for r in runs} == {"data", "finetune", "similarity", "prune", "mimic", "downstream", "curves"}
     paper = StudyConfig.from_yaml(ROOT / "studies" / "paper.yaml")

@@ -1,0 +1,22 @@
+"""Quick stand-ins for the study steps, for tests of the runner itself (locks, reruns): with
+``SUPERB_REDUNDANCY_STUDY_STEPS=fake_steps`` (and this folder on PYTHONPATH) every step appends its run id to
+``<workdir>/executed.txt``, writes ``out.json`` (its params) into its folder and returns, after sleeping
+``FAKE_STEPS_SLEEP`` seconds (default 0)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+
+def _step(run, study, folder: Path) -> dict:
+    time.sleep(float(os.environ.get("FAKE_STEPS_SLEEP", "0")))
+    with open(Path(study.workdir).resolve() / "executed.txt", "a") as log:
+        log.write(run.run_id + "\n")
+    (folder / "out.json").write_text(json.dumps(run.params))
+    return {"params_hash": run.params_hash}
+
+
+STEPS = {kind: _step for kind in ("data", "finetune", "similarity", "prune", "mimic", "downstream", "curves")}
