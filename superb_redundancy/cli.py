@@ -28,26 +28,39 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from .study import StudyConfig, run_study, study_status
+    from .study.runner import StudyChanged
 
-    study = StudyConfig.from_yaml(_study_path(args.study))
-    if args.workdir:
-        study.workdir = args.workdir
-    if args.leaderboard:
-        study.leaderboard = args.leaderboard
-    if args.device:
-        study.device = args.device
-    problems = study.problems()
+    # the whole plan is checked before any run: every problem of the file, then what the disk can tell
+    study, in_file = StudyConfig.load(_study_path(args.study))
+    on_disk: list[str] = []
+    if study is not None:
+        if args.workdir:
+            study.workdir = args.workdir
+        if args.leaderboard:
+            study.leaderboard = args.leaderboard
+        if args.device:
+            study.device = args.device
+        on_disk = study.problems()
+    problems = list(dict.fromkeys(in_file + on_disk))
+    if problems and (args.action == "run" or in_file):  # status lists the runs of a well-formed file regardless
+        for problem in problems:
+            print(f"problem: {problem}", file=sys.stderr)
+        raise ValueError(f"{len(problems)} problem(s) in {args.study} (listed above); nothing was run")
     if args.action == "run":
-        if problems:
-            for problem in problems:
-                print(f"problem: {problem}", file=sys.stderr)
-            raise ValueError(f"{len(problems)} problem(s) in {args.study} (listed above); nothing was run")
-        states, frame = run_study(study, executor_override=args.executor)
+        try:
+            states, frame = run_study(study, executor_override=args.executor, wait=getattr(args, "wait", False),
+                                      rerun_changed=getattr(args, "rerun_changed", False))
+        except StudyChanged as changed:
+            for line in changed.lines:
+                print(f"changed: {line}", file=sys.stderr)
+            again = ("bash scripts/main.sh --rerun-changed" if args.command == "main"
+                     else f"superb-redundancy study run {args.study} --rerun-changed")
+            raise ValueError(f"{changed}; to rerun them and what depends on them: {again}; nothing was run") from None
         _print_study_summary(study, states, frame)
         return 1 if any(s["status"] in ("failed", "skipped") for s in states.values()) else 0
     rows = study_status(study)
     print(tabulate(rows, headers=["run", "status", "detail"], tablefmt="github"))
-    for problem in problems:
+    for problem in problems:  # what the disk lacks: the runs can be listed, not run
         print(f"problem: {problem}", file=sys.stderr)
     return 0
 
@@ -90,6 +103,12 @@ def _cmd_tiny_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from . import pretrain
+
+    return pretrain.run(args)
+
+
 def _cmd_upstreams(args: argparse.Namespace) -> int:
     from . import registry
 
@@ -100,10 +119,26 @@ def _cmd_upstreams(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune_spec(args: argparse.Namespace) -> int:
+    from .bundles import get_family
     from .prune_spec import PruneSpec
-    from .pruned_upstream import save_pruned
+    from .pruned_upstream import load_base_checkpoint, resolve_base, save_pruned
 
+    _check_output_file(args.output, "--output")
+    _check_output_file(args.artifact, "--artifact")
     spec = PruneSpec(base=args.base, drop_layers=args.drop, keep_layers=args.keep, compact=args.compact)
+    # a spec that does not fit its base would only fail when loaded: check it against the base's layers now
+    # (a hub name not downloaded yet is checked when --artifact downloads it, or when the spec is loaded)
+    family = get_family(args.family)
+    path = resolve_base(args.base, family, download=bool(args.artifact))
+    if path is not None:
+        checkpoint = load_base_checkpoint(path, family, mmap=True)
+        try:
+            spec.resolve(family.num_layers(checkpoint))
+        except ValueError as error:
+            raise ValueError(f"{error} (--base {path})") from None
+        del checkpoint
+    else:
+        print(f"note: {args.base} is not downloaded; the spec is not checked against its layers", file=sys.stderr)
     if args.artifact:
         from . import registry
 
@@ -116,17 +151,46 @@ def _cmd_prune_spec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_max_seconds(value: float | None) -> None:
+    from .features import MIN_SAMPLES, SAMPLE_RATE
+
+    if value is not None and not value >= MIN_SAMPLES / SAMPLE_RATE:  # `not >=`: NaN fails too
+        raise ValueError(f"--max-seconds must be at least {MIN_SAMPLES / SAMPLE_RATE:g} (one frame of the "
+                         f"model), got {value:g}")
+
+
+def _check_output_file(path: str | None, flag: str) -> None:
+    """An output file's path must not be a folder, and its folder must be creatable: checked before the work."""
+    if path and Path(path).expanduser().is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file path")
+    if path:
+        from .atomic import check_writable
+
+        check_writable(Path(path).expanduser().parent, flag)
+
+
+def _check_enough_clips(files: list, settings, data: str) -> None:
+    """Mutual kNN needs k+1 samples; with a sample per clip, too few clips would fail after the forward pass."""
+    if settings.pool != "frames" and len(files) < settings.k + 1:
+        raise ValueError(f"{len(files)} usable clip(s) in {data}: mutual kNN with --k {settings.k} needs at least "
+                         f"{settings.k + 1} (or --pool frames)")
+
+
 def _cmd_similarity(args: argparse.Namespace) -> int:
-    from .analysis import SimilaritySettings, analyse
-    from .features import list_audio
+    from .analysis import SimilaritySettings, analyse, random_init_upstream
+    from .atomic import check_output_dir
+    from .features import check_audio, list_audio
+    from .files import checkpoint_sha256
     from .registry import build_upstream
 
-    from .analysis import random_init_upstream
-
+    # every input and the output checked before the model loads and the pass starts
+    _check_max_seconds(args.max_seconds)
+    check_output_dir(args.output)
     settings = SimilaritySettings(pool=args.pool, averaging=args.averaging, batch_size=args.batch_size, k=args.k,
                                   max_samples=args.max_samples, n_blocks=args.blocks, max_seconds=args.max_seconds,
                                   include_input=args.include_input, permutations=args.permutations)
-    files = list_audio(args.data, limit=args.limit, seed=args.seed)  # bad paths fail before the model loads
+    files = check_audio(list_audio(args.data, limit=args.limit, seed=args.seed))
+    _check_enough_clips(files, settings, args.data)
     upstream = build_upstream(args.upstream, args.upstream_ckpt, args.upstream_model_config)
     baseline = None
     if args.random_baseline:
@@ -135,7 +199,9 @@ def _cmd_similarity(args: argparse.Namespace) -> int:
             print(f"note: no random-initialisation baseline for {args.upstream} (stock <family>_local names only)",
                   file=sys.stderr)
     source = {"upstream": args.upstream, "ckpt": args.upstream_ckpt, "model_config": args.upstream_model_config,
-              "data": str(args.data), "clips": len(files)}
+              "data": str(args.data), "clips": len(files),
+              # the analysed model by content: `prune --similarity` refuses the report for another base
+              "model_sha256": checkpoint_sha256(args.upstream_ckpt)}
     report = analyse(upstream, files, settings, device=args.device, source=source, baseline_upstream=baseline)
     paths = report.save(args.output, title=f"{args.upstream} ({report.num_samples} samples, pool={args.pool})")
     print(f"layer similarity of {args.upstream} over {report.num_samples} samples; blocks:")
@@ -146,7 +212,7 @@ def _cmd_similarity(args: argparse.Namespace) -> int:
 
 def _cmd_prune(args: argparse.Namespace) -> int:
     from .analysis import SimilarityReport, SimilaritySettings, analyse, plan_pruning
-    from .features import list_audio
+    from .features import check_audio, list_audio
     from .prune_spec import PruneSpec
     from .pruned_upstream import build_pruned, save_pruned
     from .hf_models import is_hf_model_dir, prune_hf_cli
@@ -156,6 +222,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     if args.output_dir:
         raise ValueError(f"--output-dir is for a Hugging Face save_pretrained --base; {args.base} is not one")
     amount = args.amount
+    _check_output_file(args.output, "--output")
+    _check_output_file(args.artifact, "--artifact")
     if args.similarity:
         report = SimilarityReport.load(args.similarity)
         settings = report.settings
@@ -164,9 +232,13 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             raise ValueError("give --similarity REPORT (from `superb-redundancy similarity`) or --data AUDIO_DIR")
         settings = SimilaritySettings()
         report = None
-    files = list_audio(args.data, limit=args.limit, seed=args.seed) if args.data else None
-    if args.iterative and files is None:
+    if args.iterative and not args.data:
         raise ValueError("--iterative recomputes scores on the pruned model: it needs --data AUDIO_DIR")
+    files = check_audio(list_audio(args.data, limit=args.limit, seed=args.seed)) if args.data else None
+    if files is not None and (report is None or args.iterative):
+        _check_enough_clips(files, settings, args.data)
+    if report is not None:
+        _check_report_base(report, args.similarity, args.base, args.family)
 
     def analyse_with(dropped: list[int]) -> SimilarityReport:
         model = build_pruned(args.family, PruneSpec(base=args.base, drop_layers=dropped))
@@ -186,6 +258,40 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         path = save_pruned(args.family, spec, args.artifact)
         print(f"pruned artifact: {path}  (use: -u pruned_{args.family}_local -k {path})")
     return 0
+
+
+def _check_report_base(report, report_path: str, base: str, family_name: str) -> None:
+    """Refuse a similarity report computed on another model than ``--base``: the report records the analysed
+    checkpoint by content (``model_sha256``; older reports: the checkpoint path, hashed now)."""
+    from .bundles import get_family
+    from .files import checkpoint_sha256
+    from .pruned_upstream import load_base_checkpoint, resolve_base
+
+    family = get_family(family_name)
+    path = resolve_base(base, family, download=False)
+    if path is None:
+        print(f"note: {base} is not downloaded; {report_path} is not checked against it", file=sys.stderr)
+        return
+    checkpoint = load_base_checkpoint(path, family, mmap=True)
+    layers = family.num_layers(checkpoint)
+    del checkpoint
+    if report.num_layers != layers:
+        raise ValueError(f"similarity report {report_path} is of a {report.num_layers}-layer model; --base {base} "
+                         f"has {layers} layers")
+    recorded = report.source.get("model_sha256")
+    analysed = report.source.get("ckpt")
+    if recorded is None and analysed and Path(analysed).is_file():
+        recorded = checkpoint_sha256(analysed)  # a report from before model_sha256: its checkpoint as it is now
+    if recorded is None:
+        print(f"note: {report_path} does not record the model it was computed on; not checked against {base}",
+              file=sys.stderr)
+        return
+    actual = checkpoint_sha256(path)
+    if recorded != actual:
+        raise ValueError(f"similarity report {report_path} was computed on another model "
+                         f"({analysed or report.source.get('upstream')}, model sha256 {recorded[:12]}) than --base "
+                         f"{base} ({actual[:12]}); compute it on the base (similarity -u {family.local_hub_name} "
+                         f"-k {base})")
 
 
 def _amount(text: str) -> int | float:
@@ -250,13 +356,13 @@ def _cmd_mimic_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_mimic_args(p: argparse.ArgumentParser, grids: str) -> None:
+def _add_mimic_args(p: argparse.ArgumentParser, grids: str, tiny: str) -> None:
     p.add_argument("--teacher", required=True, help="stock checkpoint path (or an s3prl hub name with --family)")
     p.add_argument("--family", choices=["wav2vec2", "hubert", "wavlm"])
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--config", nargs="+", default=[], help="MimicConfig YAML file(s) (n_layers: 0 = classifier only)")
     group.add_argument("--paper-grid", action="store_true", help=f"the paper's {grids}")
-    group.add_argument("--tiny-grid", action="store_true", help=f"CPU-sized {grids} (z 32)")
+    group.add_argument("--tiny-grid", action="store_true", help=f"CPU-sized: {tiny}")
     p.add_argument("--output-dir", required=True, help="where the artifacts go (<config name>.pt)")
 
 
@@ -288,11 +394,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="superb-redundancy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("main", help="the embedded default study: synthetic corpus, tiny models, CPU (~10 min)")
+    p = sub.add_parser("main", help="the embedded default study: synthetic corpus, tiny models, CPU")
     p.add_argument("--study", help="another study file instead of studies/embedded_default.yaml")
     p.add_argument("--workdir", help="override the study's workdir")
     p.add_argument("--leaderboard", help="override where the leaderboard goes")
     p.add_argument("--device", help="override the study's device (cpu, cuda, cuda:N)")
+    p.add_argument("--wait", action="store_true", help="wait while another runner holds the workdir")
+    p.add_argument("--rerun-changed", action="store_true",
+                   help="rerun the done runs whose parameters changed, and what depends on them")
     p.set_defaults(func=_cmd_main)
 
     p = sub.add_parser("study", help="run a study file (resumable; local or Slurm), or show its status")
@@ -302,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", help="override the study's workdir")
     p.add_argument("--leaderboard", help="override where the leaderboard goes")
     p.add_argument("--device", help="override the study's device (cpu, cuda, cuda:N)")
+    p.add_argument("--wait", action="store_true", help="run: wait while another runner holds the workdir")
+    p.add_argument("--rerun-changed", action="store_true",
+                   help="run: rerun the done runs whose parameters changed, and what depends on them")
     p.set_defaults(func=_cmd_study)
 
     from .corpus import __main__ as corpus_cli
@@ -319,6 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="work/models")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_tiny_models)
+
+    from . import pretrain as pretrain_cli
+
+    p = sub.add_parser("pretrain", help="self-supervised wav2vec 2.0 pretraining of a small model (stock format)",
+                       description=pretrain_cli.__doc__.splitlines()[0])
+    pretrain_cli.add_arguments(p)
+    p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("prune-spec", help="write a prune spec (-g) and/or a pruned artifact (-k) by layer indices")
     p.add_argument("--family", required=True, choices=["wav2vec2", "hubert", "wavlm"])
@@ -373,8 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", default="leaderboard/records", help="run records (JSON), read and written")
     p.add_argument("--output", default="leaderboard", help="where tables, figures and index.html go")
     p.add_argument("--repeats", type=int, default=30,
-                   help="latency rounds to start with (doubled, up to 16x, until variants whose MACs differ by "
-                        "more than 10%% have separate latency IQRs)")
+                   help="latency rounds (each times every variant once, interleaved); one timing averages 1 pass, "
+                        "doubled up to 32 until variants whose MACs differ by more than 10%% have separate IQRs")
     p.add_argument("--threads", type=int, default=1, help="torch threads while timing (default 1: steadier)")
     p.add_argument("--device", default="cpu", help="where variants are timed: cpu (default), cuda, cuda:N")
     p.set_defaults(func=_cmd_leaderboard)
@@ -382,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("mimic", help="mimicking networks: train (step 1, teacher cache) or init (baselines)")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("train", help="step 1: cache the teacher once, train each mimicker config on the cache")
-    _add_mimic_args(a, "12 mimickers (L/T x N 1,2 x z 32,768,4096)")
+    _add_mimic_args(a, "12 mimickers (L/T x N 1,2 x z 32,768,4096)", "4 mimickers (L/T x N 1,2, z 32)")
     source = a.add_mutually_exclusive_group(required=True)
     source.add_argument("--audio", nargs="+", help="folder(s) (recursive *.wav/*.flac) or audio files")
     source.add_argument("--corpus", help="a SUPERB corpus root (with --task and --split)")
@@ -398,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--quiet", action="store_true", help="no progress bars")
     a.set_defaults(func=_cmd_mimic_train)
     a = actions.add_parser("init", help="baselines without step 1: non-mimicker (random layers) or classifier only")
-    _add_mimic_args(a, "baselines (non-mimicker L/T x z 32,768,4096, N 1; classifier only)")
+    _add_mimic_args(a, "baselines (non-mimicker L/T x z 32,768,4096, N 1; classifier only)",
+                    "3 baselines (non-mimicker L/T, N 1, z 32; classifier only)")
     a.set_defaults(func=_cmd_mimic_init)
 
     from . import profile_cli, pruning_curves
