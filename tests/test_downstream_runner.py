@@ -111,7 +111,7 @@ def test_a_head_evaluated_with_a_pruned_upstream_scores_that_variant_in_its_own_
     by_upstream = {r.upstream: r for r in records}
     assert by_upstream["pruned_wav2vec2"].value == pruned and by_upstream["wav2vec2_local"].value == unpruned
     assert by_upstream["pruned_wav2vec2"].head["expdir"] == str(ks_head)
-    frame = build(records, profile=lambda r: Profile(1, 1.0, None))
+    frame, _ = build(records, profile=lambda rs: ({r.variant: Profile(1, 1.0) for r in rs}, {}))
     rows = frame.set_index("label")
     assert rows.loc["pruned_wav2vec2 drop [2]", "value"] == pruned and rows.loc["wav2vec2_local", "value"] == unpruned
 
