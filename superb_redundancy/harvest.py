@@ -20,6 +20,7 @@ from typing import Iterable, Optional, Sequence
 import yaml
 
 from .atomic import write_json
+from .files import sha256_file
 from .results import TASK_METRICS, MetricNotFound, read_test_items, read_test_metric
 
 __all__ = ["RunRecord", "HarvestError", "harvest_expdir", "harvest", "load_records", "validate_record", "reconcile",
@@ -75,11 +76,7 @@ def file_sha256(path: Optional[str]) -> Optional[str]:
     stat = p.stat()
     key = (str(p.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(p, "rb") as file:
-            for chunk in iter(lambda: file.read(1 << 20), b""):
-                digest.update(chunk)
-        _HASHES[key] = digest.hexdigest()
+        _HASHES[key] = sha256_file(p)
     return _HASHES[key]
 
 
@@ -304,36 +301,35 @@ def _run_identity(record: RunRecord) -> tuple:
 
 
 def reconcile(records_dir: str | Path, records: Sequence[RunRecord] = ()) -> list[str]:
-    """Write ``records`` into the folder and drop what is stale there; returns the notices."""
+    """Write ``records`` into the folder and drop what is stale there; returns the notices.
+
+    One pass over the other records: one whose experiment folder is gone is removed, and so is an older record of
+    a run harvested again now (the same run from another folder gives way to the fresh record)."""
     records_dir = Path(records_dir)
     notices = []
     for record in records:
         write_json(records_dir / f"{record.record_id}.json", record.to_dict())
-    fresh = {record.record_id for record in records}
-    kept: dict[tuple, tuple[str, Path]] = {}
+    fresh = {_run_identity(record): f"{record.record_id}.json" for record in records}
+    fresh_ids = {record.record_id for record in records}
     for path in sorted(records_dir.glob("*.json")):
         try:
             data = json.loads(path.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError):
             continue  # load_records names it
-        if not isinstance(data, dict) or data.get("record_id") in fresh:
+        if not isinstance(data, dict) or data.get("record_id") in fresh_ids:
             continue
         expdir = data.get("expdir")
         if isinstance(expdir, str) and not Path(expdir).is_dir():
             path.unlink()
             notices.append(f"removed record {path.name}: its experiment {expdir} is gone")
-    for record in records:  # an older record of the same run (another folder) gives way to the fresh one
-        kept[_run_identity(record)] = (record.record_id, records_dir / f"{record.record_id}.json")
-    for path in sorted(records_dir.glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-            other = RunRecord(**data)
-        except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
             continue
-        mine = kept.get(_run_identity(other))
-        if mine is not None and mine[0] != other.record_id:
+        try:
+            twin = fresh.get(_run_identity(RunRecord(**data)))
+        except TypeError:
+            continue
+        if twin is not None:
             path.unlink()
-            notices.append(f"removed record {path.name}: a duplicate of {mine[1].name} (same run, harvested again)")
+            notices.append(f"removed record {path.name}: a duplicate of {twin} (same run, harvested again)")
     return notices
 
 

@@ -44,7 +44,6 @@ Step 2 (adaptation) is s3prl's own runner, nothing else:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from . import atomic
 from .bundles import ModelFamily, family_of_checkpoint, get_family
-from .files import checkpoint_sha256, load_checkpoint, model_sha256
+from .files import checkpoint_sha256, load_checkpoint, model_sha256, sha256_file
 from .registry import upstream_output
 
 __all__ = [
@@ -419,14 +418,6 @@ class Mimicker(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- teacher front end
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _plain(value: Any) -> Any:
     """A JSON-plain copy (dict/list/str/number/bool/None) that ``torch.load(weights_only=True)`` accepts."""
     return json.loads(json.dumps(value, default=str))
