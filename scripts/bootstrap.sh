@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Create .venv and install the stack into it. Idempotent: skipped when .venv already holds what this script
-# and setup.cfg ask for (a stamp of their hash), so the README commands can call it every time.
+# Create .venv and install the stack into it. Idempotent: skipped when .venv already holds what this script,
+# setup.cfg and setup.py ask for (a stamp of their hash), so the README commands can call it every time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-want=$(cat setup.cfg scripts/bootstrap.sh | sha1sum | cut -d' ' -f1)
+want=$(cat setup.cfg setup.py scripts/bootstrap.sh | sha1sum | cut -d' ' -f1)
 stamp="$VENV/.superb_redundancy_stamp"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0

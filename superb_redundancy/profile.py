@@ -6,7 +6,9 @@ Every number states what it counts:
   shared tensor once: for wav2vec2 and HuBERT experts this is the number the SUPERB leaderboard reports
   (95.04 M / 94.70 M for the Base models), since s3prl's expert keeps the pretraining-only modules the released
   checkpoints carry. ``inference`` leaves out the modules a forward pass never touches (:data:`PRETRAINING_ONLY`:
-  quantizer, project_q, final_proj, label_embs_concat, mask_emb, target_glu): 94.37 M for both Base models.
+  quantizer, project_q, final_proj, label_embs_concat, mask_emb, target_glu): 94.37 M for both Base models;
+  and DistilHuBERT's prediction heads (output_layer), which s3prl's expert runs but neither the paper's
+  downstream evaluation (its last layer) nor SUPERB's 23.49 M count uses.
   ``stack`` is the transformer layers (``encoder.layers.N``); ``rest`` = ``total - stack`` (CNN, feature
   projection, positional convolution, encoder LayerNorm, heads). For a pruned upstream, pass its base's counts
   to get the removed share with the denominator in the key (``removed_share_of_base_total``, ...).
@@ -67,8 +69,10 @@ SAMPLE_RATE = 16000
 #: the CNN front end's receptive field: shorter input gives no frame (s3prl's experts fail on it)
 MIN_SAMPLES = 400
 
-#: modules that s3prl's experts hold (because the released checkpoints do) but that their forward never uses
-PRETRAINING_ONLY = ("quantizer", "project_q", "final_proj", "label_embs_concat", "mask_emb", "target_glu")
+#: modules that s3prl's experts hold (because the released checkpoints do) but that their forward never uses;
+#: plus DistilHuBERT's distillation heads (output_layer: s3prl's distiller runs them, SUPERB does not count them)
+PRETRAINING_ONLY = ("quantizer", "project_q", "final_proj", "label_embs_concat", "mask_emb", "target_glu",
+                    "output_layer")
 
 
 class ProfileError(ValueError):
@@ -519,6 +523,13 @@ def _check_upstream_name(name: str) -> None:
         raise ProfileError(f"unknown upstream {name!r}{hint}")
 
 
+def _family_named(name: str) -> Optional[str]:
+    """The architecture family an upstream name refers to, if any (distilhubert is a distiller, not a hubert)."""
+    if name.startswith("distil"):
+        return "distiller"
+    return next((f for f in ("wav2vec2", "hubert", "wavlm") if f in name), None)
+
+
 def _looks_like_path(value: str) -> bool:
     return os.sep in value or value.endswith((".pt", ".ckpt", ".pth", ".bin"))
 
@@ -573,16 +584,21 @@ def validate_request(name: Optional[str] = None, ckpt: Optional[str] = None, mod
             raise ProfileError(f"unknown --arch {arch!r}; valid: {', '.join(ARCHITECTURES)}")
         if ckpt:
             raise ProfileError("give either --arch (random weights) or -k CHECKPOINT, not both")
-        family = ARCHITECTURES[arch].family
+        architecture = ARCHITECTURES[arch]
+        family = architecture.family
+        named = _family_named(name) if name else None
+        if named and named != family:
+            use = f"{architecture.hub_name} or pruned_{family}" if architecture.prunable else architecture.hub_name
+            raise ProfileError(f"upstream {name!r} is a {named} upstream but --arch {arch} is {family}; use {use}")
+        if not architecture.prunable:
+            if model_config or drop_layers:
+                prunable = ", ".join(n for n, a in ARCHITECTURES.items() if a.prunable)
+                raise ProfileError(f"--arch {arch} has no pruned upstream: -g / drop_layers need one of {prunable}")
+            if name not in (None, architecture.hub_name):
+                raise ProfileError(f"--arch {arch} loads through {architecture.hub_name}, not {name!r}; leave out -u")
         if name is None:
-            name = f"pruned_{family}" if (model_config or drop_layers) else f"{family}_local"
-        others = [f for f in ("wav2vec2", "hubert", "wavlm") if f != family and f in name]
-        if others:
-            raise ProfileError(
-                f"upstream {name!r} is a {others[0]} upstream but --arch {arch} is {family}; "
-                f"use {family}_local or pruned_{family}"
-            )
-        _check_spec(arch, ARCHITECTURES[arch].num_layers, name, model_config, drop_layers)
+            name = f"pruned_{family}" if (model_config or drop_layers) else architecture.hub_name
+        _check_spec(arch, architecture.num_layers, name, model_config, drop_layers)
     elif drop_layers:
         raise ProfileError("drop_layers needs --arch (or a prune spec with -g and a pruned_<family> upstream)")
     if not name:
@@ -735,7 +751,8 @@ def format_profile_table(profile: dict) -> str:
 
     p = profile["parameters"]
     rows = [
-        ["total (all held; SUPERB's count)", f"{p['total']:,}", _m(p["total"])],
+        # SUPERB's count is total for wav2vec2 / HuBERT, inference for DistilHuBERT (see architectures.py)
+        ["total (all held)", f"{p['total']:,}", _m(p["total"])],
         ["inference (less pretraining-only heads)", f"{p['inference']:,}", _m(p["inference"])],
         ["transformer stack", f"{p['stack']:,}", _m(p["stack"])],
         ["rest (total - stack)", f"{p['rest']:,}", _m(p["rest"])],

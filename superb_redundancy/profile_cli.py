@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="model config, as s3prl's -g (a prune spec for pruned_<family>)")
     parser.add_argument("--arch", default=None,
                         help="profile a real-size architecture with random weights instead of a checkpoint "
-                             "(wav2vec2_base, wav2vec2_large, hubert_base, hubert_large, wavlm_base, wavlm_large)")
+                             "(wav2vec2_base, wav2vec2_large, hubert_base, hubert_large, wavlm_base, wavlm_large, "
+                             "distilhubert)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --arch random weights (default 0)")
     parser.add_argument("--seconds", type=float, nargs="+", default=[1.0, 10.0],
                         help="clip lengths in seconds, each profiled at batch size 1 (default: 1 10)")

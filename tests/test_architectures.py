@@ -27,8 +27,10 @@ def wav2vec2_base_path(tmp_path_factory):
 
 def test_named_architectures_have_the_published_shapes():
     assert list(ARCHITECTURES) == ["wav2vec2_base", "wav2vec2_large", "hubert_base", "hubert_large",
-                                   "wavlm_base", "wavlm_large"]
+                                   "wavlm_base", "wavlm_large", "distilhubert"]
     for name, arch in ARCHITECTURES.items():
+        if not arch.prunable:
+            continue  # distilhubert: below
         cfg = arch.config
         base = name.endswith("_base")
         assert arch.family == name.split("_")[0]
@@ -39,6 +41,52 @@ def test_named_architectures_have_the_published_shapes():
         assert cfg.encoder()["extractor_mode"] == ("default" if base else "layer_norm")
         if arch.family == "wavlm":
             assert (cfg.num_buckets, cfg.max_distance, cfg.gru_rel_pos) == (320, 800, True)
+
+
+def test_distilhubert_has_the_published_shape():
+    arch = get_architecture("distilhubert")
+    assert (arch.family, arch.hub_name, arch.prunable, arch.superb_params_m) == ("distiller", "distiller_local",
+                                                                                 False, 23.49)
+    config = arch.config.to_s3prl()
+    assert (config["encoder_layers"], config["encoder_embed_dim"], config["encoder_ffn_embed_dim"],
+            config["encoder_attention_heads"]) == (2, 768, 3072, 12)
+    assert config["extractor_conv_feature_layers"] == "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
+    assert (config["conv_pos"], config["conv_pos_groups"], config["layer_norm_first"]) == (128, 16, False)
+    assert config["pred_layer_id"] == [4, 8, 12] and config["n_tasks"] == 3
+
+
+@pytest.fixture(scope="module")
+def distilhubert_path(tmp_path_factory):
+    return write_architecture_checkpoint("distilhubert", tmp_path_factory.mktemp("arch") / "distilhubert.pt")
+
+
+def test_distilhubert_loads_with_s3prls_distiller(distilhubert_path, hub):
+    """distiller_local loads the file as weights only; SUPERB's 23.49 M is the student less its 3 heads."""
+    expert = hub.distiller_local(ckpt=str(distilhubert_path)).eval()
+    counts = count_parameters(expert)
+    assert abs(counts["inference"] / M - 23.49) <= 0.1 and counts["inference"] == 23_491_200
+    assert counts["total"] == 27_034_752 and counts["stack"] == 2 * BASE_LAYER
+    with torch.inference_mode():
+        states = expert([torch.randn(16000)])["hidden_states"]
+    assert len(states) == 1 + 2 + 3 and all(s.shape == (1, 49, 768) for s in states)  # input, 2 layers, 3 heads
+    a, b = (build_architecture_checkpoint("distilhubert", seed=1)["Distiller"] for _ in range(2))
+    assert torch.equal(a["encoder.layers.1.fc1.weight"], b["encoder.layers.1.fc1.weight"])
+
+
+def test_the_leaderboard_profiles_distilhubert(distilhubert_path, hub):
+    """A study run of distiller_local -k FILE gets parameters, MACs and latency on the leaderboard."""
+    from superb_redundancy.harvest import RunRecord
+    from superb_redundancy.leaderboard import profile_variants
+
+    run = RunRecord(record_id="r", expdir="/exp/r", task="ks", upstream="distiller_local",
+                    upstream_ckpt=str(distilhubert_path), upstream_model_config=None, upstream_sha256=None,
+                    model_config_sha256=None, variant="distilhubert", metric="acc", value=0.9,
+                    higher_is_better=True, seed=1, config=None, config_sha256=None, step=1,
+                    evaluated_at="2026-01-01T00:00:00")
+    profiles, info = profile_variants([run], repeats=2, max_passes=1, warmup=0)
+    profile = profiles["distilhubert"]
+    assert profile.params == 23_491_200 and profile.macs_per_second == pytest.approx(3.58e9, rel=0.01)
+    assert profile.latency_ms > 0 and not info["unprofiled"]
 
 
 @pytest.mark.parametrize("name, superb_m, inference", [

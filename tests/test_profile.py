@@ -253,7 +253,7 @@ def test_cli_writes_json_atomically(tmp_path, tiny_ckpts, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["-u", "wav2vec2_locl", "-k", "X"], "unknown upstream 'wav2vec2_locl'; close matches: wav2vec2_local"),
     (["--arch", "wav2vec2_small"], "unknown --arch 'wav2vec2_small'; valid: wav2vec2_base, wav2vec2_large, "
-                                   "hubert_base, hubert_large, wavlm_base, wavlm_large"),
+                                   "hubert_base, hubert_large, wavlm_base, wavlm_large, distilhubert"),
     (["-u", "wav2vec2_local", "-k", "CKPT", "--seconds", "1", "0"], "--seconds must be > 0, got 0.0"),
     (["-u", "wav2vec2_local", "-k", "CKPT", "--seconds", "-2"], "--seconds must be > 0, got -2.0"),
     (["-u", "wav2vec2_local", "-k", "CKPT", "--lengths-file", "/no/such/lengths.txt"],
@@ -264,6 +264,14 @@ def test_cli_writes_json_atomically(tmp_path, tiny_ckpts, capsys):
     (["--arch", "wav2vec2_base", "-u", "wavlm_local"], "is a wavlm upstream but --arch wav2vec2_base is wav2vec2"),
     ([], "no upstream: give -u NAME"),
     (["--arch", "wav2vec2_base", "-g", "SPEC"], "--arch wav2vec2_base: drop_layers [12] out of range"),
+    (["--arch", "hubert_base", "-u", "distilhubert"],
+     "upstream 'distilhubert' is a distiller upstream but --arch hubert_base is hubert; use hubert_local or pruned_hubert"),
+    (["--arch", "distilhubert", "-u", "wavlm_local"], "is a wavlm upstream but --arch distilhubert is distiller; "
+                                                      "use distiller_local"),
+    (["--arch", "distilhubert", "-u", "distilhubert"], "--arch distilhubert loads through distiller_local, not "
+                                                       "'distilhubert'; leave out -u"),
+    (["--arch", "distilhubert", "-g", "SPEC"], "--arch distilhubert has no pruned upstream: -g / drop_layers need "
+                                               "one of wav2vec2_base, wav2vec2_large, hubert_base"),
 ])
 def test_cli_bad_input_is_one_line_before_any_model_work(monkeypatch, hub, tiny_ckpts, capsys, tmp_path, argv,
                                                          message):
@@ -272,7 +280,7 @@ def test_cli_bad_input_is_one_line_before_any_model_work(monkeypatch, hub, tiny_
     def no_model_work(*args, **kwargs):
         raise AssertionError("a model was built before the input was checked")
 
-    for name in ("wav2vec2_local", "hubert_local", "wavlm_local"):
+    for name in ("wav2vec2_local", "hubert_local", "wavlm_local", "distiller_local", "distilhubert"):
         monkeypatch.setattr(hub, name, no_model_work)
     monkeypatch.setattr(architectures, "write_architecture_checkpoint", no_model_work)
     (tmp_path / "spec.yaml").write_text("drop_layers: [3, 12]\n")
@@ -326,6 +334,22 @@ def test_profile_of_a_pruned_real_size_architecture():
     assert macs["base_macs_derived"] == pytest.approx(6.9e9, rel=0.05)
     assert macs["macs_share_of_base"] == pytest.approx(0.847, abs=0.002)
     assert profile["latency"] == [] and "random weights" in profile["notes"][0]
+
+
+def test_profile_of_distilhubert(tmp_path, capsys):
+    """SUPERB's 23.49 M for DistilHuBERT leaves out its three prediction heads: the profile's inference count."""
+    out = tmp_path / "profile.json"
+    assert cli_main(["--arch", "distilhubert", "--seconds", "1", "--no-latency", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    params, macs = data["parameters"], data["macs"][0]
+    assert data["upstream"] == "distiller_local"
+    assert abs(params["inference"] / 1e6 - 23.49) <= 0.1 and params["inference"] == 23_491_200
+    assert params["total"] == 23_491_200 + 3_543_552 and params["pretraining_only"] == 3_543_552
+    assert params["stack"] == 2 * 7_087_872 and params["layers_with_parameters"] == 2
+    assert params["components"]["cnn"] == 4_200_448 and params["components"]["other"] == 0
+    assert macs["frames"] == 49 and list(macs["per_layer_macs"]) == ["0", "1"]
+    assert macs["cnn_macs"] == pytest.approx(2.45e9, rel=0.01)  # HuBERT Base's CNN
+    assert "23.49 M" in capsys.readouterr().out
 
 
 class _Counting(torch.nn.Module):

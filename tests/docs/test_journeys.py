@@ -237,7 +237,7 @@ def _check_bootstrapped() -> None:
     sandbox (re-pointing the editable install there). scripts/test.sh bootstraps first, so this holds in CI."""
     import hashlib
 
-    want = hashlib.sha1((ROOT / "setup.cfg").read_bytes() + (ROOT / "scripts" / "bootstrap.sh").read_bytes())
+    want = hashlib.sha1(b"".join((ROOT / p).read_bytes() for p in ("setup.cfg", "setup.py", "scripts/bootstrap.sh")))
     stamp = Path(sys.prefix) / ".superb_redundancy_stamp"
     if not stamp.is_file() or stamp.read_text().strip() != want.hexdigest():
         pytest.fail("the environment is not bootstrapped for this checkout: run `bash scripts/test.sh` "
