@@ -12,6 +12,7 @@ shuffled) and, where given, the same architecture at random initialisation on th
 
 ``plan_pruning`` turns a report into a prune spec for an objective and amount: statically (scores from the
 unpruned model, the paper's choice) or iteratively (scores recomputed on the pruned model after each removal).
+A span objective ("span") drops the best run of consecutive layers for the amount, always statically.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import torch
 from .atomic import atomic_dir, write_json
 from .blocks import block_strength, detect_blocks, permutation_null, plot_similarity
 from .features import iter_hidden_states
-from .pruning_order import OBJECTIVES, block_influence, layers_to_drop, prune_order
+from .pruning_order import (OBJECTIVES, SPAN_OBJECTIVES, block_influence, choose_layers, drop_count, layers_to_drop,
+                            prune_order, ranked_spans, span_scores)
 from .similarity import SimilarityAccumulator, pool
 
 __all__ = ["SimilaritySettings", "SimilarityReport", "analyse", "accumulate", "report_from_matrices",
@@ -214,13 +216,27 @@ def report_from_matrices(matrices: dict[str, np.ndarray], settings: SimilaritySe
     return SimilarityReport(matrices, blocks, settings, num_samples, dict(source or {}), strength, baseline)
 
 
-def accumulate(batches: Iterable[tuple[list[torch.Tensor], torch.Tensor]], settings: SimilaritySettings
+Batches = Iterable[tuple[list[torch.Tensor], torch.Tensor]]
+
+
+def accumulate(batches: Batches, settings: SimilaritySettings, against: Optional[Batches] = None
                ) -> tuple[dict[str, np.ndarray], int]:
-    """The three matrices of streamed ``(hidden_states, frame_lengths)`` batches; (matrices, samples)."""
+    """The three matrices of streamed ``(hidden_states, frame_lengths)`` batches; (matrices, samples).
+
+    ``against``: another model's batches of the same clips, in step with ``batches``: the matrices between the
+    hidden states of ``batches`` (rows) and of ``against`` (columns) instead.
+    """
     accumulator = SimilarityAccumulator(k=settings.k, averaging=settings.averaging, batch_size=settings.batch_size,
                                         max_samples=settings.max_samples)
-    for states, lengths in batches:
-        accumulator.update([pool(h, lengths, settings.pool) for h in states])
+
+    def pooled(batch: tuple[list[torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
+        states, lengths = batch
+        return [pool(h, lengths, settings.pool) for h in states]
+
+    # strict: the two streams must hold the same clips, so neither may run out first
+    pairs = ((b, None) for b in batches) if against is None else zip(batches, against, strict=True)
+    for batch, other in pairs:
+        accumulator.update(pooled(batch), None if other is None else pooled(other))
     return accumulator.compute(), accumulator.num_samples
 
 
@@ -269,20 +285,47 @@ def objective_scores(objective: str, report: SimilarityReport) -> Optional[np.nd
 
 @dataclass(frozen=True)
 class PruningPlan:
+    """Which layers to drop, and why.
+
+    Order objectives: ``order`` ranks the layers, most prunable first (layer 0 left out unless asked), and
+    ``scores[l]`` is layer ``l``'s score (None: positional objective). Span objectives (``span`` is the number
+    of layers dropped, n): ``order`` ranks the allowed spans by their first layer, and ``scores[l]`` is the score
+    of the span ``l .. l+n-1`` (for "span": the angular distance between its input and its output).
+    """
+
     objective: str
-    order: list[int]  # full order, most prunable first (layer 0 left out unless asked)
-    scores: Optional[list[float]]  # per transformer layer, on the unpruned model (None: positional objective)
+    order: list[int]
+    scores: Optional[list[float]]  # on the unpruned model
     drop_layers: list[int]
     iterative: bool
+    span: Optional[int] = None
 
     def describe(self) -> str:
         lines = [f"objective {self.objective} ({'iterative' if self.iterative else 'static'}): "
                  f"drop {sorted(self.drop_layers)}"]
+        if self.span is not None:
+            if self.order:
+                lines.append(f"  spans of {self.span} consecutive layer(s), most prunable first:")
+            for rank, start in enumerate(self.order):
+                end = start + self.span - 1
+                where = f"layer {start}" if end == start else f"layers {start}-{end}"
+                mark = "  <- dropped" if start == min(self.drop_layers) else ""
+                lines.append(f"  {rank + 1:>2}. {where:<12} score {self.scores[start]:.4f}{mark}")
+            return "\n".join(lines)
         for rank, layer in enumerate(self.order):
             score = "" if self.scores is None else f"  score {self.scores[layer]:.4f}"
             mark = "  <- dropped" if layer in self.drop_layers else ""
             lines.append(f"  {rank + 1:>2}. layer {layer:>2}{score}{mark}")
         return "\n".join(lines)
+
+
+def _span_plan(report: SimilarityReport, objective: str, amount: int | float, keep_first: bool) -> PruningPlan:
+    num_layers = report.num_layers
+    n = drop_count(amount, num_layers)
+    order = ranked_spans(objective, num_layers, report.matrices, n, keep_first)
+    scores = span_scores(objective, num_layers, report.matrices, n).tolist() if n else []
+    drop = choose_layers(objective, num_layers, report.matrices, n, keep_first)
+    return PruningPlan(objective, order, scores, drop, False, span=n)
 
 
 def plan_pruning(report: SimilarityReport, objective: str, amount: int | float, keep_first: bool = True,
@@ -291,10 +334,12 @@ def plan_pruning(report: SimilarityReport, objective: str, amount: int | float, 
 
     Static (default): one order from the unpruned model's report. Iterative: pass ``reanalyse(dropped) ->
     report of the model with those layers dropped``; after each removal the scores are recomputed and the
-    lowest-scoring remaining layer goes next (positional objectives are the same either way).
+    lowest-scoring remaining layer goes next (positional and span objectives are the same either way).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown pruning objective {objective!r}; valid: {sorted(OBJECTIVES)}")
+    if objective in SPAN_OBJECTIVES:
+        return _span_plan(report, objective, amount, keep_first)
     num_layers = report.num_layers
     order = prune_order(objective, num_layers, report.matrices, keep_first=keep_first)
     scores = objective_scores(objective, report)

@@ -37,6 +37,16 @@ def _as_square(matrix) -> np.ndarray:
     return m
 
 
+def _as_matrix(matrix) -> np.ndarray:
+    """A finite 2-D matrix, square or not (one model's layers against another's)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.ndim != 2 or 0 in m.shape:
+        raise ValueError(f"expected a non-empty 2-D similarity matrix, got shape {m.shape}")
+    if not np.isfinite(m).all():
+        raise ValueError("the similarity matrix has NaN or infinite entries")
+    return m
+
+
 def _prefix(a: np.ndarray) -> np.ndarray:
     """2-D inclusive prefix sums padded with a zero row and column, so tile sums are 4 look-ups."""
     p = np.zeros((a.shape[0] + 1, a.shape[1] + 1))
@@ -157,12 +167,14 @@ def plot_similarity(
     path: str | os.PathLike,
     title: Optional[str] = None,
     first_index: int = 0,
-    axis_label: str = "layer",
+    axis_label: str | tuple[str, str] = "layer",
     notes: Optional[Mapping[str, str]] = None,
 ) -> Path:
     """One heat-map panel per metric (like the paper's Fig. 2a), blocks drawn as rectangles; atomic write.
 
-    ``blocks`` maps a metric name to its ``(start, end_inclusive)`` list; metrics it omits get no rectangles.
+    ``blocks`` maps a metric name to its ``(start, end_inclusive)`` list; metrics it omits get no rectangles
+    and may be non-square (one model's hidden states against another's): ``axis_label`` is then the pair
+    ``(rows' label, columns' label)``, rows drawn up the y axis, columns along the x axis.
     The file format follows the suffix of ``path`` (png if none). Every panel uses the same colour scale,
     :data:`VMIN`..:data:`VMAX` (lower values show as the lowest colour; the colour bar's arrow says so).
     ``first_index``: the label of row 0 (blocks are given in these labels); ``notes``: a line under each panel.
@@ -180,22 +192,24 @@ def plot_similarity(
     if unknown:
         raise ValueError(f"blocks given for {unknown}, which are not among the matrices {sorted(matrices)}")
 
+    row_label, col_label = (axis_label, axis_label) if isinstance(axis_label, str) else axis_label
     fig = Figure(figsize=(4.8 * len(matrices), 4.4), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(matrices), squeeze=False)[0]
     for ax, (name, matrix) in zip(axes, matrices.items()):
-        m = _as_square(matrix)
-        n = m.shape[0]
-        extent = (first_index - 0.5, first_index + n - 0.5, first_index - 0.5, first_index + n - 0.5)
+        m = _as_square(matrix) if name in blocks else _as_matrix(matrix)
+        rows, cols = m.shape
+        extent = (first_index - 0.5, first_index + cols - 0.5, first_index - 0.5, first_index + rows - 0.5)
+        # a non-square panel fills its axes: a 2 x 13 strip would otherwise be too flat to read or label
         image = ax.imshow(m, origin="lower", cmap="viridis", vmin=VMIN, vmax=VMAX, interpolation="nearest",
-                          extent=extent)
+                          extent=extent, aspect="equal" if rows == cols else "auto")
         fig.colorbar(image, ax=ax, shrink=0.85, extend="min" if float(m.min()) < VMIN else "neither")
         for start, end in blocks.get(name, ()):
             side = end - start + 1
             ax.add_patch(Rectangle((start - 0.5, start - 0.5), side, side, fill=False, edgecolor="red", linewidth=1.8))
         ax.set_title(_TITLES.get(name, name) + (f"\n{notes[name]}" if notes and name in notes else ""), fontsize=9)
-        ax.set_xlabel(axis_label)
-        ax.set_ylabel(axis_label)
+        ax.set_xlabel(col_label)
+        ax.set_ylabel(row_label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     if title:

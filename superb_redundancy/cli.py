@@ -176,8 +176,69 @@ def _check_enough_clips(files: list, settings, data: str) -> None:
                          f"{settings.k + 1} (or --pool frames)")
 
 
+#: options of the one-model analysis (blocks, nulls, baseline) a cross-model run has no use for: dest -> (flag,
+#: default); the parser takes its defaults from here
+_ONE_MODEL_ONLY = {"blocks": ("--blocks", 2), "include_input": ("--include-input", False),
+                   "permutations": ("--permutations", 1000), "random_baseline": ("--no-random-baseline", True)}
+
+
+def _check_against_args(args: argparse.Namespace) -> None:
+    """--against_* only with --against; with it, no option of the one-model analysis (it would be ignored)."""
+    if not args.against:
+        given = [flag for flag in ("against_ckpt", "against_model_config") if getattr(args, flag)]
+        if given:
+            raise ValueError(f"--{given[0]} names the reference's checkpoint or config: give --against NAME too")
+        return
+    given = [flag for dest, (flag, default) in _ONE_MODEL_ONLY.items() if getattr(args, dest) != default]
+    if given:
+        raise ValueError(f"{given[0]} is for one model's blocks; with --against the command writes cross-model "
+                         f"matrices only (no blocks, nulls or random-init baseline)")
+
+
+def _similarity_settings(args: argparse.Namespace):
+    from .analysis import SimilaritySettings
+
+    return SimilaritySettings(pool=args.pool, averaging=args.averaging, batch_size=args.batch_size, k=args.k,
+                              max_samples=args.max_samples, n_blocks=args.blocks, max_seconds=args.max_seconds,
+                              include_input=args.include_input, permutations=args.permutations)
+
+
+def _model_label(name: str, ckpt: Optional[str]) -> str:
+    """How a model is named on the cross-model heat map: its upstream name, and its checkpoint file if any."""
+    return f"{name} ({Path(ckpt).name})" if ckpt else name
+
+
+def _cmd_cross_similarity(args: argparse.Namespace, settings, files: list) -> int:
+    from .cross_similarity import cross_analyse
+    from .files import checkpoint_sha256
+    from .registry import build_upstream
+
+    # both models load before the pass: a bad name or checkpoint of either fails in one line, before any work
+    variant = build_upstream(args.upstream, args.upstream_ckpt, args.upstream_model_config)
+    try:
+        reference = build_upstream(args.against, args.against_ckpt, args.against_model_config)
+    except (ValueError, FileNotFoundError) as error:  # say which of the two models it is
+        raise ValueError(f"reference (--against {args.against}): {error}") from None
+    names = (_model_label(args.upstream, args.upstream_ckpt), _model_label(args.against, args.against_ckpt))
+    if names[0] == names[1]:
+        names = (f"{names[0]} [rows]", f"{names[1]} [columns]")
+    source = {"variant": {"upstream": args.upstream, "ckpt": args.upstream_ckpt,
+                          "model_config": args.upstream_model_config,
+                          "model_sha256": checkpoint_sha256(args.upstream_ckpt)},
+              "reference": {"upstream": args.against, "ckpt": args.against_ckpt,
+                            "model_config": args.against_model_config,
+                            "model_sha256": checkpoint_sha256(args.against_ckpt)},
+              "data": str(args.data), "clips": len(files)}
+    report = cross_analyse(variant, reference, files, settings, device=args.device, names=names, source=source)
+    paths = report.save(args.output, title=f"{names[0]} vs {names[1]} ({report.num_samples} samples, "
+                                           f"pool={args.pool})")
+    print(report.describe())
+    print(f"matrices: {paths['json']}\nheatmap:  {paths['figure']}")
+    return 0
+
+
 def _cmd_similarity(args: argparse.Namespace) -> int:
-    from .analysis import SimilaritySettings, analyse, random_init_upstream
+    from .analysis import analyse, random_init_upstream
     from .atomic import check_output_dir
     from .features import check_audio, list_audio
     from .files import checkpoint_sha256
@@ -185,12 +246,13 @@ def _cmd_similarity(args: argparse.Namespace) -> int:
 
     # every input and the output checked before the model loads and the pass starts
     _check_max_seconds(args.max_seconds)
+    _check_against_args(args)
     check_output_dir(args.output)
-    settings = SimilaritySettings(pool=args.pool, averaging=args.averaging, batch_size=args.batch_size, k=args.k,
-                                  max_samples=args.max_samples, n_blocks=args.blocks, max_seconds=args.max_seconds,
-                                  include_input=args.include_input, permutations=args.permutations)
+    settings = _similarity_settings(args)
     files = check_audio(list_audio(args.data, limit=args.limit, seed=args.seed))
     _check_enough_clips(files, settings, args.data)
+    if args.against:
+        return _cmd_cross_similarity(args, settings, files)
     upstream = build_upstream(args.upstream, args.upstream_ckpt, args.upstream_model_config)
     baseline = None
     if args.random_baseline:
@@ -452,6 +514,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("similarity", help="layer similarity (cosine, CKA, mutual kNN) with blocks and a heatmap")
     _add_upstream_args(p)
+    p.add_argument("--against", metavar="NAME",
+                   help="a reference upstream (e.g. the teacher of a pruned or mimicking -u): instead of blocks, the "
+                        "matrices of every -u hidden state (rows) against every reference hidden state (columns) on "
+                        "the same clips -> cross_similarity.json/.png")
+    p.add_argument("--against_ckpt", metavar="CKPT", help="the reference's checkpoint path (as -k)")
+    p.add_argument("--against_model_config", metavar="CONFIG", help="the reference's model config (as -g)")
     _add_data_args(p, required=True)
     p.add_argument("--pool", default="mean", choices=["mean", "flatten", "frames"],
                    help="clip -> sample: mean over time (default), flatten (paper code; equal lengths), frames")
@@ -461,11 +529,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=8, help="neighbours for mutual kNN (default 8)")
     p.add_argument("--max-samples", type=int, default=4096, help="sample cap for --averaging whole")
     p.add_argument("--max-seconds", type=float, help="crop clips to this length")
-    p.add_argument("--blocks", type=int, default=2, help="number of contiguous blocks to detect")
+    p.add_argument("--blocks", type=int, default=_ONE_MODEL_ONLY["blocks"][1],
+                   help="number of contiguous blocks to detect")
     p.add_argument("--include-input", action="store_true",
                    help="blocks and heat maps over all L+1 hidden states (default: the L transformer-layer outputs, "
                         "as the paper); the saved matrices always hold all L+1")
-    p.add_argument("--permutations", type=int, default=1000, help="permutation-null draws per metric (0: none)")
+    p.add_argument("--permutations", type=int, default=_ONE_MODEL_ONLY["permutations"][1],
+                   help="permutation-null draws per metric (0: none)")
     p.add_argument("--no-random-baseline", dest="random_baseline", action="store_false",
                    help="skip the same architecture at random initialisation (a second pass over the clips)")
     p.add_argument("--output", required=True, help="folder for similarity.json and similarity.png")

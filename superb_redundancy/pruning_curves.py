@@ -5,8 +5,9 @@ or one of its ``states-*.ckpt`` / ``dev-best.ckpt``), :func:`pruning_curves` eva
 (Featurizer weights and downstream head, loaded from the checkpoint exactly as s3prl's runner does) with the
 upstream pruned by each objective at every amount ``p = 0 .. L-1``, without any retraining:
 
-- forward / bi / knn-bi / cka-bi never prune layer 0 (paper section 2.2); backward drops the last ``p`` layers,
-  i.e. keeps the first ``L - p`` (at ``p = L-1`` only layer 0 is left);
+- forward / bi / knn-bi / cka-bi / span never prune layer 0 (paper section 2.2); backward drops the last ``p``
+  layers, i.e. keeps the first ``L - p`` (at ``p = L-1`` only layer 0 is left); span drops, at each ``p``, the
+  ``p`` consecutive layers whose input and output are the most alike (its choices are not nested: no one order);
 - score orders come from a :class:`~superb_redundancy.analysis.SimilarityReport` (``--similarity``), or from
   the similarity of the unpruned upstream's hidden states over the experiment's own **test** audio (the audio
   exactly as the expert's test dataloader yields it). The order is static (scores of the unpruned model, the
@@ -92,7 +93,9 @@ __all__ = [
     "load_experiment",
     "test_loader",
     "variant_masks",
+    "drop_masks",
     "pruning_orders",
+    "pruning_drops",
     "evaluate_shared",
     "evaluate_end_to_end",
     "layers_dropped",
@@ -670,13 +673,14 @@ def similarity_on_split(experiment: Experiment, settings=None, dropped: Sequence
 # ------------------------------------------------------------------------------------------------- orders
 def pruning_orders(objectives: Sequence[str], num_layers: int, report=None,
                    reanalyse: Optional[Callable[[list[int]], object]] = None) -> dict[str, list[int]]:
-    """Per objective the order layers are dropped in (layer 0 never): static, or iterative with ``reanalyse``."""
+    """Per objective the order layers are dropped in (layer 0 never): static, or iterative with ``reanalyse``.
+    Order objectives only (a span objective has no order: :func:`pruning_drops` takes every objective)."""
     from .analysis import SCORE_METRIC, plan_pruning
-    from .pruning_order import prune_order
+    from .pruning_order import OBJECTIVE_METRIC, prune_order
 
     orders = {}
     for objective in objectives:
-        if objective in SCORE_METRIC and report is None:
+        if objective in OBJECTIVE_METRIC and report is None:
             raise CurvesInputError(f"objective {objective} needs a similarity report")
         matrices = report.matrices if report is not None else None
         if objective in SCORE_METRIC and reanalyse is not None:
@@ -687,10 +691,30 @@ def pruning_orders(objectives: Sequence[str], num_layers: int, report=None,
     return orders
 
 
+def pruning_drops(objectives: Sequence[str], num_layers: int, report=None,
+                  reanalyse: Optional[Callable[[list[int]], object]] = None) -> dict[str, list[list[int]]]:
+    """Per objective the layers dropped at each amount ``p = 0 .. L-1`` (layer 0 never): an order objective's
+    first ``p`` (as :func:`pruning_orders`), a span objective's best span of ``p`` (always static)."""
+    from .pruning_order import OBJECTIVE_METRIC, SPAN_OBJECTIVES, drops_per_amount
+
+    spans = [o for o in objectives if o in SPAN_OBJECTIVES]
+    if spans and report is None:
+        raise CurvesInputError(f"objective {spans[0]} needs a similarity report "
+                               f"(its {OBJECTIVE_METRIC.get(spans[0], 'similarity')} matrix)")
+    orders = pruning_orders([o for o in objectives if o not in SPAN_OBJECTIVES], num_layers, report, reanalyse)
+    return {o: (drops_per_amount(o, num_layers, report.matrices, keep_first=True) if o in SPAN_OBJECTIVES
+                else [list(orders[o][:p]) for p in range(num_layers)]) for o in objectives}
+
+
+def drop_masks(drops: Mapping[str, Sequence[Sequence[int]]], num_layers: int) -> dict[tuple[str, int], Mask]:
+    """``(objective, p) -> keep-mask``: the layers ``drops[objective][p]`` dropped."""
+    return {(objective, p): _mask(dropped, num_layers)
+            for objective, per_amount in drops.items() for p, dropped in enumerate(per_amount)}
+
+
 def variant_masks(orders: Mapping[str, Sequence[int]], num_layers: int) -> dict[tuple[str, int], Mask]:
     """``(objective, p) -> keep-mask`` for ``p = 0 .. L-1``: the first ``p`` layers of the objective's order dropped."""
-    return {(objective, p): _mask(order[:p], num_layers)
-            for objective, order in orders.items() for p in range(num_layers)}
+    return drop_masks({o: [order[:p] for p in range(num_layers)] for o, order in orders.items()}, num_layers)
 
 
 # ------------------------------------------------------------------------------------------------- results
@@ -737,7 +761,8 @@ class CurveResult:
     metric_name: str
     num_layers: int
     chance: Optional[float]
-    orders: dict[str, list[int]]
+    #: objective -> the layers dropped at each amount p = 0 .. L-1 (for an order objective, its order's first p)
+    drops: dict[str, list[list[int]]]
     points: list[CurvePoint]
     settings: CurveSettings
     similarity: object = None  # the SimilarityReport used (Fig. 2c, score orders)
@@ -748,6 +773,13 @@ class CurveResult:
     majority: Optional[float] = None
 
     # -- queries -------------------------------------------------------------------------------------------
+    @property
+    def orders(self) -> dict[str, list[int]]:
+        """The order of each order objective (its drops at ``p = L-1``); span objectives have none."""
+        from .pruning_order import SPAN_OBJECTIVES
+
+        return {o: list(d[-1]) for o, d in self.drops.items() if o not in SPAN_OBJECTIVES}
+
     def metrics(self, objective: str, amount: int) -> list[float]:
         return [p.metric for p in self.points if p.objective == objective and p.amount == amount]
 
@@ -757,7 +789,7 @@ class CurveResult:
     @property
     def unpruned(self) -> float:
         """The mean over repeats of the unpruned model's metric (amount 0, the same for every objective)."""
-        return self.mean(next(iter(self.orders)), 0)
+        return self.mean(next(iter(self.drops)), 0)
 
     def largest_amount(self, objective: str, ratio: float) -> int:
         """The largest amount whose mean metric is >= ``ratio`` x unpruned (0 if none above it)."""
@@ -766,11 +798,11 @@ class CurveResult:
         return max(passing, default=0)
 
     def dropped(self, objective: str, amount: int) -> list[int]:
-        return sorted(self.orders[objective][:amount])
+        return sorted(self.drops[objective][amount])
 
     def outcomes_at(self, objective: str, amount: int) -> list[float]:
         """The per-item outcomes of the whole test set for the variant at (objective, amount)."""
-        return self.outcomes[_mask(self.orders[objective][:amount], self.num_layers)]
+        return self.outcomes[_mask(self.drops[objective][amount], self.num_layers)]
 
     def interval(self, objective: str, amount: int) -> tuple[float, float]:
         """Wilson's 95% interval of the variant's accuracy on the whole test set."""
@@ -800,7 +832,7 @@ class CurveResult:
         and the largest amount where the paired 95% interval of the retention lies above it (the claim "keeps
         95%" is made only there); each with its retention and interval."""
         out = {}
-        for objective in self.orders:
+        for objective in self.drops:
             out[objective] = {}
             for ratio in (0.95, 0.5):
                 p = self.largest_amount(objective, ratio)
@@ -836,7 +868,7 @@ class CurveResult:
         chance = "n/a" if self.chance is None else f"{self.chance:.4f}"
         majority = "" if self.majority is None else f" (majority class {self.majority:.4f})"
         n = len(next(iter(self.outcomes.values()))) if self.outcomes else 0
-        low, high = self.interval(next(iter(self.orders)), 0)
+        low, high = self.interval(next(iter(self.drops)), 0)
         return (f"{self.experiment['upstream']} on {self.task}: unpruned {self.metric_name} {self.unpruned:.4f} "
                 f"[{low:.4f}, {high:.4f}] over n = {n} test items, chance 1/K {chance}{majority}, "
                 f"{self.num_layers} layers, {self.settings.repeats} repeat(s) of {self.settings.subset:.0%} of the "
@@ -851,6 +883,7 @@ class CurveResult:
                 "higher_is_better": True, "num_layers": self.num_layers, "chance": self.chance,
                 "majority": self.majority, "test_items": len(next(iter(self.outcomes.values()), [])),
                 "unpruned": self.unpruned, "settings": settings, "orders": self.orders,
+                "drops": self.drops,
                 "similarity": self.similarity_source, "thresholds": self.thresholds(),
                 "points": [dict(asdict(p), dropped_layers=list(p.dropped_layers)) for p in self.points]}
 
@@ -881,7 +914,7 @@ class CurveResult:
     def coinciding(self) -> dict[str, str]:
         """objective -> an earlier objective whose curve it repeats at every amount (same dropped layers)."""
         same = {}
-        objectives = list(self.orders)
+        objectives = list(self.drops)
         for k, objective in enumerate(objectives):
             for earlier in objectives[:k]:
                 if earlier not in same and all(self.dropped(objective, p) == self.dropped(earlier, p)
@@ -907,7 +940,7 @@ class CurveResult:
         same = self.coinciding()
         styles = ["-", "--", "-.", ":"]
         markers = ["o", "s", "^", "D", "v", "P"]
-        for k, objective in enumerate(self.orders):
+        for k, objective in enumerate(self.drops):
             values = np.array([self.metrics(objective, p) for p in range(self.num_layers)])  # [amount, repeat]
             mean = np.array([self.mean(objective, p) for p in range(self.num_layers)])
             wilson_band = np.array([self.interval(objective, p) for p in range(self.num_layers)])
@@ -943,7 +976,7 @@ class CurveResult:
         from matplotlib.ticker import MaxNLocator
 
         matrix = np.asarray(self.similarity.matrices["knn"], dtype=float)
-        objectives = list(self.orders)
+        objectives = list(self.drops)
         fig = Figure(figsize=(3.4 * len(objectives) + 0.8, 4.0), layout="constrained")
         FigureCanvasAgg(fig)
         axes = fig.subplots(1, len(objectives), squeeze=False)[0]
@@ -1004,9 +1037,10 @@ def pruning_curves(expdir: str | os.PathLike, similarity: Optional[str | os.Path
         raise CurvesInputError(f"the similarity report is of a {report.num_layers}-layer model; the experiment's "
                                f"upstream has {L} layers")
     if report is not None:
-        from .analysis import SCORE_METRIC
+        from .pruning_order import OBJECTIVE_METRIC
 
-        missing = sorted({SCORE_METRIC[o] for o in settings.objectives if o in SCORE_METRIC} - set(report.matrices))
+        missing = sorted({OBJECTIVE_METRIC[o] for o in settings.objectives if o in OBJECTIVE_METRIC}
+                         - set(report.matrices))
         if missing:
             raise CurvesInputError(f"the similarity report has no {missing} matrix for the objectives asked for")
 
@@ -1026,8 +1060,8 @@ def pruning_curves(expdir: str | os.PathLike, similarity: Optional[str | os.Path
             return similarity_on_split(experiment, report.settings, dropped, loader=split_loader,
                                        progress=settings.progress, engine=engine,
                                        split=report.source.get("split") or settings.similarity_split)
-    orders = pruning_orders(settings.objectives, L, report, reanalyse)
-    variants = variant_masks(orders, L)
+    drops = pruning_drops(settings.objectives, L, report, reanalyse)
+    variants = drop_masks(drops, L)
     truth: list = []
     outcomes = evaluate_shared(experiment, list(variants.values()), loader=loader, progress=settings.progress,
                                engine=engine, truth=truth)
@@ -1046,7 +1080,7 @@ def pruning_curves(expdir: str | os.PathLike, similarity: Optional[str | os.Path
         for r, indices in enumerate(subsets):
             points.append(CurvePoint(objective, p, p / L, r, settings.seed + r, len(indices),
                                      average([values[i] for i in indices]), _dropped(mask)))
-    result = CurveResult(experiment.describe(), experiment.task, "acc", L, experiment.chance, orders, points,
+    result = CurveResult(experiment.describe(), experiment.task, "acc", L, experiment.chance, drops, points,
                          settings, report, source, outcomes, majority)
     if output is not None:
         _save_unit(result, output, report if computed else None, experiment.args.upstream)

@@ -13,6 +13,13 @@ layer) three symmetric similarities are computed on representations **column-cen
 
 The diagonal is 1 for every metric by definition (a layer is identical to itself), also where a layer is
 all zero and the formulas would read 0/0. Nothing here imports s3prl: inputs are plain tensors.
+
+**Two models** (``against=``): the same metrics between every hidden state of one model (rows) and every
+hidden state of another (columns) on the same samples, e.g. a pruned or mimicking variant against its teacher.
+Each side is centred and prepared on its own exactly as in the one-model case (which is the same code with
+both sides the same), so a model against itself gives its own matrices up to float rounding; the cross
+matrices are neither symmetric nor of unit diagonal by construction. Cosine compares the same sample's
+vectors, so it needs the two sides to have the same width; CKA and kNN do not (cosine is left out otherwise).
 """
 
 from __future__ import annotations
@@ -100,69 +107,113 @@ def _stack_layers(layers: Sequence[Tensor] | Tensor) -> Tensor:
     return torch.stack([x.detach() for x in layers])
 
 
-def _metrics_one_batch(x: Tensor, k: int, dtype: torch.dtype) -> dict[str, Tensor]:
-    """The three ``[M, M]`` matrices for one batch ``x: [M, n, D]``, centred on its own samples."""
-    num_layers, n, _ = x.shape
-    _check_enough_samples(n, k)
+def _centred(x: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``x: [M, n, D]`` centred over its samples, near-zero rows set to exactly 0; and the row norms ``[M, n]``."""
     x = x.to(dtype)
-    tiny = torch.finfo(dtype).tiny
-
     scale = x.norm(dim=-1).amax(dim=-1)  # [M], before centring
     x = x - x.mean(dim=1, keepdim=True)  # a new tensor: the in-place edits below never reach the caller's
     norms = x.norm(dim=-1)  # [M, n]
     zero = norms <= _ZERO_RTOL * scale[:, None]
     x.masked_fill_(zero[..., None], 0.0)
     norms.masked_fill_(zero, 0.0)
+    return x, norms
 
-    # cosine: contract the row-normalised stack with itself over (sample, dim) at once. Written as one
-    # matmul of the [M, n*D] views, the same sum as einsum("isd,jsd->ij") but ~10x faster on CPU.
-    # Zero rows stay zero (cosine 0, never 0/0).
-    unit = (x / norms.clamp_min(tiny)[..., None]).reshape(num_layers, -1)
-    cosine = (unit @ unit.T) / n
-    del unit
 
-    # one Gram matrix per layer, reused by CKA and kNN
-    gram = torch.bmm(x, x.transpose(1, 2))  # [M, n, n]
-    del x
-    # Normalise each Gram in place before the product: no under/overflow of ||K_i|| ||K_j||, no extra copy,
-    # and a positive per-layer factor leaves the neighbour ranking below unchanged. An all-zero layer stays 0.
+def _unit_rows(x: Tensor, norms: Tensor) -> Tensor:
+    """``[M, n*D]``: every sample's vector scaled to norm 1 (zero rows stay zero: cosine 0, never 0/0)."""
+    return (x / norms.clamp_min(torch.finfo(x.dtype).tiny)[..., None]).reshape(x.shape[0], -1)
+
+
+def _unit_grams(x: Tensor) -> Tensor:
+    """``[M, n, n]`` Gram matrix per layer, each scaled in place to Frobenius norm 1 (an all-zero layer stays 0).
+    Normalising before the product: no under/overflow of ||K_i|| ||K_j||, no extra copy, and a positive
+    per-layer factor leaves the neighbour ranking of :func:`_neighbour_masks` unchanged."""
+    num_layers, n, _ = x.shape
+    gram = torch.bmm(x, x.transpose(1, 2))
     flat = gram.view(num_layers, n * n)
-    flat /= flat.norm(dim=1, keepdim=True).clamp_min(tiny)
-    cka = flat @ flat.T
+    flat /= flat.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    return gram
 
-    # kNN: exclude self in place (CKA is done with the diagonal), then a 0/1 neighbour mask per layer;
-    # the pairwise overlap counts are one matmul of the flattened masks (float32 holds them exactly)
+
+def _neighbour_masks(gram: Tensor, k: int) -> Tensor:
+    """``[M, n*n]`` 0/1 masks of each sample's k nearest neighbours (self excluded), from the Grams, which this
+    overwrites (their diagonal); float32 holds the overlap counts of their products exactly."""
+    num_layers, n, _ = gram.shape
     gram.diagonal(dim1=1, dim2=2).fill_(-math.inf)
     neighbours = gram.topk(k, dim=-1).indices  # [M, n, k]
-    del gram, flat
     mask = torch.zeros(num_layers, n, n, dtype=torch.float32, device=neighbours.device)
     mask.scatter_(-1, neighbours, 1.0)
-    mask = mask.reshape(num_layers, n * n)
-    knn = (mask @ mask.T).to(dtype) / (n * k)
+    return mask.reshape(num_layers, n * n)
 
+
+def _metrics_one_batch(x: Tensor, k: int, dtype: torch.dtype, against: Optional[Tensor] = None) -> dict[str, Tensor]:
+    """The ``[M, M']`` matrices between the layers of ``x: [M, n, D]`` (rows) and of ``against: [M', n, D']``
+    (columns; None: ``x`` itself, ``M' = M``), each side centred on its own samples of this batch.
+
+    The one-model case runs the same steps with one side standing for both, so it prepares each layer once,
+    and is then made exactly symmetric with a unit diagonal.
+    """
+    n = x.shape[1]
+    _check_enough_samples(n, k)
+    sides = [_centred(x, dtype)] + ([] if against is None else [_centred(against, dtype)])
+    rows, cols = sides[0], sides[-1]
     out = {}
-    for name, matrix in (("cosine", cosine), ("cka", cka), ("knn", knn)):
-        matrix = (matrix + matrix.T) / 2  # matmul rounding can break exact symmetry
-        matrix.fill_diagonal_(1.0)
-        out[name] = matrix
-    return out
+
+    # cosine: contract the row-normalised stacks over (sample, dim) at once. Written as one matmul of the
+    # [M, n*D] views, the same sum as einsum("isd,jsd->ij") but ~10x faster on CPU.
+    if rows[0].shape[2] == cols[0].shape[2]:
+        units = [_unit_rows(*side) for side in sides]
+        out["cosine"] = (units[0] @ units[-1].T) / n
+        del units
+
+    # one Gram matrix per layer, reused by CKA and kNN
+    grams = [_unit_grams(side[0]) for side in sides]
+    del sides, rows, cols
+    flats = [g.view(g.shape[0], n * n) for g in grams]
+    out["cka"] = flats[0] @ flats[-1].T
+    del flats
+    # kNN: the pairwise overlap counts are one matmul of the flattened masks (CKA is done with the Grams)
+    masks = [_neighbour_masks(g, k) for g in grams]
+    del grams
+    out["knn"] = (masks[0] @ masks[-1].T).to(dtype) / (n * k)
+    del masks
+
+    if against is None:
+        for name, matrix in out.items():
+            matrix = (matrix + matrix.T) / 2  # matmul rounding can break exact symmetry
+            matrix.fill_diagonal_(1.0)
+            out[name] = matrix
+    return {name: out[name] for name in METRICS if name in out}
+
+
+def _check_pair(x: Tensor, against: Optional[Tensor]) -> None:
+    if against is not None and against.shape[1] != x.shape[1]:
+        raise ValueError(f"the two models' layers must hold the same samples: got {x.shape[1]} and "
+                         f"{against.shape[1]} (pool mode 'frames' needs the same frame count from both)")
 
 
 def similarity_matrices(
-    layers: Sequence[Tensor] | Tensor, k: int = 8, dtype: torch.dtype = torch.float64
+    layers: Sequence[Tensor] | Tensor, k: int = 8, dtype: torch.dtype = torch.float64,
+    against: Optional[Sequence[Tensor] | Tensor] = None,
 ) -> dict[str, np.ndarray]:
-    """All three ``[M, M]`` similarity matrices of one set of samples, centred once (no batching).
+    """The ``[M, M]`` similarity matrices of one set of samples, centred once (no batching).
 
     ``layers``: one pooled ``[n, D]`` matrix per hidden state (or a stacked ``[M, n, D]`` tensor).
-    Needs ``n >= k + 1``. Peak memory is about ``M * n * D`` plus ``2 * M * n^2`` values.
+    ``against``: another model's ``M'`` layers on the same ``n`` samples: the ``[M, M']`` matrices between
+    ``layers`` (rows) and ``against`` (columns) instead; cosine only where both have the same ``D``.
+    Needs ``n >= k + 1``. Peak memory is about ``M * n * D`` plus ``2 * M * n^2`` values (per side).
     """
-    out = _metrics_one_batch(_stack_layers(layers), k, dtype)
+    x = _stack_layers(layers)
+    other = None if against is None else _stack_layers(against)
+    _check_pair(x, other)
+    out = _metrics_one_batch(x, k, dtype, other)
     return {name: m.cpu().numpy().astype(np.float64) for name, m in out.items()}
 
 
 # ---------------------------------------------------------------------------------------------- streaming
 class SimilarityAccumulator:
-    """Streams pooled layer outputs and returns the ``[M, M]`` cosine / CKA / mutual-kNN matrices.
+    """Streams pooled layer outputs and returns the ``[M, M]`` cosine / CKA / mutual-kNN matrices; given
+    ``against=`` layers in :meth:`update` (every call), the ``[M, M']`` matrices against them instead.
 
     ``averaging="batch"`` (the paper's code): samples are regrouped into batches of ``batch_size``
     whatever the chunk sizes given to :meth:`update`; each batch is centred on its own, the metrics are
@@ -176,6 +227,7 @@ class SimilarityAccumulator:
     input dtype) plus, at :meth:`compute`, a ``dtype`` copy of them and ``M * max_samples^2`` Gram values in
     ``dtype`` plus as many float32 neighbour-mask values. With ``M = 13``, ``max_samples = 4096``, ``D = 768``
     that is about 0.16 GB stored and 2.9 GB at compute; with ``pool(mode="flatten")`` ``D = 49 * 768``.
+    With ``against`` both sides are held: add the same for its ``M'`` layers.
     """
 
     def __init__(
@@ -202,22 +254,32 @@ class SimilarityAccumulator:
         self.reset()
 
     def reset(self) -> None:
-        self._chunks: list[Tensor] = []  # [M, n_b, D] each, not yet consumed
+        # not yet consumed: [M, n_b, D] each, with the matching [M', n_b, D'] against-chunk (None: one model)
+        self._chunks: list[tuple[Tensor, Optional[Tensor]]] = []
         self._buffered = 0
-        self._shape: Optional[tuple[int, int]] = None  # (M, D) fixed by the first update
+        # (M, D) and, against another model, (M', D'); fixed by the first update
+        self._shapes: Optional[tuple[tuple[int, int], Optional[tuple[int, int]]]] = None
         self._sums: Optional[dict[str, Tensor]] = None  # batch mode: sum of n_b * metric over full batches
         self.num_samples = 0  # samples seen, including any dropped in whole mode
         self.num_batches = 0  # full batches consumed so far (batch mode)
         self._warned = False
 
-    def update(self, layers: Sequence[Tensor] | Tensor) -> None:
-        """Add one chunk: a pooled ``[n_b, D]`` matrix per hidden state (same ``n_b`` for all)."""
+    def update(self, layers: Sequence[Tensor] | Tensor, against: Optional[Sequence[Tensor] | Tensor] = None) -> None:
+        """Add one chunk: a pooled ``[n_b, D]`` matrix per hidden state (same ``n_b`` for all); ``against``: the
+        other model's pooled ``[n_b, D']`` matrices of the same samples (give it on every call, or never)."""
         x = _stack_layers(layers)
-        shape = (x.shape[0], x.shape[2])
-        if self._shape is None:
-            self._shape = shape
-        elif shape != self._shape:
-            raise ValueError(f"expected {self._shape[0]} layers of dim {self._shape[1]} as before, got {shape}")
+        other = None if against is None else _stack_layers(against)
+        _check_pair(x, other)
+        shapes = ((x.shape[0], x.shape[2]), None if other is None else (other.shape[0], other.shape[2]))
+        if self._shapes is None:
+            self._shapes = shapes
+        elif (shapes[1] is None) != (self._shapes[1] is None):
+            raise ValueError("give `against` layers on every update or on none (one accumulator, one kind of matrix)")
+        elif shapes != self._shapes:
+            def text(side):
+                return f"{side[0]} layers of dim {side[1]}"
+            now, before = (" and ".join(text(s) for s in pair if s) for pair in (shapes, self._shapes))
+            raise ValueError(f"expected {before} as before, got {now}")
         self.num_samples += x.shape[1]
 
         if self.averaging == "whole":
@@ -230,54 +292,68 @@ class SimilarityAccumulator:
                         f"samples; dropping the rest (seen so far: {self.num_samples})",
                         stacklevel=2,
                     )
-                x = x[:, :room]
+                x, other = _take(x, other, 0, room)
             if x.shape[1]:
-                self._chunks.append(x)
+                self._chunks.append((x, other))
                 self._buffered += x.shape[1]
             return
 
-        self._chunks.append(x)
+        self._chunks.append((x, other))
         self._buffered += x.shape[1]
         # Consume a batch only while more than k samples would stay behind, so a short tail can still be merged.
         if self._buffered >= self.batch_size + self.k + 1:
-            buffer = torch.cat(self._chunks, dim=1)
+            buffer = self._joined()
             start = 0
             while self._buffered - start >= self.batch_size + self.k + 1:
-                self._add_batch(buffer[:, start : start + self.batch_size])
+                self._add_batch(*_take(*buffer, start, start + self.batch_size))
                 start += self.batch_size
                 self.num_batches += 1
-            self._chunks = [buffer[:, start:].clone()]  # clone: release the consumed part
+            rest = _take(*buffer, start, None)
+            self._chunks = [(rest[0].clone(), None if rest[1] is None else rest[1].clone())]  # release the consumed
             self._buffered -= start
 
-    def _add_batch(self, x: Tensor) -> None:
+    def _joined(self) -> tuple[Tensor, Optional[Tensor]]:
+        """The buffered chunks as one ``(layers, against)`` pair, concatenated over samples."""
+        x = torch.cat([c[0] for c in self._chunks], dim=1)
+        other = None if self._chunks[0][1] is None else torch.cat([c[1] for c in self._chunks], dim=1)
+        return x, other
+
+    def _add_batch(self, x: Tensor, other: Optional[Tensor]) -> None:
         n = x.shape[1]
-        metrics = _metrics_one_batch(x, self.k, self.dtype)
+        metrics = _metrics_one_batch(x, self.k, self.dtype, other)
         if self._sums is None:
             self._sums = {name: n * m for name, m in metrics.items()}
         else:
-            for name in METRICS:
+            for name in self._sums:
                 self._sums[name] += n * metrics[name]
 
     def compute(self) -> dict[str, np.ndarray]:
-        """The symmetric ``[M, M]`` matrices ``{"cosine", "cka", "knn"}`` (float64); does not reset."""
-        if self._shape is None:
+        """The matrices ``{"cosine", "cka", "knn"}`` (float64; symmetric ``[M, M]``, or ``[M, M']`` against
+        another model, where cosine is left out if the widths differ); does not reset."""
+        if self._shapes is None:
             raise ValueError("no samples: call update() before compute()")
-        rest = torch.cat(self._chunks, dim=1) if self._chunks else None
-        n_rest = 0 if rest is None else rest.shape[1]
+        rest = self._joined() if self._chunks else None
+        n_rest = 0 if rest is None else rest[0].shape[1]
 
         if self.averaging == "whole":
             _check_enough_samples(n_rest, self.k)
-            return similarity_matrices(rest, self.k, self.dtype)
+            out = _metrics_one_batch(rest[0], self.k, self.dtype, rest[1])
+            return {name: m.cpu().numpy().astype(np.float64) for name, m in out.items()}
 
         # consumed batches are all full, so their total weight is num_batches * batch_size
         sums, weight = self._sums, self.num_batches * self.batch_size
         if sums is None:
             _check_enough_samples(n_rest, self.k)
         if n_rest:
-            if sums is None:
-                sums = {name: 0.0 for name in METRICS}
             # rest has <= batch_size + k samples: one batch, holding a merged tail if it exceeds batch_size
-            metrics = _metrics_one_batch(rest, self.k, self.dtype)
-            sums = {name: sums[name] + n_rest * metrics[name] for name in METRICS}  # new tensors: state untouched
+            metrics = _metrics_one_batch(rest[0], self.k, self.dtype, rest[1])
+            if sums is None:
+                sums = {name: 0.0 for name in metrics}
+            sums = {name: sums[name] + n_rest * metrics[name] for name in metrics}  # new tensors: state untouched
             weight += n_rest
-        return {name: (sums[name] / weight).cpu().numpy().astype(np.float64) for name in METRICS}
+        return {name: (sums[name] / weight).cpu().numpy().astype(np.float64) for name in sums}
+
+
+def _take(x: Tensor, other: Optional[Tensor], start: int, stop: Optional[int]) -> tuple[Tensor, Optional[Tensor]]:
+    """Samples ``start:stop`` of both sides."""
+    return x[:, start:stop], None if other is None else other[:, start:stop]

@@ -84,6 +84,25 @@ def test_static_plan_follows_block_influence(report):
     assert plan_pruning(report, "forward", 0.5).drop_layers == [1]  # floor(0.5 * 3) = 1
 
 
+def test_span_plan_drops_the_closest_span_and_prints_its_scores(report):
+    cosine = report.matrices["cosine"]
+    for n in (1, 2):
+        plan = plan_pruning(report, "span", n)
+        d = np.arccos(np.clip([cosine[l, l + n] for l in range(4 - n)], -1, 1)) / np.pi  # spans l..l+n-1, L = 3
+        best = 1 + int(np.argmin(d[1:]))  # layer 0 is kept
+        assert plan.drop_layers == list(range(best, best + n)) and plan.span == n and not plan.iterative
+        np.testing.assert_allclose(plan.scores, d)
+        assert plan.order[0] == best and sorted(plan.order) == list(range(1, 4 - n))
+        text = plan.describe()
+        assert f"score {d[best]:.4f}  <- dropped" in text and f"spans of {n} consecutive layer(s)" in text
+    assert plan_pruning(report, "span", 2, keep_first=False).drop_layers == [int(np.argmin(d)), int(np.argmin(d)) + 1]
+    assert plan_pruning(report, "span", 0).drop_layers == []
+    # a span is chosen once for the amount: --iterative does not apply (no reanalysis)
+    calls = []
+    assert plan_pruning(report, "span", 2, reanalyse=lambda dropped: calls.append(dropped)).drop_layers == [1, 2]
+    assert not calls
+
+
 def test_iterative_plan_reanalyses_the_pruned_model(report, tiny_ckpts, audio_dir):
     from superb_redundancy.features import list_audio
 

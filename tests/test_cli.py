@@ -43,6 +43,25 @@ def test_similarity_then_prune_write_their_artefacts(tmp_path, tiny_ckpts, audio
     assert list(model.dropped_layers) == spec["drop_layers"]
 
 
+def test_prune_drops_the_span_the_span_objective_chooses(tmp_path, tiny_ckpts, audio_dir):
+    from superb_redundancy.analysis import SimilarityReport
+
+    base = str(tiny_ckpts["wav2vec2"])
+    assert main(["similarity", "-u", "wav2vec2_local", "-k", base, "--data", str(audio_dir), "--batch-size", "12",
+                 "--permutations", "0", "--no-random-baseline", "--output", str(tmp_path / "sim")]) == 0
+    # 3 layers: with layer 0 allowed, two spans of 2 to choose from, 0-1 and 1-2
+    result = cli("prune", "--family", "wav2vec2", "--base", base, "--objective", "span", "--amount", "2",
+                 "--allow-first", "--similarity", str(tmp_path / "sim"), "--output", str(tmp_path / "spec.yaml"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    cosine = SimilarityReport.load(tmp_path / "sim").matrices["cosine"]
+    d = np.arccos(np.clip([cosine[0, 2], cosine[1, 3]], -1, 1)) / np.pi
+    best = int(np.argmin(d))
+    spec = yaml.safe_load((tmp_path / "spec.yaml").read_text())
+    assert spec["drop_layers"] == [best, best + 1] and spec["notes"]["objective"] == "span"
+    assert f"layers {best}-{best + 1}" in result.stdout and f"score {d[best]:.4f}  <- dropped" in result.stdout
+    assert f"layers {1 - best}-{2 - best}" in result.stdout  # the other span, with its score
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

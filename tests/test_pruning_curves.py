@@ -245,3 +245,22 @@ def test_similarity_report_of_another_model_is_refused(expdir, curves, tmp_path)
         pruning_curves(expdir, similarity=tmp_path, settings=CurveSettings(progress=False))
     with pytest.raises(CurvesInputError, match="similarity report not found"):
         pruning_curves(expdir, similarity=tmp_path / "missing.json")
+
+
+def test_span_objective_curves_drop_the_best_span_at_each_amount(expdir, tmp_path):
+    settings = CurveSettings(objectives=("bi", "span"), repeats=1, progress=False)
+    result = pruning_curves(expdir, settings=settings, output=tmp_path)
+    cosine, num_layers = result.similarity.matrices["cosine"], result.num_layers
+    for p in range(num_layers):
+        d = {l: np.arccos(np.clip(cosine[l, l + p], -1, 1)) / np.pi for l in range(1, num_layers - p + 1)}
+        best = min(d, key=lambda l: (d[l], l))  # layer 0 kept, ties to the lower span
+        want = list(range(best, best + p)) if p else []
+        assert result.drops["span"][p] == want and result.dropped("span", p) == want
+        values = result.outcomes[tuple(i not in want for i in range(num_layers))]
+        assert result.metrics("span", p) == [_python_mean(values)]
+    assert "span" not in result.orders and result.orders["bi"] == result.drops["bi"][-1]
+    data = json.loads((tmp_path / "curves.json").read_text())
+    assert data["drops"]["span"] == result.drops["span"] and "span" in data["thresholds"]
+    assert "| span " in (tmp_path / "thresholds.md").read_text()
+    rows = list(csv.DictReader((tmp_path / "curves.csv").open()))
+    assert {r["amount_layers"] for r in rows if r["objective"] == "span"} == {str(p) for p in range(num_layers)}

@@ -264,3 +264,86 @@ def test_pool_errors():
         pool(hidden, None, "max")
     with pytest.raises(ValueError, match="0..5"):
         pool(hidden, torch.tensor([6, 1, 1]))
+
+
+# ------------------------------------------------------------------ two models (rows against columns)
+CROSS_ATOL = 1e-10  # streaming float64 against the non-streaming numpy reference below
+SELF_ATOL = 1e-12  # a model against itself: its own matrices up to float rounding (the diagonal is 1 by fiat there)
+
+
+def naive_cross(rows: list[np.ndarray], cols: list[np.ndarray], k: int = 8) -> dict[str, np.ndarray]:
+    """Every layer of ``rows`` against every layer of ``cols`` by the definitions, pair by pair, nothing fixed."""
+    a_c = [x - x.mean(axis=0) for x in rows]
+    b_c = [x - x.mean(axis=0) for x in cols]
+    n = a_c[0].shape[0]
+    na, nb = [_neighbour_sets(a, k) for a in a_c], [_neighbour_sets(b, k) for b in b_c]
+    out = {name: np.zeros((len(rows), len(cols))) for name in METRICS}
+    for i, a in enumerate(a_c):
+        for j, b in enumerate(b_c):
+            if a.shape[1] == b.shape[1]:
+                out["cosine"][i, j] = np.mean(
+                    [a[s] @ b[s] / (np.linalg.norm(a[s]) * np.linalg.norm(b[s])) for s in range(n)])
+            out["cka"][i, j] = np.linalg.norm(b.T @ a) ** 2 / (np.linalg.norm(a.T @ a) * np.linalg.norm(b.T @ b))
+            out["knn"][i, j] = np.mean([len(na[i][s] & nb[j][s]) / k for s in range(n)])
+    return out
+
+
+def test_cross_matches_naive_reference_with_different_layer_counts():
+    rows = make_layers(60, num_layers=3, seed=1)  # e.g. a mimicker: input + 2 layers
+    cols = make_layers(60, num_layers=5, seed=2)  # e.g. its teacher: input + 4 layers
+    got = similarity_matrices(rows, k=8, against=cols)
+    assert got["cka"].shape == (3, 5)
+    assert_close(got, naive_cross(as_np(rows), as_np(cols)), atol=CROSS_ATOL)
+    acc = SimilarityAccumulator(k=8, averaging="whole")
+    for start, size in ((0, 25), (25, 35)):
+        acc.update([x[start:start + size] for x in rows], [x[start:start + size] for x in cols])
+    assert_close(acc.compute(), naive_cross(as_np(rows), as_np(cols)), atol=CROSS_ATOL)
+
+
+@pytest.mark.parametrize("n, chunks, batches", [(101, [50, 51], [32, 32, 37]), (116, [7, 109], [32, 32, 32, 20])])
+def test_cross_batch_mode_matches_naive_reference(n, chunks, batches):
+    rows, cols = make_layers(n, num_layers=2, seed=3), make_layers(n, num_layers=4, seed=4)
+    acc = SimilarityAccumulator(k=8, averaging="batch", batch_size=32)
+    start = 0
+    for size in chunks:
+        acc.update([x[start:start + size] for x in rows], [x[start:start + size] for x in cols])
+        start += size
+    want, begin = {name: 0.0 for name in METRICS}, 0
+    for size in batches:  # the same regrouping as the one-model case, applied to both sides
+        part = naive_cross([x[begin:begin + size] for x in as_np(rows)], [x[begin:begin + size] for x in as_np(cols)])
+        want = {name: want[name] + size * part[name] for name in METRICS}
+        begin += size
+    assert_close(acc.compute(), {name: want[name] / n for name in METRICS}, atol=CROSS_ATOL)
+
+
+def test_cross_of_a_model_against_itself_is_its_own_matrices():
+    layers = make_layers(150, num_layers=6)
+    copy = [x.clone() for x in layers]
+    for averaging in ("whole", "batch"):
+        own, cross = (SimilarityAccumulator(averaging=averaging, batch_size=32) for _ in range(2))
+        feed(own, layers, [40, 60, 50])
+        for start, size in ((0, 40), (40, 60), (100, 50)):
+            cross.update([x[start:start + size] for x in layers], [x[start:start + size] for x in copy])
+        assert_close(cross.compute(), own.compute(), atol=SELF_ATOL)
+
+
+def test_cross_without_cosine_when_widths_differ():
+    rows = make_layers(50, num_layers=2, dim=12, seed=5)
+    cols = make_layers(50, num_layers=3, dim=7, seed=6)
+    got = similarity_matrices(rows, against=cols)
+    assert set(got) == {"cka", "knn"} and got["knn"].shape == (2, 3)
+    want = naive_cross(as_np(rows), as_np(cols))
+    for name in got:
+        np.testing.assert_allclose(got[name], want[name], atol=CROSS_ATOL, rtol=0, err_msg=name)
+
+
+def test_cross_rejects_mismatched_input():
+    rows, cols = make_layers(30, num_layers=2), make_layers(30, num_layers=3)
+    with pytest.raises(ValueError, match="same samples: got 30 and 29"):
+        similarity_matrices(rows, against=[x[:29] for x in cols])
+    acc = SimilarityAccumulator(k=4, batch_size=16)
+    acc.update(rows, cols)
+    with pytest.raises(ValueError, match="on every update or on none"):
+        acc.update(rows)
+    with pytest.raises(ValueError, match="expected 2 layers of dim 12 and 3 layers of dim 12 as before"):
+        acc.update(rows, cols[:2])
