@@ -3,7 +3,7 @@
 A :class:`ModelFamily` is a frozen description (torchaudio's "bundle" idea): how s3prl's stock checkpoints of
 the family look, how many transformer layers a checkpoint has, where the layer stack lives inside s3prl's stock
 expert, and how to write a checkpoint of a smaller stack in the same stock format. Pruning, mimicking,
-profiling and similarity code ask the family instead of special-casing wav2vec2, HuBERT and WavLM.
+profiling and similarity code ask the family instead of special-casing wav2vec2, HuBERT, WavLM and data2vec.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ class ModelFamily:
     #: names that mark this family's checkpoints (top-level keys, config keys or weight names), tried in
     #: _RECOGNITION_ORDER: HuBERT's keys are a superset of wav2vec2's, so key sets alone cannot tell them apart
     markers: tuple[str, ...] = ()
+    #: a weights entry that is no weight of the model: data2vec's EMA teacher (a dict of the encoder's weights,
+    #: keys "layers.N..."), which the stock loader deletes before loading; kept (and compacted) in checkpoints
+    ema_key: Optional[str] = None
 
     # ----------------------------------------------------------------- checkpoints
     def matches(self, checkpoint: dict) -> bool:
@@ -57,6 +60,10 @@ class ModelFamily:
         weights = checkpoint[self.weights_key]
         if not isinstance(weights, dict):
             return f"{self.weights_key!r} is not a state dict"
+        if self.ema_key is not None:
+            if self.ema_key not in weights:
+                return f"{self.weights_key!r} has no {self.ema_key!r} entry (the stock loader deletes it before loading)"
+            weights = {k: v for k, v in weights.items() if k != self.ema_key}
         found = {k: tuple(getattr(v, "shape", ())) for k, v in weights.items()}
         missing = sorted(set(expected) - set(found))
         unexpected = sorted(set(found) - set(expected))
@@ -95,6 +102,9 @@ class ModelFamily:
         weights: dict[str, torch.Tensor] = {}
         moved_table: dict[str, torch.Tensor] = {}
         for key, value in checkpoint[self.weights_key].items():
+            if key == self.ema_key and isinstance(value, dict):
+                weights[key] = _compact_ema(value, renumber)
+                continue
             if not key.startswith(prefix):
                 weights[key] = value
                 continue
@@ -129,8 +139,18 @@ class ModelFamily:
             torch.manual_seed(seed)
             model, _ = self.build_model(self.config_entries(checkpoint))
         out = {k: v for k, v in checkpoint.items() if k != self.weights_key}
-        out[self.weights_key] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        out[self.weights_key] = self.stock_weights(model)
         return out
+
+    def stock_weights(self, model: nn.Module) -> dict:
+        """The weights entry of a stock checkpoint of ``model`` (one :meth:`build_model` made): its state dict,
+        with data2vec's EMA teacher entry (the encoder's weights but the positional convolution's, as
+        fairseq's ``ema_layers_only`` keeps them) for the stock loader to delete."""
+        weights = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+        if self.ema_key is not None:
+            weights[self.ema_key] = {k: v.detach().clone().cpu() for k, v in model.encoder.state_dict().items()
+                                     if not k.startswith("pos_conv.")}
+        return weights
 
     # ----------------------------------------------------------------- live modules (s3prl stock experts)
     def layers(self, expert: nn.Module) -> nn.ModuleList:
@@ -150,6 +170,19 @@ class ModelFamily:
             and not name.endswith(("_local", "_url", "_custom"))
             and not isinstance(fn, type)
         }
+
+
+def _compact_ema(ema: dict, renumber: dict[int, int]) -> dict:
+    """data2vec's EMA teacher entry with only the kept layers' weights ("layers.N..."), renumbered."""
+    out = {}
+    for key, value in ema.items():
+        if key.startswith("layers."):
+            index_str, rest = key[len("layers."):].split(".", 1)
+            if int(index_str) in renumber:
+                out[f"layers.{renumber[int(index_str)]}.{rest}"] = value
+        else:
+            out[key] = value
+    return out
 
 
 def _with_layers(config: dict, num_layers: Optional[int]) -> dict:
@@ -182,11 +215,24 @@ def _build_wavlm(entries: dict, num_layers: Optional[int]) -> tuple[nn.Module, b
     return WavLM(cfg), bool(cfg.normalize)
 
 
+def _build_data2vec(entries: dict, num_layers: Optional[int]) -> tuple[nn.Module, bool]:
+    from s3prl.upstream.data2vec.data2vec_model import Data2VecAudioConfig, Data2VecAudioModel
+    from s3prl.upstream.utils import merge_with_parent
+    from s3prl.upstream.wav2vec2.wav2vec2_model import AudioPretrainingConfig
+
+    cfg = merge_with_parent(Data2VecAudioConfig, _with_layers(entries["model_cfg"], num_layers))
+    normalize = merge_with_parent(AudioPretrainingConfig, dict(entries["task_cfg"])).normalize
+    model = Data2VecAudioModel(cfg)
+    model.remove_pretraining_modules()  # as s3prl's loader does: no final_proj, no EMA teacher module
+    return model, bool(normalize)
+
+
 #: family -> model factory (torchaudio's pipelines map a model type to its factory the same way)
 _BUILDERS: dict[str, Callable[[dict, Optional[int]], tuple[nn.Module, bool]]] = {
     "wav2vec2": _build_wav2vec2,
     "hubert": _build_hubert,
     "wavlm": _build_wavlm,
+    "data2vec": _build_data2vec,
 }
 
 FAMILIES: dict[str, ModelFamily] = {
@@ -221,6 +267,18 @@ FAMILIES: dict[str, ModelFamily] = {
         shared_position_bias=True,
         markers=("cfg",),
     ),
+    # data2vec (audio): wav2vec2's checkpoint keys and transformer encoder; the weights carry the EMA teacher
+    "data2vec": ModelFamily(
+        name="data2vec",
+        hubconf="s3prl.upstream.data2vec.hubconf",
+        local_hub_name="data2vec_local",
+        checkpoint_keys=("task_cfg", "model_cfg", "model_weight"),
+        config_key="model_cfg",
+        weights_key="model_weight",
+        layer_output="fairseq",
+        markers=("_ema", "average_top_k_layers", "ema_transformer_only"),
+        ema_key="_ema",
+    ),
 }
 
 
@@ -240,8 +298,8 @@ def _names(checkpoint: dict) -> set:
     return names
 
 
-#: the order families are recognised in: the more specific first (HuBERT holds wav2vec2's names too)
-_RECOGNITION_ORDER = ("hubert", "wavlm", "wav2vec2")
+#: the order families are recognised in: the more specific first (HuBERT and data2vec hold wav2vec2's names too)
+_RECOGNITION_ORDER = ("hubert", "data2vec", "wavlm", "wav2vec2")
 
 
 def _recognise(checkpoint) -> Optional[ModelFamily]:
@@ -290,7 +348,7 @@ def check_checkpoint(checkpoint, path, family: Optional[ModelFamily] = None,
     found = _recognise(checkpoint)
     if found is None:
         keys = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        wanted = f"a {family.name}" if family is not None else "a wav2vec2, HuBERT or WavLM"
+        wanted = f"a {family.name}" if family is not None else "a wav2vec2, HuBERT, WavLM or data2vec"
         raise error(f"{path} is not {wanted} checkpoint in s3prl's stock format (found {keys})")
     if family is not None and found is not family:
         raise error(f"{path} is a {found.name} checkpoint, not {family.name} (use {found.local_hub_name} / "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -47,6 +48,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
             print(f"problem: {problem}", file=sys.stderr)
         raise ValueError(f"{len(problems)} problem(s) in {args.study} (listed above); nothing was run")
     if args.action == "run":
+        started = time.monotonic()
         try:
             states, frame = run_study(study, executor_override=args.executor, wait=getattr(args, "wait", False),
                                       rerun_changed=getattr(args, "rerun_changed", False))
@@ -56,7 +58,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
             again = ("bash scripts/main.sh --rerun-changed" if args.command == "main"
                      else f"superb-redundancy study run {args.study} --rerun-changed")
             raise ValueError(f"{changed}; to rerun them and what depends on them: {again}; nothing was run") from None
-        _print_study_summary(study, states, frame)
+        _print_study_summary(study, states, frame, time.monotonic() - started)
         return 1 if any(s["status"] in ("failed", "skipped") for s in states.values()) else 0
     rows = study_status(study)
     print(tabulate(rows, headers=["run", "status", "detail"], tablefmt="github"))
@@ -65,7 +67,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_study_summary(study, states: dict, frame) -> None:
+def _print_study_summary(study, states: dict, frame, elapsed: float) -> None:
     from .leaderboard import format_tables
 
     counts: dict[str, int] = {}
@@ -86,7 +88,36 @@ def _print_study_summary(study, states: dict, frame) -> None:
         print(format_tables(frame))
         print("\n## overview (one row per upstream variant)")
         print(tabulate(overview(frame), headers="keys", tablefmt="github", showindex=False))
+        _print_paper_comparison(study, frame)
         print(f"\nleaderboard: {Path(study.leaderboard) / 'index.html'}")
+    print(_timing_line(states) + f"; this call {elapsed:.0f} s (leaderboard included)")
+
+
+def _print_paper_comparison(study, frame) -> None:
+    """The paper's Table 1 beside the study's KS results, per upstream with a base (paper_comparison.md)."""
+    from .paper_comparison import write_comparison
+
+    task = study.curves.task if study.curves else "speech_commands"
+    for up in study.upstreams:
+        if not up.baseline or len(study.upstreams) > 1 and up is not study.upstreams[0]:
+            continue  # one comparison: the first upstream's (the paper's table is one model's)
+        text = write_comparison(frame, Path(study.workdir), up.name, Path(study.leaderboard) / "paper_comparison.md",
+                                task)
+        if text:
+            print("\n" + text)
+
+
+def _timing_line(states: dict) -> str:
+    """Where the time went: the seconds of the study's runs by kind, as recorded (a second call reports the
+    runs it skipped as they were made; its own time is the runner's)."""
+    spent: dict[str, float] = {}
+    for run_id, state in states.items():
+        if state.get("status") == "done" and "started" in state and "finished" in state:
+            kind = run_id.split("/")[0]
+            spent[kind] = spent.get(kind, 0.0) + state["finished"] - state["started"]
+    total = sum(spent.values())
+    parts = ", ".join(f"{kind} {seconds:.0f} s" for kind, seconds in spent.items())
+    return f"time by stage (run seconds, summed over parallel workers): {parts}; total {total:.0f} s"
 
 
 def _cmd_main(args: argparse.Namespace) -> int:
@@ -395,11 +426,12 @@ def _cmd_mimic_train(args: argparse.Namespace) -> int:
     from .mimic import describe_artifact, select_configs
     from .mimic_train import step1_audio, train_grid
 
-    configs = select_configs(args.config, grid=_grid(args), layer_i=args.layer_i)
+    configs = select_configs(args.config, grid=_grid(args), layer_i=args.layer_i, span=args.span)
     files = step1_audio(args.audio, corpus=args.corpus, task=args.task, split=args.split, limit=args.limit,
                         seed=args.seed)
     paths = train_grid(args.teacher, files, configs, args.output_dir, cache_dir=args.cache_dir, family=args.family,
-                       dtype=args.dtype, device=args.device, resume=args.resume, progress=not args.quiet)
+                       dtype=args.dtype, device=args.device, resume=args.resume, progress=not args.quiet,
+                       eval_head=args.eval_head, select_by=args.select_by)
     print(f"{len(paths)} mimicker(s) from {len(files)} clips (use: -u mimic_local -k ARTIFACT; -f adapts the layers):")
     for path in paths:
         print(describe_artifact(path))
@@ -439,6 +471,48 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--limit", type=int, help="random subset of this many clips (seeded)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+
+
+def _cmd_heal(args: argparse.Namespace) -> int:
+    from .heal import HealConfig, describe, heal
+    from .mimic_train import step1_audio
+
+    # every input checked before the teacher runs: settings, output, audio here; model and teacher in heal()
+    config = HealConfig(targets=args.targets, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                        seed=args.seed, val_fraction=args.val_fraction, max_val_clips=args.max_val_clips)
+    _check_output_file(args.output, "--output")
+    data = None if args.data is None else args.data[0] if len(args.data) == 1 else args.data
+    files = step1_audio(data, corpus=args.corpus, task=args.task, split=args.split, limit=args.limit, seed=args.seed)
+    result = heal(args.output, artifact=args.upstream_ckpt, family=args.family, spec=args.upstream_model_config,
+                  base=args.base, teacher=args.teacher, audio=files, config=config, cache_dir=args.cache_dir,
+                  dtype=args.dtype, device=args.device, resume=args.resume, progress=not args.quiet)
+    family = result.upstream.family_name
+    print(f"healed artifact: {result.path}  (use: -u pruned_{family}_local -k {result.path})")
+    print(describe(result.record))
+    return 0
+
+
+def _one_line_errors(parser: argparse.ArgumentParser, command: str) -> None:
+    """argparse's refusals of this subcommand as one line (no usage block), like the command's own errors."""
+    def error(message: str):
+        print(f"superb-redundancy {command}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = error
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    summary = export(args.source, args.output, format=args.format, artifact=args.artifact, verify=args.verify,
+                     overwrite=args.overwrite)
+    if "step" in summary:  # an experiment's fine-tuned upstream
+        print(f"fine-tuned upstream of {summary['checkpoint']} (step {summary['step']}; {summary['weights_changed']} "
+              f"of {summary['weights']} weights changed by training) from {summary['source']}")
+    print(f"exported: {summary['output']}  (use: -u {summary['load_as']} -k {summary['output']})")
+    if "max_difference" in summary:
+        print(f"verify: largest hidden-state difference {summary['max_difference']:.3g}")
+    return 0
 
 
 def _cmd_overrides(args: argparse.Namespace) -> int:
@@ -502,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("prune-spec", help="write a prune spec (-g) and/or a pruned artifact (-k) by layer indices")
-    p.add_argument("--family", required=True, choices=["wav2vec2", "hubert", "wavlm"])
+    p.add_argument("--family", required=True, choices=["wav2vec2", "hubert", "wavlm", "data2vec"])
     p.add_argument("--base", required=True, help="s3prl hub name of the family, or a checkpoint path")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--drop", type=int, nargs="+", help="0-based transformer layers to drop")
@@ -542,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_similarity)
 
     p = sub.add_parser("prune", help="pruning order by an objective; writes the prune spec and/or artifact")
-    p.add_argument("--family", required=True, choices=["wav2vec2", "hubert", "wavlm"])
+    p.add_argument("--family", required=True, choices=["wav2vec2", "hubert", "wavlm", "data2vec"])
     p.add_argument("--base", required=True,
                    help="s3prl hub name of the family, a checkpoint path, or a Hugging Face save_pretrained folder")
     p.add_argument("--objective", required=True, choices=sorted(__import__("superb_redundancy.pruning_order",
@@ -556,6 +630,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--artifact", help="pruned artifact to write")
     p.add_argument("--output-dir", help="Hugging Face --base: the pruned save_pretrained folder to write")
     p.set_defaults(func=_cmd_prune)
+
+    p = sub.add_parser("heal", help="heal a pruned model: distil its kept layers towards the unpruned teacher")
+    _one_line_errors(p, "heal")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("-k", "--upstream_ckpt", metavar="ARTIFACT", help="pruned artifact to heal (prune --artifact)")
+    model.add_argument("-g", "--upstream_model_config", metavar="SPEC",
+                       help="prune spec to heal (with --family; base: from the spec or --base)")
+    p.add_argument("--family", choices=["wav2vec2", "hubert", "wavlm"], help="with -g (checked against -k)")
+    p.add_argument("--base", help="with -g: the base checkpoint the spec prunes (default: the spec's base:)")
+    p.add_argument("--teacher", help="stock checkpoint (or hub name) to distil from (default: the pruned model's "
+                                     "base; its CNN front end must be the pruned model's)")
+    p.add_argument("--targets", choices=["final", "mapped"], default="final",
+                   help="final: the teacher's last hidden state; mapped: also, for each kept layer l, the teacher's "
+                        "layer l output (default: final)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", nargs="+", help="folder(s) (recursive *.wav/*.flac) or audio files, 16 kHz")
+    source.add_argument("--corpus", help="a SUPERB corpus root (with --task and --split)")
+    p.add_argument("--task", choices=["speech_commands", "voxceleb1", "emotion", "asr"], help="the corpus' task")
+    p.add_argument("--split", default="train", choices=["train", "dev", "test"], help="the corpus split (train)")
+    p.add_argument("--limit", type=int, help="random subset of this many clips (seeded)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --limit, the validation split and the shuffling")
+    p.add_argument("--epochs", type=int, default=10, help="0: the unhealed model, with its loss recorded (10)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (1e-4: the layers start trained)")
+    p.add_argument("--batch-size", type=int, default=16, help="clips per step (16)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out clips for validation (0.1)")
+    p.add_argument("--max-val-clips", type=int, default=1024, help="at most this many validation clips (1024)")
+    p.add_argument("--cache-dir", help="teacher cache (default: OUTPUT_STEM.teacher_cache beside --output; a mimic "
+                                       "train cache of the same teacher and audio is reused)")
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="cache dtype")
+    p.add_argument("--device", help="cuda if available, else cpu")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted healing (<output>.state.pt)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--output", required=True, help="the healed artifact to write (for -u pruned_<family>_local -k)")
+    p.set_defaults(func=_cmd_heal)
 
     p = sub.add_parser("leaderboard", help="harvest s3prl experiments into records; tables, figures, HTML page")
     p.add_argument("--experiments", nargs="*", default=[], help="folders holding s3prl expdirs to harvest")
@@ -580,6 +688,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--limit", type=int, help="random subset of this many clips (seeded)")
     a.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
     a.add_argument("--layer-i", type=int, help="m_f's target layer of the grid's 2-layer mimickers")
+    a.add_argument("--span", type=int, nargs=2, metavar=("I", "J"), help="block replacement: replace transformer "
+                   "layers I..J only (0-based, inclusive), keeping the teacher's others frozen (default: all)")
+    a.add_argument("--eval-head", metavar="EXPDIR", help="an s3prl experiment trained on the teacher: the "
+                   "mimicker's accuracy through its head on the dev split after every epoch")
+    a.add_argument("--select-by", choices=["mse", "acc"], default="mse",
+                   help="keep the weights of the best validation MSE (default) or the best --eval-head accuracy")
     a.add_argument("--cache-dir", help="teacher cache (default: OUTPUT_DIR/teacher_cache; reused when it matches)")
     a.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="cache dtype")
     a.add_argument("--device", help="cuda if available, else cpu")
@@ -600,6 +714,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("curves", help="pruning curves without retraining from a trained downstream experiment")
     pruning_curves.add_arguments(p)
     p.set_defaults(func=pruning_curves.run)
+
+    p = sub.add_parser("export", help="the fine-tuned upstream of an s3prl -f experiment as an artifact; s3prl <-> "
+                                      "Hugging Face conversion")
+    _one_line_errors(p, "export")
+    p.add_argument("source", metavar="EXPDIR_OR_CKPT",
+                   help="an s3prl experiment trained with -f (folder: dev-best.ckpt, else the last states-*.ckpt; or "
+                        "the .ckpt), an s3prl-format wav2vec2/HuBERT checkpoint or pruned artifact, or a Hugging Face "
+                        "save_pretrained folder")
+    p.add_argument("--output", required=True, help="the file (s3prl format) or folder (--format hf) to write")
+    p.add_argument("--format", choices=["s3prl", "hf"],
+                   help="s3prl: a pruned/mimic artifact or stock checkpoint (default for experiments and HF folders); "
+                        "hf: a save_pretrained folder with a model card (default for s3prl-format checkpoints)")
+    p.add_argument("--source", dest="artifact", metavar="PATH",
+                   help="the artifact/checkpoint the experiment was trained on, if its recorded -k path moved")
+    p.add_argument("--verify", action="store_true",
+                   help="rebuild both models and print the largest difference of their hidden states")
+    p.add_argument("--overwrite", action="store_true", help="--format hf: replace a non-empty --output folder")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("upstreams", help="list the upstream variants registered into s3prl.hub")
     p.set_defaults(func=_cmd_upstreams)

@@ -27,6 +27,9 @@ PROVENANCE = (
     "teacher.path", "teacher.sha256", "teacher.content_sha256",  # mimic: which teacher file it was distilled from
     "superb_redundancy.spec.base", "superb_redundancy.spec.notes",  # pruned: base path, objective scores
     "superb_redundancy.base_sha256", "superb_redundancy.base_model_sha256",
+    "superb_redundancy.finetuned", "finetuned",  # export: the experiment whose fine-tuned upstream it is
+    "converted_from",  # export --format s3prl: the Hugging Face folder it was converted from
+    "superb_redundancy.healed",  # heal: the record of the healing (the weights say what it is)
 )
 
 

@@ -18,6 +18,16 @@ output, after the final LayerNorm of pre-LN models).
 The upstream (:class:`MimicUpstream`, s3prl names ``mimic`` and ``mimic_local``) returns
 ``hidden_states = [projected features, output of mimicking layer 1, ..., output of layer N]``.
 
+Block replacement (``span: [i, j]`` in :class:`MimicConfig`): the mimicker replaces transformer layers i..j only,
+mapping the teacher's input of layer i (its ``hidden_states[i]``; for i = 0 the projected features, the
+encoder's input, so the positional convolution and encoder LayerNorm belong to the span) to its output of layer
+j (``hidden_states[j + 1]``); the teacher's other layers stay, frozen, with its own weights
+(:class:`TeacherEncoder`, stored in the artifact). The whole stack is the case i = 0, j = L-1 and runs through the
+same code with no teacher layer kept. The upstream returns by default the L+1 hidden states in the positions a
+head trained on the teacher expects, a replaced span's inner positions repeating the mimicker's output (details
+and the ``compact`` option: :class:`MimicUpstream`). A span replaced by the identity gives the teacher with layers
+i..j dropped (for i >= 1; up to the final LayerNorm of pre-LN teachers when j = L-1, which the span replaces).
+
 Baselines of the paper (Tables 1-4): a *non-mimicker* is an artifact whose mimicking layers are freshly (seeded)
 initialised and never trained in step 1 (:func:`superb_redundancy.mimic_train.init_artifact`; its training
 record says ``training: none``); *classifier only* is ``n_layers: 0``: no mimicking layer at all, the upstream
@@ -68,6 +78,9 @@ __all__ = [
     "mimicker_parameter_count",
     "TeacherFrontend",
     "build_frontend",
+    "TeacherEncoder",
+    "build_teacher_encoder",
+    "encoder_state",
     "teacher_record",
     "frontend_state",
     "MimicUpstream",
@@ -93,6 +106,8 @@ ARTIFACT_VERSION = 1
 KINDS = ("linear", "transformer")
 DOWNSAMPLE_RATE = 320
 FRONTEND_MODULES = ("feature_extractor", "layer_norm", "post_extract_proj")
+#: families whose stock model masks frames by the conv output lengths (the others: a frame whose samples all pad)
+CONV_LENGTH_MASK = ("wav2vec2", "data2vec")
 
 
 class MimicError(ValueError):
@@ -124,6 +139,16 @@ class MimicConfig:
     ``teacher_forcing``: the paper's printed step-1 loss feeds m_g the TEACHER's layer-i output
     (``True``); the authors' code feeds m_g the mimicker's own m_f output (``False``, the default: it is what
     produced the paper's numbers and it trains the composition the deployed model runs).
+
+    ``span: [i, j]`` (block replacement, 0-based, inclusive): the mimicker replaces transformer layers i..j only,
+    mapping the teacher's input of layer i to its output of layer j; every other layer stays the teacher's own,
+    frozen. Unset = the whole stack (i = 0, j = L-1, the paper's mimicker; exactly the same training and
+    upstream). The targets then lie in the span: ``layer_i`` (m_f's target, 2 layers; not to be confused with
+    the span's i) in i..j, default ``i + default_layer_i(j - i + 1)``; ``target_layers`` in i..j, ending at j.
+
+    ``compact``: which hidden states the upstream returns. Unset: compact for the whole stack (today's
+    ``[projected features, m_1, ..., m_N]``), full for a partial span (the L+1 positions a head trained on the
+    teacher expects). See :class:`MimicUpstream`.
     """
 
     kind: str = "linear"
@@ -140,6 +165,8 @@ class MimicConfig:
     seed: int = 0
     val_fraction: float = 0.1
     max_val_clips: int = 1024
+    span: Optional[list] = None
+    compact: Optional[bool] = None
 
     def __post_init__(self):
         self.validate()
@@ -199,10 +226,63 @@ class MimicConfig:
             bad("val_fraction", self.val_fraction, "a number in [0, 1)")
         if not _is_int(self.max_val_clips) or self.max_val_clips < 0:
             bad("max_val_clips", self.max_val_clips, "an integer >= 0 (paper: 1024)")
+        self._validate_span(bad)
+
+    def _validate_span(self, bad) -> None:
+        """What can be checked of ``span`` / ``compact`` without the teacher (its depth: :meth:`resolve_span`)."""
+        if self.compact is not None and not isinstance(self.compact, bool):
+            bad("compact", self.compact, "true (mimicking layers' outputs only), false (the teacher's L+1 positions) "
+                                         "or unset")
+        if self.compact is False and self.n_layers == 0:
+            bad("compact", self.compact, "unset or true for n_layers: 0 (no mimicking layer to fill positions)")
+        if self.span is None:
+            return
+        span_ok = isinstance(self.span, (list, tuple)) and len(self.span) == 2 and all(_is_int(t) for t in self.span)
+        if not span_ok or not 0 <= self.span[0] <= self.span[1]:
+            bad("span", self.span, "[i, j]: transformer layers 0 <= i <= j <= L-1 of the teacher (0-based, "
+                                   "inclusive), or unset for the whole stack")
+        self.span = [int(t) for t in self.span]
+        i, j = self.span
+        if self.n_layers == 0:
+            bad("span", self.span, "unset for n_layers: 0 (classifier only replaces the whole stack)")
+        if self.layer_i is not None and not i <= self.layer_i <= j:
+            bad("layer_i", self.layer_i, f"a layer of the span, {i}..{j}, or unset")
+        if self.target_layers is not None and (self.target_layers[0] < i or self.target_layers[-1] != j):
+            bad("target_layers", self.target_layers, f"non-decreasing layers of the span {i}..{j}, the last {j} "
+                                                     "(the mimicker's output replaces layer j's)")
+
+    def resolve_span(self, num_layers: int) -> tuple[int, int]:
+        """``(i, j)``: the transformer layers (0-based, inclusive) the mimicker replaces; the whole stack unset."""
+        L = int(num_layers)
+        if self.span is None:
+            return 0, L - 1
+        i, j = self.span
+        if j > L - 1:
+            raise MimicError(f"mimic config: span={self.span} is outside the teacher's transformer stack; valid: "
+                             f"[i, j] with 0 <= i <= j <= {L - 1} (the teacher has {L} transformer layers)")
+        return i, j
+
+    def whole_stack(self, num_layers: int) -> bool:
+        """Whether the mimicker replaces every transformer layer (the paper's mimicker; no teacher layer kept)."""
+        return self.resolve_span(num_layers) == (0, int(num_layers) - 1)
+
+    def compact_for(self, num_layers: int) -> bool:
+        """The upstream's hidden-state layout: ``compact`` if set, else compact for the whole stack only."""
+        return self.compact if self.compact is not None else self.whole_stack(num_layers)
+
+    def input_layer(self, num_layers: int) -> Optional[int]:
+        """Where the mimicker's input comes from in the teacher: None = the projected features (the encoder's
+        input, span i = 0: the positional convolution and encoder LayerNorm are replaced too), else ``i - 1``:
+        the output of layer i-1 is the input of layer i (s3prl's ``hidden_states[i]``)."""
+        i, _ = self.resolve_span(num_layers)
+        return None if i == 0 else i - 1
 
     def resolve_targets(self, num_layers: int) -> list[int]:
-        """The transformer layer (0..L-1) whose output each mimicking layer mimics; checks them against L."""
+        """The transformer layer (0..L-1) whose output each mimicking layer mimics; checks them against L.
+
+        Over the span i..j (the whole stack: 0..L-1): 1 layer -> [j]; 2 -> [layer_i, j]; N >= 3 spread evenly."""
         L = int(num_layers)
+        i, j = self.resolve_span(L)
         stack = f"valid 0..{L - 1} (the teacher has {L} transformer layers)"
         if self.layer_i is not None and not 0 <= self.layer_i < L:
             raise MimicError(f"mimic config: layer_i={self.layer_i} is outside the teacher's transformer stack; {stack}")
@@ -211,14 +291,15 @@ class MimicConfig:
                 if not 0 <= t < L:
                     raise MimicError(f"mimic config: target layer {t} is outside the teacher's transformer stack; {stack}")
             return list(self.target_layers)
+        n = j - i + 1
         if self.n_layers == 0:
             return []
         if self.n_layers == 1:
-            return [L - 1]
+            return [j]
         if self.n_layers == 2:
-            i = self.layer_i if self.layer_i is not None else default_layer_i(L)
-            return [i, L - 1]
-        return [max(0, round(L * (k + 1) / self.n_layers) - 1) for k in range(self.n_layers)]
+            first = self.layer_i if self.layer_i is not None else i + default_layer_i(n)
+            return [first, j]
+        return [i + max(0, round(n * (k + 1) / self.n_layers) - 1) for k in range(self.n_layers)]
 
     def check_dims(self, hidden_size: int) -> None:
         if self.kind == "transformer" and self.n_layers > 0 and hidden_size % self.nhead:
@@ -270,16 +351,21 @@ class MimicConfig:
         return self.n_layers == 0
 
     def name(self) -> str:
-        """A short file-name stem, e.g. ``linear-N2-z32-i7``; ``classifier-only`` for ``n_layers: 0``."""
+        """A short file-name stem, e.g. ``linear-N2-z32-i7``, ``linear-N1-z32-span4-7`` (a span);
+        ``classifier-only`` for ``n_layers: 0``."""
         if self.classifier_only:
             return "classifier-only"
         stem = f"{self.kind}-N{self.n_layers}-z{self.z}"
+        if self.span is not None:
+            stem += f"-span{self.span[0]}-{self.span[1]}"
         if self.target_layers is not None:
             stem += "-t" + "_".join(str(t) for t in self.target_layers)
         elif self.n_layers == 2 and self.layer_i is not None:
             stem += f"-i{self.layer_i}"
         if self.teacher_forcing and self.n_layers > 1:
             stem += "-tf"
+        if self.compact is not None and self.compact != (self.span is None):  # only a non-default layout
+            stem += "-compact" if self.compact else "-full"
         return stem
 
 
@@ -312,9 +398,10 @@ def tiny_baselines(**overrides) -> list[MimicConfig]:
 
 
 def select_configs(files: Sequence[str | os.PathLike] = (), grid: Optional[str] = None, baselines: bool = False,
-                   layer_i: Optional[int] = None) -> list[MimicConfig]:
+                   layer_i: Optional[int] = None, span: Optional[Sequence[int]] = None) -> list[MimicConfig]:
     """Configurations from YAML ``files`` plus a named ``grid`` ("paper" or "tiny"; the baselines' grid with
-    ``baselines=True``); ``layer_i`` sets m_f's target of the grid's 2-layer configurations."""
+    ``baselines=True``); ``layer_i`` sets m_f's target of the grid's 2-layer configurations; ``span`` (``[i, j]``)
+    makes every configuration replace layers i..j only (block replacement)."""
     configs = [MimicConfig.from_yaml(path) for path in files]
     if grid is not None:
         grids = {"paper": (paper_grid, paper_baselines), "tiny": (tiny_grid, tiny_baselines)}
@@ -324,6 +411,8 @@ def select_configs(files: Sequence[str | os.PathLike] = (), grid: Optional[str] 
         configs += make() if baselines else make(**({} if layer_i is None else {"layer_i": layer_i}))
     if not configs:
         raise MimicError("no mimic configuration given: pass config YAML file(s) or a grid (paper or tiny)")
+    if span is not None:
+        configs = [dataclasses.replace(config, span=list(span)) for config in configs]  # validates each again
     return configs
 
 
@@ -434,7 +523,7 @@ class TeacherFrontend(nn.Module):
     """The teacher's CNN + ``layer_norm`` + ``post_extract_proj``, as s3prl's stock model runs them.
 
     ``forward(wav [B,S], wav_padding_mask [B,S] True=pad or None) -> (features [B,T,d], padding_mask [B,T] or
-    None)``. The frame padding mask follows the family's own rule: wav2vec2 from the conv output lengths,
+    None)``. The frame padding mask follows the family's own rule: wav2vec2 and data2vec from the conv output lengths,
     HuBERT/WavLM with ``forward_padding_mask`` (a frame is padding when all its samples are). Like the stock
     experts (``feature_grad_mult = 0``) the CNN runs without gradients; set ``feature_grad_mult = 1.0`` to train it.
     """
@@ -471,7 +560,7 @@ class TeacherFrontend(nn.Module):
         B, T = features.shape[:2]
         padding_mask = None
         if wav_padding_mask is not None and wav_padding_mask.any():
-            if self.family == "wav2vec2":
+            if self.family in CONV_LENGTH_MASK:
                 lengths = self.output_lengths((~wav_padding_mask).long().sum(-1))
                 padding_mask = torch.arange(T, device=features.device)[None, :] >= lengths[:, None]
             else:
@@ -521,6 +610,146 @@ def build_frontend(family_name: str, checkpoint_config: dict,
     return frontend
 
 
+class TeacherEncoder(nn.Module):
+    """The teacher's encoder around a replaced span [i, j]: its own modules, frozen (never trained, always in
+    eval mode, no gradient to its weights; gradients still flow through it to a trainable front end).
+
+    Holds what the span leaves: the positional convolution and the encoder LayerNorm where they run (i > 0; the
+    final LayerNorm of pre-LN models where j < L-1) and the kept layers 0..i-1 and j+1..L-1 (``layers.<k>``).
+    WavLM: when layer 0 (owner of the relative-position table) is in the span, layer j+1 takes the table over,
+    as :func:`superb_redundancy.pruned_upstream.drop_layers` does.
+
+    :meth:`prefix` and :meth:`suffix` run the stock encoder's own steps (s3prl's ``TransformerEncoder.
+    extract_features`` of wav2vec2 / HuBERT / data2vec and WavLM's): zero the padded frames, add the positional
+    convolution, LayerNorm (post-LN), pad the frames to ``required_seq_len_multiple``, the layers in [T, B, d]
+    with the padding mask (and WavLM's position bias), un-pad, final LayerNorm (pre-LN). A span replaced by the
+    identity therefore gives the teacher with layers i..j dropped (tests/test_mimic_span.py checks it).
+    """
+
+    def __init__(self, encoder: nn.Module, family: ModelFamily, span: Sequence[int], num_layers: int):
+        super().__init__()
+        i, j = (int(t) for t in span)
+        self.start, self.stop, self.num_layers = i, j, int(num_layers)
+        self.layer_output = family.layer_output
+        self.layer_norm_first = bool(getattr(encoder, "layer_norm_first", False))
+        self.multiple = int(getattr(encoder, "required_seq_len_multiple", 1) or 1)
+        self.pos_conv = encoder.pos_conv if i > 0 else None
+        needs_norm = (i > 0 and not self.layer_norm_first) or (j < num_layers - 1 and self.layer_norm_first)
+        self.layer_norm = encoder.layer_norm if needs_norm else None
+        kept = [k for k in range(num_layers) if not i <= k <= j]
+        if family.shared_position_bias and i == 0 and j < num_layers - 1:
+            source, target = encoder.layers[0].self_attn, encoder.layers[j + 1].self_attn
+            if getattr(source, "has_relative_attention_bias", False):
+                target.relative_attention_bias = source.relative_attention_bias
+                target.num_buckets, target.max_distance = source.num_buckets, source.max_distance
+                target.has_relative_attention_bias = True
+        self.layers = nn.ModuleDict({str(k): encoder.layers[k] for k in kept})
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> "TeacherEncoder":
+        return super().train(False)  # frozen: no dropout or layerdrop in the teacher's layers, even under -f
+
+    @property
+    def kept_layers(self) -> list[int]:
+        return sorted(int(k) for k in self.layers)
+
+    def _pad(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor]):
+        """Frames padded to the encoder's multiple (zeros, marked as padding), as fairseq's pad_to_multiple."""
+        extra = -x.size(1) % self.multiple
+        if not extra:
+            return x, padding_mask
+        if padding_mask is None:
+            padding_mask = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+        return F.pad(x, (0, 0, 0, extra)), F.pad(padding_mask, (0, extra), value=True)
+
+    def _layer(self, k: int, x: torch.Tensor, mask: Optional[torch.Tensor], pos_bias):
+        layer = self.layers[str(k)]
+        if self.layer_output == "wavlm":
+            x, _, pos_bias = layer(x, self_attn_padding_mask=mask, need_weights=False, self_attn_mask=None,
+                                   pos_bias=pos_bias)
+            return x, pos_bias
+        x, _ = layer(x, self_attn_padding_mask=mask, need_weights=False)
+        return x, None
+
+    def prefix(self, features: torch.Tensor, padding_mask: Optional[torch.Tensor]):
+        """``(states entering layers 0..i, each [B, T, d], position bias)``; for i = 0 ``[features]``: the span
+        then starts at the encoder's input."""
+        if self.start == 0:
+            return [features], None
+        frames = features.size(1)
+        x = features
+        if padding_mask is not None:
+            x = x.masked_fill(padding_mask.unsqueeze(-1), 0.0)
+        if self.pos_conv is not None:
+            x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
+        if not self.layer_norm_first:
+            x = self.layer_norm(x)
+        x, mask = self._pad(x, padding_mask)
+        x = x.transpose(0, 1)
+        states, pos_bias = [], None
+        for k in range(self.start):
+            states.append(x.transpose(0, 1)[:, :frames])
+            x, pos_bias = self._layer(k, x, mask, pos_bias)
+        states.append(x.transpose(0, 1)[:, :frames])
+        return states, pos_bias
+
+    def suffix(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor], pos_bias=None) -> list[torch.Tensor]:
+        """The states leaving layers j+1..L-1 run on the span's output ``x`` [B, T, d]; the last is the encoder
+        output (final LayerNorm of pre-LN models). Empty for j = L-1."""
+        if self.stop == self.num_layers - 1:
+            return []
+        frames = x.size(1)
+        x, mask = self._pad(x, padding_mask)
+        x = x.transpose(0, 1)
+        states = []
+        for k in range(self.stop + 1, self.num_layers):
+            x, pos_bias = self._layer(k, x, mask, pos_bias)
+            states.append(x.transpose(0, 1)[:, :frames])
+        if self.layer_norm_first:
+            states[-1] = self.layer_norm(states[-1])
+        return states
+
+    def extra_repr(self) -> str:
+        return f"span=[{self.start}, {self.stop}], kept={self.kept_layers}, layer_norm_first={self.layer_norm_first}"
+
+
+def build_teacher_encoder(family_name: str, checkpoint_config: dict, span: Sequence[int], num_layers: int,
+                          state: Optional[dict[str, torch.Tensor]] = None) -> TeacherEncoder:
+    """The teacher's encoder around ``span``, built with s3prl's own model class from the stored config;
+    ``state``: its weights (keys as :meth:`TeacherEncoder.state_dict`, from :func:`encoder_state`)."""
+    family = get_family(family_name)
+    model, _ = _stock_model(family, checkpoint_config, num_encoder_layers=int(num_layers))
+    encoder = TeacherEncoder(model.encoder, family, span, num_layers)
+    del model
+    if state is not None:
+        try:
+            encoder.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise MimicError(f"the stored teacher-encoder weights do not fit the teacher's {family.name} config and "
+                             f"span {list(span)} ({str(error).splitlines()[0]})") from None
+    return encoder
+
+
+def encoder_state(checkpoint: dict, family: ModelFamily, span: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The teacher weights a span keeps (pos_conv, encoder LayerNorm, kept layers), keyed as
+    :meth:`TeacherEncoder.state_dict`: the stock ``encoder.*`` names without ``encoder.``; WavLM's moved
+    relative-position table is read from layer 0."""
+    num_layers = family.num_layers(checkpoint)
+    i, j = span
+    structure = build_teacher_encoder(family.name, teacher_config(checkpoint, family), span, num_layers)
+    weights = checkpoint[family.weights_key]
+    state = {}
+    for key in structure.state_dict():
+        source = f"encoder.{key}"
+        if source not in weights and i == 0 and key.startswith(f"layers.{j + 1}.") and "relative_attention_bias" in key:
+            source = f"encoder.layers.0.{key.split('.', 2)[2]}"
+        if source not in weights:
+            raise MimicError(f"the teacher checkpoint has no {source!r}, which span {list(span)} keeps")
+        state[key] = weights[source].detach().clone().cpu()
+    return state
+
+
 def teacher_record(checkpoint: dict, family: ModelFamily, path: str | os.PathLike, sha256: str,
                    content_sha256: Optional[str] = None) -> dict:
     """What an artifact (and a teacher cache) records about its teacher (``content_sha256``: if already known)."""
@@ -538,28 +767,55 @@ def teacher_record(checkpoint: dict, family: ModelFamily, path: str | os.PathLik
 
 # ---------------------------------------------------------------------------------------------- upstream
 class MimicUpstream(nn.Module):
-    """An s3prl upstream: the teacher's front end followed by a mimicker.
+    """An s3prl upstream: the teacher's front end followed by a mimicker (with, for a span, the teacher's encoder
+    around it).
 
-    ``forward(wavs: list of 1-D 16 kHz tensors) -> {"hidden_states": [projected features, m_1, ..., m_N],
-    "last_hidden_state": m_N, "hidden_state_k": ...}``, every entry [B, T, d], T = the teacher's frame count
-    (classifier only, N = 0: ``[projected features]``).
+    ``forward(wavs: list of 1-D 16 kHz tensors) -> {"hidden_states": [...], "last_hidden_state": ...,
+    "hidden_state_k": ...}``, every entry [B, T, d], T = the teacher's frame count. One path for every span
+    [i, j]: front end -> the teacher's states entering layers 0..i (:meth:`TeacherEncoder.prefix`; for i = 0 the
+    projected features alone) -> the mimicker on the last of them -> the teacher's layers j+1..L-1 on its output
+    (:meth:`TeacherEncoder.suffix`; none for j = L-1). The whole stack has no teacher encoder at all: exactly the
+    paper's front end + mimicker.
+
+    Hidden states, ``compact`` (the default for the whole stack): the prefix states, the N mimicking layers'
+    outputs, the suffix states: ``[projected features, m_1, ..., m_N]`` for the whole stack (classifier only,
+    N = 0: ``[projected features]``), ``i + 1 + N + (L-1-j)`` entries for a span. Full (the default for a partial
+    span): the L+1 positions of the teacher (position k = the input of layer k, position L = the encoder output),
+    so a head trained on the teacher reads each where it expects it: outside the span the teacher's own states;
+    position t+1 for a replaced layer t in i..j holds the output of the mimicking layer with the nearest target
+    >= t (of equal targets the later), i.e. the span's inner positions repeat the mimicker's output (1 layer: m_1
+    at positions i+1..j+1; 2 layers with targets [t1, j], t1 < j: m_1 at i+1..t1+1, m_2 at t1+2..j+1). Position 0 is the teacher's input of layer
+    0 when i > 0, and the projected features when i = 0 (the positional convolution is part of the span).
 
     Step 2 through s3prl's runner (see the module docstring): without ``-f`` nothing here trains and
     ``states-*.ckpt`` holds no ``Upstream``; with ``-f`` the mimicking layers, ``frontend.layer_norm`` and
     ``frontend.post_extract_proj`` train (the CNN runs under ``no_grad`` and stays frozen, like the stock
-    experts) and ``states-*.ckpt`` stores ``Upstream`` (``frontend.*``, ``mimicker.*``).
+    experts; the kept teacher layers ``encoder.*`` stay frozen too) and ``states-*.ckpt`` stores ``Upstream``
+    (``frontend.*``, ``mimicker.*``, ``encoder.*``).
     """
 
     def __init__(self, frontend: TeacherFrontend, mimicker: Mimicker, config: MimicConfig,
                  teacher: Optional[dict] = None, targets: Optional[Sequence[int]] = None,
-                 training_record: Optional[dict] = None):
+                 training_record: Optional[dict] = None, encoder: Optional[TeacherEncoder] = None,
+                 compact: Optional[bool] = None):
         super().__init__()
         self.frontend = frontend
         self.mimicker = mimicker
+        self.encoder = encoder
         self.config = config
         self.teacher = dict(teacher or {})
         self.targets = list(targets or [])
         self.training_record = training_record or {}
+        num_layers = self.teacher.get("num_layers")
+        if num_layers is None:  # without a teacher record only the whole stack's compact layout is known
+            self.span, self.compact = None, True
+        else:
+            self.span = config.resolve_span(int(num_layers))
+            self.compact = config.compact_for(int(num_layers)) if compact is None else bool(compact)
+        if self.encoder is None and self.span is not None and not config.whole_stack(int(num_layers)):
+            raise MimicError(f"mimic upstream: span {list(self.span)} needs the teacher's encoder around it")
+        if not self.compact and mimicker.n_layers == 0:
+            self.compact = True  # classifier only: no mimicking layer to fill the teacher's positions
 
     def get_downsample_rates(self, key: str) -> int:
         return DOWNSAMPLE_RATE
@@ -575,17 +831,37 @@ class MimicUpstream(nn.Module):
         lengths = torch.tensor([len(w) for w in wavs], device=device)
         wav_padding_mask = torch.arange(int(lengths.max()), device=device)[None, :] >= lengths[:, None]
         features, padding_mask = self.frontend(pad_sequence(list(wavs), batch_first=True), wav_padding_mask)
-        hidden_states = self.mimicker(features, padding_mask)
-        return upstream_output(hidden_states)
+        prefix, pos_bias = self.encoder.prefix(features, padding_mask) if self.encoder is not None else ([features], None)
+        outputs = self.mimicker(prefix[-1], padding_mask)[1:]
+        suffix = self.encoder.suffix(outputs[-1], padding_mask, pos_bias) if self.encoder is not None else []
+        return upstream_output(self.positions(prefix, outputs, suffix))
+
+    def positions(self, prefix: list, outputs: list, suffix: list) -> list:
+        """The hidden states in the upstream's layout (see the class docstring)."""
+        if self.compact:
+            return prefix + outputs + suffix
+        i, j = self.span
+        last = len(outputs) - 1
+        chosen = [_position_source(self.targets, layer, last) for layer in range(i, j + 1)]
+        return prefix + [outputs[n] for n in chosen] + suffix
 
     def extra_repr(self) -> str:
-        return (f"teacher={self.teacher.get('family')}:{self.teacher.get('num_layers')} layers, "
-                f"targets={self.targets}, config={self.config.name()}")
+        span = "" if self.span is None else f", span={list(self.span)}"
+        return (f"teacher={self.teacher.get('family')}:{self.teacher.get('num_layers')} layers{span}, "
+                f"targets={self.targets}, compact={self.compact}, config={self.config.name()}")
+
+
+def _position_source(targets: Sequence[int], layer: int, last: int) -> int:
+    """The mimicking layer whose output stands for teacher layer ``layer``: the one with the nearest target at
+    or after it (of equal targets the later, the one the next layer reads); past every target, the last."""
+    after = [n for n, t in enumerate(targets[:last + 1]) if t >= layer]
+    return min(after, key=lambda n: (targets[n], -n)) if after else last
 
 
 # ---------------------------------------------------------------------------------------------- artifacts
 def save_artifact(output: str | os.PathLike, config: MimicConfig, teacher: dict, frontend: dict,
-                  mimicker: dict, targets: Sequence[int], training: Optional[dict] = None) -> Path:
+                  mimicker: dict, targets: Sequence[int], training: Optional[dict] = None,
+                  encoder: Optional[dict] = None) -> Path:
     """Write ONE self-describing mimicker file (plain dicts/lists/tensors/str/numbers), atomically.
 
     Keys: ``superb_redundancy`` ({kind: "mimicker", version}), ``config`` (:class:`MimicConfig` as a dict),
@@ -593,11 +869,18 @@ def save_artifact(output: str | os.PathLike, config: MimicConfig, teacher: dict,
     hidden_size, checkpoint_config: the stock checkpoint's config entries), ``frontend`` (CNN + layer_norm +
     post_extract_proj weights), ``mimicker`` (weights), ``training`` (``training``: "mimicking" (step 1) or
     "none" (a baseline: random layers, or none at all); losses per epoch, best epoch, ...),
-    ``parameters`` (frontend / mimicker / total counts).
+    ``parameters`` (frontend / mimicker / teacher_encoder / total counts: the total counts the kept teacher
+    layers of a span). A partial span also has ``encoder``: the kept teacher weights (:func:`encoder_state`);
+    a whole-stack artifact has none.
     """
     d = int(teacher["hidden_size"])
+    partial = not config.whole_stack(int(teacher["num_layers"]))
+    if partial and not encoder:
+        raise MimicError(f"mimic config {config.name()}: span {config.span} keeps teacher layers; pass their "
+                         "weights (encoder_state) to save_artifact")
     n_mimicker = mimicker_parameter_count(config.kind, config.n_layers, d, config.z, config.nhead)
     n_frontend = sum(int(v.numel()) for k, v in frontend.items() if not _is_buffer_key(k))
+    n_encoder = sum(int(v.numel()) for k, v in (encoder or {}).items() if not _is_buffer_key(k)) if partial else 0
     artifact = {
         ARTIFACT_KEY: {"kind": ARTIFACT_KIND, "version": ARTIFACT_VERSION},
         "config": config.to_dict(),
@@ -608,6 +891,9 @@ def save_artifact(output: str | os.PathLike, config: MimicConfig, teacher: dict,
         "training": _plain(training or {}),
         "parameters": {"frontend": n_frontend, "mimicker": n_mimicker, "total": n_frontend + n_mimicker},
     }
+    if partial:
+        artifact["encoder"] = {k: v.detach().cpu().contiguous() for k, v in encoder.items()}
+        artifact["parameters"].update(teacher_encoder=n_encoder, total=n_frontend + n_mimicker + n_encoder)
     return atomic.torch_save(artifact, output)
 
 
@@ -650,13 +936,21 @@ def describe_artifact(path: str | os.PathLike) -> str:
     params = artifact.get("parameters", {})
     what = ("classifier only (no mimicking layer)" if config.classifier_only else
             f"{config.kind} N={config.n_layers} z={config.z}, targets {artifact['targets']}")
-    counts = f"{params.get('mimicker', 0):,} mimicker + {params.get('frontend', 0):,} front-end parameters"
+    if config.span is not None:
+        what += f", replacing layers {config.span[0]}..{config.span[1]} of {artifact['teacher'].get('num_layers')}"
+    counts = f"{params.get('mimicker', 0):,} mimicker + {params.get('frontend', 0):,} front-end"
+    if params.get("teacher_encoder"):
+        counts += f" + {params['teacher_encoder']:,} kept teacher-encoder"
+    counts += " parameters"
     training = artifact.get("training") or {}
+    last = max((h.get("epoch", 0) for h in training.get("history", [])), default=0)
     if training.get("training") == "none":
         step1 = "step 1: none" + ("" if config.classifier_only else f" (random layers, seed {config.seed})")
+    elif training.get("selected_by") == "head accuracy" and training.get("best_accuracy") is not None:
+        step1 = (f"step 1: best head accuracy {training['best_accuracy']:.4g} "
+                 f"({(training.get('eval_head') or {}).get('split', 'dev')}) at epoch {training.get('best_epoch')}/{last}")
     elif training.get("best_loss") is not None:
         which = "val" if training.get("selected_by") == "validation loss" else "train"
-        last = max((h.get("epoch", 0) for h in training.get("history", [])), default=0)
         step1 = f"step 1: best {which} loss {training['best_loss']:.5g} at epoch {training.get('best_epoch')}/{last}"
     else:
         step1 = "step 1: no record"
@@ -695,8 +989,10 @@ def _check_teacher(artifact: dict, path: Path, teacher: Optional[str], teacher_s
 
 
 def load_mimic_artifact(path: str | os.PathLike, teacher: Optional[str] = None,
-                        teacher_sha256: Optional[str] = None, family: Optional[str] = None) -> MimicUpstream:
-    """Rebuild the upstream of a saved artifact; ``teacher`` (path or hub name) / ``teacher_sha256`` check it."""
+                        teacher_sha256: Optional[str] = None, family: Optional[str] = None,
+                        compact: Optional[bool] = None) -> MimicUpstream:
+    """Rebuild the upstream of a saved artifact; ``teacher`` (path or hub name) / ``teacher_sha256`` check it;
+    ``compact`` overrides the config's hidden-state layout."""
     path = Path(path).expanduser()
     artifact = read_artifact(path)
     config = MimicConfig.from_dict(artifact["config"], source=str(path))
@@ -709,6 +1005,7 @@ def load_mimic_artifact(path: str | os.PathLike, teacher: Optional[str] = None,
         raise MimicError(f"corrupt mimicker artifact {path}: bad teacher record ({error})") from None
     try:
         targets = config.resolve_targets(num_layers)
+        partial = not config.whole_stack(num_layers)
     except MimicError as error:
         raise MimicError(f"{path}: {error}") from None
     if [int(t) for t in artifact["targets"]] != targets:
@@ -725,16 +1022,27 @@ def load_mimic_artifact(path: str | os.PathLike, teacher: Optional[str] = None,
     except RuntimeError as error:
         raise MimicError(f"corrupt mimicker artifact {path}: weights do not fit its config "
                          f"({str(error).splitlines()[0]})") from None
+    encoder = None
+    if partial:
+        if not isinstance(artifact.get("encoder"), dict):
+            raise MimicError(f"corrupt mimicker artifact {path}: span {config.span} but no kept teacher weights "
+                             "('encoder')")
+        try:
+            encoder = build_teacher_encoder(family_name, record["checkpoint_config"], config.resolve_span(num_layers),
+                                            num_layers, artifact["encoder"])
+        except MimicError as error:
+            raise MimicError(f"corrupt mimicker artifact {path}: {error}") from None
     return MimicUpstream(frontend, mimicker, config, teacher=record, targets=targets,
-                         training_record=artifact.get("training"))
+                         training_record=artifact.get("training"), encoder=encoder, compact=compact)
 
 
 # ---------------------------------------------------------------------------------------------- s3prl entry
-UPSTREAM_CONFIG_KEYS = ("artifact", "teacher", "teacher_sha256", "family")
+UPSTREAM_CONFIG_KEYS = ("artifact", "teacher", "teacher_sha256", "family", "compact")
 
 
 def _upstream_options(model_config: Optional[str]) -> dict:
-    """The optional ``-g`` YAML: artifact (path), teacher (checkpoint path or hub name), teacher_sha256, family."""
+    """The optional ``-g`` YAML: artifact (path), teacher (checkpoint path or hub name), teacher_sha256, family,
+    compact (true/false: the hidden-state layout, overriding the artifact's)."""
     if not model_config:
         return {}
     import yaml
@@ -751,6 +1059,8 @@ def _upstream_options(model_config: Optional[str]) -> dict:
         raise MimicError(f"{path}: unknown key(s) {unknown}; valid: {list(UPSTREAM_CONFIG_KEYS)}")
     if values.get("family") is not None:
         get_family(values["family"])
+    if values.get("compact") is not None and not isinstance(values["compact"], bool):
+        raise MimicError(f"{path}: compact={values['compact']!r} is invalid; valid: true, false or unset")
     return values
 
 
@@ -759,8 +1069,8 @@ def register_mimic_upstreams():
 
     Both load a saved artifact: ``-k ARTIFACT`` (for ``mimic`` the artifact may instead be named by
     ``artifact:`` in ``-g``). The optional ``-g`` YAML may also name ``teacher:`` (a checkpoint path or hub name
-    whose sha256 must match the artifact's teacher), ``teacher_sha256:``, and ``family:``. No per-family aliases:
-    the artifact records its teacher family.
+    whose sha256 must match the artifact's teacher), ``teacher_sha256:``, ``family:`` and ``compact:`` (the
+    hidden-state layout, overriding the artifact's). No per-family aliases: the artifact records its teacher family.
     """
     from .registry import register_upstream
 
@@ -773,16 +1083,16 @@ def register_mimic_upstreams():
                 "mimic needs a mimicker artifact: pass -k ARTIFACT.pt (written by "
                 "superb_redundancy.mimic_train.train_mimicker) or `artifact: PATH` in -g CONFIG.yaml"
             )
-        return load_mimic_artifact(artifact, teacher=options.get("teacher"),
-                                   teacher_sha256=options.get("teacher_sha256"), family=options.get("family"))
+        return load_mimic_artifact(artifact, teacher=options.get("teacher"), teacher_sha256=options.get("teacher_sha256"),
+                                   family=options.get("family"), compact=options.get("compact"))
 
     def mimic_local(ckpt: Optional[str] = None, model_config: Optional[str] = None, refresh: bool = False, **kwargs):
         """a saved mimicker artifact: -k ARTIFACT.pt [-g CONFIG.yaml with teacher: PATH to check against]"""
         options = _upstream_options(model_config)
         if not ckpt:
             raise MimicError("mimic_local needs a mimicker artifact: pass -k ARTIFACT.pt")
-        return load_mimic_artifact(ckpt, teacher=options.get("teacher"),
-                                   teacher_sha256=options.get("teacher_sha256"), family=options.get("family"))
+        return load_mimic_artifact(ckpt, teacher=options.get("teacher"), teacher_sha256=options.get("teacher_sha256"),
+                                   family=options.get("family"), compact=options.get("compact"))
 
     mimic.__module__ = mimic_local.__module__ = __name__
     mimic.__qualname__ = "mimic"

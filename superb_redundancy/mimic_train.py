@@ -16,6 +16,11 @@ The cache (a directory, written to a temp dir and renamed into place, reused whi
 * ``frontend.pt``: the teacher's record and front-end weights (so training never reads the teacher again);
 * ``manifest.json``: format, teacher (path, sha256, family, L, d), layers, dtype, sources (path, bytes).
 
+A span ``[i, j]`` (block replacement, :class:`~superb_redundancy.mimic.MimicConfig`) needs the states entering
+layer i and leaving layer j: ``layer_<j>.npy`` and, as its input, ``features.npy`` for i = 0 or ``layer_<i-1>.npy``
+for i > 0 (the output of layer i-1 is the input of layer i); :func:`cache_layers` names them and
+:func:`train_grid` stores their union, so the whole stack (i = 0) reads exactly what it always did.
+
 Arrays are ``.npy`` files opened memory-mapped, float16 by default (half the disk of float32; a value outside
 float16's range is refused with a hint to use ``dtype="float32"``).
 
@@ -26,11 +31,19 @@ refused: resample first); :func:`corpus_audio` lists a split of a SUPERB task's 
 
 Baselines (:func:`init_artifact`): a non-mimicker (seeded random mimicking layers, no step 1) or, with
 ``n_layers: 0``, classifier only; both are trained only in step 2 (s3prl's runner, see :mod:`superb_redundancy.mimic`).
+
+The mimicker's own accuracy during step 1 (as the authors' code tracks it): with ``eval_head`` (an s3prl
+experiment trained on the teacher) every epoch also evaluates the mimicker through that experiment's trained
+Featurizer and head on its dev split (:class:`HeadEvaluator`, reusing
+:func:`superb_redundancy.pruning_curves.load_experiment` and :func:`~superb_redundancy.pruning_curves.evaluate_upstream`),
+with the upstream in the teacher's L+1 positions; ``select_by="acc"`` keeps the weights of the best accuracy
+instead of the best validation MSE.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -50,6 +63,10 @@ from .mimic import (
     MimicConfig,
     MimicError,
     Mimicker,
+    MimicUpstream,
+    build_frontend,
+    build_teacher_encoder,
+    encoder_state,
     frontend_state,
     save_artifact,
     sha256_file,
@@ -59,6 +76,8 @@ from .mimic import (
 __all__ = [
     "TeacherCache",
     "Teacher",
+    "HeadEvaluator",
+    "cache_layers",
     "build_teacher_cache",
     "list_audio",
     "corpus_audio",
@@ -77,6 +96,8 @@ CACHE_FORMAT = "superb_redundancy.teacher_cache"
 CACHE_VERSION = 1
 SAMPLE_RATE = 16000
 DTYPES = ("float16", "float32")
+#: how step 1 picks the weights it keeps: the best validation MSE, or the best accuracy through an eval head
+SELECT_BY = ("mse", "acc")
 
 
 def _progress(iterable, enabled: bool, **kwargs):
@@ -284,14 +305,22 @@ class TeacherCache:
             out[b, :length] = array[start:start + length]
         return torch.from_numpy(out)
 
-    def batch(self, ids: Sequence[int], layers: Sequence[int], device: torch.device):
-        """(features [B,T,d], padding_mask [B,T] True=pad, [targets [B,T,d] per layer]) as float32 tensors."""
+    def batch(self, ids: Sequence[int], layers: Sequence[int], device: torch.device, source: Optional[int] = None):
+        """(inputs [B,T,d], padding_mask [B,T] True=pad, [targets [B,T,d] per layer]) as float32 tensors; the
+        inputs are the projected features (``source`` None) or the output of layer ``source`` (a span's input)."""
         lengths = torch.as_tensor(self.lengths[list(ids)])
         frames = int(lengths.max())
         padding_mask = torch.arange(frames)[None, :] >= lengths[:, None]
-        features = self._gather(self.features, ids, frames).to(device)
+        features = self._gather(self.features if source is None else self.hidden[source], ids, frames).to(device)
         targets = [self._gather(self.hidden[t], ids, frames).to(device) for t in layers]
         return features, padding_mask.to(device), targets
+
+
+def cache_layers(config: MimicConfig, num_layers: int) -> list[int]:
+    """The layer outputs a configuration reads from the cache: its targets and, for a span starting at i > 0,
+    its input (the output of layer i-1)."""
+    source = config.input_layer(num_layers)
+    return sorted(set(config.resolve_targets(num_layers)) | ({source} if source is not None else set()))
 
 
 def _sources(files: Sequence[Path]) -> list[dict]:
@@ -469,7 +498,7 @@ def _split(num_clips: int, config: MimicConfig) -> tuple[np.ndarray, np.ndarray]
 
 
 @torch.no_grad()
-def _evaluate(model, cache, ids, targets, config, device) -> Optional[list[float]]:
+def _evaluate(model, cache, ids, targets, config, device, source: Optional[int] = None) -> Optional[list[float]]:
     """Per-term validation MSE over all valid frames of ``ids`` (frame-weighted), or None without ids."""
     if len(ids) == 0:
         return None
@@ -478,7 +507,7 @@ def _evaluate(model, cache, ids, targets, config, device) -> Optional[list[float
     count = 0
     for start in range(0, len(ids), config.batch_size):
         batch = ids[start:start + config.batch_size]
-        features, mask, wanted = cache.batch(batch, targets, device)
+        features, mask, wanted = cache.batch(batch, targets, device, source)
         valid = int((~mask).sum())
         terms = _step1_terms(model, features, mask, wanted, config.teacher_forcing)
         sums += np.array([float(t) for t in terms]) * valid
@@ -491,18 +520,159 @@ def _state_path(output: Path) -> Path:
 
 
 def _comparable(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k != "epochs"}
+    # through MimicConfig: a state written before a field existed holds its default
+    return {k: v for k, v in MimicConfig.from_dict(config).to_dict().items() if k != "epochs"}
 
 
+# ---------------------------------------------------------------------------------------------- teacher layers
+def _cache_teacher(cache: "TeacherCache", teacher) -> dict:
+    """The teacher checkpoint the cache was built from: ``teacher`` (a loaded stock checkpoint, trusted, or a
+    path) or the path the cache records; a path is checked against the cache's teacher by content."""
+    if isinstance(teacher, dict):
+        return teacher
+    path = Path(str(teacher or cache.teacher["path"])).expanduser()
+    if not path.is_file():
+        raise MimicError(f"a span keeps teacher layers, read from the teacher checkpoint: {path} not found; pass "
+                         "the checkpoint the cache was built from (teacher=PATH, --teacher)")
+    checkpoint = load_checkpoint(path, "teacher checkpoint", MimicError)
+    recorded = cache.teacher.get("content_sha256")
+    found = model_sha256(checkpoint) if recorded else sha256_file(path)
+    if found != (recorded or cache.teacher["sha256"]):
+        raise MimicError(f"{path} is not the teacher of cache {cache.directory} (sha256 {found[:12]}..., the cache's "
+                         f"teacher {cache.teacher['path']}: {str(recorded or cache.teacher['sha256'])[:12]}...)")
+    return checkpoint
+
+
+def _span_weights(cache: "TeacherCache", config: MimicConfig, teacher) -> Optional[dict]:
+    """The kept teacher-encoder weights of a partial span (None for the whole stack: nothing is kept)."""
+    if config.whole_stack(cache.num_layers):
+        return None
+    family = get_family(cache.teacher["family"])
+    return encoder_state(_cache_teacher(cache, teacher), family, config.resolve_span(cache.num_layers))
+
+
+# ---------------------------------------------------------------------------------------------- eval head
+class HeadEvaluator:
+    """The accuracy of a mimicker through the teacher's fine-tuned downstream head: the Featurizer and head of an
+    s3prl experiment trained on the teacher (``expdir``: its folder, ``dev-best.ckpt`` or a ``states-*.ckpt``),
+    rebuilt by :func:`superb_redundancy.pruning_curves.load_experiment`, on one split of that experiment's data
+    (``dev``: its validation split), metric as the expert averages ``records["acc"]``.
+
+    The experiment's upstream must be the cache's teacher (same family, depth and weights). The upstream
+    evaluated returns the teacher's L+1 positions (see :class:`~superb_redundancy.mimic.MimicUpstream`), so a
+    Featurizer's weighted sum over the teacher's hidden states reads the mimicker where it expects each layer.
+    """
+
+    def __init__(self, expdir: str | os.PathLike, cache: "TeacherCache", device: torch.device,
+                 split: str = "dev", progress: bool = False):
+        from . import pruning_curves as curves
+
+        try:
+            self.experiment = curves.load_experiment(expdir, device=str(device))
+            self.loader = self.experiment.downstream.get_dataloader(split)
+        except curves.CurvesInputError as error:
+            raise MimicError(f"eval head {expdir}: {error}") from None
+        except (KeyError, ValueError, OSError) as error:  # the expert has no such split / cannot read its data
+            raise MimicError(f"eval head {expdir}: cannot load its {split!r} split "
+                             f"({(str(error).splitlines() or [type(error).__name__])[0]})") from None
+        self.expdir, self.split, self.progress = Path(expdir), split, progress
+        self.mean = curves.SUPPORTED_TASKS[self.experiment.task]
+        self.items = 0
+        _check_head_teacher(self.experiment, cache, self.expdir)
+
+    def accuracy(self, upstream: torch.nn.Module) -> float:
+        """The head's accuracy on the split with ``upstream`` (evaluated in eval mode, no gradient); the global
+        random states the evaluation seeds (as s3prl's runner does) are restored afterwards."""
+        import random
+
+        from .pruning_curves import evaluate_upstream
+
+        was_training = upstream.training
+        state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[self.experiment.device] if "cuda" in str(self.experiment.device) else []):
+            try:
+                upstream.eval()
+                records = evaluate_upstream(self.experiment, upstream, self.split, self.loader, self.progress,
+                                            leave=False)
+            finally:
+                upstream.train(was_training)
+                random.setstate(state[0])
+                np.random.set_state(state[1])
+        outcomes = list(records["acc"])
+        if not outcomes:
+            raise MimicError(f"eval head {self.expdir}: its {self.split} split holds no item")
+        self.items = len(outcomes)
+        return float(self.mean(outcomes))
+
+    def describe(self) -> dict:
+        args = self.experiment.args
+        return {"checkpoint": str(self.experiment.checkpoint), "task": self.experiment.task, "split": self.split,
+                "upstream": args.upstream, "upstream_ckpt": getattr(args, "upstream_ckpt", None),
+                "feature_selection": getattr(args, "upstream_feature_selection", "hidden_states"),
+                "items": self.items, "metric": "accuracy"}
+
+
+def _check_head_teacher(experiment, cache: "TeacherCache", expdir: Path) -> None:
+    """The experiment's upstream is the cache's teacher: family, depth and weights (by content)."""
+    from .files import checkpoint_sha256
+    from .pruned_upstream import PrunedUpstreamError, resolve_base
+
+    teacher = cache.teacher
+    if experiment.family.name != teacher["family"] or experiment.num_layers != cache.num_layers:
+        raise MimicError(f"eval head {expdir} was trained on a {experiment.num_layers}-layer {experiment.family.name}, "
+                         f"not on the cache's teacher ({cache.num_layers}-layer {teacher['family']})")
+    base = experiment.base
+    path: Optional[Path] = Path(base).expanduser()
+    if not path.is_file():
+        try:
+            path = resolve_base(base, experiment.family, download=False)
+        except PrunedUpstreamError:
+            path = None
+    if path is None:
+        raise MimicError(f"eval head {expdir}: cannot find its upstream {base!r} to check it is the cache's teacher")
+    recorded = teacher.get("content_sha256")
+    found = checkpoint_sha256(path, "teacher checkpoint", MimicError) if recorded else sha256_file(path)
+    if found != (recorded or teacher["sha256"]):
+        raise MimicError(f"eval head {expdir} was trained on {path} (sha256 {str(found)[:12]}...), not on the "
+                         f"cache's teacher {teacher['path']} (sha256 {str(recorded or teacher['sha256'])[:12]}...)")
+
+
+def _probe(cache: "TeacherCache", config: MimicConfig, model: Mimicker, targets: Sequence[int],
+           encoder: Optional[dict], device: torch.device) -> MimicUpstream:
+    """The upstream the eval head sees during step 1: the cache's front end, the mimicker being trained (shared,
+    not copied) and the kept teacher layers, in the teacher's L+1 positions."""
+    front = cache.frontend()
+    record = front["teacher"]
+    frontend = build_frontend(record["family"], record["checkpoint_config"], front["frontend"])
+    teacher_encoder = None if encoder is None else build_teacher_encoder(
+        record["family"], record["checkpoint_config"], config.resolve_span(cache.num_layers), cache.num_layers, encoder)
+    return MimicUpstream(frontend, model, config, teacher=record, targets=targets, encoder=teacher_encoder,
+                         compact=False).to(device)
+
+
+# ---------------------------------------------------------------------------------------------- step 1
 def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig | dict | str | os.PathLike,
                    output: str | os.PathLike, resume: bool = False, device: Optional[str] = None,
-                   progress: bool = True) -> Path:
+                   progress: bool = True, teacher: Optional[str | os.PathLike | dict] = None,
+                   eval_head: Optional[str | os.PathLike | HeadEvaluator] = None, select_by: str = "mse",
+                   eval_split: str = "dev") -> Path:
     """Train one mimicker on a teacher cache (step 1) and write its artifact; returns the artifact path.
 
     Loss: the sum over mimicking layers of the masked MSE between its output and its target layer's output
     (equal weights, as the authors' code); Adam at ``config.lr``; a seeded held-out validation subset
     (``val_fraction`` of the clips, at most ``max_val_clips``) evaluated before training (epoch 0) and after each
     epoch; the best weights by validation loss (training loss without a validation subset) go in the artifact.
+
+    A span ``[i, j]`` trains the same way on its own input (the cached output of layer i-1; the projected
+    features for i = 0) and targets; its artifact also holds the kept teacher layers, read from ``teacher`` (the
+    checkpoint the cache was built from: a path, checked by content, or the loaded dict; default: the path the
+    cache records). The whole stack reads nothing else and trains exactly as it always did.
+
+    ``eval_head`` (an s3prl experiment trained on the teacher, or a :class:`HeadEvaluator`): the mimicker's
+    accuracy through that head on ``eval_split`` at epoch 0 and after every epoch (``head_acc`` in the history,
+    the curve in ``head_accuracy``); ``select_by="acc"`` keeps the weights of the best accuracy (the earliest
+    epoch on ties) instead of the best validation loss (``"mse"``, the default). The record says which epoch and
+    by which criterion (``best_epoch``, ``select_by``, ``selected_by``).
 
     Resumable: ``<output>.state.pt`` (model, optimizer, best weights, history) is written after every epoch;
     ``resume=True`` continues from it, and may raise ``epochs`` to train further. Shuffling and dropout are
@@ -516,15 +686,23 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
         config = MimicConfig.from_yaml(config)
     output = Path(output).expanduser()
     _check_trainable(config)
+    if select_by not in SELECT_BY:
+        raise MimicError(f"select_by={select_by!r} is invalid; valid: {' or '.join(SELECT_BY)}")
+    if select_by == "acc" and eval_head is None:
+        raise MimicError("select_by='acc' needs an eval head (--eval-head EXPDIR: an s3prl experiment trained on "
+                         "the teacher) to measure the accuracy by")
     L, d = cache.num_layers, cache.hidden_size
     targets = config.resolve_targets(L)
+    source = config.input_layer(L)
     config.check_dims(d)
-    missing = sorted(set(targets) - set(cache.layers))
+    needed = cache_layers(config, L)
+    missing = sorted(set(needed) - set(cache.layers))
     if missing:
         raise MimicError(
-            f"teacher cache {cache.directory} stores layers {cache.layers}; config {config.name()} needs {targets} "
-            f"(missing {missing}): rebuild it with build_teacher_cache(..., layers={sorted(set(cache.layers) | set(targets))})"
+            f"teacher cache {cache.directory} stores layers {cache.layers}; config {config.name()} needs {needed} "
+            f"(missing {missing}): rebuild it with build_teacher_cache(..., layers={sorted(set(cache.layers) | set(needed))})"
         )
+    encoder = _span_weights(cache, config, teacher)
     dev = _device(device)
     train_ids, val_ids = _split(len(cache), config)
     if len(train_ids) == 0:
@@ -535,14 +713,25 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
         torch.manual_seed(config.seed)
         model = Mimicker.from_config(config, d).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    evaluator = eval_head if isinstance(eval_head, HeadEvaluator) or eval_head is None else \
+        HeadEvaluator(eval_head, cache, dev, eval_split, progress)
+    probe = None if evaluator is None else _probe(cache, config, model, targets, encoder, dev)
+    selection = {"select_by": select_by, "eval_head": None if evaluator is None else str(evaluator.experiment.checkpoint),
+                 "split": None if evaluator is None else evaluator.split}
     cache_id = {"sha256": cache.teacher.get("content_sha256") or cache.teacher["sha256"], "layers": cache.layers,
                 "num_clips": len(cache), "num_frames": int(cache.manifest["num_frames"]), "dtype": cache.dtype}
     # states written before caches recorded the teacher's content hash name it by its file's bytes
     legacy_id = dict(cache_id, sha256=cache.teacher["sha256"])
     state_path = _state_path(output)
     history: list[dict] = []
-    best = {"epoch": None, "loss": float("inf"), "weights": None}
+    best = {"epoch": None, "loss": float("inf"), "acc": None, "weights": None}
     start_epoch, steps, seconds = 1, 0, 0.0
+
+    def head_accuracy(entry: dict) -> Optional[float]:
+        if probe is None:
+            return None
+        entry["head_acc"] = evaluator.accuracy(probe)
+        return entry["head_acc"]
 
     if resume and state_path.is_file():
         state = load_checkpoint(state_path, "training state", MimicError)
@@ -551,15 +740,21 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
                              "(only epochs may change on resume)")
         if state["cache"] not in (cache_id, legacy_id):
             raise MimicError(f"{state_path} was trained on another teacher cache ({state['cache']})")
+        written = state.get("selection", {"select_by": "mse", "eval_head": None, "split": None})
+        if written != selection:
+            raise MimicError(f"{state_path} was trained with selection {written}, not {selection} "
+                             "(only epochs may change on resume)")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history = list(state["history"])
-        best = {"epoch": state["best_epoch"], "loss": state["best_loss"], "weights": state["best_weights"]}
+        best = {"epoch": state["best_epoch"], "loss": state["best_loss"], "acc": state.get("best_acc"),
+                "weights": state["best_weights"]}
         start_epoch, steps, seconds = int(state["epoch"]) + 1, int(state["steps"]), float(state["seconds"])
     else:
-        val = _evaluate(model, cache, val_ids, targets, config, dev)
+        val = _evaluate(model, cache, val_ids, targets, config, dev, source)
         history.append({"epoch": 0, "train_loss": None, "val_loss": None if val is None else sum(val),
                         "val_terms": val})
+        head_accuracy(history[-1])
 
     for epoch in range(start_epoch, config.epochs + 1):
         began = time.time()
@@ -572,7 +767,7 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
                             unit="batch", leave=False)
             for batch in bar:
                 model.train()
-                features, mask, wanted = cache.batch(batch, targets, dev)
+                features, mask, wanted = cache.batch(batch, targets, dev, source)
                 loss = sum(_step1_terms(model, features, mask, wanted, config.teacher_forcing))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -583,33 +778,42 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
                 steps += 1
                 bar.set_postfix(loss=f"{value:.4g}")
         train_loss = total / max(frames, 1)
-        val = _evaluate(model, cache, val_ids, targets, config, dev)
+        val = _evaluate(model, cache, val_ids, targets, config, dev, source)
         score = float(sum(val)) if val is not None else float(train_loss)
         seconds += time.time() - began
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": None if val is None else sum(val),
                         "val_terms": val, "seconds": round(time.time() - began, 3)})
-        if score < best["loss"]:
-            best = {"epoch": epoch, "loss": score,
+        acc = head_accuracy(history[-1])
+        better = (acc > best["acc"] if best["acc"] is not None else True) if select_by == "acc" \
+            else score < best["loss"]
+        if better:
+            best = {"epoch": epoch, "loss": score, "acc": acc,
                     "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         if progress:
             print(f"[mimic] {config.name()} epoch {epoch}: train {train_loss:.5g}"
-                  + (f", val {sum(val):.5g}" if val is not None else ""), file=sys.stderr)
+                  + (f", val {sum(val):.5g}" if val is not None else "")
+                  + (f", head acc {acc:.4g}" if acc is not None else ""), file=sys.stderr)
         atomic.torch_save({
             "config": config.to_dict(), "cache": cache_id, "epoch": epoch, "steps": steps, "seconds": seconds,
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(), "history": history,
-            "best_epoch": best["epoch"], "best_loss": best["loss"], "best_weights": best["weights"],
+            "optimizer": optimizer.state_dict(), "history": history, "selection": selection,
+            "best_epoch": best["epoch"], "best_loss": best["loss"], "best_acc": best["acc"],
+            "best_weights": best["weights"],
         }, state_path)
 
     weights = best["weights"] if best["weights"] is not None else \
         {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     front = cache.frontend()
+    by_loss = "validation loss" if len(val_ids) else "training loss"
     training = {
         "training": "mimicking",
         "history": history,
         "best_epoch": best["epoch"],
         "best_loss": best["loss"],
-        "selected_by": "validation loss" if len(val_ids) else "training loss",
+        "selected_by": "head accuracy" if select_by == "acc" else by_loss,
+        "select_by": select_by,
+        "span": list(config.resolve_span(L)),
+        "input": "projected features" if source is None else f"output of layer {source}",
         "train_clips": int(len(train_ids)),
         "val_clips": int(len(val_ids)),
         "steps": steps,
@@ -619,7 +823,10 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
         "teacher_forcing": config.teacher_forcing,
         "cache": dict(cache_id, path=str(cache.directory)),
     }
-    return save_artifact(output, config, front["teacher"], front["frontend"], weights, targets, training)
+    if evaluator is not None:
+        training.update(best_accuracy=best["acc"], eval_head=evaluator.describe(),
+                        head_accuracy=[h.get("head_acc") for h in history])
+    return save_artifact(output, config, front["teacher"], front["frontend"], weights, targets, training, encoder)
 
 
 def _check_trainable(config: MimicConfig) -> None:
@@ -650,6 +857,8 @@ def init_artifact(teacher: str | os.PathLike, config: MimicConfig | dict | str |
     record = teacher_record(checkpoint, fam, path, sha256_file(path))
     targets = config.resolve_targets(record["num_layers"])
     config.check_dims(int(record["hidden_size"]))
+    encoder = None if config.whole_stack(record["num_layers"]) else \
+        encoder_state(checkpoint, fam, config.resolve_span(record["num_layers"]))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = Mimicker.from_config(config, int(record["hidden_size"]))
@@ -663,7 +872,7 @@ def init_artifact(teacher: str | os.PathLike, config: MimicConfig | dict | str |
         "note": "no step 1: trained only in step 2 (s3prl's runner; -f trains the mimicking layers)",
     }
     return save_artifact(Path(output).expanduser(), config, record, frontend_state(checkpoint, fam),
-                         model.state_dict(), targets, training)
+                         model.state_dict(), targets, training, encoder)
 
 
 def init_grid(teacher: str | os.PathLike, configs: Sequence[MimicConfig], output_dir: str | os.PathLike,
@@ -684,23 +893,35 @@ def _check_unique(names: Sequence[str]) -> None:
 def train_grid(teacher: str | os.PathLike, audio, configs: Sequence[MimicConfig], output_dir: str | os.PathLike,
                cache_dir: Optional[str | os.PathLike] = None, family: Optional[str] = None,
                dtype: str = "float16", device: Optional[str] = None, resume: bool = False,
-               progress: bool = True) -> list[Path]:
-    """Train every configuration from ONE teacher pass: the cache stores the union of their target layers.
+               progress: bool = True, eval_head: Optional[str | os.PathLike] = None,
+               select_by: str = "mse") -> list[Path]:
+    """Train every configuration from ONE teacher pass: the cache stores the union of the layers they read
+    (:func:`cache_layers`: targets, and a span's input).
 
     Artifacts are ``<output_dir>/<config.name()>.pt``; the cache defaults to ``<output_dir>/teacher_cache``.
+    ``eval_head`` / ``select_by``: see :func:`train_mimicker` (the experiment is loaded once for the grid).
     """
     output_dir = Path(output_dir).expanduser()
     for config in configs:
         _check_trainable(config)
     _check_unique([config.name() for config in configs])
+    if select_by not in SELECT_BY:
+        raise MimicError(f"select_by={select_by!r} is invalid; valid: {' or '.join(SELECT_BY)}")
+    if select_by == "acc" and eval_head is None:
+        raise MimicError("select_by='acc' needs an eval head (--eval-head EXPDIR: an s3prl experiment trained on "
+                         "the teacher) to measure the accuracy by")
     _, fam, checkpoint = _teacher_checkpoint(teacher, family)
     L = fam.num_layers(checkpoint)
-    del checkpoint
-    layers = sorted({t for config in configs for t in config.resolve_targets(L)})
+    layers = sorted({t for config in configs for t in cache_layers(config, L)})
+    spans = any(not config.whole_stack(L) for config in configs)
+    if not spans:
+        checkpoint = None  # the whole stack needs no teacher weights beyond the cache's front end
     cache = build_teacher_cache(teacher, audio, cache_dir or output_dir / "teacher_cache", layers=layers,
                                 family=fam.name, dtype=dtype, device=device, progress=progress)
+    evaluator = None if eval_head is None else HeadEvaluator(eval_head, cache, _device(device), progress=progress)
     return [train_mimicker(cache, config, output_dir / f"{config.name()}.pt", resume=resume, device=device,
-                           progress=progress) for config in configs]
+                           progress=progress, teacher=checkpoint, eval_head=evaluator,
+                           select_by=select_by) for config in configs]
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -716,6 +937,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--config", nargs="*", default=[], help="MimicConfig YAML file(s)")
     parser.add_argument("--paper-grid", action="store_true", help="train the paper's 12 configurations")
     parser.add_argument("--layer-i", type=int, help="m_f's target layer for the paper grid's 2-layer mimickers")
+    parser.add_argument("--span", type=int, nargs=2, metavar=("I", "J"),
+                        help="replace transformer layers I..J only (0-based, inclusive); default: the whole stack")
+    parser.add_argument("--eval-head", metavar="EXPDIR", help="s3prl experiment trained on the teacher: the "
+                        "mimicker's accuracy through its head on the dev split after every epoch")
+    parser.add_argument("--select-by", choices=SELECT_BY, default="mse",
+                        help="keep the weights of the best validation MSE (default) or head accuracy")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--cache-dir")
     parser.add_argument("--dtype", choices=DTYPES, default="float16")
@@ -724,15 +951,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     from .mimic import paper_grid
 
-    configs = [MimicConfig.from_yaml(p) for p in args.config]
-    if args.paper_grid:
-        configs += paper_grid(layer_i=args.layer_i)
-    if not configs:
-        parser.error("give --config FILE(s) or --paper-grid")
     audio = args.audio[0] if len(args.audio) == 1 else args.audio
     try:
+        configs = [MimicConfig.from_yaml(p) for p in args.config]
+        if args.paper_grid:
+            configs += paper_grid(layer_i=args.layer_i)
+        if not configs:
+            parser.error("give --config FILE(s) or --paper-grid")
+        if args.span is not None:
+            configs = [dataclasses.replace(c, span=list(args.span)) for c in configs]
         paths = train_grid(args.teacher, audio, configs, args.output_dir, cache_dir=args.cache_dir,
-                           family=args.family, dtype=args.dtype, device=args.device, resume=args.resume)
+                           family=args.family, dtype=args.dtype, device=args.device, resume=args.resume,
+                           eval_head=args.eval_head, select_by=args.select_by)
     except MimicError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -179,7 +179,8 @@ def count_checkpoint_parameters(checkpoint, family: Optional[str] = None, base: 
     if fam is None:
         raise ProfileError(f"not a stock checkpoint of a known family (keys: {sorted(checkpoint)})")
     weights = checkpoint[fam.weights_key]
-    return _add_removed(_count_named((name, t.numel()) for name, t in weights.items()), base)
+    return _add_removed(_count_named((name, t.numel()) for name, t in weights.items()
+                                     if name != fam.ema_key), base)  # data2vec's EMA teacher: no model weight
 
 
 # ============================================================================================ MACs
@@ -527,7 +528,7 @@ def _family_named(name: str) -> Optional[str]:
     """The architecture family an upstream name refers to, if any (distilhubert is a distiller, not a hubert)."""
     if name.startswith("distil"):
         return "distiller"
-    return next((f for f in ("wav2vec2", "hubert", "wavlm") if f in name), None)
+    return next((f for f in ("wav2vec2", "hubert", "wavlm", "data2vec") if f in name), None)
 
 
 def _looks_like_path(value: str) -> bool:

@@ -10,7 +10,9 @@ layer repeats that layer's input. ``compact=True`` returns only the entries of k
 
 A pruned model can be saved as a self-describing artifact (:func:`save_pruned`): a stock checkpoint of the
 compact K-layer model (so s3prl's ``<family>_local`` loads it as it is) plus a ``superb_redundancy`` entry with
-the spec, from which ``pruned_<family>_local -k ARTIFACT`` restores the L-position model.
+the spec, from which ``pruned_<family>_local -k ARTIFACT`` restores the L-position model. A *healed* artifact
+(:mod:`superb_redundancy.heal`) is the same file with the kept layers' weights retrained and a ``healed`` record
+in that entry; it loads the same way, and the upstream's ``healed`` attribute holds the record.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "drop_layers",
     "build_pruned",
     "load_pruned_artifact",
+    "pruned_artifact",
     "save_pruned",
     "ARTIFACT_KEY",
 ]
@@ -204,7 +207,7 @@ class PrunedUpstream(nn.Module):
     """
 
     def __init__(self, expert: nn.Module, family: ModelFamily, dropped: Sequence[int], num_layers: int,
-                 compact: bool = False, spec: Optional[PruneSpec] = None):
+                 compact: bool = False, spec: Optional[PruneSpec] = None, healed: Optional[dict] = None):
         super().__init__()
         self.upstream = expert
         self.family_name = family.name
@@ -213,6 +216,7 @@ class PrunedUpstream(nn.Module):
         self.kept_layers = kept_layers(self.dropped_layers, num_layers)
         self.compact = compact
         self.spec = spec
+        self.healed = healed  # the artifact's healing record (superb_redundancy.heal), None if never healed
         # hidden state l+1 is the output of layer l; the last one is the encoder output (after its final norm)
         self._compact_indices = [0] + [i + 1 for i in self.kept_layers[:-1]] + [num_layers]
 
@@ -227,7 +231,7 @@ class PrunedUpstream(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"family={self.family_name}, num_layers={self.num_layers}, dropped={list(self.dropped_layers)}, "
-                f"compact={self.compact}")
+                f"compact={self.compact}" + (", healed=True" if self.healed else ""))
 
 
 def build_pruned(family_name: str, spec: PruneSpec, ckpt: Optional[str] = None, refresh: bool = False) -> PrunedUpstream:
@@ -256,6 +260,11 @@ def build_pruned(family_name: str, spec: PruneSpec, ckpt: Optional[str] = None, 
 def save_pruned(family_name: str, spec: PruneSpec, output: str | os.PathLike, ckpt: Optional[str] = None,
                 refresh: bool = False) -> Path:
     """Write the self-describing pruned artifact for ``spec`` (atomically); returns its path."""
+    return torch_save(pruned_artifact(family_name, spec, ckpt=ckpt, refresh=refresh), output)
+
+
+def pruned_artifact(family_name: str, spec: PruneSpec, ckpt: Optional[str] = None, refresh: bool = False) -> dict:
+    """The self-describing pruned artifact for ``spec``, in memory (what :func:`save_pruned` writes)."""
     family = get_family(family_name)
     base = ckpt if ckpt else spec.base
     path = resolve_base(base, family, refresh=refresh)
@@ -278,7 +287,7 @@ def save_pruned(family_name: str, spec: PruneSpec, output: str | os.PathLike, ck
         "base_sha256": sha256_file(path),
         "base_model_sha256": model_sha256(checkpoint),  # the base by content (files.checkpoint_sha256 of it)
     }
-    return torch_save(artifact, output)
+    return artifact
 
 
 def load_pruned_artifact(family_name: str, ckpt: Optional[str], compact: Optional[bool] = None) -> PrunedUpstream:
@@ -309,7 +318,7 @@ def load_pruned_artifact(family_name: str, ckpt: Optional[str], compact: Optiona
     expert = _expand(_stock_expert(path, family), family, kept, num_layers)
     dropped = [i for i in range(num_layers) if i not in kept]
     return PrunedUpstream(expert, family, dropped, num_layers,
-                          compact=spec.compact if compact is None else compact, spec=spec)
+                          compact=spec.compact if compact is None else compact, spec=spec, healed=meta.get("healed"))
 
 
 # ---------------------------------------------------------------------------------------------- s3prl entry

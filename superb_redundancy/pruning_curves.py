@@ -97,6 +97,7 @@ __all__ = [
     "pruning_orders",
     "pruning_drops",
     "evaluate_shared",
+    "evaluate_upstream",
     "evaluate_end_to_end",
     "layers_dropped",
     "similarity_on_split",
@@ -620,6 +621,21 @@ def evaluate_shared(experiment: Experiment, masks: Sequence[Mask], loader=None, 
     return _outcomes(records)
 
 
+def evaluate_upstream(experiment: Experiment, upstream: nn.Module, split: str = "test", loader=None,
+                      progress: bool = True, leave: bool = True) -> dict:
+    """The expert's records (``records["acc"]``: one outcome per item) of any ``upstream`` returning the hidden
+    states the experiment's Featurizer reads, through its trained Featurizer and head, on one split, batched as
+    s3prl's evaluate does (the mimicker's accuracy in step 1 uses it, :mod:`superb_redundancy.mimic_train`)."""
+    loader = experiment.downstream.get_dataloader(split) if loader is None else loader
+    records = defaultdict(list)
+    _seed_like_runner(experiment)
+    with torch.no_grad():
+        for batch_id, wavs, others in _batches(experiment, loader, split, progress, leave=leave):
+            features = experiment.featurizer(wavs, upstream(wavs))
+            experiment.downstream(split, features, *others, records=records, batch_id=batch_id)
+    return records
+
+
 def evaluate_end_to_end(experiment: Experiment, masks: Sequence[Mask], loader=None, progress: bool = True
                         ) -> dict[Mask, list[float]]:
     """The naive reference: each variant separately, its pruned upstream run end to end on every batch."""
@@ -627,13 +643,10 @@ def evaluate_end_to_end(experiment: Experiment, masks: Sequence[Mask], loader=No
 
     masks = list(dict.fromkeys(masks))
     loader = test_loader(experiment) if loader is None else loader
-    records = {mask: defaultdict(list) for mask in masks}
+    records = {}
     for mask in tqdm(masks, desc="variants (end to end)", disable=not progress, unit="variant"):
-        _seed_like_runner(experiment)
-        with layers_dropped(experiment.expert, experiment.family, _dropped(mask)) as upstream, torch.no_grad():
-            for batch_id, wavs, others in _batches(experiment, loader, "test", progress, leave=False):
-                features = experiment.featurizer(wavs, upstream(wavs))
-                experiment.downstream("test", features, *others, records=records[mask], batch_id=batch_id)
+        with layers_dropped(experiment.expert, experiment.family, _dropped(mask)) as upstream:
+            records[mask] = evaluate_upstream(experiment, upstream, "test", loader, progress, leave=False)
     return _outcomes(records)
 
 

@@ -18,6 +18,8 @@ KNOWN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     (DeprecationWarning, r"`torch\.jit\.script_method` is deprecated"),
     # s3prl's wav2vec2/HuBERT/WavLM positional convolution
     (FutureWarning, r"`torch\.nn\.utils\.weight_norm` is deprecated"),
+    # s3prl's data2vec model calls Module.state_dict with positional arguments (deprecated by torch)
+    (FutureWarning, r"Positional args are being deprecated, use kwargs instead"),
     # torchaudio 2.9+ on its own removed I/O backends, raised by s3prl's imports
     (UserWarning, r"In 2\.9, this function's implementation will be changed"),
     (UserWarning, r"torchaudio\._backend\.set_audio_backend has been deprecated"),

@@ -1,7 +1,7 @@
 """Tiny randomly initialised checkpoints in s3prl's stock formats, for tests and the embedded default.
 
 The models are built with s3prl's own model classes and saved exactly as the stock loaders expect
-(``wav2vec2_local``, ``hubert_local``, ``wavlm_local``), so every loading path users take with real
+(``wav2vec2_local``, ``hubert_local``, ``wavlm_local``, ``data2vec_local``), so every loading path users take with real
 checkpoints is exercised offline. The convolutional front end keeps a total stride of 320 (every
 wav2vec2-family expert in s3prl hard-codes it); 3 layers of width 64 give ~140k parameters.
 
@@ -26,7 +26,10 @@ from .bundles import get_family
 __all__ = ["TinyConfig", "ModelConfig", "build_checkpoint", "build_tiny_checkpoint", "write_tiny_checkpoint",
            "write_all", "FAMILIES"]
 
-FAMILIES = ("wav2vec2", "hubert", "wavlm")
+FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec")
+#: data2vec: the positional convolution is a stack of this many conv blocks (Base has 5, kernel 95 // 5 = 19);
+#: a tiny one has 2 (kernel 16 // 2 = 8)
+DATA2VEC_POS_CONV_DEPTH = 2
 
 
 @dataclass(frozen=True)
@@ -85,10 +88,6 @@ class TinyConfig:
 ModelConfig = TinyConfig
 
 
-def _state(model: torch.nn.Module) -> dict:
-    return {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
-
-
 def build_tiny_checkpoint(family: str, config: TinyConfig = TinyConfig(), seed: int = 0) -> dict:
     """The checkpoint dict of a freshly initialised tiny model of ``family``."""
     return build_checkpoint(family, config, seed)
@@ -110,12 +109,21 @@ def build_checkpoint(family: str, config: TinyConfig, seed: int = 0) -> dict:
         entries = {"cfg": dict(config.encoder(), normalize=config.normalize, relative_position_embedding=True,
                                num_buckets=config.num_buckets, max_distance=config.max_distance,
                                gru_rel_pos=config.gru_rel_pos)}
+    elif family == "data2vec":
+        # data2vec Base's shape: a LayerNorm CNN before a post-LN stack, a multi-layer positional convolution;
+        # fairseq's config names (average_top_k_layers, ema_*) mark the family, as in real converted checkpoints
+        encoder = config.encoder()
+        if config.extractor_mode is None:
+            encoder["extractor_mode"] = "layer_norm"
+        model_cfg = dict(encoder, _name="data2vec_audio", pos_conv_depth=DATA2VEC_POS_CONV_DEPTH,
+                         average_top_k_layers=config.num_layers, ema_transformer_only=True, ema_layers_only=True)
+        entries = {"task_cfg": dict(normalize=config.normalize, sample_rate=16000), "model_cfg": model_cfg}
     else:
         raise ValueError(f"unknown family {family!r}; valid: {list(FAMILIES)}")
     bundle = get_family(family)
     torch.manual_seed(seed)
     model, _ = bundle.build_model(entries)
-    return {**entries, bundle.weights_key: _state(model)}
+    return {**entries, bundle.weights_key: bundle.stock_weights(model)}
 
 
 def write_tiny_checkpoint(family: str, path: str | os.PathLike, config: TinyConfig = TinyConfig(),

@@ -25,7 +25,9 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_ckpts(tiny_dir):
-    return {family: tiny_dir / f"tiny_{family}.pt" for family in ("wav2vec2", "hubert", "wavlm")}
+    from superb_redundancy.tiny_models import FAMILIES
+
+    return {family: tiny_dir / f"tiny_{family}.pt" for family in FAMILIES}
 
 
 @pytest.fixture(scope="session")

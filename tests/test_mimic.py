@@ -23,7 +23,7 @@ from superb_redundancy.mimic import (
     teacher_record,
 )
 
-FAMILIES = ("wav2vec2", "hubert", "wavlm")
+FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -38,13 +38,16 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def artifacts(tiny_ckpts, corpus_root, tmp_path_factory):
-    """A step-1 mimicker (12 KS training clips, 2 epochs), a non-mimicker and a classifier-only baseline."""
+    """A step-1 mimicker (12 KS training clips, 2 epochs), one replacing layer 1 only (block replacement), a
+    non-mimicker and a classifier-only baseline."""
     directory = tmp_path_factory.mktemp("mimic_step2")
     teacher = tiny_ckpts["wav2vec2"]
     clips = corpus_audio(corpus_root, TASK, "train")[:12]
-    [mimic] = train_grid(teacher, clips, [MimicConfig.tiny(epochs=2)], directory, progress=False)
+    [mimic, span] = train_grid(teacher, clips, [MimicConfig.tiny(epochs=2), MimicConfig.tiny(epochs=2, span=[1, 1])],
+                               directory, progress=False)
     return {
         "mimic": mimic,
+        "span": span,
         "nonmimic": init_artifact(teacher, MimicConfig.tiny(kind="transformer"), directory / "nonmimic.pt"),
         "classifier": init_artifact(teacher, MimicConfig(n_layers=0), directory / "classifier.pt"),
     }
@@ -52,13 +55,14 @@ def artifacts(tiny_ckpts, corpus_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(artifacts, corpus_root, tmp_path_factory):
-    """Four train + evaluate runs through s3prl's runner, two at a time: {name: (expdir, test acc, sha256 before)}."""
+    """Five train + evaluate runs through s3prl's runner, two at a time: {name: (expdir, test acc, sha256 before)}."""
     root = tmp_path_factory.mktemp("mimic_exp")
     plan = {
         "frozen": Variant("mimic", "mimic_local", ckpt=str(artifacts["mimic"])),
         "adapted": Variant("mimic -f", "mimic_local", ckpt=str(artifacts["mimic"]), extra_args=("-f",)),
         "nonmimic": Variant("non-mimicker -f", "mimic_local", ckpt=str(artifacts["nonmimic"]), extra_args=("-f",)),
         "classifier": Variant("classifier only", "mimic_local", ckpt=str(artifacts["classifier"])),
+        "span": Variant("span [1, 1] -f", "mimic_local", ckpt=str(artifacts["span"]), extra_args=("-f",)),
     }
     before = {name: sha256_file(artifacts[name]) for name in artifacts}
 
@@ -80,7 +84,7 @@ def log_text(runs, name) -> str:
 
 
 def test_every_variant_trains_and_evaluates(runs):
-    assert set(runs["metrics"]) == {"frozen", "adapted", "nonmimic", "classifier"}
+    assert set(runs["metrics"]) == {"frozen", "adapted", "nonmimic", "classifier", "span"}
     for name, metric in runs["metrics"].items():
         assert 0.0 <= metric <= 1.0, name
         assert "test acc:" in log_text(runs, name)
@@ -115,6 +119,23 @@ def test_with_f_the_mimicking_layers_train_and_the_cnn_stays_frozen(runs, artifa
             assert not torch.equal(value, original["frontend"][key]), key
     # evaluate (-e states-*.ckpt) loads the adapted upstream back
     evaluate = log_text(runs, name).split("-m evaluate", 1)[1]
+    assert "Loading Upstream weights from the previous experiment" in evaluate
+
+
+def test_span_with_f_adapts_the_mimicker_and_keeps_the_teacher_layers(runs, artifacts):
+    """Block replacement through the runner: the head reads the teacher's L+1 positions; -f adapts the mimicking
+    layer (and the front end's projection) while the kept teacher layers stay exactly the teacher's."""
+    saved = states(runs["root"] / "span")["Upstream"]
+    original = torch.load(artifacts["span"], weights_only=True)
+    encoder = {k.removeprefix("encoder."): v for k, v in saved.items() if k.startswith("encoder.")}
+    assert set(encoder) == set(original["encoder"])
+    assert {k.split(".")[1] for k in encoder if k.startswith("layers.")} == {"0", "2"}
+    for key, value in encoder.items():
+        torch.testing.assert_close(value, original["encoder"][key], rtol=0, atol=0)
+    mimicker = {k.removeprefix("mimicker."): v for k, v in saved.items() if k.startswith("mimicker.")}
+    assert all(not torch.equal(v, original["mimicker"][k]) for k, v in mimicker.items()) and mimicker
+    assert "Take a list of 4 features" in log_text(runs, "span")
+    evaluate = log_text(runs, "span").split("-m evaluate", 1)[1]
     assert "Loading Upstream weights from the previous experiment" in evaluate
 
 

@@ -18,7 +18,7 @@ from superb_redundancy.pruned_upstream import (
     save_pruned,
 )
 
-FAMILIES = ("wav2vec2", "hubert", "wavlm")
+FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec")
 # The same float32 ops run in the same order on CPU, so equal-by-construction paths match bit for bit; the
 # tolerance only absorbs reordering in different-but-equivalent paths (stated per test).
 EXACT = dict(rtol=0, atol=0)
@@ -152,6 +152,17 @@ def test_artifact_round_trip(family, dropped, tiny_ckpts, tmp_path, hub):
     # and through the hub entry
     via_hub = getattr(hub, f"pruned_{family}_local")(ckpt=str(path))
     assert isinstance(via_hub, PrunedUpstream) and via_hub.dropped_layers == tuple(dropped)
+
+
+def test_data2vec_artifact_keeps_the_ema_teacher_of_the_kept_layers(tiny_ckpts, tmp_path):
+    """data2vec's stock weights carry the EMA teacher ("_ema", deleted by s3prl's loader): compacted like the stack."""
+    base = torch.load(tiny_ckpts["data2vec"], weights_only=True)["model_weight"]["_ema"]
+    path = save_pruned("data2vec", PruneSpec(base=str(tiny_ckpts["data2vec"]), drop_layers=[0]), tmp_path / "p.pt")
+    ema = torch.load(path, weights_only=True)["model_weight"]["_ema"]
+    assert {k.split(".")[1] for k in ema if k.startswith("layers.")} == {"0", "1"}
+    for key, value in ema.items():
+        old = key if not key.startswith("layers.") else f"layers.{int(key.split('.')[1]) + 1}.{key.split('.', 2)[2]}"
+        torch.testing.assert_close(value, base[old], **EXACT)
 
 
 # ------------------------------------------------------------------------------------------- the s3prl contract

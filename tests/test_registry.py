@@ -14,7 +14,7 @@ from superb_redundancy import registry
 from superb_redundancy.prune_spec import PruneSpec
 from superb_redundancy.pruned_upstream import save_pruned
 
-OURS = [f"pruned_{f}{s}" for f in ("wav2vec2", "hubert", "wavlm") for s in ("", "_local")]
+OURS = [f"pruned_{f}{s}" for f in ("wav2vec2", "hubert", "wavlm", "data2vec") for s in ("", "_local")]
 
 
 def test_install_sets_every_variant_on_s3prl_hub(hub):

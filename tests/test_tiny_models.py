@@ -9,7 +9,7 @@ from superb_redundancy.bundles import family_of_checkpoint
 from superb_redundancy.tiny_models import build_tiny_checkpoint, write_tiny_checkpoint
 
 
-@pytest.mark.parametrize("family", ["wav2vec2", "hubert", "wavlm"])
+@pytest.mark.parametrize("family", ["wav2vec2", "hubert", "wavlm", "data2vec"])
 def test_stock_loader_accepts_tiny_checkpoint(family, tiny_ckpts, hub):
     checkpoint = torch.load(tiny_ckpts[family], weights_only=True)
     assert family_of_checkpoint(checkpoint).name == family
@@ -30,5 +30,5 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
 
 
 def test_unknown_family():
-    with pytest.raises(ValueError, match=r"unknown family 'wav2vec3'; valid: \['wav2vec2', 'hubert', 'wavlm'\]"):
+    with pytest.raises(ValueError, match=r"unknown family 'wav2vec3'; valid: \['wav2vec2', 'hubert', 'wavlm', 'data2vec'\]"):
         build_tiny_checkpoint("wav2vec3")

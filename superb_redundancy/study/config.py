@@ -9,10 +9,10 @@ Minimal example (the embedded default is ``studies/embedded_default.yaml``)::
     upstreams:
       - name: w2v2
         family: wav2vec2
-        base: wav2vec2                   # s3prl hub name, checkpoint path, or "tiny" (a random tiny model)
+        base: wav2vec2                   # s3prl hub name, checkpoint path, a shipped model (ks_w2v2_8l), or "tiny"
         finetune: {task: speech_commands, steps: 200}   # optional: fine-tune on KS first (the paper did)
         similarity: {pool: mean, limit: 400}
-        prune: {objectives: [bi, knn-bi], amounts: [0.25]}
+        prune: {objectives: [bi, knn-bi], amounts: [0.25, keep95]}   # keep95: read off the curves
         mimic: [{kind: linear, n_layers: 1, z: 32}]
     tasks: [speech_commands, emotion]
     setting: tiny              # downstream_configs/<task>/<setting>.yaml
@@ -38,9 +38,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from ..config_io import from_mapping, read_yaml
+from ..shipped_models import is_shipped
 
 __all__ = ["StudyConfig", "UpstreamPlan", "FinetunePlan", "SimilarityPlan", "PrunePlan", "ExecutorConfig",
-           "CurvesPlan", "SyntheticData", "StudyConfigError", "amount_label"]
+           "CurvesPlan", "SyntheticData", "StudyConfigError", "amount_label", "mimic_entry", "mimic_label",
+           "KEEP_AMOUNTS"]
 
 
 class StudyConfigError(ValueError):
@@ -79,7 +81,9 @@ class SimilarityPlan:
 @dataclass(frozen=True)
 class PrunePlan:
     objectives: tuple[str, ...] = ()
-    amounts: tuple[Union[int, float], ...] = ()  # a layer count (int) or a fraction of the layers in [0, 1)
+    #: a layer count (int), a fraction of the layers in [0, 1), or ``keep95``/``keep50``: the largest amount whose
+    #: mean on the curves' test set stays at or above 95%/50% of the unpruned model (needs the study's curves)
+    amounts: tuple[Union[int, float, str], ...] = ()
     iterative: bool = False
 
 
@@ -93,6 +97,7 @@ class UpstreamPlan:
     prune: PrunePlan = field(default_factory=PrunePlan)
     mimic: tuple[dict, ...] = ()  # MimicConfig mappings, each validated
     baseline: bool = True  # evaluate the unpruned base too
+    mimic_tasks: Optional[tuple[str, ...]] = None  # the tasks the mimickers are evaluated on (None: the study's)
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,8 @@ class StudyConfig:
             where = f"upstreams[{up.name}]"
             if up.similarity.data and not Path(up.similarity.data).expanduser().exists():
                 found.append(f"{where}.similarity.data: {up.similarity.data} not found")
-            if up.base != "tiny" and _is_path_like(up.base) and not Path(up.base).expanduser().is_file():
+            if up.base != "tiny" and not is_shipped(up.base) and _is_path_like(up.base) \
+                    and not Path(up.base).expanduser().is_file():
                 found.append(f"{where}.base: checkpoint {up.base} not found")
                 continue
             layers = _layer_count(up)
@@ -190,6 +196,10 @@ Builder = Callable[[Any, str, list], Any]
 _SIZES = {"batch_size", "k", "max_samples", "n_blocks", "forward_batch_size"}  # similarity settings that are >= 1
 
 
+#: prune amounts read off the study's pruning curves: the ratio of the unpruned metric their mean keeps
+KEEP_AMOUNTS = {"keep95": "95%", "keep50": "50%"}
+
+
 def amount_label(amount) -> str:
     return f"{amount}".replace(".", "p")
 
@@ -204,19 +214,21 @@ def _is_path_like(base: str) -> bool:
 
 
 def _layer_count(up: UpstreamPlan) -> Optional[int]:
-    """The base model's transformer layers when they can be told without a download (tiny, a readable file)."""
+    """The base model's transformer layers when they can be told without a download (tiny, shipped, a file)."""
     if up.base == "tiny":
         from ..tiny_models import TinyConfig
 
         return TinyConfig().num_layers
-    if not _is_path_like(up.base):
+    if not (is_shipped(up.base) or _is_path_like(up.base)):
         return None
     try:
         import torch
 
         from ..bundles import get_family
+        from ..shipped_models import shipped_checkpoint
 
-        checkpoint = torch.load(Path(up.base).expanduser(), map_location="cpu", weights_only=True, mmap=True)
+        path = shipped_checkpoint(up.base) if is_shipped(up.base) else Path(up.base).expanduser()
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         return get_family(up.family).num_layers(checkpoint)
     except Exception:  # not readable here (an older format, another family): the run itself will say why
         return None
@@ -365,8 +377,9 @@ def _prune(data, where: str, problems: list[str]) -> PrunePlan:
     _check_objectives(plan.objectives, f"{where}.objectives", problems)
     for amount in plan.amounts:
         fraction = isinstance(amount, float) and math.isfinite(amount) and 0.0 <= amount < 1.0
-        if not (fraction or (_is_int(amount) and amount >= 0)):
-            problems.append(f"{where}.amounts: {amount!r}; a layer count (int >= 0) or a fraction in [0, 1)")
+        if not (fraction or (_is_int(amount) and amount >= 0) or amount in KEEP_AMOUNTS):
+            problems.append(f"{where}.amounts: {amount!r}; a layer count (int >= 0), a fraction in [0, 1), or one "
+                            f"of {list(KEEP_AMOUNTS)} (the largest amount the curves show keeping 95% / 50%)")
     _unique(plan.amounts, f"{where}.amounts", problems, key=amount_label)
     if bool(plan.objectives) != bool(plan.amounts):
         given, absent = ("objectives", "amounts") if plan.objectives else ("amounts", "objectives")
@@ -374,9 +387,30 @@ def _prune(data, where: str, problems: list[str]) -> PrunePlan:
     return plan
 
 
-def _mimic(data, where: str, problems: list[str]) -> tuple[dict, ...]:
-    from ..mimic import MimicConfig
+def mimic_entry(entry: dict, where: str = "mimic") -> tuple["MimicConfig", bool]:
+    """A study's mimic entry: its :class:`~superb_redundancy.mimic.MimicConfig` and whether step 1 trains it.
+    ``step1: false`` makes the paper's non-mimicker (initialised, not distilled); ``n_layers: 0`` (classifier
+    only) has no step 1 either. Both are trained only in step 2 (s3prl's runner with ``-f``)."""
+    from ..mimic import MimicConfig, MimicError
 
+    if not isinstance(entry, dict):
+        raise MimicError(f"{where}: expected a mapping (a mimic config), got {entry!r}")
+    step1 = entry.get("step1", True)
+    if not isinstance(step1, bool):
+        raise MimicError(f"{where}.step1: {step1!r}; valid: true (distil in step 1) or false (the non-mimicker)")
+    config = MimicConfig.from_dict({k: v for k, v in entry.items() if k != "step1"}, where)
+    return config, step1 and not config.classifier_only
+
+
+def mimic_label(entry: dict) -> str:
+    """The variant's name: the config's stem, ``nonmimic-`` in front for a non-mimicker."""
+    from ..mimic_train import baseline_name
+
+    config, step1 = mimic_entry(entry)
+    return config.name() if step1 else baseline_name(config)
+
+
+def _mimic(data, where: str, problems: list[str]) -> tuple[dict, ...]:
     if data is None:
         return ()
     if not isinstance(data, list):
@@ -385,7 +419,8 @@ def _mimic(data, where: str, problems: list[str]) -> tuple[dict, ...]:
     kept, names = [], {}
     for index, entry in enumerate(data):
         try:
-            name = MimicConfig.from_dict(entry, f"{where}[{index}]").name()
+            mimic_entry(entry, f"{where}[{index}]")
+            name = mimic_label(entry)
         except (TypeError, ValueError) as error:  # MimicError is a ValueError
             problems.append(str(error))
             continue
@@ -409,7 +444,13 @@ def _upstream(data, where: str, problems: list[str]) -> Optional[UpstreamPlan]:
     if up.family not in FAMILIES:
         problems.append(f"{where}.family: {up.family!r}; valid: {sorted(FAMILIES)}")
     if not up.base:
-        problems.append(f"{where}.base: empty; an s3prl hub name, a checkpoint path, or 'tiny'")
+        problems.append(f"{where}.base: empty; an s3prl hub name, a checkpoint path, a shipped model, or 'tiny'")
+    if up.mimic_tasks is not None:
+        from ..tasks import TASKS
+
+        for task in up.mimic_tasks:
+            if task not in TASKS:
+                problems.append(f"{where}.mimic_tasks: {task!r}; valid: {sorted(TASKS)}")
     return up
 
 
@@ -546,6 +587,20 @@ def _study(data: Any, source: str, problems: list[str]) -> Optional[StudyConfig]
             problems.append(f"curves.task: {study.curves.task!r} is not among the study's tasks {list(study.tasks)}")
         if not any(u.baseline for u in study.upstreams):
             problems.append("curves: no upstream has baseline: true, and curves start from the base's experiment")
+    for up in study.upstreams:
+        keep = [a for a in up.prune.amounts if a in KEEP_AMOUNTS]
+        if not keep:
+            continue
+        where = f"upstreams[{up.name}].prune.amounts"
+        if not study.curves or not up.baseline:
+            problems.append(f"{where}: {keep[0]!r} is read off the pruning curves, but the study has no curves "
+                            f"(add a curves section)" if not study.curves else
+                            f"{where}: {keep[0]!r} is read off the pruning curves, which need baseline: true")
+            continue
+        missing = [o for o in up.prune.objectives if o not in study.curves.objectives]
+        if missing:
+            problems.append(f"{where}: {keep[0]!r} is read off the curves, which lack objective(s) {missing}; "
+                            f"add them to curves.objectives {list(study.curves.objectives)}")
     if "synthetic" not in study.data and isinstance(data.get("data", {}), dict):
         missing = [t for t in study.tasks if t not in study.data]
         if missing:

@@ -27,6 +27,20 @@ def _execute(run: Run, study: StudyConfig):
     return execute_and_record(run, study)
 
 
+def _worker_init(parent: int, threads: int) -> None:
+    """A pool worker: dies with the runner, and shares the cores with the other workers. Without the thread
+    cap, N workers each running torch's default of one thread per core oversubscribe the machine, and torch's
+    spinning thread pools then run many times slower than one worker alone."""
+    from .guard import die_with_parent
+
+    die_with_parent(parent)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # read by the s3prl child process at its start
+        os.environ[name] = str(threads)
+    import torch  # a forked worker inherits the runner's torch, which read the variables already
+
+    torch.set_num_threads(threads)
+
+
 class LocalExecutor:
     def __init__(self, workers: int = 1):
         if workers < 1:
@@ -38,11 +52,10 @@ class LocalExecutor:
             for run in runs:
                 yield run, _execute(run, study)
             return
-        from .guard import die_with_parent
-
         # the workers die with this process: a killed runner leaves none behind (nor, through them, s3prl's child)
-        with concurrent.futures.ProcessPoolExecutor(self.workers, initializer=die_with_parent,
-                                                    initargs=(os.getpid(),)) as pool:
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        with concurrent.futures.ProcessPoolExecutor(self.workers, initializer=_worker_init,
+                                                    initargs=(os.getpid(), threads)) as pool:
             futures = {pool.submit(_execute, run, study): run for run in runs}
             for future in concurrent.futures.as_completed(futures):
                 run = futures[future]

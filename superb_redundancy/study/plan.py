@@ -1,4 +1,6 @@
-"""Expand a study into runs: data -> fine-tune -> similarity -> prune specs, mimickers -> downstream -> curves.
+"""Expand a study into runs: data -> fine-tune -> similarity -> the base's downstream runs -> pruning curves ->
+prune specs, mimickers -> their downstream runs. The curves come before the prune specs so that a prune amount
+can be "the largest amount the curves show keeping 95%" (``keep95``).
 
 Every run has a stable id (also its output folder under ``<workdir>/runs/``), a stage, JSON-able params, the
 ids of the runs it needs, and a ``params_hash``: the sha256 of everything that decides its outputs (its
@@ -15,11 +17,11 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .config import StudyConfig, UpstreamPlan, amount_label
+from .config import StudyConfig, UpstreamPlan, amount_label, mimic_entry, mimic_label
 
-__all__ = ["Run", "expand", "variants", "STAGES"]
+__all__ = ["Run", "expand", "variants", "variant_tasks", "STAGES"]
 
-STAGES = ("data", "finetune", "similarity", "derive", "downstream", "curves")
+STAGES = ("data", "finetune", "similarity", "base", "curves", "derive", "downstream")
 
 #: the KS corpora similarity, pruning and mimicking read (steps.split_audio)
 _KS_DATA = ("synthetic", "speech_commands", "speech_commands_35")
@@ -41,8 +43,6 @@ class Run:
 
 def variants(upstream: UpstreamPlan) -> list[dict]:
     """The upstream variants a study evaluates for one upstream plan (label, kind and what they come from)."""
-    from ..mimic import MimicConfig
-
     found = []
     if upstream.baseline:
         found.append({"label": f"{upstream.name}-base", "kind": "base"})
@@ -51,10 +51,18 @@ def variants(upstream: UpstreamPlan) -> list[dict]:
             found.append({"label": f"{upstream.name}-{objective}-{amount_label(amount)}", "kind": "pruned",
                           "prune_run": f"prune/{upstream.name}/{objective}-{amount_label(amount)}"})
     for index, config in enumerate(upstream.mimic):
-        name = MimicConfig.from_dict(config).name()
-        found.append({"label": f"{upstream.name}-mimic-{name}", "kind": "mimic", "mimic_index": index,
-                      "mimic_run": f"mimic/{upstream.name}"})
+        _, step1 = mimic_entry(config)
+        found.append({"label": f"{upstream.name}-mimic-{mimic_label(config)}", "kind": "mimic", "mimic_index": index,
+                      "mimic_run": f"mimic/{upstream.name}", "step1": step1})
     return found
+
+
+def variant_tasks(study: StudyConfig, upstream: UpstreamPlan, variant: dict) -> tuple[str, ...]:
+    """The study's tasks a variant is evaluated on: all of them, except mimickers when ``mimic_tasks`` narrows
+    theirs (a grid of mimickers on every task is what costs most)."""
+    if variant["kind"] == "mimic" and upstream.mimic_tasks is not None:
+        return tuple(t for t in study.tasks if t in upstream.mimic_tasks)
+    return study.tasks
 
 
 def corpus_tasks(study: StudyConfig) -> list[str]:
@@ -80,9 +88,7 @@ def _inputs(run: Run, study: StudyConfig) -> dict:
     if run.kind == "mimic":
         from dataclasses import asdict
 
-        from ..mimic import MimicConfig
-
-        inputs["configs"] = [asdict(MimicConfig.from_dict(c)) for c in run.params["configs"]]
+        inputs["configs"] = [dict(asdict(mimic_entry(c)[0]), step1=mimic_entry(c)[1]) for c in run.params["configs"]]
         inputs["audio"] = up.similarity.data  # its training clips come from there when given
     return inputs
 
@@ -117,29 +123,28 @@ def expand(study: StudyConfig) -> list[Run]:
             runs.append(Run(f"similarity/{up.name}", "similarity", 2,
                             {"upstream": up.name, **up.similarity.params()}, needs=base))
             similarity = (f"similarity/{up.name}",)
+        if study.curves and up.baseline:
+            experiment = f"downstream/{up.name}-base/{study.curves.task}/seed{study.seeds[0]}"
+            runs.append(Run(f"curves/{up.name}", "curves", 4,
+                            {"upstream": up.name, "task": study.curves.task, "seed": study.seeds[0],
+                             "objectives": list(study.curves.objectives), "repeats": study.curves.repeats,
+                             "subset": study.curves.subset}, needs=base + (experiment,) + similarity))
         for objective in up.prune.objectives:
             for amount in up.prune.amounts:
-                runs.append(Run(f"prune/{up.name}/{objective}-{amount_label(amount)}", "prune", 3,
+                curves = (f"curves/{up.name}",) if isinstance(amount, str) else ()  # keep95: read off the curves
+                runs.append(Run(f"prune/{up.name}/{objective}-{amount_label(amount)}", "prune", 5,
                                 {"upstream": up.name, "objective": objective, "amount": amount,
-                                 "iterative": up.prune.iterative}, needs=base + similarity))
+                                 "iterative": up.prune.iterative}, needs=base + similarity + curves))
         if up.mimic:  # the first similarity block, when there is one, places the mimicker's layer i
-            runs.append(Run(f"mimic/{up.name}", "mimic", 3, {"upstream": up.name, "configs": list(up.mimic)},
+            runs.append(Run(f"mimic/{up.name}", "mimic", 5, {"upstream": up.name, "configs": list(up.mimic)},
                             needs=base + similarity))
         for variant in variants(up):
             source = tuple(variant[k] for k in ("prune_run", "mimic_run") if k in variant)
-            for task in study.tasks:
+            stage = 3 if variant["kind"] == "base" else 6  # the base's runs first: the curves start from one
+            for task in variant_tasks(study, up, variant):
                 for seed in study.seeds:
-                    runs.append(Run(f"downstream/{variant['label']}/{task}/seed{seed}", "downstream", 4,
+                    runs.append(Run(f"downstream/{variant['label']}/{task}/seed{seed}", "downstream", stage,
                                     {"upstream": up.name, "variant": variant, "task": task, "seed": seed},
                                     needs=base + source))
-    if study.curves:
-        for up in study.upstreams:
-            if up.baseline:
-                experiment = f"downstream/{up.name}-base/{study.curves.task}/seed{study.seeds[0]}"
-                needs = ("data",) + ((f"finetune/{up.name}",) if up.finetune else ()) + (experiment,
-                                                                                         f"similarity/{up.name}")
-                runs.append(Run(f"curves/{up.name}", "curves", 5,
-                                {"upstream": up.name, "task": study.curves.task, "seed": study.seeds[0],
-                                 "objectives": list(study.curves.objectives), "repeats": study.curves.repeats,
-                                 "subset": study.curves.subset}, needs=needs))
+    runs.sort(key=lambda run: run.stage)  # stable: the order within a stage is the order above
     return _keyed(runs, study)

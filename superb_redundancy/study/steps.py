@@ -39,6 +39,10 @@ def base_checkpoint(study: StudyConfig, up: UpstreamPlan) -> Path:
         return _run_folder(study, f"finetune/{up.name}") / "base.pt"
     if up.base == "tiny":
         return _workdir(study) / "models" / f"tiny_{up.family}.pt"
+    from ..shipped_models import is_shipped, shipped_checkpoint
+
+    if is_shipped(up.base):
+        return shipped_checkpoint(up.base)
     from ..bundles import get_family
     from ..pruned_upstream import resolve_base
 
@@ -157,11 +161,31 @@ def _prune(run: Run, study: StudyConfig, folder: Path) -> dict:
         files = split_audio(study, up, "dev", limit=up.similarity.limit)
         reanalyse = lambda dropped: analyse(build_pruned(up.family, PruneSpec(base=base, drop_layers=dropped)),
                                             files, report.settings, device=study.device, progress=False)
-    plan = plan_pruning(report, run.params["objective"], run.params["amount"], reanalyse=reanalyse)
+    amount, read_off = _prune_amount(study, up, run.params["objective"], run.params["amount"])
+    plan = plan_pruning(report, run.params["objective"], amount, reanalyse=reanalyse)
+    if read_off is not None and not run.params.get("iterative") and plan.drop_layers != read_off["dropped_layers"]:
+        raise RuntimeError(f"prune plan drops {plan.drop_layers}, but the curves dropped "
+                           f"{read_off['dropped_layers']} at {amount} layers: the two read different orders")
     spec = PruneSpec(base=base, drop_layers=plan.drop_layers,
-                     notes={"objective": plan.objective, "amount": run.params["amount"], "iterative": plan.iterative,
-                            "order": plan.order, "scores": plan.scores})
+                     notes={"objective": plan.objective, "amount": amount, "iterative": plan.iterative,
+                            "order": plan.order, "scores": plan.scores,
+                            **({"read_off_curves": {"as": run.params["amount"], **read_off}} if read_off else {})})
     return {"spec": str(spec.to_yaml(folder / "spec.yaml")), "drop_layers": plan.drop_layers}
+
+
+def _prune_amount(study: StudyConfig, up: UpstreamPlan, objective: str, amount) -> tuple[int | float, Optional[dict]]:
+    """A plan's amount as a count or fraction; ``keep95``/``keep50`` read off the curves' thresholds (with
+    what the curves measured there: the retention and its interval, and the largest amount the interval
+    supports)."""
+    from .config import KEEP_AMOUNTS
+
+    if not isinstance(amount, str):
+        return amount, None
+    import json
+
+    curves = json.loads((_run_folder(study, f"curves/{up.name}") / "curves.json").read_text())
+    threshold = curves["thresholds"][objective][KEEP_AMOUNTS[amount]]
+    return int(threshold["amount"]), threshold
 
 
 def _end_of_first_block(study: StudyConfig, up: UpstreamPlan) -> Optional[int]:
@@ -177,16 +201,21 @@ def _end_of_first_block(study: StudyConfig, up: UpstreamPlan) -> Optional[int]:
 
 
 def _mimic(run: Run, study: StudyConfig, folder: Path) -> dict:
-    from ..mimic import MimicConfig
-    from ..mimic_train import train_grid
+    """Step 1 for the mimickers (one teacher pass for all); the baselines (non-mimicker, classifier only) are
+    only initialised. ``artifacts`` lists them in the plan's order."""
+    from ..mimic_train import baseline_name, init_artifact, train_grid
+    from .config import mimic_entry
 
     up = _upstream(study, run.params["upstream"])
     layer_i = _end_of_first_block(study, up)
-    configs = [MimicConfig.from_dict({**({"layer_i": layer_i} if layer_i is not None else {}), **c})
-               for c in run.params["configs"]]
-    files = split_audio(study, up, "train")
-    artifacts = train_grid(str(base_checkpoint(study, up)), files, configs, folder, device=study.device)
-    return {"artifacts": [str(a) for a in artifacts]}
+    entries = [mimic_entry({**({"layer_i": layer_i} if layer_i is not None else {}), **c}) for c in run.params["configs"]]
+    teacher = str(base_checkpoint(study, up))
+    trained = [config for config, step1 in entries if step1]
+    artifacts = iter(train_grid(teacher, split_audio(study, up, "train"), trained, folder, device=study.device)
+                     if trained else [])
+    paths = [next(artifacts) if step1 else init_artifact(teacher, config, folder / f"{baseline_name(config)}.pt")
+             for config, step1 in entries]
+    return {"artifacts": [str(a) for a in paths]}
 
 
 def _downstream(run: Run, study: StudyConfig, folder: Path) -> dict:
@@ -206,7 +235,10 @@ def _downstream(run: Run, study: StudyConfig, folder: Path) -> dict:
         import json
 
         state = json.loads((_workdir(study) / "state" / f"{variant['mimic_run']}.json").read_text())
-        chosen = Variant(variant["label"], "mimic_local", ckpt=state["outputs"]["artifacts"][variant["mimic_index"]])
+        # the baselines' layers learn only in step 2 (-f), as in the paper; the mimickers' stay frozen there
+        # (the authors' code default)
+        chosen = Variant(variant["label"], "mimic_local", ckpt=state["outputs"]["artifacts"][variant["mimic_index"]],
+                         extra_args=() if variant.get("step1", True) else ("-f",))
     task = run.params["task"]
     overrides = {**data_overrides(study, task), "args.seed": int(run.params["seed"])}
     expdir = folder / "exp"

@@ -69,13 +69,13 @@ EXPECTED = [  # every problem of BAD, one line each
     "bad.yaml: missing field(s) ['name']",  # the study's
     "upstreams[w].similarity.limit: -5; must be >= 1",
     "upstreams[w].prune: unknown field(s) ['objective']; valid: ['amounts', 'iterative', 'objectives']",
-    "upstreams[v].prune.amounts: -1; a layer count (int >= 0) or a fraction in [0, 1)",
+    "upstreams[v].prune.amounts: -1; a layer count (int >= 0), a fraction in [0, 1), or one of ['keep95', 'keep50']",
     "upstreams[v].prune.amounts: 1 is listed twice",
     "upstreams[2]: missing field(s) ['name']",
     "seeds: 1 is listed twice",
     "executor.workers: 'two' is not an int",
     "device: 'tpu'; valid: cpu, cuda, cuda:N, mps",
-    "setting: 'huge' has no config for speech_commands; valid settings: ['superb', 'tiny']",
+    "setting: 'huge' has no config for speech_commands; valid settings: ['demo', 'superb', 'tiny']",
     "upstreams[v].prune.amounts: 3 layers, but the 3-layer base can drop at most 2",  # tiny: 3 layers
 ]
 

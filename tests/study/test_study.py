@@ -39,9 +39,16 @@ def test_expansion_of_the_shipped_studies():
     assert [r.stage for r in runs] == sorted(r.stage for r in runs)  # stage order
     downstream = [r for r in runs if r.kind == "downstream"]
     upstream = default.upstreams[0]
-    variants = 1 + len(upstream.prune.objectives) * len(upstream.prune.amounts) + len(upstream.mimic)
-    assert len(downstream) == variants * len(default.tasks) * len(default.seeds)
-    assert {r.kind for r in runs} == {"data", "finetune", "similarity", "prune", "mimic", "downstream", "curves"}
+    pruned = len(upstream.prune.objectives) * len(upstream.prune.amounts)
+    mimic_tasks = [t for t in default.tasks if t in (upstream.mimic_tasks or default.tasks)]
+    assert len(downstream) == ((1 + pruned) * len(default.tasks) + len(upstream.mimic) * len(mimic_tasks)) * len(
+        default.seeds)
+    assert {r.kind for r in runs} == {"data", "similarity", "prune", "mimic", "downstream", "curves"}
+    # the base's runs, then the curves, then what is read off them: the prune amounts keep95
+    stage = {r.run_id: r.stage for r in runs}
+    for run in runs:
+        assert all(stage[n] < run.stage for n in run.needs), run.run_id
+    assert all("curves/w2v2-8l" in r.needs for r in runs if r.kind == "prune")
     paper = StudyConfig.from_yaml(ROOT / "studies" / "paper.yaml")
     assert len(paper.upstreams) == 4 and paper.executor.kind == "slurm"
     assert {r.kind for r in expand(paper)} >= {"similarity", "prune", "mimic", "downstream", "curves"}
@@ -59,6 +66,57 @@ def test_expansion_of_the_shipped_studies():
 def test_bad_study_files(tmp_path, change, message):
     with pytest.raises(StudyConfigError, match=message):
         StudyConfig.from_yaml(write_study(tmp_path / "s.yaml", **change))
+
+
+_KEEP = {"name": "w", "base": "tiny", "prune": {"objectives": ["knn-bi"], "amounts": ["keep95"]}}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"upstreams": [_KEEP]}, r"prune.amounts: 'keep95' is read off the pruning curves, but the study has no curves"),
+    ({"upstreams": [_KEEP], "curves": {"objectives": ["bi"]}}, r"lack objective\(s\) \['knn-bi'\]"),
+    ({"upstreams": [{**_KEEP, "prune": {"objectives": ["bi"], "amounts": ["keep90"]}}]},
+     r"amounts: 'keep90'; a layer count .* or one of \['keep95', 'keep50'\]"),
+    ({"upstreams": [{"name": "w", "mimic": [{"kind": "linear", "step1": "no"}]}]}, r"step1: 'no'; valid: true"),
+    ({"upstreams": [{"name": "w", "mimic_tasks": ["kws"]}]}, r"mimic_tasks: 'kws'; valid: "),
+])
+def test_bad_study_plans(tmp_path, change, message):
+    with pytest.raises(StudyConfigError, match=message):
+        StudyConfig.from_yaml(write_study(tmp_path / "s.yaml", **change))
+
+
+def test_baselines_and_mimic_tasks_in_the_plan(tmp_path):
+    """A non-mimicker (step1: false) and classifier only are variants of their own, trained in step 2 only;
+    mimic_tasks narrows the mimickers' tasks and nothing else's."""
+    from superb_redundancy.study.plan import variants
+
+    study = StudyConfig.from_yaml(write_study(
+        tmp_path / "s.yaml", tasks=["speech_commands", "emotion"],
+        upstreams=[{"name": "w", "base": "tiny", "mimic_tasks": ["speech_commands"],
+                    "mimic": [{"kind": "linear", "n_layers": 1, "z": 8}, {"kind": "linear", "n_layers": 1, "z": 8,
+                                                                           "step1": False}, {"n_layers": 0}]}]))
+    found = {v["label"]: v.get("step1") for v in variants(study.upstreams[0])}
+    assert found == {"w-base": None, "w-mimic-linear-N1-z8": True, "w-mimic-nonmimic-linear-N1-z8": False,
+                     "w-mimic-classifier-only": False}
+    tasks = {}
+    for run in expand(study):
+        if run.kind == "downstream":
+            tasks.setdefault(run.params["variant"]["label"], set()).add(run.params["task"])
+    assert tasks["w-base"] == {"speech_commands", "emotion"}
+    assert all(t == {"speech_commands"} for label, t in tasks.items() if "mimic" in label)
+
+
+def test_a_shipped_model_as_base(tmp_path):
+    from superb_redundancy.shipped_models import shipped_checkpoint, shipped_names
+    from superb_redundancy.study.steps import base_checkpoint
+
+    assert "pretrained_w2v2_8l" in shipped_names()
+    study = StudyConfig.from_yaml(write_study(
+        tmp_path / "s.yaml", upstreams=[{"name": "w", "base": "pretrained_w2v2_8l",
+                                         "prune": {"objectives": ["bi"], "amounts": [8]}}]))
+    assert base_checkpoint(study, study.upstreams[0]) == shipped_checkpoint("pretrained_w2v2_8l")
+    # its 8 layers are known without loading anything else: 8 cannot be dropped (layer 0 stays)
+    assert study.problems() == ["upstreams[w].prune.amounts: 8 layers, but the 8-layer base can drop at most 7 "
+                                "(layer 0 is kept)"]
 
 
 @pytest.mark.slow
@@ -115,3 +173,38 @@ def test_resume_after_a_kill_loses_and_duplicates_nothing(tmp_path):
     assert len(records) == 2  # one per run: nothing lost, nothing duplicated
     assert {json.loads(r.read_text())["seed"] for r in records} == {1, 2}
     assert frame is not None and (tmp_path / "board" / "index.html").is_file()
+
+
+@pytest.mark.slow
+def test_a_cut_down_paper_study_keeps_its_invariants(tmp_path):
+    """The embedded default's shape with fewer steps: curves first, the keep95 prune amounts read off them (the
+    spec drops what the curves dropped there), step-1 mimickers and the two baselines (only the baselines train
+    their layers in step 2), mimickers on their tasks only, and every run's record in the leaderboard."""
+    import json
+
+    study = StudyConfig.from_yaml(write_study(
+        tmp_path / "s.yaml", tasks=["speech_commands", "emotion"],
+        upstreams=[{"name": "w", "family": "wav2vec2", "base": "tiny",
+                    "similarity": {"batch_size": 32, "limit": 64},
+                    "prune": {"objectives": ["knn-bi", "bi"], "amounts": ["keep95"]},
+                    "mimic": [{"kind": "linear", "n_layers": 1, "z": 8, "epochs": 1, "batch_size": 16},
+                              {"kind": "linear", "n_layers": 1, "z": 8, "step1": False}, {"n_layers": 0}],
+                    "mimic_tasks": ["speech_commands"]}],
+        curves={"task": "speech_commands", "objectives": ["forward", "bi", "knn-bi"], "repeats": 2, "subset": 0.8}))
+    states, frame = run_study(study, progress=False)
+    assert all(s["status"] == "done" for s in states.values()), {k: s for k, s in states.items()
+                                                                  if s["status"] != "done"}
+    work = Path(study.workdir)
+    curves = json.loads((work / "runs/curves/w/curves.json").read_text())
+    for objective in ("knn-bi", "bi"):
+        spec = yaml.safe_load((work / f"runs/prune/w/{objective}-keep95/spec.yaml").read_text())
+        threshold = curves["thresholds"][objective]["95%"]
+        assert spec["drop_layers"] == threshold["dropped_layers"]
+        assert spec["notes"]["amount"] == threshold["amount"] and spec["notes"]["read_off_curves"]["as"] == "keep95"
+    logs = {p.parents[2].name: p.read_text() for p in work.glob("runs/downstream/*/speech_commands/seed1337/exp.log")}
+    assert " -f " not in logs["w-mimic-linear-N1-z8"]  # step 2 leaves the mimicker as step 1 made it
+    assert " -f " in logs["w-mimic-nonmimic-linear-N1-z8"] and " -f " in logs["w-mimic-classifier-only"]
+    assert not list(work.glob("runs/downstream/w-mimic-*/emotion"))
+    assert list(work.glob("runs/downstream/w-knn-bi-keep95/emotion/seed1337/exp/log.log"))
+    assert len(list((work / "records").glob("*.json"))) == len([r for r in expand(study) if r.kind == "downstream"])
+    assert frame is not None and len(frame) > 0

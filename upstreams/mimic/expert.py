@@ -1,3 +1,4 @@
-"""The mimic upstream module: the teacher's CNN front end followed by 1-2 mimicking layers (see superb_redundancy.mimic)."""
+"""The mimic upstream module: the teacher's CNN front end followed by 1-2 mimicking layers, or for a span [i, j] the
+teacher's own layers around mimicking layers that replace layers i..j (see superb_redundancy.mimic)."""
 
 from superb_redundancy.mimic import MimicUpstream as UpstreamExpert  # noqa: F401

@@ -2,7 +2,8 @@
 
 One family serves every teacher family (wav2vec2, HuBERT, WavLM): the artifact records its teacher, so there are
 no per-family aliases. The optional `-g CONFIG.yaml` may name `teacher:` (a checkpoint path or hub name whose
-sha256 must match the artifact's teacher), `teacher_sha256:`, `family:` and, for `mimic`, `artifact:`.
+sha256 must match the artifact's teacher), `teacher_sha256:`, `family:`, `compact:` (true/false: the hidden-state
+layout, overriding the artifact's) and, for `mimic`, `artifact:`.
 """
 
 from superb_redundancy.mimic import register_mimic_upstreams
