@@ -63,7 +63,8 @@ __all__ = ["PretrainSettings", "PretrainError", "PretrainResult", "TrainingAudio
            "evaluate", "model_config", "RECORD_KEY", "RECORD_FORMAT", "SAMPLE_RATE"]
 
 SAMPLE_RATE = 16000
-RECORD_KEY = "superb_redundancy"
+# not "superb_redundancy": that key marks pruned and mimic artifacts, and a pretrained model is a stock checkpoint
+RECORD_KEY = "pretraining"
 RECORD_FORMAT = "superb_redundancy.pretrain/1"
 #: fairseq's wav2vec criterion: loss_weights for [diversity, feature penalty]
 DIVERSITY_WEIGHT = 0.1

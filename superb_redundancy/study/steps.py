@@ -6,6 +6,7 @@ folder; the runner records the step as done only after the step returns.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import shutil
@@ -103,6 +104,7 @@ def _finetune(run: Run, study: StudyConfig, folder: Path) -> dict:
     from .. import tasks
     from ..bundles import get_family
     from ..experiment import run_downstream
+    from ..files import load_checkpoint
 
     up = _upstream(study, run.params["upstream"])
     family = get_family(up.family)
@@ -115,8 +117,12 @@ def _finetune(run: Run, study: StudyConfig, folder: Path) -> dict:
                     "-c", str(tasks.config_path(task, run.params["setting"])),
                     "-p", str(expdir), "--device", study.device, "-o", tasks.format_overrides(overrides)],
                    folder / "finetune.log")
-    states = sorted(expdir.glob("states-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]))[-1]
-    trained = torch.load(states, map_location="cpu", weights_only=True)["Upstream"]
+    # early stopping by the dev split: s3prl keeps the dev-best checkpoint beside the last states (a small model
+    # on a small corpus overfits its training split long before the last step)
+    states = expdir / "dev-best.ckpt"
+    if not states.is_file():
+        states = sorted(expdir.glob("states-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]))[-1]
+    trained = load_checkpoint(states, "s3prl checkpoint", RuntimeError, safe_globals=[argparse.Namespace])["Upstream"]
     checkpoint = torch.load(start, map_location="cpu", weights_only=True)
     weights = {k[len("model."):]: v for k, v in trained.items() if k.startswith("model.")}
     missing = set(checkpoint[family.weights_key]) - set(weights)
