@@ -450,6 +450,16 @@ def _cmd_mimic_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_clip_source(p: argparse.ArgumentParser, files_flag: str, files_help: str) -> None:
+    """The clips a trainer reads: audio files/folders, or a corpus split (with its task) and a seeded subset."""
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(files_flag, nargs="+", help=files_help)
+    source.add_argument("--corpus", help="a SUPERB corpus root (with --task and --split)")
+    p.add_argument("--task", choices=["speech_commands", "voxceleb1", "emotion", "asr"], help="the corpus' task")
+    p.add_argument("--split", default="train", choices=["train", "dev", "test"], help="the corpus split (train)")
+    p.add_argument("--limit", type=int, help="random subset of this many clips (seeded)")
+
+
 def _add_mimic_args(p: argparse.ArgumentParser, grids: str, tiny: str) -> None:
     p.add_argument("--teacher", required=True, help="stock checkpoint path (or an s3prl hub name with --family)")
     p.add_argument("--family", choices=["wav2vec2", "hubert", "wavlm"])
@@ -644,12 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", choices=["final", "mapped"], default="final",
                    help="final: the teacher's last hidden state; mapped: also, for each kept layer l, the teacher's "
                         "layer l output (default: final)")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", nargs="+", help="folder(s) (recursive *.wav/*.flac) or audio files, 16 kHz")
-    source.add_argument("--corpus", help="a SUPERB corpus root (with --task and --split)")
-    p.add_argument("--task", choices=["speech_commands", "voxceleb1", "emotion", "asr"], help="the corpus' task")
-    p.add_argument("--split", default="train", choices=["train", "dev", "test"], help="the corpus split (train)")
-    p.add_argument("--limit", type=int, help="random subset of this many clips (seeded)")
+    _add_clip_source(p, "--data", "folder(s) (recursive *.wav/*.flac) or audio files, 16 kHz")
     p.add_argument("--seed", type=int, default=0, help="seed of --limit, the validation split and the shuffling")
     p.add_argument("--epochs", type=int, default=10, help="0: the unhealed model, with its loss recorded (10)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (1e-4: the layers start trained)")
@@ -680,12 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("train", help="step 1: cache the teacher once, train each mimicker config on the cache")
     _add_mimic_args(a, "12 mimickers (L/T x N 1,2 x z 32,768,4096)", "4 mimickers (L/T x N 1,2, z 32)")
-    source = a.add_mutually_exclusive_group(required=True)
-    source.add_argument("--audio", nargs="+", help="folder(s) (recursive *.wav/*.flac) or audio files")
-    source.add_argument("--corpus", help="a SUPERB corpus root (with --task and --split)")
-    a.add_argument("--task", choices=["speech_commands", "voxceleb1", "emotion", "asr"], help="the corpus' task")
-    a.add_argument("--split", default="train", choices=["train", "dev", "test"], help="the corpus split (train)")
-    a.add_argument("--limit", type=int, help="random subset of this many clips (seeded)")
+    _add_clip_source(a, "--audio", "folder(s) (recursive *.wav/*.flac) or audio files")
     a.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
     a.add_argument("--layer-i", type=int, help="m_f's target layer of the grid's 2-layer mimickers")
     a.add_argument("--span", type=int, nargs=2, metavar=("I", "J"), help="block replacement: replace transformer "

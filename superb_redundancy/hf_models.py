@@ -380,13 +380,7 @@ def prune_hf_model(src_dir, drop_layers: Sequence[int] | PruneSpec, dst_dir, ove
             "notes": dict(notes or {}),
         }
         (tmp / PRUNING_RECORD).write_text(json.dumps(record, indent=1))
-        if dst.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
-            os.replace(dst, old / dst.name)
-            os.replace(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dst)
+        _swap_in(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -687,6 +681,7 @@ def s3prl_to_hf(checkpoint_path, dst_dir, overwrite: bool = False, checkpoint: O
 
 
 def _swap_in(tmp: Path, dst: Path) -> None:
+    """Put the finished folder ``tmp`` at ``dst``, replacing what was there only once ``tmp`` is complete."""
     if dst.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
         os.replace(dst, old / dst.name)
