@@ -241,6 +241,9 @@ def _pruned_summary(artifact: str) -> dict:
     except ValueError:
         return {}
     spec = dict(entry.get("spec") or {})
+    healed = entry.get("healed")
+    if isinstance(healed, dict):  # superb-redundancy heal: what the label and the tables say about it
+        spec["healed"] = {k: healed.get(k) for k in ("targets", "epochs", "best_epoch", "loss_before", "loss_after")}
     if entry.get("base_model_sha256"):
         spec["base_model_sha256"] = entry["base_model_sha256"]  # the retention base: the model it was pruned from
     return spec

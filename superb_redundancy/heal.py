@@ -15,8 +15,8 @@ reproduce the teacher's on unlabelled audio:
 The loss is the mimic trainer's (:mod:`superb_redundancy.mimic_train`): the sum over targets of the MSE over
 valid frames (``masked_mse``), equal weights; Adam. The teacher runs once, into the mimic trainer's cache
 (``build_teacher_cache``): its projected CNN features are the pruned model's encoder input too (the front end is
-the same; checked), so training reads only the cache. The validation split (``_split``: seeded, ``val_fraction``
-of the clips, at most ``max_val_clips``), best-weights selection by validation loss and resumption
+the same; checked), so training reads only the cache. The validation split (``split_clips``: seeded,
+``val_fraction`` of the clips, at most ``max_val_clips``), best-weights selection by validation loss and resumption
 (``<output>.state.pt``, written after every epoch; only ``epochs`` may change) are the mimic trainer's. Unlike a
 mimicker, a pruned model starts from trained layers, so the untrained weights (epoch 0) are a candidate too:
 healing never returns a model that is worse on the validation clips than the unhealed one.
@@ -472,7 +472,7 @@ def heal(output: str | os.PathLike, *, artifact: Optional[str | os.PathLike] = N
     Every input is checked before the teacher runs. The teacher cache defaults to ``<output stem>.teacher_cache``
     beside the output (pass the mimic trainer's to share one teacher pass). See the module docstring.
     """
-    from .mimic_train import _split, _state_path, build_teacher_cache
+    from .mimic_train import build_teacher_cache, resume_state_path, split_clips
 
     if not isinstance(config, HealConfig):
         raise HealError(f"config must be a HealConfig, got {type(config).__name__}")
@@ -488,7 +488,7 @@ def heal(output: str | os.PathLike, *, artifact: Optional[str | os.PathLike] = N
     pairs = target_pairs(config.targets, model.kept, model.num_layers, teacher_info.num_layers)
     source = model.source()
     identity = _state_id(config, source["model_sha256"], teacher_info.model_sha256, pairs)
-    state_path = _state_path(output)
+    state_path = resume_state_path(output)
     state = _load_state(state_path, identity) if resume and state_path.is_file() else None
 
     # the one teacher pass (reused when the cache already holds this teacher, audio and layers)
@@ -499,7 +499,7 @@ def heal(output: str | os.PathLike, *, artifact: Optional[str | os.PathLike] = N
                 "sources_sha256": model_sha256(cache.manifest["sources"])}
     if state is not None and state.get("cache") != cache_id:
         raise HealError(f"{state_path} was trained on other clips ({state.get('cache')}); drop --resume to start over")
-    train_ids, val_ids = _split(len(cache), config)
+    train_ids, val_ids = split_clips(len(cache), config)
     if len(train_ids) == 0:
         raise HealError(f"teacher cache {cache.directory} has no clip left to train on")
     select_ids = val_ids if len(val_ids) else train_ids  # what "before", "after" and the best epoch are measured on

@@ -139,7 +139,7 @@ def _base_key(record: RunRecord) -> Optional[str]:
 
 def _is_base(record: RunRecord) -> bool:
     spec = _spec(record)
-    pruned_nothing = "drop_layers" in spec and not spec["drop_layers"]
+    pruned_nothing = "drop_layers" in spec and not spec["drop_layers"] and not spec.get("healed")
     stock = record.upstream.endswith("_local") and not record.upstream.startswith(("pruned_", "mimic"))
     return stock or pruned_nothing
 
@@ -151,12 +151,15 @@ def _label(record: RunRecord) -> str:
         if not mimic.get("n_layers"):
             return "classifier only (no layers)"
         prefix = "non-mimicker" if spec.get("training") == "none" else "mimic"
-        return f"{prefix} {mimic.get('kind')} N={mimic.get('n_layers')} z={mimic.get('z')}"
+        label = f"{prefix} {mimic.get('kind')} N={mimic.get('n_layers')} z={mimic.get('z')}"
+        span = mimic.get("span")
+        return f"{label} replacing {span[0]}-{span[1]}" if span else label  # block replacement
+    healed = " healed" if spec.get("healed") else ""
     if spec.get("drop_layers") is not None and spec.get("drop_layers"):
-        label = f"{record.upstream} drop {list(spec['drop_layers'])}"
+        label = f"{record.upstream.removesuffix('_local')} drop {list(spec['drop_layers'])}"
         objective = (spec.get("notes") or {}).get("objective")
-        return f"{label} ({objective})" if objective else label
-    return record.upstream
+        return (f"{label} ({objective})" if objective else label) + healed
+    return record.upstream + healed
 
 
 def _link(record: RunRecord) -> Optional[str]:

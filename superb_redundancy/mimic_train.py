@@ -88,6 +88,8 @@ __all__ = [
     "init_grid",
     "baseline_name",
     "masked_mse",
+    "split_clips",
+    "resume_state_path",
     "CACHE_FORMAT",
     "SAMPLE_RATE",
 ]
@@ -488,7 +490,9 @@ def _step1_terms(model: Mimicker, features, padding_mask, targets, teacher_forci
     return [masked_mse(o, t, padding_mask) for o, t in zip(outputs, targets)]
 
 
-def _split(num_clips: int, config: MimicConfig) -> tuple[np.ndarray, np.ndarray]:
+def split_clips(num_clips: int, config) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train ids, validation ids) of a cache's clips: ``val_fraction`` of them, at most ``max_val_clips``,
+    at least one where there are two clips (``config``: a MimicConfig or a HealConfig, which share these fields)."""
     order = np.random.default_rng(config.seed).permutation(num_clips)
     n_val = min(config.max_val_clips, int(round(config.val_fraction * num_clips)))
     if config.val_fraction > 0 and num_clips >= 2:
@@ -515,7 +519,8 @@ def _evaluate(model, cache, ids, targets, config, device, source: Optional[int] 
     return [float(x) for x in sums / max(count, 1)]
 
 
-def _state_path(output: Path) -> Path:
+def resume_state_path(output: Path) -> Path:
+    """Where a training run's resumable state goes: beside its output (the mimic trainer's and heal's)."""
     return output.with_name(output.name + ".state.pt")
 
 
@@ -704,7 +709,7 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
         )
     encoder = _span_weights(cache, config, teacher)
     dev = _device(device)
-    train_ids, val_ids = _split(len(cache), config)
+    train_ids, val_ids = split_clips(len(cache), config)
     if len(train_ids) == 0:
         raise MimicError(f"teacher cache {cache.directory} has no clip left to train on")
 
@@ -722,7 +727,7 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
                 "num_clips": len(cache), "num_frames": int(cache.manifest["num_frames"]), "dtype": cache.dtype}
     # states written before caches recorded the teacher's content hash name it by its file's bytes
     legacy_id = dict(cache_id, sha256=cache.teacher["sha256"])
-    state_path = _state_path(output)
+    state_path = resume_state_path(output)
     history: list[dict] = []
     best = {"epoch": None, "loss": float("inf"), "acc": None, "weights": None}
     start_epoch, steps, seconds = 1, 0, 0.0

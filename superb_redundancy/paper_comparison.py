@@ -49,13 +49,14 @@ _MIMIC_LABEL = re.compile(r"(mimic|non-mimicker) (linear|transformer) N=(\d+) z=
 
 def _paper_key(label: str) -> Optional[str]:
     """The paper's row for a leaderboard label (leaderboard._label): ``mimic linear N=1 z=32`` ->
-    ``mimic-linear-N1-z32``; a pruned model (``... drop [..] (knn-bi)``) -> ``pruned``."""
+    ``mimic-linear-N1-z32``; a kNN-BI pruned model (``... drop [..] (knn-bi)``) -> ``pruned``."""
     found = _MIMIC_LABEL.fullmatch(label)
     if found:
         kind, layer, n, z = found.groups()
         key = f"mimic-{'nonmimic-' if kind == 'non-mimicker' else ''}{layer}-N{n}-z{z}"
         return key if key in PAPER_BASE else None
-    return "pruned" if " drop [" in label else None
+    # the paper's pruned row is its kNN-BI model, without healing
+    return "pruned" if " drop [" in label and label.endswith("(knn-bi)") else None
 
 
 def _pct(x: float) -> str:
@@ -162,7 +163,7 @@ def claims(frame: pd.DataFrame, workdir: Path, upstream: str, task: str = "speec
     if curves.is_file():
         lines += _curves_claims(curves)
     group = frame[(frame.task == task) & ~frame.is_base]
-    mimics = group[group.label.str.startswith("mimic ")]
+    mimics = group[group.label.str.fullmatch(_MIMIC_LABEL.pattern.replace("(mimic|non-mimicker)", "mimic"))]  # whole stack
     for _, row in mimics.iterrows():
         lines.append(f"- {row.label}: {row.retention:.1f}% [{row.retention_low:.1f}, {row.retention_high:.1f}] of the "
                      f"base -> keeps 95%: {verdict(row.retention_low, row.retention_high)} (paper: 94-96% for z = 32)")

@@ -236,10 +236,15 @@ def _macs_of(upstream: nn.Module, samples: int) -> dict:
     counter = FlopCounterMode(display=False, depth=None, custom_mapping=_sdpa_flop_mapping())
     was_training = upstream.training
     upstream.eval()
+    # nn.TransformerEncoderLayer's inference fast path is one fused kernel the counter cannot see into (a
+    # transformer mimicker counted 0 MACs); the unfused path does the same matmuls and attention, visibly
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         with torch.inference_mode(), counter:
             outputs = upstream([wav])
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         upstream.train(was_training)
     flops = counter.get_total_flops()
     per_module = counter.get_flop_counts()

@@ -15,7 +15,7 @@ import soundfile
 import torch
 
 from superb_redundancy.heal import HealConfig, HealError, distillation_loss, heal, target_pairs
-from superb_redundancy.mimic_train import TeacherCache, _split
+from superb_redundancy.mimic_train import TeacherCache, split_clips
 from superb_redundancy.prune_spec import PruneSpec
 from superb_redundancy.pruned_upstream import DroppedLayer, load_pruned_artifact, save_pruned
 
@@ -87,7 +87,7 @@ def test_healing_lowers_the_validation_loss(healed, pruned, work, tiny_ckpts, hu
     assert record["target_pairs"] == [{"teacher_layer": 2, "hidden_state": 3}]  # final: the teacher's last layer
     # measured again, the same way, on the models as users load them: the recorded numbers, exactly
     cache = TeacherCache(work / "cache")
-    _, val_ids = _split(len(cache), HealConfig(**FAST))
+    _, val_ids = split_clips(len(cache), HealConfig(**FAST))
     pairs = target_pairs("final", [0, 2], 3, 3)
     before = distillation_loss(load_pruned_artifact("wav2vec2", str(pruned)), cache, val_ids, pairs, 4)
     after = distillation_loss(hub.pruned_wav2vec2_local(ckpt=str(healed.path)), cache, val_ids, pairs, 4)

@@ -228,7 +228,7 @@ def test_non_mimicker_artifact(tiny_ckpts, cache, tmp_path, hub):
     assert trained["training"] == "mimicking"
     model = Mimicker.from_config(config, 64)
     model.load_state_dict(weights["random.pt"])
-    _, val_ids = mimic_train._split(len(cache), config)
+    _, val_ids = mimic_train.split_clips(len(cache), config)
     val = mimic_train._evaluate(model, cache, val_ids, [2], config, torch.device("cpu"))
     assert sum(val) == pytest.approx(trained["history"][0]["val_loss"], rel=1e-6)
     upstream = hub.mimic_local(ckpt=str(path)).eval()

@@ -373,3 +373,23 @@ def test_interleaved_latency_averages_passes_per_timing():
     assert out["a"]["passes"] == 3 and len(out["a"]["times_s"]) == 5 and out["a"]["interleaved_with"] == ["b"]
     with pytest.raises(ProfileError, match="passes must be >= 1"):
         interleaved_latency({"a": a}, seconds=0.1, passes=0)
+
+
+@pytest.mark.parametrize("kind", ["linear", "transformer"])
+def test_a_mimicking_layer_counts_its_hand_calculated_macs(tmp_path, tiny_ckpts, hub, kind):
+    """One mimicking layer adds exactly its matrix products to the front end's MACs (classifier only, N = 0):
+    linear 2Tdz; transformer 3Td^2 (q, k, v) + Td^2 (out) + 2T^2d (attention) + 2Tdz (feed-forward). The
+    transformer layer's fused inference kernel once hid all of these (0 MACs)."""
+    from superb_redundancy.mimic import MimicConfig, load_mimic_artifact
+    from superb_redundancy.mimic_train import init_artifact
+
+    z = 8
+    macs = {}
+    for n_layers in (0, 1):
+        config = MimicConfig.tiny(kind=kind, n_layers=n_layers, z=z)
+        path = init_artifact(str(tiny_ckpts["wav2vec2"]), config, tmp_path / f"{kind}{n_layers}.pt")
+        macs[n_layers] = count_macs(load_mimic_artifact(str(path)).eval(), 1.0)
+    t, d = macs[1]["frames"], TinyConfig().dim
+    layer = 2 * t * d * z if kind == "linear" else 4 * t * d * d + 2 * t * t * d + 2 * t * d * z
+    assert macs[1]["macs"] - macs[0]["macs"] == layer
+    assert torch.backends.mha.get_fastpath_enabled()  # counting left the fast path as it found it

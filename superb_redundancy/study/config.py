@@ -13,7 +13,8 @@ Minimal example (the embedded default is ``studies/embedded_default.yaml``)::
         finetune: {task: speech_commands, steps: 200}   # optional: fine-tune on KS first (the paper did)
         similarity: {pool: mean, limit: 400}
         prune: {objectives: [bi, knn-bi], amounts: [0.25, keep95]}   # keep95: read off the curves
-        mimic: [{kind: linear, n_layers: 1, z: 32}]
+        heal: {epochs: 4, lr: 3.0e-4}     # optional: heal each pruned variant too (superb-redundancy heal)
+        mimic: [{kind: linear, n_layers: 1, z: 32}, {kind: linear, n_layers: 1, z: 32, span: [6, 7]}]
     tasks: [speech_commands, emotion]
     setting: tiny              # downstream_configs/<task>/<setting>.yaml
     seeds: [1337]
@@ -98,6 +99,9 @@ class UpstreamPlan:
     mimic: tuple[dict, ...] = ()  # MimicConfig mappings, each validated
     baseline: bool = True  # evaluate the unpruned base too
     mimic_tasks: Optional[tuple[str, ...]] = None  # the tasks the mimickers are evaluated on (None: the study's)
+    #: a HealConfig mapping: heal every pruned variant (kept layers distilled towards the base) and evaluate the
+    #: healed model beside the pruned one
+    heal: Optional[dict] = None
 
 
 @dataclass(frozen=True)
@@ -432,10 +436,21 @@ def _mimic(data, where: str, problems: list[str]) -> tuple[dict, ...]:
     return tuple(kept)
 
 
+def _heal(data, where: str, problems: list[str]) -> Optional[dict]:
+    """``heal:`` a :class:`~superb_redundancy.heal.HealConfig` mapping (``{}``: its defaults), kept as a dict (run
+    params are JSON)."""
+    from ..heal import HealConfig
+
+    if data is None:
+        return None
+    config = _typed(HealConfig, data, where, problems)
+    return None if config is None else config.to_dict()
+
+
 def _upstream(data, where: str, problems: list[str]) -> Optional[UpstreamPlan]:
     from ..bundles import FAMILIES
 
-    nested = {"finetune": _finetune, "similarity": _similarity, "prune": _prune, "mimic": _mimic}
+    nested = {"finetune": _finetune, "similarity": _similarity, "prune": _prune, "mimic": _mimic, "heal": _heal}
     up = _typed(UpstreamPlan, data, where, problems, nested=nested)
     if up is None:
         return None
@@ -445,6 +460,8 @@ def _upstream(data, where: str, problems: list[str]) -> Optional[UpstreamPlan]:
         problems.append(f"{where}.family: {up.family!r}; valid: {sorted(FAMILIES)}")
     if not up.base:
         problems.append(f"{where}.base: empty; an s3prl hub name, a checkpoint path, a shipped model, or 'tiny'")
+    if up.heal is not None and not up.prune.objectives:
+        problems.append(f"{where}.heal: nothing to heal; it heals the pruned variants, and prune names none")
     if up.mimic_tasks is not None:
         from ..tasks import TASKS
 

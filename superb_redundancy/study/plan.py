@@ -1,5 +1,5 @@
 """Expand a study into runs: data -> fine-tune -> similarity -> the base's downstream runs -> pruning curves ->
-prune specs, mimickers -> their downstream runs. The curves come before the prune specs so that a prune amount
+prune specs, mimickers -> healing the pruned models -> the variants' downstream runs. The curves come before the prune specs so that a prune amount
 can be "the largest amount the curves show keeping 95%" (``keep95``).
 
 Every run has a stable id (also its output folder under ``<workdir>/runs/``), a stage, JSON-able params, the
@@ -21,7 +21,7 @@ from .config import StudyConfig, UpstreamPlan, amount_label, mimic_entry, mimic_
 
 __all__ = ["Run", "expand", "variants", "variant_tasks", "STAGES"]
 
-STAGES = ("data", "finetune", "similarity", "base", "curves", "derive", "downstream")
+STAGES = ("data", "finetune", "similarity", "base", "curves", "derive", "heal", "downstream")
 
 #: the KS corpora similarity, pruning and mimicking read (steps.split_audio)
 _KS_DATA = ("synthetic", "speech_commands", "speech_commands_35")
@@ -30,7 +30,7 @@ _KS_DATA = ("synthetic", "speech_commands", "speech_commands_35")
 @dataclass(frozen=True)
 class Run:
     run_id: str
-    kind: str  # data | finetune | similarity | prune | mimic | downstream | curves
+    kind: str  # data | finetune | similarity | prune | mimic | heal | downstream | curves
     stage: int
     params: dict = field(default_factory=dict)
     needs: tuple[str, ...] = ()  # runs whose outputs this one reads (a failed one skips it)
@@ -48,8 +48,12 @@ def variants(upstream: UpstreamPlan) -> list[dict]:
         found.append({"label": f"{upstream.name}-base", "kind": "base"})
     for objective in upstream.prune.objectives:
         for amount in upstream.prune.amounts:
-            found.append({"label": f"{upstream.name}-{objective}-{amount_label(amount)}", "kind": "pruned",
-                          "prune_run": f"prune/{upstream.name}/{objective}-{amount_label(amount)}"})
+            stem = f"{objective}-{amount_label(amount)}"
+            found.append({"label": f"{upstream.name}-{stem}", "kind": "pruned",
+                          "prune_run": f"prune/{upstream.name}/{stem}"})
+            if upstream.heal is not None:
+                found.append({"label": f"{upstream.name}-{stem}-healed", "kind": "healed",
+                              "heal_run": f"heal/{upstream.name}/{stem}"})
     for index, config in enumerate(upstream.mimic):
         _, step1 = mimic_entry(config)
         found.append({"label": f"{upstream.name}-mimic-{mimic_label(config)}", "kind": "mimic", "mimic_index": index,
@@ -83,8 +87,10 @@ def _inputs(run: Run, study: StudyConfig) -> dict:
         inputs["data"] = {k: study.data.get(k) for k in ("synthetic", run.params["task"])}
     if run.kind == "downstream":
         inputs["setting"] = study.setting
-    if run.kind in ("similarity", "prune", "mimic"):
+    if run.kind in ("similarity", "prune", "mimic", "heal"):
         inputs["data"] = {k: study.data.get(k) for k in _KS_DATA}
+    if run.kind == "heal":
+        inputs["audio"] = up.similarity.data
     if run.kind == "mimic":
         from dataclasses import asdict
 
@@ -135,12 +141,17 @@ def expand(study: StudyConfig) -> list[Run]:
                 runs.append(Run(f"prune/{up.name}/{objective}-{amount_label(amount)}", "prune", 5,
                                 {"upstream": up.name, "objective": objective, "amount": amount,
                                  "iterative": up.prune.iterative}, needs=base + similarity + curves))
+                if up.heal is not None:  # distil the pruned model's kept layers towards the base, on the KS audio
+                    prune_run = runs[-1].run_id
+                    runs.append(Run(f"heal/{up.name}/{objective}-{amount_label(amount)}", "heal", 6,
+                                    {"upstream": up.name, "prune_run": prune_run, "config": dict(up.heal)},
+                                    needs=base + (prune_run,)))
         if up.mimic:  # the first similarity block, when there is one, places the mimicker's layer i
             runs.append(Run(f"mimic/{up.name}", "mimic", 5, {"upstream": up.name, "configs": list(up.mimic)},
                             needs=base + similarity))
         for variant in variants(up):
-            source = tuple(variant[k] for k in ("prune_run", "mimic_run") if k in variant)
-            stage = 3 if variant["kind"] == "base" else 6  # the base's runs first: the curves start from one
+            source = tuple(variant[k] for k in ("prune_run", "mimic_run", "heal_run") if k in variant)
+            stage = 3 if variant["kind"] == "base" else 7  # the base's runs first: the curves start from one
             for task in variant_tasks(study, up, variant):
                 for seed in study.seeds:
                     runs.append(Run(f"downstream/{variant['label']}/{task}/seed{seed}", "downstream", stage,

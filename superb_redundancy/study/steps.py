@@ -214,7 +214,9 @@ def _mimic(run: Run, study: StudyConfig, folder: Path) -> dict:
 
     up = _upstream(study, run.params["upstream"])
     layer_i = _end_of_first_block(study, up)
-    entries = [mimic_entry({**({"layer_i": layer_i} if layer_i is not None else {}), **c}) for c in run.params["configs"]]
+    # a block replacement (span) places its own targets inside the span; the block end is the whole stack's layer i
+    entries = [mimic_entry({**({"layer_i": layer_i} if layer_i is not None and "span" not in c else {}), **c})
+               for c in run.params["configs"]]
     teacher = str(base_checkpoint(study, up))
     trained = [config for config, step1 in entries if step1]
     artifacts = iter(train_grid(teacher, split_audio(study, up, "train"), trained, folder, device=study.device)
@@ -222,6 +224,20 @@ def _mimic(run: Run, study: StudyConfig, folder: Path) -> dict:
     paths = [next(artifacts) if step1 else init_artifact(teacher, config, folder / f"{baseline_name(config)}.pt")
              for config, step1 in entries]
     return {"artifacts": [str(a) for a in paths]}
+
+
+def _heal(run: Run, study: StudyConfig, folder: Path) -> dict:
+    """Heal one pruned variant (:mod:`superb_redundancy.heal`) on the KS training audio, towards the base."""
+    from ..heal import HealConfig, heal
+
+    up = _upstream(study, run.params["upstream"])
+    spec = _run_folder(study, run.params["prune_run"]) / "spec.yaml"
+    result = heal(folder / "healed.pt", family=up.family, spec=spec, audio=split_audio(study, up, "train"),
+                  config=HealConfig(**run.params["config"]), cache_dir=folder / "teacher_cache", device=study.device,
+                  progress=False)
+    record = result.record
+    return {"artifact": str(result.path), "loss_before": record["loss_before"], "loss_after": record["loss_after"],
+            "best_epoch": record["best_epoch"], "measured_on": record["measured_on"]}
 
 
 def _downstream(run: Run, study: StudyConfig, folder: Path) -> dict:
@@ -237,6 +253,9 @@ def _downstream(run: Run, study: StudyConfig, folder: Path) -> dict:
     elif variant["kind"] == "pruned":
         spec = _run_folder(study, variant["prune_run"]) / "spec.yaml"
         chosen = Variant(variant["label"], f"pruned_{family.name}", model_config=str(spec))
+    elif variant["kind"] == "healed":  # a pruned artifact with healed layers: -u pruned_<family>_local -k
+        chosen = Variant(variant["label"], f"pruned_{family.name}_local",
+                         ckpt=str(_run_folder(study, variant["heal_run"]) / "healed.pt"))
     else:  # the mimic run lists its artifacts in the order of the plan's configurations
         import json
 
@@ -270,7 +289,7 @@ def _curves(run: Run, study: StudyConfig, folder: Path) -> dict:
 
 
 _STEPS = {"data": _data, "finetune": _finetune, "similarity": _similarity, "prune": _prune, "mimic": _mimic,
-          "downstream": _downstream, "curves": _curves}
+          "heal": _heal, "downstream": _downstream, "curves": _curves}
 
 
 #: test-only: a module whose ``STEPS`` (kind -> step) replace these, so that the runner's own behaviour (locks,

@@ -159,6 +159,25 @@ def check_paper_study(out: Outcome, box: Path) -> None:
     assert not (box / "work/paper/runs").exists()
 
 
+def check_beyond(out: Outcome, box: Path) -> None:
+    """The beyond-the-paper study: every run done; pruned and healed side by side on the leaderboard, the block
+    replacements labelled by their span; healing never ends above the loss it started from."""
+    import json
+
+    import pandas as pd
+
+    _ok(out)
+    assert "failed" not in out.stdout.split("study beyond-the-paper:")[1]
+    labels = set(pd.read_csv(box / "work/beyond/leaderboard/speech_commands.csv").label)
+    assert {label.removesuffix(" healed") for label in labels if label.endswith(" healed")} == \
+        {label for label in labels if " drop [" in label and not label.endswith(" healed")}
+    assert {label for label in labels if label.endswith("replacing 6-7")} == {
+        "mimic linear N=1 z=32 replacing 6-7", "mimic transformer N=1 z=32 replacing 6-7"}
+    for state in (box / "work/beyond/state/heal").rglob("*.json"):
+        outputs = json.loads(state.read_text())["outputs"]
+        assert outputs["loss_after"] <= outputs["loss_before"], state
+
+
 def check_configs_synthetic(out: Outcome, box: Path) -> None:
     _ok(out)
     assert (box / "result/asr_tiny/test-clean-noLM-hyp.ark").is_file()
@@ -189,6 +208,7 @@ JOURNEYS = {
                                                    "SETTING": "tiny"}),
     "python-api": Journey(check_python_api),
     "paper-study": Journey(check_paper_study),
+    "beyond": Journey(check_beyond, timeout=1800),
     "template": Journey(check_template, run=False),
     "configs-synthetic": Journey(check_configs_synthetic),
     "configs-real": Journey(check_configs_real, env={"VOXCELEB1": "work/study/data/voxceleb1", "SETTING": "tiny"}),

@@ -49,6 +49,8 @@ def test_expansion_of_the_shipped_studies():
     for run in runs:
         assert all(stage[n] < run.stage for n in run.needs), run.run_id
     assert all("curves/w2v2-8l" in r.needs for r in runs if r.kind == "prune")
+    beyond = expand(StudyConfig.from_yaml(ROOT / "studies" / "beyond_the_paper.yaml"))
+    assert {r.kind for r in beyond} == {"data", "similarity", "curves", "prune", "heal", "mimic", "downstream"}
     paper = StudyConfig.from_yaml(ROOT / "studies" / "paper.yaml")
     assert len(paper.upstreams) == 4 and paper.executor.kind == "slurm"
     assert {r.kind for r in expand(paper)} >= {"similarity", "prune", "mimic", "downstream", "curves"}
@@ -78,6 +80,12 @@ _KEEP = {"name": "w", "base": "tiny", "prune": {"objectives": ["knn-bi"], "amoun
      r"amounts: 'keep90'; a layer count .* or one of \['keep95', 'keep50'\]"),
     ({"upstreams": [{"name": "w", "mimic": [{"kind": "linear", "step1": "no"}]}]}, r"step1: 'no'; valid: true"),
     ({"upstreams": [{"name": "w", "mimic_tasks": ["kws"]}]}, r"mimic_tasks: 'kws'; valid: "),
+    ({"upstreams": [{"name": "w", "heal": {"epochs": 2}}]}, r"upstreams\[w\].heal: nothing to heal"),
+    ({"upstreams": [{**_KEEP, "prune": {"objectives": ["bi"], "amounts": [1]}, "heal": {"targets": "all"}}]},
+     r"heal config: targets='all' is invalid; valid: final or mapped"),
+    ({"upstreams": [{**_KEEP, "prune": {"objectives": ["bi"], "amounts": [1]}, "heal": {"epoch": 2}}]},
+     r"heal: unknown field\(s\) \['epoch'\]"),
+    ({"upstreams": [{"name": "w", "mimic": [{"kind": "linear", "span": [2, 1]}]}]}, r"span=\[2, 1\] is invalid"),
 ])
 def test_bad_study_plans(tmp_path, change, message):
     with pytest.raises(StudyConfigError, match=message):
@@ -103,6 +111,34 @@ def test_baselines_and_mimic_tasks_in_the_plan(tmp_path):
             tasks.setdefault(run.params["variant"]["label"], set()).add(run.params["task"])
     assert tasks["w-base"] == {"speech_commands", "emotion"}
     assert all(t == {"speech_commands"} for label, t in tasks.items() if "mimic" in label)
+
+
+def test_healing_and_block_replacement_in_the_plan(tmp_path):
+    """Each pruned variant gets a heal run (after its prune run, before any downstream run) and a healed variant
+    of its own; a block-replacing mimicker is a variant named after its span."""
+    from superb_redundancy.study.plan import STAGES, variants
+
+    study = StudyConfig.from_yaml(write_study(
+        tmp_path / "s.yaml", upstreams=[{"name": "w", "base": "tiny", "heal": {"epochs": 2},
+                                         "prune": {"objectives": ["bi", "span"], "amounts": [1]},
+                                         "mimic": [{"kind": "linear", "n_layers": 1, "z": 8, "span": [1, 2]}]}]))
+    labels = {v["label"]: v["kind"] for v in variants(study.upstreams[0])}
+    assert labels == {"w-base": "base", "w-bi-1": "pruned", "w-bi-1-healed": "healed", "w-span-1": "pruned",
+                      "w-span-1-healed": "healed", "w-mimic-linear-N1-z8-span1-2": "mimic"}
+    runs = {r.run_id: r for r in expand(study)}
+    heal = runs["heal/w/span-1"]
+    assert heal.needs[-1] == "prune/w/span-1" and heal.params["config"]["epochs"] == 2
+    assert STAGES[heal.stage] == "heal" and STAGES[runs["prune/w/span-1"].stage] == "derive"
+    healed = runs["downstream/w-span-1-healed/speech_commands/seed1337"]
+    assert "heal/w/span-1" in healed.needs and STAGES[healed.stage] == "downstream"
+    # the heal settings are part of the heal run's hash, and so of the healed variant's downstream run
+    other = {r.run_id: r for r in expand(StudyConfig.from_yaml(write_study(
+        tmp_path / "t.yaml", upstreams=[{"name": "w", "base": "tiny", "heal": {"epochs": 3},
+                                         "prune": {"objectives": ["bi", "span"], "amounts": [1]}}])))}
+    assert other["heal/w/span-1"].params_hash != heal.params_hash
+    assert other["downstream/w-span-1-healed/speech_commands/seed1337"].params_hash != healed.params_hash
+    assert other["downstream/w-span-1/speech_commands/seed1337"].params_hash == \
+        runs["downstream/w-span-1/speech_commands/seed1337"].params_hash
 
 
 def test_a_shipped_model_as_base(tmp_path):
@@ -208,3 +244,37 @@ def test_a_cut_down_paper_study_keeps_its_invariants(tmp_path):
     assert list(work.glob("runs/downstream/w-knn-bi-keep95/emotion/seed1337/exp/log.log"))
     assert len(list((work / "records").glob("*.json"))) == len([r for r in expand(study) if r.kind == "downstream"])
     assert frame is not None and len(frame) > 0
+
+
+@pytest.mark.slow
+def test_a_study_heals_and_replaces_a_block(tmp_path):
+    """Heal runs write pruned artifacts that record their healing, and the leaderboard shows them beside the
+    pruned model; a block-replacing mimicker is trained in step 1 with its own targets (not the study's layer i)
+    and evaluated through mimic_local like the whole-stack one."""
+    import torch
+
+    study = StudyConfig.from_yaml(write_study(
+        tmp_path / "s.yaml",
+        upstreams=[{"name": "w", "family": "wav2vec2", "base": "tiny", "similarity": {"batch_size": 32, "limit": 64},
+                    "prune": {"objectives": ["span"], "amounts": [1]},
+                    "heal": {"epochs": 1, "batch_size": 16, "lr": 1.0e-3},
+                    "mimic": [{"kind": "linear", "n_layers": 1, "z": 8, "epochs": 1, "batch_size": 16,
+                               "span": [1, 2]}]}]))
+    states, frame = run_study(study, progress=False)
+    assert all(s["status"] == "done" for s in states.values()), {k: s for k, s in states.items()
+                                                                  if s["status"] != "done"}
+    work = Path(study.workdir)
+    healed = states["heal/w/span-1"]["outputs"]
+    assert healed["loss_after"] <= healed["loss_before"]  # epoch 0 (unhealed) is a candidate: never worse
+    artifact = torch.load(healed["artifact"], map_location="cpu", weights_only=True)
+    record = artifact["superb_redundancy"]["healed"]
+    spec = yaml.safe_load((work / "runs/prune/w/span-1/spec.yaml").read_text())
+    assert record["spec"]["drop_layers"] == spec["drop_layers"] and record["epochs"] == 1
+    mimic = torch.load(states["mimic/w"]["outputs"]["artifacts"][0], map_location="cpu", weights_only=True)
+    assert mimic["config"]["span"] == [1, 2] and mimic["config"]["layer_i"] is None
+    labels = set(frame[frame.task == "speech_commands"].label)
+    dropped = spec["drop_layers"]
+    assert f"pruned_wav2vec2 drop {dropped} (span)" in labels and f"pruned_wav2vec2 drop {dropped} (span) healed" in labels
+    assert "mimic linear N=1 z=8 replacing 1-2" in labels
+    log = (work / "runs/downstream/w-span-1-healed/speech_commands/seed1337/exp.log").read_text()
+    assert "pruned_wav2vec2_local" in log and healed["artifact"] in log
