@@ -77,6 +77,8 @@ def _print_study_summary(study, states: dict, frame, elapsed: float) -> None:
     for run_id, state in states.items():
         if state["status"] in ("failed", "skipped"):
             print(f"  {state['status']}: {run_id}: {state.get('error') or state.get('reason')}", file=sys.stderr)
+        elif (state.get("outputs") or {}).get("same_as"):
+            print(f"  {run_id}: the same model as {state['outputs']['same_as']} (evaluated once)")
     work = Path(study.workdir)
     for figure in sorted(work.glob("runs/similarity/*/similarity.png")) + sorted(work.glob("runs/curves/*/*.png")):
         print(f"figure: {figure}")

@@ -186,17 +186,29 @@ def run_study(study: StudyConfig, executor_override: Optional[str] = None, progr
             if not ready:
                 continue
             bar.set_postfix_str(stage_name)
-            for run, state in executor.map(ready, study):
-                states[run.run_id] = state
-                if state["status"] == "failed":
-                    failed.add(run.run_id)
-                    tqdm.write(f"  failed {run.run_id}: {state['error']}")
-                else:
-                    failed.discard(run.run_id)
-                _write_record(study, workdir, runs)
-                bar.update(1)
+            for wave in _waves(ready, study):
+                for run, state in executor.map(wave, study):
+                    states[run.run_id] = state
+                    if state["status"] == "failed":
+                        failed.add(run.run_id)
+                        tqdm.write(f"  failed {run.run_id}: {state['error']}")
+                    else:
+                        failed.discard(run.run_id)
+                    _write_record(study, workdir, runs)
+                    bar.update(1)
         bar.close()
         return states, _write_leaderboard(study, workdir)
+
+
+def _waves(ready: list[Run], study: StudyConfig) -> list[list[Run]]:
+    """A stage's runs, the twins (steps.twin_run: the same model evaluated again) after the runs they repeat, so
+    that they find those results done instead of computing them a second time in parallel."""
+    from .steps import twin_run
+
+    ids = {run.run_id for run in ready}
+    later = [run for run in ready if twin_run(run, study) in ids]
+    first = [run for run in ready if run not in later]
+    return [wave for wave in (first, later) if wave]
 
 
 def _write_leaderboard(study: StudyConfig, workdir: Path):
@@ -228,5 +240,7 @@ def study_status(study: StudyConfig) -> list[tuple[str, str, str]]:
             outputs = state.get("outputs", {})
             detail = f"{outputs.get('metric', '')} {outputs.get('value', '')}".strip() if "value" in outputs else ""
             detail += f" ({state['finished'] - state['started']:.0f} s)"
+            if outputs.get("same_as"):
+                detail += f", the same model as {outputs['same_as']}"
         rows.append((run.run_id, state["status"], detail))
     return rows

@@ -19,7 +19,7 @@ import torch
 from .config import StudyConfig, UpstreamPlan
 from .plan import Run
 
-__all__ = ["execute", "base_checkpoint", "data_overrides", "split_audio"]
+__all__ = ["execute", "base_checkpoint", "data_overrides", "split_audio", "twin_run"]
 
 
 def _workdir(study: StudyConfig) -> Path:
@@ -240,11 +240,52 @@ def _heal(run: Run, study: StudyConfig, folder: Path) -> dict:
             "best_epoch": record["best_epoch"], "measured_on": record["measured_on"]}
 
 
+def _pruned_model(study: StudyConfig, variant: dict) -> Optional[tuple]:
+    """What a pruned variant's spec makes: (base, dropped layers), None before its prune run wrote the spec."""
+    import yaml
+
+    path = _run_folder(study, variant["prune_run"]) / "spec.yaml"
+    if not path.is_file():
+        return None
+    spec = yaml.safe_load(path.read_text())
+    return spec.get("base"), tuple(spec.get("drop_layers") or ())
+
+
+def twin_run(run: Run, study: StudyConfig) -> Optional[str]:
+    """The downstream run of an earlier pruned variant of the plan that evaluates the very same model on the same
+    task and seed (two objectives or amounts choosing the same layers, e.g. BI and kNN-BI at keep95), else None.
+    The runner runs a twin after the run it repeats; the step then reuses that run's result instead of training
+    the same head on the same model again (and the leaderboard shows the model once)."""
+    from .plan import variants
+
+    variant = run.params.get("variant") or {}
+    if run.kind != "downstream" or variant.get("kind") != "pruned":
+        return None
+    model = _pruned_model(study, variant)
+    if model is None:
+        return None
+    for other in variants(_upstream(study, run.params["upstream"])):
+        if other["label"] == variant["label"]:
+            return None
+        if other["kind"] == "pruned" and _pruned_model(study, other) == model:
+            return f"downstream/{other['label']}/{run.params['task']}/seed{run.params['seed']}"
+    return None
+
+
 def _downstream(run: Run, study: StudyConfig, folder: Path) -> dict:
     from ..bundles import get_family
     from ..experiment import Variant, train_and_evaluate
     from ..harvest import harvest_expdir
 
+    twin = twin_run(run, study)
+    if twin is not None:
+        import json
+
+        state = _workdir(study) / "state" / f"{twin}.json"
+        earlier = json.loads(state.read_text()) if state.is_file() else {}
+        if earlier.get("status") == "done":  # no record of its own: one model, one row on the leaderboard
+            outputs = earlier["outputs"]
+            return {"same_as": twin, "metric": outputs.get("metric"), "value": outputs.get("value")}
     up = _upstream(study, run.params["upstream"])
     variant = run.params["variant"]
     family = get_family(up.family)

@@ -278,3 +278,47 @@ def test_a_study_heals_and_replaces_a_block(tmp_path):
     assert "mimic linear N=1 z=8 replacing 1-2" in labels
     log = (work / "runs/downstream/w-span-1-healed/speech_commands/seed1337/exp.log").read_text()
     assert "pruned_wav2vec2_local" in log and healed["artifact"] in log
+
+
+def test_a_pruned_model_chosen_twice_is_a_twin(tmp_path):
+    """Two prune runs that write the same model (here BI and kNN-BI choosing the same layer): the later variant's
+    downstream runs are twins of the earlier's, scheduled after them; a different model or another kind is not."""
+    from superb_redundancy.study.runner import _waves
+    from superb_redundancy.study.steps import twin_run
+
+    study = StudyConfig.from_yaml(write_study(
+        tmp_path / "s.yaml", upstreams=[{"name": "w", "base": "tiny", "baseline": True,
+                                         "prune": {"objectives": ["knn-bi", "bi", "forward"], "amounts": [1]}}]))
+    runs = {r.run_id: r for r in expand(study)}
+    bi, knn, forward = (runs[f"downstream/w-{o}-1/speech_commands/seed1337"] for o in ("bi", "knn-bi", "forward"))
+    assert twin_run(bi, study) is None  # no spec written yet: nothing to compare
+    for objective, dropped in (("knn-bi", [2]), ("bi", [2]), ("forward", [1])):
+        folder = Path(study.workdir) / "runs" / "prune" / "w" / f"{objective}-1"
+        folder.mkdir(parents=True)
+        (folder / "spec.yaml").write_text(yaml.safe_dump({"base": "b.pt", "drop_layers": dropped}))
+    assert twin_run(bi, study) == knn.run_id
+    assert twin_run(knn, study) is None and twin_run(forward, study) is None
+    assert twin_run(runs["downstream/w-base/speech_commands/seed1337"], study) is None
+    assert [[r.run_id for r in wave] for wave in _waves([bi, forward, knn], study)] == [
+        [forward.run_id, knn.run_id], [bi.run_id]]
+    assert _waves([bi], study) == [[bi]]  # its twin done in an earlier call: one wave
+
+
+@pytest.mark.slow
+def test_a_twin_reuses_the_result_of_the_run_it_repeats(tmp_path):
+    """amount 1 and 0.34 of a 3-layer model drop the same layer: one head trained, one record, one row."""
+    study = StudyConfig.from_yaml(write_study(
+        tmp_path / "s.yaml", upstreams=[{"name": "w", "base": "tiny", "baseline": False,
+                                         "similarity": {"batch_size": 32, "limit": 48},
+                                         "prune": {"objectives": ["forward"], "amounts": [1, 0.34]}}]))
+    states, frame = run_study(study, progress=False)
+    first, twin = (states[f"downstream/w-forward-{a}/speech_commands/seed1337"] for a in ("1", "0p34"))
+    assert first["status"] == twin["status"] == "done"
+    assert twin["outputs"] == {"same_as": "downstream/w-forward-1/speech_commands/seed1337",
+                               "metric": first["outputs"]["metric"], "value": first["outputs"]["value"]}
+    work = Path(study.workdir)
+    assert not (work / "runs/downstream/w-forward-0p34/speech_commands/seed1337/exp").exists()
+    assert len(list((work / "records").glob("*.json"))) == 1 and len(frame) == 1
+    rows = {run_id: detail for run_id, _, detail in study_status(study)}
+    assert rows["downstream/w-forward-0p34/speech_commands/seed1337"].endswith(
+        "the same model as downstream/w-forward-1/speech_commands/seed1337")
