@@ -48,13 +48,15 @@ class LocalExecutor:
         self.workers = workers
 
     def map(self, runs: Sequence[Run], study: StudyConfig) -> Iterator[tuple[Run, dict]]:
-        if self.workers == 1:
+        # no more workers than runs: a run alone in its stage (step 1 of the mimickers) gets every core
+        workers = min(self.workers, len(runs))
+        if workers <= 1:
             for run in runs:
                 yield run, _execute(run, study)
             return
         # the workers die with this process: a killed runner leaves none behind (nor, through them, s3prl's child)
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
-        with concurrent.futures.ProcessPoolExecutor(self.workers, initializer=_worker_init,
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with concurrent.futures.ProcessPoolExecutor(workers, initializer=_worker_init,
                                                     initargs=(os.getpid(), threads)) as pool:
             futures = {pool.submit(_execute, run, study): run for run in runs}
             for future in concurrent.futures.as_completed(futures):

@@ -322,5 +322,6 @@ def test_sigkill_of_the_runner_leaves_no_live_child_and_the_restart_is_clean(tmp
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
 def test_sigkill_of_the_runner_leaves_no_worker_nor_child(tmp_path):
     """With a process pool (executor.workers 2) the worker dies with the runner, and s3prl's child with it."""
-    path = real_study(tmp_path, executor={"kind": "local", "workers": 2})
+    # two runs in the stage: a run alone in its stage runs in the runner's process, not in the pool
+    path = real_study(tmp_path, executor={"kind": "local", "workers": 2}, seeds=[1, 2])
     assert _start_and_kill_in_training(path, tmp_path / "work") == []

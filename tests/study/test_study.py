@@ -322,3 +322,15 @@ def test_a_twin_reuses_the_result_of_the_run_it_repeats(tmp_path):
     rows = {run_id: detail for run_id, _, detail in study_status(study)}
     assert rows["downstream/w-forward-0p34/speech_commands/seed1337"].endswith(
         "the same model as downstream/w-forward-1/speech_commands/seed1337")
+
+
+def test_a_run_alone_in_its_stage_gets_every_core(monkeypatch):
+    """The local pool starts no more workers than runs: one run executes in the runner's process, with torch's
+    threads for all cores (the pool's workers are capped to their share of them)."""
+    from superb_redundancy.study import executors
+    from superb_redundancy.study.plan import Run
+
+    calls = []
+    monkeypatch.setattr(executors, "_execute", lambda run, study: calls.append((run.run_id, os.getpid())) or {})
+    [(run, state)] = list(executors.LocalExecutor(workers=2).map([Run("a", "data", 0)], study=None))
+    assert run.run_id == "a" and calls == [("a", os.getpid())]  # in this process: no pool for one run
