@@ -43,7 +43,7 @@ from ..shipped_models import is_shipped
 
 __all__ = ["StudyConfig", "UpstreamPlan", "FinetunePlan", "SimilarityPlan", "PrunePlan", "ExecutorConfig",
            "CurvesPlan", "SyntheticData", "StudyConfigError", "amount_label", "mimic_entry", "mimic_label",
-           "KEEP_AMOUNTS"]
+           "KEEP_AMOUNTS", "eval_head_task"]
 
 
 class StudyConfigError(ValueError):
@@ -99,6 +99,10 @@ class UpstreamPlan:
     mimic: tuple[dict, ...] = ()  # MimicConfig mappings, each validated
     baseline: bool = True  # evaluate the unpruned base too
     mimic_tasks: Optional[tuple[str, ...]] = None  # the tasks the mimickers are evaluated on (None: the study's)
+    #: evaluate the mimickers in step 1 through the head of the base's experiment on ``eval_head_task`` (the
+    #: curves' task) and keep the epoch of the best head accuracy ("acc") or of the best MSE ("mse", recorded
+    #: only); None: no head
+    mimic_select_by: Optional[str] = None
     #: a HealConfig mapping: heal every pruned variant (kept layers distilled towards the base) and evaluate the
     #: healed model beside the pruned one
     heal: Optional[dict] = None
@@ -202,6 +206,12 @@ _SIZES = {"batch_size", "k", "max_samples", "n_blocks", "forward_batch_size"}  #
 
 #: prune amounts read off the study's pruning curves: the ratio of the unpruned metric their mean keeps
 KEEP_AMOUNTS = {"keep95": "95%", "keep50": "50%"}
+
+
+def eval_head_task(study: "StudyConfig") -> str:
+    """The task whose experiment on the base is the mimickers' eval head: the curves' (keyword spotting by
+    default; the head evaluator reads KS, SID and emotion experiments)."""
+    return study.curves.task if study.curves else "speech_commands"
 
 
 def amount_label(amount) -> str:
@@ -460,6 +470,14 @@ def _upstream(data, where: str, problems: list[str]) -> Optional[UpstreamPlan]:
         problems.append(f"{where}.family: {up.family!r}; valid: {sorted(FAMILIES)}")
     if not up.base:
         problems.append(f"{where}.base: empty; an s3prl hub name, a checkpoint path, a shipped model, or 'tiny'")
+    if up.mimic_select_by is not None:
+        from ..mimic_train import SELECT_BY
+
+        if up.mimic_select_by not in SELECT_BY:
+            problems.append(f"{where}.mimic_select_by: {up.mimic_select_by!r}; valid: null (no head), "
+                            + ", ".join(SELECT_BY))
+        elif not up.baseline:
+            problems.append(f"{where}.mimic_select_by: the head is the base's experiment, which needs baseline: true")
     if up.heal is not None and not up.prune.objectives:
         problems.append(f"{where}.heal: nothing to heal; it heals the pruned variants, and prune names none")
     if up.mimic_tasks is not None:
@@ -618,6 +636,10 @@ def _study(data: Any, source: str, problems: list[str]) -> Optional[StudyConfig]
         if missing:
             problems.append(f"{where}: {keep[0]!r} is read off the curves, which lack objective(s) {missing}; "
                             f"add them to curves.objectives {list(study.curves.objectives)}")
+    for up in study.upstreams:
+        if up.mimic_select_by is not None and eval_head_task(study) not in study.tasks:
+            problems.append(f"upstreams[{up.name}].mimic_select_by: the head is the base's experiment on "
+                            f"{eval_head_task(study)}, which is not among the study's tasks {list(study.tasks)}")
     if "synthetic" not in study.data and isinstance(data.get("data", {}), dict):
         missing = [t for t in study.tasks if t not in study.data]
         if missing:

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .config import StudyConfig, UpstreamPlan, amount_label, mimic_entry, mimic_label
+from .config import StudyConfig, UpstreamPlan, amount_label, eval_head_task, mimic_entry, mimic_label
 
 __all__ = ["Run", "expand", "variants", "variant_tasks", "STAGES"]
 
@@ -147,8 +147,12 @@ def expand(study: StudyConfig) -> list[Run]:
                                     {"upstream": up.name, "prune_run": prune_run, "config": dict(up.heal)},
                                     needs=base + (prune_run,)))
         if up.mimic:  # the first similarity block, when there is one, places the mimicker's layer i
-            runs.append(Run(f"mimic/{up.name}", "mimic", 5, {"upstream": up.name, "configs": list(up.mimic)},
-                            needs=base + similarity))
+            params: dict = {"upstream": up.name, "configs": list(up.mimic)}
+            head = ()
+            if up.mimic_select_by is not None:  # step 1 evaluated through the base's head (its experiment)
+                params.update(select_by=up.mimic_select_by, eval_head_task=eval_head_task(study))
+                head = (f"downstream/{up.name}-base/{eval_head_task(study)}/seed{study.seeds[0]}",)
+            runs.append(Run(f"mimic/{up.name}", "mimic", 5, params, needs=base + similarity + head))
         for variant in variants(up):
             source = tuple(variant[k] for k in ("prune_run", "mimic_run", "heal_run") if k in variant)
             stage = 3 if variant["kind"] == "base" else 7  # the base's runs first: the curves start from one

@@ -219,7 +219,11 @@ def _mimic(run: Run, study: StudyConfig, folder: Path) -> dict:
                for c in run.params["configs"]]
     teacher = str(base_checkpoint(study, up))
     trained = [config for config, step1 in entries if step1]
-    artifacts = iter(train_grid(teacher, split_audio(study, up, "train"), trained, folder, device=study.device)
+    head = None
+    if run.params.get("select_by"):  # the base's experiment: its Featurizer and head, on its dev split
+        head = _run_folder(study, run.needs[-1]) / "exp"
+    artifacts = iter(train_grid(teacher, split_audio(study, up, "train"), trained, folder, device=study.device,
+                                eval_head=head, select_by=run.params.get("select_by") or "mse")
                      if trained else [])
     paths = [next(artifacts) if step1 else init_artifact(teacher, config, folder / f"{baseline_name(config)}.pt")
              for config, step1 in entries]

@@ -86,6 +86,10 @@ _KEEP = {"name": "w", "base": "tiny", "prune": {"objectives": ["knn-bi"], "amoun
     ({"upstreams": [{**_KEEP, "prune": {"objectives": ["bi"], "amounts": [1]}, "heal": {"epoch": 2}}]},
      r"heal: unknown field\(s\) \['epoch'\]"),
     ({"upstreams": [{"name": "w", "mimic": [{"kind": "linear", "span": [2, 1]}]}]}, r"span=\[2, 1\] is invalid"),
+    ({"upstreams": [{"name": "w", "mimic_select_by": "best"}]}, r"mimic_select_by: 'best'; valid: null \(no head\), mse, acc"),
+    ({"upstreams": [{"name": "w", "mimic_select_by": "acc", "baseline": False}]}, r"needs baseline: true"),
+    ({"upstreams": [{"name": "w", "mimic_select_by": "acc"}], "tasks": ["emotion"]},
+     r"the base's experiment on speech_commands, which is not among the study's tasks \['emotion'\]"),
 ])
 def test_bad_study_plans(tmp_path, change, message):
     with pytest.raises(StudyConfigError, match=message):
@@ -123,6 +127,7 @@ def test_healing_and_block_replacement_in_the_plan(tmp_path):
                                          "prune": {"objectives": ["bi", "span"], "amounts": [1]},
                                          "mimic": [{"kind": "linear", "n_layers": 1, "z": 8, "span": [1, 2]}]}]))
     labels = {v["label"]: v["kind"] for v in variants(study.upstreams[0])}
+    assert "select_by" not in {r.run_id: r for r in expand(study)}["mimic/w"].params  # no head unless asked
     assert labels == {"w-base": "base", "w-bi-1": "pruned", "w-bi-1-healed": "healed", "w-span-1": "pruned",
                       "w-span-1-healed": "healed", "w-mimic-linear-N1-z8-span1-2": "mimic"}
     runs = {r.run_id: r for r in expand(study)}
@@ -259,7 +264,9 @@ def test_a_study_heals_and_replaces_a_block(tmp_path):
                     "prune": {"objectives": ["span"], "amounts": [1]},
                     "heal": {"epochs": 1, "batch_size": 16, "lr": 1.0e-3},
                     "mimic": [{"kind": "linear", "n_layers": 1, "z": 8, "epochs": 1, "batch_size": 16,
-                               "span": [1, 2]}]}]))
+                               "span": [1, 2]}], "mimic_select_by": "acc"}]))
+    mimic_run = {r.run_id: r for r in expand(study)}["mimic/w"]
+    assert mimic_run.needs[-1] == "downstream/w-base/speech_commands/seed1337"  # its head: the base's experiment
     states, frame = run_study(study, progress=False)
     assert all(s["status"] == "done" for s in states.values()), {k: s for k, s in states.items()
                                                                   if s["status"] != "done"}
@@ -272,6 +279,9 @@ def test_a_study_heals_and_replaces_a_block(tmp_path):
     assert record["spec"]["drop_layers"] == spec["drop_layers"] and record["epochs"] == 1
     mimic = torch.load(states["mimic/w"]["outputs"]["artifacts"][0], map_location="cpu", weights_only=True)
     assert mimic["config"]["span"] == [1, 2] and mimic["config"]["layer_i"] is None
+    training = mimic["training"]  # step 1 through the base's KS head, the epoch chosen by its accuracy
+    assert training["select_by"] == "acc" and len(training["head_accuracy"]) == 2  # epochs 0 and 1
+    assert "downstream/w-base/speech_commands/seed1337/exp/" in training["eval_head"]["checkpoint"]
     labels = set(frame[frame.task == "speech_commands"].label)
     dropped = spec["drop_layers"]
     assert f"pruned_wav2vec2 drop {dropped} (span)" in labels and f"pruned_wav2vec2 drop {dropped} (span) healed" in labels
