@@ -554,7 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("study", help="run a study file (resumable; local or Slurm), or show its status")
     p.add_argument("action", choices=["run", "status"])
-    p.add_argument("study", help="a study YAML, or the name of one in studies/ (embedded_default, beyond_the_paper, paper, ks_w2v2_8l)")
+    p.add_argument("study", help="a study YAML, or the name of one in studies/ (embedded_default, "
+                                 "beyond_the_paper, paper, ks_w2v2_8l)")
     p.add_argument("--executor", choices=["local", "slurm"], help="override the study's executor.kind")
     p.add_argument("--workdir", help="override the study's workdir")
     p.add_argument("--leaderboard", help="override where the leaderboard goes")

@@ -163,7 +163,8 @@ def claims(frame: pd.DataFrame, workdir: Path, upstream: str, task: str = "speec
     if curves.is_file():
         lines += _curves_claims(curves)
     group = frame[(frame.task == task) & ~frame.is_base]
-    mimics = group[group.label.str.fullmatch(_MIMIC_LABEL.pattern.replace("(mimic|non-mimicker)", "mimic"))]  # whole stack
+    # whole-stack mimickers (not the non-mimicker, not a block replacement "... replacing i-j")
+    mimics = group[group.label.map(lambda label: bool(_MIMIC_LABEL.fullmatch(label)) and label.startswith("mimic "))]
     for _, row in mimics.iterrows():
         lines.append(f"- {row.label}: {row.retention:.1f}% [{row.retention_low:.1f}, {row.retention_high:.1f}] of the "
                      f"base -> keeps 95%: {verdict(row.retention_low, row.retention_high)} (paper: 94-96% for z = 32)")

@@ -1,6 +1,6 @@
 """Expand a study into runs: data -> fine-tune -> similarity -> the base's downstream runs -> pruning curves ->
-prune specs, mimickers -> healing the pruned models -> the variants' downstream runs. The curves come before the prune specs so that a prune amount
-can be "the largest amount the curves show keeping 95%" (``keep95``).
+prune specs, mimickers -> healing the pruned models -> the variants' downstream runs. The curves come before the
+prune specs so that a prune amount can be "the largest amount the curves show keeping 95%" (``keep95``).
 
 Every run has a stable id (also its output folder under ``<workdir>/runs/``), a stage, JSON-able params, the
 ids of the runs it needs, and a ``params_hash``: the sha256 of everything that decides its outputs (its
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .config import StudyConfig, UpstreamPlan, amount_label, eval_head_task, mimic_entry, mimic_label
 
-__all__ = ["Run", "expand", "variants", "variant_tasks", "STAGES"]
+__all__ = ["Run", "expand", "variants", "variant_tasks", "downstream_id", "STAGES"]
 
 STAGES = ("data", "finetune", "similarity", "base", "curves", "derive", "heal", "downstream")
 
@@ -39,6 +39,11 @@ class Run:
 
     def folder(self, workdir: Path) -> Path:
         return Path(workdir) / "runs" / self.run_id
+
+
+def downstream_id(label: str, task: str, seed: int) -> str:
+    """The id of the run evaluating variant ``label`` (the base's: ``<upstream>-base``) on a task with a seed."""
+    return f"downstream/{label}/{task}/seed{seed}"
 
 
 def variants(upstream: UpstreamPlan) -> list[dict]:
@@ -130,7 +135,7 @@ def expand(study: StudyConfig) -> list[Run]:
                             {"upstream": up.name, **up.similarity.params()}, needs=base))
             similarity = (f"similarity/{up.name}",)
         if study.curves and up.baseline:
-            experiment = f"downstream/{up.name}-base/{study.curves.task}/seed{study.seeds[0]}"
+            experiment = downstream_id(f"{up.name}-base", study.curves.task, study.seeds[0])
             runs.append(Run(f"curves/{up.name}", "curves", 4,
                             {"upstream": up.name, "task": study.curves.task, "seed": study.seeds[0],
                              "objectives": list(study.curves.objectives), "repeats": study.curves.repeats,
@@ -138,27 +143,29 @@ def expand(study: StudyConfig) -> list[Run]:
         for objective in up.prune.objectives:
             for amount in up.prune.amounts:
                 curves = (f"curves/{up.name}",) if isinstance(amount, str) else ()  # keep95: read off the curves
-                runs.append(Run(f"prune/{up.name}/{objective}-{amount_label(amount)}", "prune", 5,
+                stem = f"{objective}-{amount_label(amount)}"
+                prune_run = f"prune/{up.name}/{stem}"
+                runs.append(Run(prune_run, "prune", 5,
                                 {"upstream": up.name, "objective": objective, "amount": amount,
                                  "iterative": up.prune.iterative}, needs=base + similarity + curves))
                 if up.heal is not None:  # distil the pruned model's kept layers towards the base, on the KS audio
-                    prune_run = runs[-1].run_id
-                    runs.append(Run(f"heal/{up.name}/{objective}-{amount_label(amount)}", "heal", 6,
+                    runs.append(Run(f"heal/{up.name}/{stem}", "heal", 6,
                                     {"upstream": up.name, "prune_run": prune_run, "config": dict(up.heal)},
                                     needs=base + (prune_run,)))
         if up.mimic:  # the first similarity block, when there is one, places the mimicker's layer i
             params: dict = {"upstream": up.name, "configs": list(up.mimic)}
             head = ()
             if up.mimic_select_by is not None:  # step 1 evaluated through the base's head (its experiment)
-                params.update(select_by=up.mimic_select_by, eval_head_task=eval_head_task(study))
-                head = (f"downstream/{up.name}-base/{eval_head_task(study)}/seed{study.seeds[0]}",)
+                params.update(select_by=up.mimic_select_by,
+                              eval_head_run=downstream_id(f"{up.name}-base", eval_head_task(study), study.seeds[0]))
+                head = (params["eval_head_run"],)
             runs.append(Run(f"mimic/{up.name}", "mimic", 5, params, needs=base + similarity + head))
         for variant in variants(up):
             source = tuple(variant[k] for k in ("prune_run", "mimic_run", "heal_run") if k in variant)
             stage = 3 if variant["kind"] == "base" else 7  # the base's runs first: the curves start from one
             for task in variant_tasks(study, up, variant):
                 for seed in study.seeds:
-                    runs.append(Run(f"downstream/{variant['label']}/{task}/seed{seed}", "downstream", stage,
+                    runs.append(Run(downstream_id(variant["label"], task, seed), "downstream", stage,
                                     {"upstream": up.name, "variant": variant, "task": task, "seed": seed},
                                     needs=base + source))
     runs.sort(key=lambda run: run.stage)  # stable: the order within a stage is the order above

@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from .config import StudyConfig, UpstreamPlan
-from .plan import Run
+from .plan import Run, downstream_id
 
 __all__ = ["execute", "base_checkpoint", "data_overrides", "split_audio", "twin_run"]
 
@@ -221,7 +221,7 @@ def _mimic(run: Run, study: StudyConfig, folder: Path) -> dict:
     trained = [config for config, step1 in entries if step1]
     head = None
     if run.params.get("select_by"):  # the base's experiment: its Featurizer and head, on its dev split
-        head = _run_folder(study, run.needs[-1]) / "exp"
+        head = _run_folder(study, run.params["eval_head_run"]) / "exp"
     artifacts = iter(train_grid(teacher, split_audio(study, up, "train"), trained, folder, device=study.device,
                                 eval_head=head, select_by=run.params.get("select_by") or "mse")
                      if trained else [])
@@ -235,24 +235,28 @@ def _heal(run: Run, study: StudyConfig, folder: Path) -> dict:
     from ..heal import HealConfig, heal
 
     up = _upstream(study, run.params["upstream"])
-    spec = _run_folder(study, run.params["prune_run"]) / "spec.yaml"
-    result = heal(folder / "healed.pt", family=up.family, spec=spec, audio=split_audio(study, up, "train"),
-                  config=HealConfig(**run.params["config"]), cache_dir=folder / "teacher_cache", device=study.device,
-                  progress=False)
+    result = heal(folder / "healed.pt", family=up.family, spec=_spec_path(study, run.params["prune_run"]),
+                  audio=split_audio(study, up, "train"), config=HealConfig(**run.params["config"]),
+                  cache_dir=folder / "teacher_cache", device=study.device, progress=False)
     record = result.record
     return {"artifact": str(result.path), "loss_before": record["loss_before"], "loss_after": record["loss_after"],
             "best_epoch": record["best_epoch"], "measured_on": record["measured_on"]}
 
 
-def _pruned_model(study: StudyConfig, variant: dict) -> Optional[tuple]:
-    """What a pruned variant's spec makes: (base, dropped layers), None before its prune run wrote the spec."""
-    import yaml
+def _spec_path(study: StudyConfig, prune_run: str) -> Path:
+    """The prune spec a prune run writes."""
+    return _run_folder(study, prune_run) / "spec.yaml"
 
-    path = _run_folder(study, variant["prune_run"]) / "spec.yaml"
+
+def _pruned_model(study: StudyConfig, variant: dict) -> Optional[tuple]:
+    """What a pruned variant's spec makes: (base, dropped layers, compact), None before its prune run wrote it."""
+    from ..prune_spec import PruneSpec
+
+    path = _spec_path(study, variant["prune_run"])
     if not path.is_file():
         return None
-    spec = yaml.safe_load(path.read_text())
-    return spec.get("base"), tuple(spec.get("drop_layers") or ())
+    spec = PruneSpec.from_yaml(path)
+    return spec.base, tuple(spec.drop_layers or ()), spec.compact
 
 
 def twin_run(run: Run, study: StudyConfig) -> Optional[str]:
@@ -272,7 +276,7 @@ def twin_run(run: Run, study: StudyConfig) -> Optional[str]:
         if other["label"] == variant["label"]:
             return None
         if other["kind"] == "pruned" and _pruned_model(study, other) == model:
-            return f"downstream/{other['label']}/{run.params['task']}/seed{run.params['seed']}"
+            return downstream_id(other["label"], run.params["task"], run.params["seed"])
     return None
 
 
@@ -296,8 +300,8 @@ def _downstream(run: Run, study: StudyConfig, folder: Path) -> dict:
     if variant["kind"] == "base":
         chosen = Variant(variant["label"], family.local_hub_name, ckpt=str(base_checkpoint(study, up)))
     elif variant["kind"] == "pruned":
-        spec = _run_folder(study, variant["prune_run"]) / "spec.yaml"
-        chosen = Variant(variant["label"], f"pruned_{family.name}", model_config=str(spec))
+        chosen = Variant(variant["label"], f"pruned_{family.name}",
+                         model_config=str(_spec_path(study, variant["prune_run"])))
     elif variant["kind"] == "healed":  # a pruned artifact with healed layers: -u pruned_<family>_local -k
         chosen = Variant(variant["label"], f"pruned_{family.name}_local",
                          ckpt=str(_run_folder(study, variant["heal_run"]) / "healed.pt"))
@@ -325,7 +329,7 @@ def _curves(run: Run, study: StudyConfig, folder: Path) -> dict:
     from ..pruning_curves import CurveSettings, pruning_curves
 
     up = _upstream(study, run.params["upstream"])
-    expdir = _run_folder(study, f"downstream/{up.name}-base/{run.params['task']}/seed{run.params['seed']}") / "exp"
+    expdir = _run_folder(study, downstream_id(f"{up.name}-base", run.params["task"], run.params["seed"])) / "exp"
     settings = CurveSettings(objectives=tuple(run.params["objectives"]), repeats=int(run.params["repeats"]),
                              subset=float(run.params["subset"]), device=study.device)
     result = pruning_curves(expdir, similarity=_run_folder(study, f"similarity/{up.name}") / "similarity.json",

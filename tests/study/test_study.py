@@ -86,7 +86,8 @@ _KEEP = {"name": "w", "base": "tiny", "prune": {"objectives": ["knn-bi"], "amoun
     ({"upstreams": [{**_KEEP, "prune": {"objectives": ["bi"], "amounts": [1]}, "heal": {"epoch": 2}}]},
      r"heal: unknown field\(s\) \['epoch'\]"),
     ({"upstreams": [{"name": "w", "mimic": [{"kind": "linear", "span": [2, 1]}]}]}, r"span=\[2, 1\] is invalid"),
-    ({"upstreams": [{"name": "w", "mimic_select_by": "best"}]}, r"mimic_select_by: 'best'; valid: null \(no head\), mse, acc"),
+    ({"upstreams": [{"name": "w", "mimic_select_by": "best"}]},
+     r"mimic_select_by: 'best'; valid: null \(no head\), mse, acc"),
     ({"upstreams": [{"name": "w", "mimic_select_by": "acc", "baseline": False}]}, r"needs baseline: true"),
     ({"upstreams": [{"name": "w", "mimic_select_by": "acc"}], "tasks": ["emotion"]},
      r"the base's experiment on speech_commands, which is not among the study's tasks \['emotion'\]"),
@@ -270,7 +271,8 @@ def test_a_study_heals_and_replaces_a_block(tmp_path):
                     "mimic": [{"kind": "linear", "n_layers": 1, "z": 8, "epochs": 1, "batch_size": 16,
                                "span": [1, 2]}], "mimic_select_by": "acc"}]))
     mimic_run = {r.run_id: r for r in expand(study)}["mimic/w"]
-    assert mimic_run.needs[-1] == "downstream/w-base/speech_commands/seed1337"  # its head: the base's experiment
+    assert mimic_run.params["eval_head_run"] == "downstream/w-base/speech_commands/seed1337"  # the base's experiment
+    assert mimic_run.params["eval_head_run"] in mimic_run.needs
     states, frame = run_study(study, progress=False)
     assert all(s["status"] == "done" for s in states.values()), {k: s for k, s in states.items()
                                                                   if s["status"] != "done"}
@@ -288,7 +290,8 @@ def test_a_study_heals_and_replaces_a_block(tmp_path):
     assert "downstream/w-base/speech_commands/seed1337/exp/" in training["eval_head"]["checkpoint"]
     labels = set(frame[frame.task == "speech_commands"].label)
     dropped = spec["drop_layers"]
-    assert f"pruned_wav2vec2 drop {dropped} (span)" in labels and f"pruned_wav2vec2 drop {dropped} (span) healed" in labels
+    assert f"pruned_wav2vec2 drop {dropped} (span)" in labels
+    assert f"pruned_wav2vec2 drop {dropped} (span) healed" in labels
     assert "mimic linear N=1 z=8 replacing 1-2" in labels
     log = (work / "runs/downstream/w-span-1-healed/speech_commands/seed1337/exp.log").read_text()
     assert "pruned_wav2vec2_local" in log and healed["artifact"] in log
