@@ -4,12 +4,12 @@ The installed ``superb_redundancy_autoload.pth`` (written by setup.py) runs :fun
 start. It must stay cheap there, so this module imports nothing (``os`` and ``sys`` are loaded by then) and
 only puts a finder on ``sys.meta_path``; the package, torch and s3prl are imported when s3prl is:
 
-- ``import s3prl``: the compat fixes are applied first (``superb_redundancy.compat.apply``);
-- ``import s3prl.hub``: once it has executed, ``superb_redundancy.registry.install()`` sets every registered
+- ``import s3prl``: the compat fixes are applied first (``superb_redundancy.hub.compat.apply``);
+- ``import s3prl.hub``: once it has executed, ``superb_redundancy.hub.install.install()`` sets every registered
   variant on it, so ``S3PRLUpstream("pruned_wav2vec2")`` and ESPnet's s3prl frontend see them without code.
 
 ``SUPERB_REDUNDANCY_AUTOLOAD=0`` (or false/no/off) turns it off; ``import superb_redundancy`` then still installs
-the compat hook and ``registry.install()`` still registers, as before.
+the compat hook and ``superb_redundancy.hub.install.install()`` still registers, as before.
 """
 
 import os
@@ -40,7 +40,7 @@ class _RegisterAfter:
 
     def exec_module(self, module) -> None:
         self._loader.exec_module(module)
-        # importlib sets the parent's attribute only after this returns; registry.install() reads s3prl.hub
+        # importlib sets the parent's attribute only after this returns; install() reads s3prl.hub
         parent = sys.modules.get("s3prl")
         if parent is not None:
             parent.hub = module
@@ -49,9 +49,9 @@ class _RegisterAfter:
 
 def _register() -> None:
     try:
-        from superb_redundancy import registry
+        from superb_redundancy.hub import install
 
-        registry.install()
+        install.install()
     except Exception as error:  # a bug of ours must not break s3prl for every other user of this interpreter
         print(f"[superb_redundancy] autoload could not register upstream variants on s3prl.hub: {error!r} "
               f"(set {ENV}=0 to turn autoload off)", file=sys.stderr)
@@ -65,7 +65,7 @@ class _Finder:
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname == "s3prl":
-            from superb_redundancy import compat  # installs the compat hook too
+            from superb_redundancy.hub import compat
 
             compat.apply()
             return None
@@ -104,7 +104,7 @@ def install() -> bool:
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
     if "s3prl.hub" in sys.modules:
-        from superb_redundancy import compat
+        from superb_redundancy.hub import compat
 
         compat.apply()
         _register()

@@ -9,7 +9,7 @@ and evaluates a trained head with another upstream into its own folder:
 
 import sys
 
-from superb_redundancy.downstream_runner import main
+from superb_redundancy.hub.runner import main
 
 if __name__ == "__main__":
     sys.exit(main())

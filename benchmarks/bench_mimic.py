@@ -1,8 +1,8 @@
 """Mimicking networks at real size: parameters and CPU time vs the original, and what the teacher cache saves.
 
-1. On the wav2vec2 Base architecture (random weights, ``superb_redundancy.architectures``; s3prl's stock
+1. On the wav2vec2 Base architecture (random weights, ``superb_redundancy.models.architectures``; s3prl's stock
    ``wav2vec2_local`` expert is the original), the mimic upstream (the teacher's CNN + feature projection + the
-   mimicking layers; :func:`superb_redundancy.mimic_train.init_artifact`, loaded with ``mimic_local``) for
+   mimicking layers; :func:`superb_redundancy.mimic.baselines.init_artifact`, loaded with ``mimic_local``) for
    linear N=1 z=32 and transformer N=2 z=768: parameter counts and time per clip as ratios of the original.
    Three parameter denominators are printed: everything s3prl's expert holds (SUPERB's count, pretraining
    heads included), the inference model (without them), and the paper's whole KS model (inference model +
@@ -56,8 +56,8 @@ def bench_models(teacher: Path, workdir: Path, seconds: list[float], repeats: in
     import s3prl.hub
 
     from superb_redundancy.mimic import MimicConfig, load_mimic_artifact
-    from superb_redundancy.mimic_train import init_artifact
-    from superb_redundancy.profile import count_parameters
+    from superb_redundancy.mimic.baselines import init_artifact
+    from superb_redundancy.compute import count_parameters
 
     models = {"original": s3prl.hub.wav2vec2_local(ckpt=str(teacher)).eval()}
     for label, values in TIMED.items():
@@ -108,9 +108,10 @@ def step1_without_cache(teacher: Path, files: list[Path], configs, device: torch
     """The same training as train_mimicker (batches, loss, Adam), the teacher re-run for every batch."""
     from torch.nn.utils.rnn import pad_sequence
 
-    from superb_redundancy.bundles import family_of_checkpoint
+    from superb_redundancy.models.families import family_of_checkpoint
     from superb_redundancy.mimic import Mimicker
-    from superb_redundancy.mimic_train import Teacher, _read_audio, _split, _step1_terms
+    from superb_redundancy.mimic.teacher_cache import Teacher, _read_audio
+    from superb_redundancy.mimic.train import _step1_terms, split_clips as _split
 
     started = time.perf_counter()
     checkpoint = torch.load(teacher, map_location="cpu", weights_only=True, mmap=True)
@@ -143,7 +144,7 @@ def step1_without_cache(teacher: Path, files: list[Path], configs, device: torch
 
 def bench_step1(teacher: Path, workdir: Path, clips: int, epochs: int) -> dict:
     from superb_redundancy.mimic import MimicConfig
-    from superb_redundancy.mimic_train import train_grid
+    from superb_redundancy.mimic.train import train_grid
 
     files = _write_clips(workdir / "clips", clips)
     configs = [MimicConfig(**values, epochs=epochs, batch_size=4, val_fraction=0.0) for values in STEP1]
@@ -175,10 +176,10 @@ def main(argv=None) -> int:
 
     from tabulate import tabulate
 
-    from superb_redundancy import registry
-    from superb_redundancy.architectures import write_architecture_checkpoint
+    from superb_redundancy.hub.install import install
+    from superb_redundancy.models.architectures import write_architecture_checkpoint
 
-    registry.install()
+    install()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_mimic_") as tmp:

@@ -1,9 +1,9 @@
 """Does pruning save time in proportion to MACs? Time ratio vs MACs ratio of layer-pruned wav2vec2 models.
 
-For the wav2vec2 Base and Large architectures (random weights, see superb_redundancy.architectures), on CPU at
+For the wav2vec2 Base and Large architectures (random weights, see superb_redundancy.models.architectures), on CPU at
 batch size 1, for each clip length: the unpruned model and its pruned variants (Base: 3 and 5 of 12 layers
 dropped; Large: 9 of 24) are loaded through the project's own loaders (``wav2vec2_local``, ``build_pruned``),
-their MACs counted (FlopCounterMode, superb_redundancy.profile.count_macs), and their forward passes timed in
+their MACs counted (FlopCounterMode, superb_redundancy.compute.count_macs), and their forward passes timed in
 one run: interleaved rounds (each round runs every model once, the order rotating from round to round) so that
 drift (thermal, other processes) hits all models alike; the time ratio is the median over rounds of the
 per-round ratio variant / unpruned. Target: time ratio within 0.03 of the MACs ratio.
@@ -52,10 +52,10 @@ def _forward(model, wav) -> tuple[float, float]:
 def bench_architecture(arch: str, seconds: list[float], repeats: int, warmup: int, workdir: Path) -> list[dict]:
     import s3prl.hub
 
-    from superb_redundancy.architectures import write_architecture_checkpoint
-    from superb_redundancy.profile import count_macs
-    from superb_redundancy.prune_spec import PruneSpec
-    from superb_redundancy.pruned_upstream import build_pruned
+    from superb_redundancy.models.architectures import write_architecture_checkpoint
+    from superb_redundancy.compute import count_macs
+    from superb_redundancy.pruning.spec import PruneSpec
+    from superb_redundancy.pruning.upstream import build_pruned
 
     path = write_architecture_checkpoint(arch, workdir / f"{arch}.pt")
     models = {"unpruned": s3prl.hub.wav2vec2_local(ckpt=str(path)).eval()}
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     if args.repeats < 1 or args.threads < 1 or any(s <= 0 for s in args.seconds):
         parser.error("--repeats and --threads must be >= 1 and --seconds > 0")
 
-    from superb_redundancy import compat
+    from superb_redundancy.hub import compat
 
     compat.apply()  # s3prl imports on this stack; only stock loaders and build_pruned are used
     torch.set_num_threads(args.threads)

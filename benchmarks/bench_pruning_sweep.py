@@ -1,7 +1,7 @@
 """Pruning-curve sweep: shared computation (SharedPrunedForward) over running every variant end to end.
 
 Real-size wav2vec2 Base architecture (12 layers, d 768, FFN 3072, 12 heads, 512-channel CNN; random weights, from
-superb_redundancy.architectures), loaded through s3prl's stock ``wav2vec2_local``; a Featurizer over its 13 hidden
+superb_redundancy.models.architectures), loaded through s3prl's stock ``wav2vec2_local``; a Featurizer over its 13 hidden
 states with random layer weights and a random linear head over the mean-pooled weighted sum (12 classes); random
 1-s clips. The sweep is the paper's: 4 objectives (forward, backward, BI, kNN-BI; orders from the similarity of
 these clips, computed before timing) x every amount p = 0..11 = 48 variants.
@@ -45,21 +45,21 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from superb_redundancy import registry
+    from superb_redundancy.hub.install import install
 
-    registry.install()
+    install()
     import s3prl.hub
     from s3prl.upstream.interfaces import Featurizer
 
-    from superb_redundancy.analysis import SimilarityReport, SimilaritySettings
-    from superb_redundancy.blocks import detect_blocks
-    from superb_redundancy.bundles import get_family
-    from superb_redundancy.pruning_curves import (PAPER_OBJECTIVES, SharedPrunedForward, as_upstream_output,
+    from superb_redundancy.analysis.report import SimilarityReport, SimilaritySettings
+    from superb_redundancy.analysis.blocks import detect_blocks
+    from superb_redundancy.models.families import get_family
+    from superb_redundancy.pruning.curves import (PAPER_OBJECTIVES, SharedPrunedForward, as_upstream_output,
                                                   layers_dropped, pruning_orders, variant_masks)
-    from superb_redundancy.similarity import SimilarityAccumulator, pool
+    from superb_redundancy.analysis.similarity import SimilarityAccumulator, pool
 
     try:
-        from superb_redundancy.architectures import write_architecture_checkpoint
+        from superb_redundancy.models.architectures import write_architecture_checkpoint
     except ImportError:  # pragma: no cover - the architectures module is another engineer's; fall back
         write_architecture_checkpoint = None
 
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         if write_architecture_checkpoint is not None:
             write_architecture_checkpoint("wav2vec2_base", path, seed=args.seed)
         else:
-            from superb_redundancy.tiny_models import ModelConfig, build_checkpoint
+            from superb_redundancy.models.tiny import ModelConfig, build_checkpoint
 
             config = ModelConfig(num_layers=12, dim=768, ffn_dim=3072, heads=12, conv_dim=512, conv_pos=128,
                                  conv_pos_groups=16)

@@ -43,13 +43,13 @@ import sys
 from pathlib import Path
 
 import superb_redundancy  # noqa: F401  (the compat hook)
-from superb_redundancy.architectures import write_architecture_checkpoint
+from superb_redundancy.models.architectures import write_architecture_checkpoint
 from superb_redundancy.mimic import MimicConfig, load_mimic_artifact
-from superb_redundancy.mimic_train import init_artifact
-from superb_redundancy.profile import count_macs, interleaved_latency
-from superb_redundancy.prune_spec import PruneSpec
-from superb_redundancy.pruned_upstream import build_pruned
-from superb_redundancy.registry import build_upstream
+from superb_redundancy.mimic.baselines import init_artifact
+from superb_redundancy.compute import count_macs, interleaved_latency
+from superb_redundancy.pruning.spec import PruneSpec
+from superb_redundancy.pruning.upstream import build_pruned
+from superb_redundancy.hub.install import build_upstream
 
 work = Path(sys.argv[1])
 base = write_architecture_checkpoint("wav2vec2_base", work / "base.pt")

@@ -14,9 +14,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a
 os.environ.setdefault("SUPERB_REDUNDANCY_OFFLINE", "1")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_thread")``), and
+    ``OMP_NUM_THREADS=1`` for the processes they start. Tiny tensors on a loaded 2-core machine run faster on one
+    thread than on two fighting (OpenMP barrier stalls: 1 s -> 20 ms a forward), and a child process then computes
+    with the same thread count as the test (bit-for-bit comparisons)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
-    from superb_redundancy.tiny_models import write_all
+    from superb_redundancy.models.tiny import write_all
 
     directory = tmp_path_factory.mktemp("tiny_models")
     write_all(directory)
@@ -25,7 +41,7 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_ckpts(tiny_dir):
-    from superb_redundancy.tiny_models import FAMILIES
+    from superb_redundancy.models.tiny import FAMILIES
 
     return {family: tiny_dir / f"tiny_{family}.pt" for family in FAMILIES}
 
@@ -33,7 +49,7 @@ def tiny_ckpts(tiny_dir):
 @pytest.fixture(scope="session")
 def tiny_preln_wav2vec2(tmp_path_factory):
     """A pre-LN (Large-style) tiny wav2vec2: the encoder's final LayerNorm comes after the layers."""
-    from superb_redundancy.tiny_models import TinyConfig, write_tiny_checkpoint
+    from superb_redundancy.models.tiny import TinyConfig, write_tiny_checkpoint
 
     return write_tiny_checkpoint("wav2vec2", tmp_path_factory.mktemp("preln") / "tiny_preln.pt",
                                  TinyConfig(layer_norm_first=True, num_layers=4), seed=1)
@@ -41,9 +57,9 @@ def tiny_preln_wav2vec2(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def hub():
-    from superb_redundancy import registry
+    from superb_redundancy.hub.install import install
 
-    registry.install()
+    install()
     import s3prl.hub
 
     return s3prl.hub
@@ -52,7 +68,7 @@ def hub():
 @pytest.fixture(scope="session")
 def corpus_root(tmp_path_factory):
     """The synthetic corpus for all four tasks at the default scale (generated once per test session)."""
-    from superb_redundancy.corpus import generate
+    from superb_redundancy.data.corpus import generate
 
     root = tmp_path_factory.mktemp("corpus")
     generate(root, progress=False)

@@ -38,8 +38,8 @@ def _wavs(*lengths: int) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("family, dropped", [("wav2vec2", [1]), ("hubert", [2]), ("wavlm", [0])])
 def test_pruned_upstream_on_cuda_equals_cpu(family, dropped, tiny_ckpts):
-    from superb_redundancy.prune_spec import PruneSpec
-    from superb_redundancy.pruned_upstream import build_pruned
+    from superb_redundancy.pruning.spec import PruneSpec
+    from superb_redundancy.pruning.upstream import build_pruned
 
     model = build_pruned(family, PruneSpec(base=str(tiny_ckpts[family]), drop_layers=dropped))
     _both_devices(model, _wavs(16000, 12000), atol=1e-4, rtol=1e-4)
@@ -48,7 +48,7 @@ def test_pruned_upstream_on_cuda_equals_cpu(family, dropped, tiny_ckpts):
 @pytest.mark.parametrize("kind, n_layers", [("linear", 1), ("transformer", 2)])
 def test_mimic_upstream_on_cuda_equals_cpu(kind, n_layers, tiny_ckpts, tmp_path):
     from superb_redundancy.mimic import MimicConfig, load_mimic_artifact
-    from superb_redundancy.mimic_train import init_artifact
+    from superb_redundancy.mimic.baselines import init_artifact
 
     path = init_artifact(str(tiny_ckpts["wav2vec2"]), MimicConfig.tiny(kind=kind, n_layers=n_layers),
                          tmp_path / "m.pt")
@@ -56,9 +56,9 @@ def test_mimic_upstream_on_cuda_equals_cpu(kind, n_layers, tiny_ckpts, tmp_path)
 
 
 def test_pruned_base_architecture_on_cuda_equals_cpu(tmp_path):
-    from superb_redundancy.architectures import write_architecture_checkpoint
-    from superb_redundancy.prune_spec import PruneSpec
-    from superb_redundancy.pruned_upstream import build_pruned
+    from superb_redundancy.models.architectures import write_architecture_checkpoint
+    from superb_redundancy.pruning.spec import PruneSpec
+    from superb_redundancy.pruning.upstream import build_pruned
 
     base = write_architecture_checkpoint("wav2vec2_base", tmp_path / "base.pt")
     model = build_pruned("wav2vec2", PruneSpec(base=str(base), drop_layers=[3, 4, 5]))

@@ -1,6 +1,6 @@
 """Where a stage's runs execute: in this process, in a local process pool, or as Slurm jobs via submitit.
 
-Every executor calls :func:`superb_redundancy.study.runner.execute_and_record` for each run (the worker
+Every executor calls :func:`superb_redundancy.study.state.execute_and_record` for each run (the worker
 records the run's state itself, so a job that dies leaves ``running`` behind and is rerun next time) and
 yields ``(run, state)`` as runs finish. submitit's own ``local`` cluster runs the same path in subprocesses
 (the tests use it); on a cluster, ``executor.slurm`` holds submitit's ``slurm_*`` / ``gpus_per_node`` /
@@ -15,15 +15,14 @@ import os
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from .config import StudyConfig
-from .plan import Run
+from superb_redundancy.study.config import StudyConfig
+from superb_redundancy.study.plan import Run
+from superb_redundancy.study.state import execute_and_record
 
 __all__ = ["LocalExecutor", "SubmititExecutor", "make_executor"]
 
 
 def _execute(run: Run, study: StudyConfig):
-    from .runner import execute_and_record
-
     return execute_and_record(run, study)
 
 
@@ -31,7 +30,7 @@ def _worker_init(parent: int, threads: int) -> None:
     """A pool worker: dies with the runner, and shares the cores with the other workers. Without the thread
     cap, N workers each running torch's default of one thread per core oversubscribe the machine, and torch's
     spinning thread pools then run many times slower than one worker alone."""
-    from .guard import die_with_parent
+    from superb_redundancy.study.guard import die_with_parent
 
     die_with_parent(parent)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # read by the s3prl child process at its start

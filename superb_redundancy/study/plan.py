@@ -17,7 +17,8 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .config import StudyConfig, UpstreamPlan, amount_label, eval_head_task, mimic_entry, mimic_label
+from superb_redundancy.study.config import StudyConfig, eval_head_task
+from superb_redundancy.study.upstream_plan import UpstreamPlan, amount_label, mimic_entry, mimic_label
 
 __all__ = ["Run", "expand", "variants", "variant_tasks", "downstream_id", "STAGES"]
 
@@ -75,7 +76,7 @@ def variant_tasks(study: StudyConfig, upstream: UpstreamPlan, variant: dict) -> 
 
 
 def corpus_tasks(study: StudyConfig) -> list[str]:
-    from ..tasks import get_task
+    from superb_redundancy.data.tasks import get_task
 
     # keyword spotting always: it is the default audio for similarity, mimicking and fine-tuning
     return sorted({get_task(t).corpus_task for t in study.tasks} | {"speech_commands"})

@@ -1,11 +1,11 @@
 """Run a study: stage by stage, each stage's runs through an executor, state recorded per run, resumable.
 
-State lives in ``<workdir>/state/<run id>.json`` (written atomically): ``running`` when a run starts, ``done``
-with its outputs when it returns, ``failed`` with its error when it raises, each with the run's params_hash.
-A new call skips ``done`` runs and reruns the others (an interrupted run is still ``running``: its folder is
-wiped and it starts afresh), so killing a study at any point loses no finished run and duplicates none. A
-failed run does not stop the others; the runs that depend on it are skipped and say why. The leaderboard is
-rebuilt from the records at the end of every call.
+State lives in ``<workdir>/state/<run id>.json`` (:mod:`superb_redundancy.study.state`, written atomically):
+``running`` when a run starts, ``done`` with its outputs when it returns, ``failed`` with its error when it
+raises, each with the run's params_hash. A new call skips ``done`` runs and reruns the others (an interrupted
+run is still ``running``: its folder is wiped and it starts afresh), so killing a study at any point loses no
+finished run and duplicates none. A failed run does not stop the others; the runs that depend on it are skipped
+and say why. The leaderboard is rebuilt from the records at the end of every call.
 
 Guards (issue 11): one runner per workdir (``<workdir>/.lock``; a second one is refused, naming the holder, or
 waits); one process per run folder (``<run folder>/.lock``, taken where the run executes: a Slurm job still
@@ -17,22 +17,17 @@ is refused, naming what changed, unless ``rerun_changed``, which reruns it and e
 from __future__ import annotations
 
 import json
-import os
-import time
-import traceback
-from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
-from ..atomic import write_json
-from . import guard
-from .config import StudyConfig
-from .executors import make_executor
-from .plan import STAGES, Run, expand
+from superb_redundancy.core.files import write_json
+from superb_redundancy.study import guard
+from superb_redundancy.study.config import StudyConfig
+from superb_redundancy.study.executors import make_executor
+from superb_redundancy.study.plan import STAGES, Run, expand
+from superb_redundancy.study.state import RunState, execute_and_record, read_state, recorded_hash
 
 __all__ = ["run_study", "study_status", "execute_and_record", "changed_runs", "StudyChanged", "RunState"]
-
-RunState = dict
 
 
 class StudyChanged(ValueError):
@@ -41,55 +36,6 @@ class StudyChanged(ValueError):
     def __init__(self, lines: list[str]):
         self.lines = lines
         super().__init__(f"{len(lines)} done run(s) were made with other parameters (listed above)")
-
-
-def _state_path(workdir: Path, run: Run) -> Path:
-    return workdir / "state" / f"{run.run_id}.json"
-
-
-def read_state(workdir: Path, run: Run) -> RunState:
-    path = _state_path(workdir, run)
-    if not path.is_file():
-        return {"status": "pending"}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return {"status": "pending", "note": "unreadable state file"}
-
-
-def _recorded_hash(state: RunState) -> Optional[str]:
-    return (state.get("run") or {}).get("params_hash")
-
-
-def execute_and_record(run: Run, study: StudyConfig) -> RunState:
-    """Lock the run's folder, mark running, execute, mark done (with outputs) or failed (with the error). Runs
-    in the worker. A folder another live process holds is left alone (state and files): the run fails here."""
-    from .steps import execute
-
-    workdir = Path(study.workdir).resolve()
-    path = _state_path(workdir, run)
-    try:
-        with guard.hold(run.folder(workdir) / ".lock", f"run {run.run_id}") as lock:
-            previous = read_state(workdir, run).get("outputs") or {}
-            if previous.get("record"):  # the old result must not outlive its rerun in the leaderboard
-                Path(previous["record"]).unlink(missing_ok=True)
-            started = time.time()
-            write_json(path, {"status": "running", "run": asdict(run), "started": started, "pid": os.getpid()})
-            os.environ[guard.RUN_LOCK_FD] = str(lock.fileno())  # handed on to s3prl's child (experiment.py)
-            try:
-                outputs = execute(run, study)
-            except Exception as error:
-                state = {"status": "failed", "run": asdict(run), "started": started, "finished": time.time(),
-                         "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(limit=8)}
-            else:
-                state = {"status": "done", "run": asdict(run), "started": started, "finished": time.time(),
-                         "outputs": outputs}
-            finally:
-                os.environ.pop(guard.RUN_LOCK_FD, None)
-            write_json(path, state)
-            return state
-    except guard.Held as held:
-        return {"status": "failed", "run": asdict(run), "error": f"not started: {held}"}
 
 
 def _blocked_by(run: Run, failed: set[str]) -> Optional[str]:
@@ -123,7 +69,7 @@ def changed_runs(runs: list[Run], states: dict[str, RunState]) -> dict[str, str]
     found = {}
     for run in runs:
         state = states[run.run_id]
-        if state["status"] == "done" and _recorded_hash(state) != run.params_hash:
+        if state["status"] == "done" and recorded_hash(state) != run.params_hash:
             old = (state.get("run") or {}).get("resolved")
             found[run.run_id] = _what_changed(old, run.resolved) if old else \
                 "made by a version without parameter hashes"
@@ -144,8 +90,8 @@ def _write_record(study: StudyConfig, workdir: Path, runs: list[Run]) -> None:
     on_disk = {}
     for run in runs:
         state = read_state(workdir, run)
-        on_disk[run.run_id] = {"status": state["status"], "params_hash": _recorded_hash(state),
-                               "current": _recorded_hash(state) == run.params_hash}
+        on_disk[run.run_id] = {"status": state["status"], "params_hash": recorded_hash(state),
+                               "current": recorded_hash(state) == run.params_hash}
     write_json(workdir / "study.json", {"study": study.to_dict(), "runs": on_disk})
 
 
@@ -203,7 +149,7 @@ def run_study(study: StudyConfig, executor_override: Optional[str] = None, progr
 def _waves(ready: list[Run], study: StudyConfig) -> list[list[Run]]:
     """A stage's runs, the twins (steps.twin_run: the same model evaluated again) after the runs they repeat, so
     that they find those results done instead of computing them a second time in parallel."""
-    from .steps import twin_run
+    from superb_redundancy.study.steps import twin_run
 
     ids = {run.run_id for run in ready}
     later = [run for run in ready if twin_run(run, study) in ids]
@@ -212,8 +158,8 @@ def _waves(ready: list[Run], study: StudyConfig) -> list[list[Run]]:
 
 
 def _write_leaderboard(study: StudyConfig, workdir: Path):
-    from ..harvest import load_records
-    from ..leaderboard import build, write_leaderboard
+    from superb_redundancy.results.records import load_records
+    from superb_redundancy.results.leaderboard import build, write_leaderboard
 
     records = load_records(workdir / "records")
     if not records:

@@ -16,8 +16,9 @@ from typing import Optional
 
 import torch
 
-from .config import StudyConfig, UpstreamPlan
-from .plan import Run, downstream_id
+from superb_redundancy.study.config import StudyConfig
+from superb_redundancy.study.plan import Run, downstream_id
+from superb_redundancy.study.upstream_plan import UpstreamPlan
 
 __all__ = ["execute", "base_checkpoint", "data_overrides", "split_audio", "twin_run"]
 
@@ -40,12 +41,12 @@ def base_checkpoint(study: StudyConfig, up: UpstreamPlan) -> Path:
         return _run_folder(study, f"finetune/{up.name}") / "base.pt"
     if up.base == "tiny":
         return _workdir(study) / "models" / f"tiny_{up.family}.pt"
-    from ..shipped_models import is_shipped, shipped_checkpoint
+    from superb_redundancy.models.shipped import is_shipped, shipped_checkpoint
 
     if is_shipped(up.base):
         return shipped_checkpoint(up.base)
-    from ..bundles import get_family
-    from ..pruned_upstream import resolve_base
+    from superb_redundancy.models.families import get_family
+    from superb_redundancy.pruning.upstream import resolve_base
 
     return resolve_base(up.base, get_family(up.family))
 
@@ -56,7 +57,7 @@ def _synthetic_root(study: StudyConfig) -> Path:
 
 def data_overrides(study: StudyConfig, task: str) -> dict[str, str]:
     """s3prl ``-o`` entries pointing the task's config at the study's corpus."""
-    from .. import tasks
+    from superb_redundancy.data import tasks
 
     if task in study.data:
         return {f"config.downstream_expert.datarc.{k}": str(v) for k, v in study.data[task].items()}
@@ -67,8 +68,8 @@ def split_audio(study: StudyConfig, up: UpstreamPlan, split: str, limit: Optiona
     """Keyword-spotting audio of one split (dev: similarity and pruning orders, as the paper's code takes
     validation batches; train: mimicking): the plan's ``similarity.data`` folder if it names one, else the
     study's KS corpus (real or synthetic) split as s3prl splits it. ``limit``: a seeded subset."""
-    from ..features import list_audio
-    from ..mimic_train import corpus_audio
+    from superb_redundancy.core.audio import list_audio
+    from superb_redundancy.data.splits import corpus_audio
 
     if up.similarity.data:
         return list_audio(up.similarity.data, limit=limit, seed=0)
@@ -87,12 +88,12 @@ def split_audio(study: StudyConfig, up: UpstreamPlan, split: str, limit: Optiona
 
 # ---------------------------------------------------------------------------------------------- the steps
 def _data(run: Run, study: StudyConfig, folder: Path) -> dict:
-    from ..tiny_models import write_all
+    from superb_redundancy.models.tiny import write_all
 
     outputs = {"models": {k: str(v) for k, v in write_all(_workdir(study) / "models").items()}}
     if "synthetic" in study.data:
-        from ..corpus import generate
-        from .plan import corpus_tasks
+        from superb_redundancy.data.corpus import generate
+        from superb_redundancy.study.plan import corpus_tasks
 
         generate(_synthetic_root(study), tasks=corpus_tasks(study), **dict(study.data["synthetic"] or {}))
         outputs["corpus"] = str(_synthetic_root(study))
@@ -101,10 +102,10 @@ def _data(run: Run, study: StudyConfig, folder: Path) -> dict:
 
 def _finetune(run: Run, study: StudyConfig, folder: Path) -> dict:
     """Fine-tune the whole upstream (s3prl's -f) on a task, then export it as a stock checkpoint."""
-    from .. import tasks
-    from ..bundles import get_family
-    from ..experiment import run_downstream
-    from ..files import load_checkpoint
+    from superb_redundancy.data import tasks
+    from superb_redundancy.models.families import get_family
+    from superb_redundancy.results.experiment import run_downstream
+    from superb_redundancy.core.files import load_checkpoint
 
     up = _upstream(study, run.params["upstream"])
     family = get_family(up.family)
@@ -129,16 +130,16 @@ def _finetune(run: Run, study: StudyConfig, folder: Path) -> dict:
     if missing:
         raise RuntimeError(f"fine-tuned upstream lacks {len(missing)} weights, e.g. {sorted(missing)[0]}")
     checkpoint[family.weights_key] = weights
-    from ..atomic import torch_save
+    from superb_redundancy.core.files import torch_save
 
     torch_save(checkpoint, folder / "base.pt")
     return {"checkpoint": str(folder / "base.pt"), "from": str(states)}
 
 
 def _similarity(run: Run, study: StudyConfig, folder: Path) -> dict:
-    from ..analysis import SimilaritySettings, analyse, random_init_upstream
-    from ..bundles import get_family
-    from ..registry import build_upstream
+    from superb_redundancy.analysis.report import SimilaritySettings, analyse, random_init_upstream
+    from superb_redundancy.models.families import get_family
+    from superb_redundancy.hub.install import build_upstream
 
     up = _upstream(study, run.params["upstream"])
     settings_keys = set(SimilaritySettings.__dataclass_fields__)
@@ -154,10 +155,11 @@ def _similarity(run: Run, study: StudyConfig, folder: Path) -> dict:
 
 
 def _prune(run: Run, study: StudyConfig, folder: Path) -> dict:
-    from ..analysis import SimilarityReport, analyse, plan_pruning
-    from ..features import list_audio
-    from ..prune_spec import PruneSpec
-    from ..pruned_upstream import build_pruned
+    from superb_redundancy.analysis.report import SimilarityReport, analyse
+    from superb_redundancy.pruning.plan import plan_pruning
+    from superb_redundancy.core.audio import list_audio
+    from superb_redundancy.pruning.spec import PruneSpec
+    from superb_redundancy.pruning.upstream import build_pruned
 
     up = _upstream(study, run.params["upstream"])
     base = str(base_checkpoint(study, up))
@@ -172,10 +174,8 @@ def _prune(run: Run, study: StudyConfig, folder: Path) -> dict:
     if read_off is not None and not run.params.get("iterative") and plan.drop_layers != read_off["dropped_layers"]:
         raise RuntimeError(f"prune plan drops {plan.drop_layers}, but the curves dropped "
                            f"{read_off['dropped_layers']} at {amount} layers: the two read different orders")
-    spec = PruneSpec(base=base, drop_layers=plan.drop_layers,
-                     notes={"objective": plan.objective, "amount": amount, "iterative": plan.iterative,
-                            "order": plan.order, "scores": plan.scores,
-                            **({"read_off_curves": {"as": run.params["amount"], **read_off}} if read_off else {})})
+    read_off_notes = {"read_off_curves": {"as": run.params["amount"], **read_off}} if read_off else {}
+    spec = plan.to_spec(base, amount, **read_off_notes)
     return {"spec": str(spec.to_yaml(folder / "spec.yaml")), "drop_layers": plan.drop_layers}
 
 
@@ -183,7 +183,7 @@ def _prune_amount(study: StudyConfig, up: UpstreamPlan, objective: str, amount) 
     """A plan's amount as a count or fraction; ``keep95``/``keep50`` read off the curves' thresholds (with
     what the curves measured there: the retention and its interval, and the largest amount the interval
     supports)."""
-    from .config import KEEP_AMOUNTS
+    from superb_redundancy.study.upstream_plan import KEEP_AMOUNTS
 
     if not isinstance(amount, str):
         return amount, None
@@ -196,7 +196,7 @@ def _prune_amount(study: StudyConfig, up: UpstreamPlan, objective: str, amount) 
 
 def _end_of_first_block(study: StudyConfig, up: UpstreamPlan) -> Optional[int]:
     """The paper's layer i: the last transformer layer of the first CKA block, when the study ran similarity."""
-    from ..analysis import SimilarityReport
+    from superb_redundancy.analysis.report import SimilarityReport
 
     folder = _run_folder(study, f"similarity/{up.name}")
     if not (folder / "similarity.json").is_file():
@@ -209,8 +209,9 @@ def _end_of_first_block(study: StudyConfig, up: UpstreamPlan) -> Optional[int]:
 def _mimic(run: Run, study: StudyConfig, folder: Path) -> dict:
     """Step 1 for the mimickers (one teacher pass for all); the baselines (non-mimicker, classifier only) are
     only initialised. ``artifacts`` lists them in the plan's order."""
-    from ..mimic_train import baseline_name, init_artifact, train_grid
-    from .config import mimic_entry
+    from superb_redundancy.mimic.baselines import baseline_name, init_artifact
+    from superb_redundancy.mimic.train import train_grid
+    from superb_redundancy.study.upstream_plan import mimic_entry
 
     up = _upstream(study, run.params["upstream"])
     layer_i = _end_of_first_block(study, up)
@@ -231,8 +232,8 @@ def _mimic(run: Run, study: StudyConfig, folder: Path) -> dict:
 
 
 def _heal(run: Run, study: StudyConfig, folder: Path) -> dict:
-    """Heal one pruned variant (:mod:`superb_redundancy.heal`) on the KS training audio, towards the base."""
-    from ..heal import HealConfig, heal
+    """Heal one pruned variant (:mod:`superb_redundancy.pruning.heal`) on the KS training audio, towards the base."""
+    from superb_redundancy.pruning.heal import HealConfig, heal
 
     up = _upstream(study, run.params["upstream"])
     result = heal(folder / "healed.pt", family=up.family, spec=_spec_path(study, run.params["prune_run"]),
@@ -250,7 +251,7 @@ def _spec_path(study: StudyConfig, prune_run: str) -> Path:
 
 def _pruned_model(study: StudyConfig, variant: dict) -> Optional[tuple]:
     """What a pruned variant's spec makes: (base, dropped layers, compact), None before its prune run wrote it."""
-    from ..prune_spec import PruneSpec
+    from superb_redundancy.pruning.spec import PruneSpec
 
     path = _spec_path(study, variant["prune_run"])
     if not path.is_file():
@@ -264,7 +265,7 @@ def twin_run(run: Run, study: StudyConfig) -> Optional[str]:
     task and seed (two objectives or amounts choosing the same layers, e.g. BI and kNN-BI at keep95), else None.
     The runner runs a twin after the run it repeats; the step then reuses that run's result instead of training
     the same head on the same model again (and the leaderboard shows the model once)."""
-    from .plan import variants
+    from superb_redundancy.study.plan import variants
 
     variant = run.params.get("variant") or {}
     if run.kind != "downstream" or variant.get("kind") != "pruned":
@@ -281,9 +282,9 @@ def twin_run(run: Run, study: StudyConfig) -> Optional[str]:
 
 
 def _downstream(run: Run, study: StudyConfig, folder: Path) -> dict:
-    from ..bundles import get_family
-    from ..experiment import Variant, train_and_evaluate
-    from ..harvest import harvest_expdir
+    from superb_redundancy.models.families import get_family
+    from superb_redundancy.results.experiment import Variant, train_and_evaluate
+    from superb_redundancy.results.records import harvest_expdir
 
     twin = twin_run(run, study)
     if twin is not None:
@@ -319,14 +320,14 @@ def _downstream(run: Run, study: StudyConfig, folder: Path) -> dict:
     train_and_evaluate(chosen, task, _synthetic_root(study), expdir, setting=study.setting, device=study.device,
                        extra_overrides=overrides)
     record = harvest_expdir(expdir)
-    from ..atomic import write_json
+    from superb_redundancy.core.files import write_json
 
     path = write_json(_workdir(study) / "records" / f"{record.record_id}.json", record.to_dict())
     return {"expdir": str(expdir), "metric": record.metric, "value": record.value, "record": str(path)}
 
 
 def _curves(run: Run, study: StudyConfig, folder: Path) -> dict:
-    from ..pruning_curves import CurveSettings, pruning_curves
+    from superb_redundancy.pruning.curves import CurveSettings, pruning_curves
 
     up = _upstream(study, run.params["upstream"])
     expdir = _run_folder(study, downstream_id(f"{up.name}-base", run.params["task"], run.params["seed"])) / "exp"

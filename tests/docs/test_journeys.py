@@ -247,7 +247,7 @@ def _environment(box: Path, extra: dict) -> dict:
 
 def _user_model(box: Path) -> None:
     """The user's BASE for the real-models block: a wav2vec2 checkpoint deep enough to drop layers 3-5."""
-    code = ("from superb_redundancy.tiny_models import TinyConfig, write_tiny_checkpoint; "
+    code = ("from superb_redundancy.models.tiny import TinyConfig, write_tiny_checkpoint; "
             f"write_tiny_checkpoint('wav2vec2', {JOURNEY_BASE!r}, TinyConfig(num_layers={JOURNEY_BASE_LAYERS}))")
     subprocess.run([sys.executable, "-c", code], cwd=box, check=True, capture_output=True, timeout=300)
 

@@ -16,10 +16,12 @@ import soundfile
 import torch
 import yaml
 
-from superb_redundancy import downstream_registry, tasks
+from superb_redundancy.hub import downstreams as downstream_registry
+
+from superb_redundancy.data import tasks
 from superb_redundancy.downstreams.speech_commands_35.dataset import (CLASSES, SpeechCommands35Dataset,
                                                                       load_splits)
-from superb_redundancy.results import read_test_metric
+from superb_redundancy.results.metrics import read_test_metric
 
 torch.set_num_threads(1)
 
@@ -102,7 +104,7 @@ def test_a_v1_root_is_refused(corpus_root):
 
 # ---------------------------------------------------------------------------------------- registry, config
 def test_install_makes_the_runner_import_path_resolve(hub):
-    """hub: registry.install() ran, which installs the downstreams too."""
+    """hub: hub.install.install() ran, which installs the downstreams too."""
     from superb_redundancy.downstreams.speech_commands_35.expert import DownstreamExpert
 
     assert downstream_registry.DOWNSTREAMS[NAME].expert is DownstreamExpert
@@ -146,7 +148,7 @@ def test_a_downstream_name_cannot_be_taken_twice(hub):
 def test_third_party_downstreams_come_through_the_entry_point_group(tmp_path):
     (tmp_path / "acme_task.py").write_text(textwrap.dedent('''
         import torch
-        from superb_redundancy.downstream_registry import register_downstream
+        from superb_redundancy.hub.downstreams import register_downstream
 
         class Base(torch.nn.Module):
             def get_dataloader(self, mode): return "loader"
@@ -165,7 +167,7 @@ def test_third_party_downstreams_come_through_the_entry_point_group(tmp_path):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-task\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(f"[{downstream_registry.ENTRY_POINT_GROUP}]\nacme = acme_task\n"
                                            "acme_by_entry_point = acme_task:ByEntryPoint\n")
-    code = ("from superb_redundancy import registry, downstream_registry as d; registry.install(); import importlib; "
+    code = ("from superb_redundancy.hub import downstreams as d; from superb_redundancy.hub.install import install; install(); import importlib; "
             "get = lambda n: importlib.import_module(f's3prl.downstream.{n}.expert').DownstreamExpert; "
             "assert get('acme_decorated').__name__ == 'Decorated'; assert get('acme_by_entry_point')().get_dataloader('x') == 'loader'; "
             "assert d.DOWNSTREAMS['acme_by_entry_point'].description == \"Acme's entry-point task\"; "

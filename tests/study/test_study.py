@@ -148,7 +148,7 @@ def test_healing_and_block_replacement_in_the_plan(tmp_path):
 
 
 def test_a_shipped_model_as_base(tmp_path):
-    from superb_redundancy.shipped_models import shipped_checkpoint, shipped_names
+    from superb_redundancy.models.shipped import shipped_checkpoint, shipped_names
     from superb_redundancy.study.steps import base_checkpoint
 
     assert "pretrained_w2v2_8l" in shipped_names()

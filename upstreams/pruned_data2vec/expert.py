@@ -1,3 +1,3 @@
 """The pruned data2vec upstream module: s3prl's stock data2vec expert with dropped layers made identity."""
 
-from superb_redundancy.pruned_upstream import PrunedUpstream as UpstreamExpert  # noqa: F401
+from superb_redundancy.pruning.upstream import PrunedUpstream as UpstreamExpert  # noqa: F401

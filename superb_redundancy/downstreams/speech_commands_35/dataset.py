@@ -25,6 +25,8 @@ import numpy as np
 import soundfile
 from torch.utils.data import Dataset
 
+from superb_redundancy.core.audio import SAMPLE_RATE
+
 __all__ = ["CLASSES", "SAMPLE_RATE", "load_splits", "load_split", "load_test_archive", "read_audio", "fit_length",
            "SpeechCommands35Dataset"]
 
@@ -36,7 +38,6 @@ CLASSES: tuple[str, ...] = (
     "bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow",
     "backward", "forward", "follow", "learn", "visual",
 )
-SAMPLE_RATE = 16000
 BACKGROUND = "_background_noise_"
 SILENCE = "_silence_"
 UNKNOWN = "_unknown_"

@@ -1,0 +1,5 @@
+import sys
+
+from superb_redundancy.cli import main
+
+sys.exit(main())

@@ -1,0 +1,160 @@
+"""``superb-redundancy main`` and ``superb-redundancy study``: a whole study from one YAML file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("main", help="the embedded default study: synthetic corpus, tiny models, CPU",
+                       description="Run studies/embedded_default.yaml (or --study FILE): the README's main command.")
+    p.add_argument("--study", help="another study file instead of studies/embedded_default.yaml")
+    _add_overrides(p, "")
+    p.set_defaults(func=_cmd_main)
+
+    p = sub.add_parser("study", help="run a study file (resumable; local or Slurm), or show its status",
+                       description="Expand a study YAML into runs and run them (resumable), or list their status.")
+    p.add_argument("action", choices=["run", "status"], help="run: run what is not done; status: list the runs")
+    p.add_argument("study", help=f"a study YAML, or the name of one in studies/ ({', '.join(_shipped())})")
+    p.add_argument("--executor", choices=["local", "slurm"], help="override the study's executor.kind")
+    _add_overrides(p, "run: ")
+    p.set_defaults(func=_cmd_study)
+
+
+def _add_overrides(p: argparse.ArgumentParser, prefix: str) -> None:
+    p.add_argument("--workdir", help="override the study's workdir")
+    p.add_argument("--leaderboard", help="override where the leaderboard goes")
+    p.add_argument("--device", help="override the study's device (cpu, cuda, cuda:N)")
+    p.add_argument("--wait", action="store_true", help=f"{prefix}wait while another runner holds the workdir")
+    p.add_argument("--rerun-changed", action="store_true",
+                   help=f"{prefix}rerun the done runs whose parameters changed, and what depends on them")
+
+
+def _shipped() -> list[str]:
+    """The names of the studies shipped in superb_redundancy/studies (``study run NAME`` finds them)."""
+    from importlib import resources
+
+    return sorted(p.stem for p in Path(str(resources.files("superb_redundancy.studies"))).glob("*.yaml"))
+
+
+def _study_path(name: str) -> Path:
+    """A study file: a path, or the name of one shipped in studies/ (e.g. embedded_default)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    from importlib import resources
+
+    shipped = Path(str(resources.files("superb_redundancy.studies"))) / f"{path.stem}.yaml"
+    if shipped.is_file():
+        return shipped
+    valid = sorted(p.stem for p in shipped.parent.glob("*.yaml"))
+    raise ValueError(f"study file not found: {name} (shipped studies: {valid})")
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from superb_redundancy.study import StudyConfig, run_study, study_status
+    from superb_redundancy.study.runner import StudyChanged
+
+    # the whole plan is checked before any run: every problem of the file, then what the disk can tell
+    study, in_file = StudyConfig.load(_study_path(args.study))
+    on_disk: list[str] = []
+    if study is not None:
+        if args.workdir:
+            study.workdir = args.workdir
+        if args.leaderboard:
+            study.leaderboard = args.leaderboard
+        if args.device:
+            study.device = args.device
+        on_disk = study.problems()
+    problems = list(dict.fromkeys(in_file + on_disk))
+    if problems and (args.action == "run" or in_file):  # status lists the runs of a well-formed file regardless
+        for problem in problems:
+            print(f"problem: {problem}", file=sys.stderr)
+        raise ValueError(f"{len(problems)} problem(s) in {args.study} (listed above); nothing was run")
+    if args.action == "run":
+        started = time.monotonic()
+        try:
+            states, frame = run_study(study, executor_override=args.executor, wait=getattr(args, "wait", False),
+                                      rerun_changed=getattr(args, "rerun_changed", False))
+        except StudyChanged as changed:
+            for line in changed.lines:
+                print(f"changed: {line}", file=sys.stderr)
+            again = ("bash scripts/main.sh --rerun-changed" if args.command == "main"
+                     else f"superb-redundancy study run {args.study} --rerun-changed")
+            raise ValueError(f"{changed}; to rerun them and what depends on them: {again}; nothing was run") from None
+        _print_study_summary(study, states, frame, time.monotonic() - started)
+        return 1 if any(s["status"] in ("failed", "skipped") for s in states.values()) else 0
+    rows = study_status(study)
+    print(tabulate(rows, headers=["run", "status", "detail"], tablefmt="github"))
+    for problem in problems:  # what the disk lacks: the runs can be listed, not run
+        print(f"problem: {problem}", file=sys.stderr)
+    return 0
+
+
+def _print_study_summary(study, states: dict, frame, elapsed: float) -> None:
+    from superb_redundancy.results.leaderboard import format_tables
+
+    counts: dict[str, int] = {}
+    for state in states.values():
+        counts[state["status"]] = counts.get(state["status"], 0) + 1
+    print(f"\nstudy {study.name}: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    for run_id, state in states.items():
+        if state["status"] in ("failed", "skipped"):
+            print(f"  {state['status']}: {run_id}: {state.get('error') or state.get('reason')}", file=sys.stderr)
+        elif (state.get("outputs") or {}).get("same_as"):
+            print(f"  {run_id}: the same model as {state['outputs']['same_as']} (evaluated once)")
+    work = Path(study.workdir)
+    for figure in sorted(work.glob("runs/similarity/*/similarity.png")) + sorted(work.glob("runs/curves/*/*.png")):
+        print(f"figure: {figure}")
+    if frame is not None:
+        from tabulate import tabulate
+
+        from superb_redundancy.results.leaderboard import overview
+
+        print(format_tables(frame))
+        print("\n## overview (one row per upstream variant)")
+        print(tabulate(overview(frame), headers="keys", tablefmt="github", showindex=False))
+        _print_paper_comparison(study, frame)
+        print(f"\nleaderboard: {Path(study.leaderboard) / 'index.html'}")
+    print(_timing_line(states) + f"; this call {elapsed:.0f} s (leaderboard included)")
+
+
+def _print_paper_comparison(study, frame) -> None:
+    """The paper's Table 1 beside the study's KS results, per upstream with a base (paper_comparison.md)."""
+    from superb_redundancy.results.paper_comparison import write_comparison
+
+    task = study.curves.task if study.curves else "speech_commands"
+    for up in study.upstreams:
+        if not up.baseline or len(study.upstreams) > 1 and up is not study.upstreams[0]:
+            continue  # one comparison: the first upstream's (the paper's table is one model's)
+        text = write_comparison(frame, Path(study.workdir), up.name, Path(study.leaderboard) / "paper_comparison.md",
+                                task)
+        if text:
+            print("\n" + text)
+
+
+def _timing_line(states: dict) -> str:
+    """Where the time went: the seconds of the study's runs by kind, as recorded (a second call reports the
+    runs it skipped as they were made; its own time is the runner's)."""
+    spent: dict[str, float] = {}
+    for run_id, state in states.items():
+        if state.get("status") == "done" and "started" in state and "finished" in state:
+            kind = run_id.split("/")[0]
+            spent[kind] = spent.get(kind, 0.0) + state["finished"] - state["started"]
+    total = sum(spent.values())
+    parts = ", ".join(f"{kind} {seconds:.0f} s" for kind, seconds in spent.items())
+    return f"time by stage (run seconds, summed over parallel workers): {parts}; total {total:.0f} s"
+
+
+def _cmd_main(args: argparse.Namespace) -> int:
+    """The README's main command: the embedded default study (studies/embedded_default.yaml)."""
+    args.action, args.study, args.executor = "run", args.study or "embedded_default", None
+    return _cmd_study(args)
+

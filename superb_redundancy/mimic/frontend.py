@@ -1,0 +1,167 @@
+"""The teacher's front end, which a mimicker keeps, and what an artifact records of its teacher.
+
+The deployed model keeps the teacher's front end, i.e. the CNN feature extractor followed by ``layer_norm`` and
+``post_extract_proj`` (the "feature projection"): :class:`TeacherFrontend`, rebuilt with s3prl's own model class
+from the teacher's stored config (:func:`build_frontend`). :func:`teacher_checkpoint` loads a teacher (a stock
+checkpoint path, or a hub name with its family); :func:`teacher_record` is what artifacts and teacher caches
+record about it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from superb_redundancy.core.files import load_checkpoint, model_sha256
+from superb_redundancy.mimic.config import MimicError
+from superb_redundancy.models.families import ModelFamily, check_checkpoint, get_family
+from superb_redundancy.pruning.upstream import PrunedUpstreamError, load_base_checkpoint, resolve_base
+
+__all__ = ["FRONTEND_MODULES", "TeacherFrontend", "build_frontend", "frontend_state", "teacher_checkpoint",
+           "teacher_config", "teacher_record", "stock_model", "json_plain"]
+
+FRONTEND_MODULES = ("feature_extractor", "layer_norm", "post_extract_proj")
+#: families whose stock model masks frames by the conv output lengths (the others: a frame whose samples all pad)
+CONV_LENGTH_MASK = ("wav2vec2", "data2vec")
+
+
+def teacher_checkpoint(teacher: str | os.PathLike, family: Optional[str], refresh: bool = False):
+    """(path, family, checkpoint) of a teacher given as a checkpoint path, or as a hub name with ``family``."""
+    teacher = str(teacher)
+    try:
+        if family is None:
+            path = Path(teacher).expanduser()
+            if not path.is_file():
+                raise MimicError(f"teacher checkpoint not found: {path} (a hub name needs family=...)")
+            checkpoint = load_checkpoint(path, "teacher checkpoint", MimicError)
+            # recognised by family, weights checked against the config (else s3prl's loader crashes later)
+            return path, check_checkpoint(checkpoint, path, error=MimicError), checkpoint
+        fam = get_family(family)
+        path = resolve_base(teacher, fam, refresh=refresh)
+        return path, fam, load_base_checkpoint(path, fam)
+    except PrunedUpstreamError as error:
+        raise MimicError(str(error)) from None
+
+
+def json_plain(value: Any) -> Any:
+    """A JSON-plain copy (dict/list/str/number/bool/None) that ``torch.load(weights_only=True)`` accepts."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def stock_model(family: ModelFamily, checkpoint_config: dict, num_encoder_layers: int = 0):
+    """s3prl's own model class for ``family``, built from the stored config (with ``num_encoder_layers``)."""
+    if family.name == "wav2vec2" and checkpoint_config["model_cfg"].get("quantize_input"):
+        raise MimicError("wav2vec2 teachers with quantize_input=True have no post_extract_proj; not supported")
+    return family.build_model(checkpoint_config, num_encoder_layers)
+
+
+class TeacherFrontend(nn.Module):
+    """The teacher's CNN + ``layer_norm`` + ``post_extract_proj``, as s3prl's stock model runs them.
+
+    ``forward(wav [B,S], wav_padding_mask [B,S] True=pad or None) -> (features [B,T,d], padding_mask [B,T] or
+    None)``. The frame padding mask follows the family's own rule: wav2vec2 and data2vec from the conv output lengths,
+    HuBERT/WavLM with ``forward_padding_mask`` (a frame is padding when all its samples are). Like the stock
+    experts (``feature_grad_mult = 0``) the CNN runs without gradients; set ``feature_grad_mult = 1.0`` to train it.
+    """
+
+    def __init__(self, family: str, feature_extractor: nn.Module, layer_norm: nn.Module,
+                 post_extract_proj: Optional[nn.Module], normalize: bool, crop_seq_to_multiple: int = 1):
+        super().__init__()
+        self.family = family
+        self.feature_extractor = feature_extractor
+        self.layer_norm = layer_norm
+        self.post_extract_proj = post_extract_proj
+        self.normalize = normalize
+        self.crop_seq_to_multiple = int(crop_seq_to_multiple or 1)
+        self.feature_grad_mult = 0.0
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames the CNN makes of ``lengths`` samples (the conv formula, as wav2vec2's stock model uses)."""
+        for block in self.feature_extractor.conv_layers:
+            conv = block[0]
+            lengths = torch.div(lengths - conv.kernel_size[0], conv.stride[0], rounding_mode="floor") + 1
+        return lengths
+
+    def num_frames(self, num_samples: int) -> int:
+        frames = int(self.output_lengths(torch.tensor([int(num_samples)]))[0])
+        return frames - frames % self.crop_seq_to_multiple
+
+    def forward(self, wav: torch.Tensor, wav_padding_mask: Optional[torch.Tensor] = None):
+        if self.feature_grad_mult > 0:
+            features = self.feature_extractor(wav)
+        else:
+            with torch.no_grad():
+                features = self.feature_extractor(wav)
+        features = self.layer_norm(features.transpose(1, 2))
+        B, T = features.shape[:2]
+        padding_mask = None
+        if wav_padding_mask is not None and wav_padding_mask.any():
+            if self.family in CONV_LENGTH_MASK:
+                lengths = self.output_lengths((~wav_padding_mask).long().sum(-1))
+                padding_mask = torch.arange(T, device=features.device)[None, :] >= lengths[:, None]
+            else:
+                extra = wav_padding_mask.size(1) % T
+                mask = wav_padding_mask[:, :-extra] if extra > 0 else wav_padding_mask
+                padding_mask = mask.reshape(B, T, -1).all(-1)
+            # never leave a clip without a frame (a clip shorter than the receptive field)
+            padding_mask[:, 0] = False
+        drop = T % self.crop_seq_to_multiple
+        if drop:
+            features = features[:, :-drop]
+            padding_mask = padding_mask[:, :-drop] if padding_mask is not None else None
+        if self.post_extract_proj is not None:
+            features = self.post_extract_proj(features)
+        return features, padding_mask
+
+    def extra_repr(self) -> str:
+        return f"family={self.family}, normalize={self.normalize}"
+
+
+def teacher_config(checkpoint: dict, family: ModelFamily) -> dict:
+    """Everything in a stock checkpoint but its weights, JSON-plain."""
+    return json_plain({k: checkpoint[k] for k in family.checkpoint_keys if k != family.weights_key})
+
+
+def frontend_state(checkpoint: dict, family: ModelFamily) -> dict[str, torch.Tensor]:
+    """The front-end weights of a stock checkpoint (keys as in the stock model: ``feature_extractor.*`` ...)."""
+    return {k: v.detach().clone().cpu() for k, v in checkpoint[family.weights_key].items()
+            if k.split(".", 1)[0] in FRONTEND_MODULES}
+
+
+def build_frontend(family_name: str, checkpoint_config: dict,
+                   state: Optional[dict[str, torch.Tensor]] = None) -> TeacherFrontend:
+    """The teacher's front end, built with s3prl's own model class (0 encoder layers) from the stored config."""
+    family = get_family(family_name)
+    model, normalize = stock_model(family, checkpoint_config, num_encoder_layers=0)
+    frontend = TeacherFrontend(family.name, model.feature_extractor, model.layer_norm, model.post_extract_proj,
+                               normalize, getattr(model, "crop_seq_to_multiple", 1))
+    del model
+    if state is not None:
+        missing, unexpected = frontend.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise MimicError(
+                f"the stored front-end weights do not fit the teacher's {family.name} config "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+    return frontend
+
+
+def teacher_record(checkpoint: dict, family: ModelFamily, path: str | os.PathLike, sha256: str,
+                   content_sha256: Optional[str] = None) -> dict:
+    """What an artifact (and a teacher cache) records about its teacher (``content_sha256``: if already known)."""
+    return {
+        "family": family.name,
+        "path": str(path),
+        "sha256": sha256,
+        # the teacher by content (weights and config): a regenerated identical teacher is the same teacher
+        "content_sha256": content_sha256 or model_sha256(checkpoint),
+        "num_layers": family.num_layers(checkpoint),
+        "hidden_size": family.hidden_size(checkpoint),
+        "checkpoint_config": teacher_config(checkpoint, family),
+    }
+

@@ -1,0 +1,182 @@
+"""The s3prl upstream of a mimicking network, and its hub entries ``mimic`` and ``mimic_local``.
+
+:class:`MimicUpstream` returns ``hidden_states = [projected features, output of mimicking layer 1, ..., output of
+layer N]`` for the whole stack, and for a partial span by default the teacher's L+1 positions (see the class).
+:func:`register_mimic_upstreams` registers the two factories (both load a saved artifact, ``-k ARTIFACT``), which
+``upstreams/mimic/hubconf.py`` exposes to s3prl.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+
+from superb_redundancy.hub.contract import DOWNSAMPLE_RATE, upstream_output
+from superb_redundancy.hub.upstreams import register_upstream
+from superb_redundancy.mimic.config import MimicConfig, MimicError
+from superb_redundancy.mimic.encoder import TeacherEncoder
+from superb_redundancy.mimic.frontend import TeacherFrontend
+from superb_redundancy.mimic.modules import Mimicker
+from superb_redundancy.models.families import get_family
+
+__all__ = ["MimicUpstream", "register_mimic_upstreams", "DOWNSAMPLE_RATE", "UPSTREAM_CONFIG_KEYS"]
+
+UPSTREAM_CONFIG_KEYS = ("artifact", "teacher", "teacher_sha256", "family", "compact")
+
+
+class MimicUpstream(nn.Module):
+    """An s3prl upstream: the teacher's front end followed by a mimicker (with, for a span, the teacher's encoder
+    around it).
+
+    ``forward(wavs: list of 1-D 16 kHz tensors) -> {"hidden_states": [...], "last_hidden_state": ...,
+    "hidden_state_k": ...}``, every entry [B, T, d], T = the teacher's frame count. One path for every span
+    [i, j]: front end -> the teacher's states entering layers 0..i (:meth:`TeacherEncoder.prefix`; for i = 0 the
+    projected features alone) -> the mimicker on the last of them -> the teacher's layers j+1..L-1 on its output
+    (:meth:`TeacherEncoder.suffix`; none for j = L-1). The whole stack has no teacher encoder at all: exactly the
+    paper's front end + mimicker.
+
+    Hidden states, ``compact`` (the default for the whole stack): the prefix states, the N mimicking layers'
+    outputs, the suffix states: ``[projected features, m_1, ..., m_N]`` for the whole stack (classifier only,
+    N = 0: ``[projected features]``), ``i + 1 + N + (L-1-j)`` entries for a span. Full (the default for a partial
+    span): the L+1 positions of the teacher (position k = the input of layer k, position L = the encoder output),
+    so a head trained on the teacher reads each where it expects it: outside the span the teacher's own states;
+    position t+1 for a replaced layer t in i..j holds the output of the mimicking layer with the nearest target
+    >= t (of equal targets the later), i.e. the span's inner positions repeat the mimicker's output (1 layer: m_1
+    at positions i+1..j+1; 2 layers with targets [t1, j], t1 < j: m_1 at i+1..t1+1, m_2 at t1+2..j+1). Position 0 is the teacher's input of layer
+    0 when i > 0, and the projected features when i = 0 (the positional convolution is part of the span).
+
+    Step 2 through s3prl's runner (see the module docstring): without ``-f`` nothing here trains and
+    ``states-*.ckpt`` holds no ``Upstream``; with ``-f`` the mimicking layers, ``frontend.layer_norm`` and
+    ``frontend.post_extract_proj`` train (the CNN runs under ``no_grad`` and stays frozen, like the stock
+    experts; the kept teacher layers ``encoder.*`` stay frozen too) and ``states-*.ckpt`` stores ``Upstream``
+    (``frontend.*``, ``mimicker.*``, ``encoder.*``).
+    """
+
+    def __init__(self, frontend: TeacherFrontend, mimicker: Mimicker, config: MimicConfig,
+                 teacher: Optional[dict] = None, targets: Optional[Sequence[int]] = None,
+                 training_record: Optional[dict] = None, encoder: Optional[TeacherEncoder] = None,
+                 compact: Optional[bool] = None):
+        super().__init__()
+        self.frontend = frontend
+        self.mimicker = mimicker
+        self.encoder = encoder
+        self.config = config
+        self.teacher = dict(teacher or {})
+        self.targets = list(targets or [])
+        self.training_record = training_record or {}
+        num_layers = self.teacher.get("num_layers")
+        if num_layers is None:  # without a teacher record only the whole stack's compact layout is known
+            self.span, self.compact = None, True
+        else:
+            self.span = config.resolve_span(int(num_layers))
+            self.compact = config.compact_for(int(num_layers)) if compact is None else bool(compact)
+        if self.encoder is None and self.span is not None and not config.whole_stack(int(num_layers)):
+            raise MimicError(f"mimic upstream: span {list(self.span)} needs the teacher's encoder around it")
+        if not self.compact and mimicker.n_layers == 0:
+            self.compact = True  # classifier only: no mimicking layer to fill the teacher's positions
+
+    def get_downsample_rates(self, key: str) -> int:
+        return DOWNSAMPLE_RATE
+
+    def forward(self, wavs: Sequence[torch.Tensor]) -> dict:
+        if len(wavs) == 0:
+            raise MimicError("mimic upstream: got an empty batch; pass a list of 1-D 16 kHz waveforms")
+        if any(w.dim() != 1 for w in wavs):
+            raise MimicError(f"mimic upstream: each waveform must be 1-D, got shapes {[tuple(w.shape) for w in wavs]}")
+        if self.frontend.normalize:
+            wavs = [F.layer_norm(wav, wav.shape) for wav in wavs]
+        device = wavs[0].device
+        lengths = torch.tensor([len(w) for w in wavs], device=device)
+        wav_padding_mask = torch.arange(int(lengths.max()), device=device)[None, :] >= lengths[:, None]
+        features, padding_mask = self.frontend(pad_sequence(list(wavs), batch_first=True), wav_padding_mask)
+        prefix, pos_bias = self.encoder.prefix(features, padding_mask) if self.encoder is not None else ([features], None)
+        outputs = self.mimicker(prefix[-1], padding_mask)[1:]
+        suffix = self.encoder.suffix(outputs[-1], padding_mask, pos_bias) if self.encoder is not None else []
+        return upstream_output(self.positions(prefix, outputs, suffix))
+
+    def positions(self, prefix: list, outputs: list, suffix: list) -> list:
+        """The hidden states in the upstream's layout (see the class docstring)."""
+        if self.compact:
+            return prefix + outputs + suffix
+        i, j = self.span
+        last = len(outputs) - 1
+        chosen = [_position_source(self.targets, layer, last) for layer in range(i, j + 1)]
+        return prefix + [outputs[n] for n in chosen] + suffix
+
+    def extra_repr(self) -> str:
+        span = "" if self.span is None else f", span={list(self.span)}"
+        return (f"teacher={self.teacher.get('family')}:{self.teacher.get('num_layers')} layers{span}, "
+                f"targets={self.targets}, compact={self.compact}, config={self.config.name()}")
+
+
+def _position_source(targets: Sequence[int], layer: int, last: int) -> int:
+    """The mimicking layer whose output stands for teacher layer ``layer``: the one with the nearest target at
+    or after it (of equal targets the later, the one the next layer reads); past every target, the last."""
+    after = [n for n, t in enumerate(targets[:last + 1]) if t >= layer]
+    return min(after, key=lambda n: (targets[n], -n)) if after else last
+
+
+def _upstream_options(model_config: Optional[str]) -> dict:
+    """The optional ``-g`` YAML: artifact (path), teacher (checkpoint path or hub name), teacher_sha256, family,
+    compact (true/false: the hidden-state layout, overriding the artifact's)."""
+    if not model_config:
+        return {}
+    path = Path(model_config).expanduser()
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise MimicError(f"cannot read mimic upstream config {path}: {str(error).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise MimicError(f"{path}: expected a mapping with keys {list(UPSTREAM_CONFIG_KEYS)}")
+    unknown = sorted(set(values) - set(UPSTREAM_CONFIG_KEYS))
+    if unknown:
+        raise MimicError(f"{path}: unknown key(s) {unknown}; valid: {list(UPSTREAM_CONFIG_KEYS)}")
+    if values.get("family") is not None:
+        get_family(values["family"])
+    if values.get("compact") is not None and not isinstance(values["compact"], bool):
+        raise MimicError(f"{path}: compact={values['compact']!r} is invalid; valid: true, false or unset")
+    return values
+
+
+def register_mimic_upstreams():
+    """Register ``mimic`` and ``mimic_local`` on the registry (one family for wav2vec2, HuBERT and WavLM teachers).
+
+    Both load a saved artifact: ``-k ARTIFACT`` (for ``mimic`` the artifact may instead be named by
+    ``artifact:`` in ``-g``). The optional ``-g`` YAML may also name ``teacher:`` (a checkpoint path or hub name
+    whose sha256 must match the artifact's teacher), ``teacher_sha256:``, ``family:`` and ``compact:`` (the
+    hidden-state layout, overriding the artifact's). No per-family aliases: the artifact records its teacher family.
+    """
+    # here, not at the top: artifact.py imports this module for MimicUpstream (a module-level import back would
+    # be a cycle)
+    from superb_redundancy.mimic.artifact import load_mimic_artifact
+
+    def mimic(ckpt: Optional[str] = None, model_config: Optional[str] = None, refresh: bool = False, **kwargs):
+        """a mimicking network (teacher front end + 1-2 mimicking layers): -k ARTIFACT.pt or -g CONFIG.yaml"""
+        options = _upstream_options(model_config)
+        artifact = ckpt or options.get("artifact")
+        if not artifact:
+            raise MimicError(
+                "mimic needs a mimicker artifact: pass -k ARTIFACT.pt (written by "
+                "superb_redundancy.mimic.train.train_mimicker) or `artifact: PATH` in -g CONFIG.yaml"
+            )
+        return load_mimic_artifact(artifact, teacher=options.get("teacher"), teacher_sha256=options.get("teacher_sha256"),
+                                   family=options.get("family"), compact=options.get("compact"))
+
+    def mimic_local(ckpt: Optional[str] = None, model_config: Optional[str] = None, refresh: bool = False, **kwargs):
+        """a saved mimicker artifact: -k ARTIFACT.pt [-g CONFIG.yaml with teacher: PATH to check against]"""
+        options = _upstream_options(model_config)
+        if not ckpt:
+            raise MimicError("mimic_local needs a mimicker artifact: pass -k ARTIFACT.pt")
+        return load_mimic_artifact(ckpt, teacher=options.get("teacher"), teacher_sha256=options.get("teacher_sha256"),
+                                   family=options.get("family"), compact=options.get("compact"))
+
+    mimic.__module__ = mimic_local.__module__ = __name__
+    mimic.__qualname__ = "mimic"
+    mimic_local.__qualname__ = "mimic_local"
+    return register_upstream("mimic")(mimic), register_upstream("mimic_local")(mimic_local)

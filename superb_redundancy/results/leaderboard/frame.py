@@ -1,0 +1,175 @@
+"""The leaderboard's frame: one row per (task, variant) with its score's evidence
+(:mod:`superb_redundancy.results.evidence`), retention against its unpruned base, compute and Pareto marks."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+import pandas as pd
+
+from superb_redundancy.data.tasks import TASKS
+from superb_redundancy.results import evidence
+from superb_redundancy.results.leaderboard.profiles import Profile, profile_variants
+from superb_redundancy.results.records import RunRecord, model_identity
+
+__all__ = ["records_frame", "pareto_mask", "build", "TASK_CLASSES", "AXES"]
+
+#: classes of the tasks with a fixed label set (uniform chance 1/K), from the task table; SID, ASR: none (K from
+#: the test labels)
+TASK_CLASSES = {name: task.num_classes for name, task in TASKS.items() if task.num_classes}
+#: compute axes of the tables and figures: (column, scale, label)
+AXES = (("params", 1e6, "parameters (M)"), ("macs", 1e9, "GMACs per second of audio"),
+        ("latency_ms", 1.0, "latency, 1 s clip, batch 1 (ms)"))
+
+
+def _spec(record: RunRecord) -> dict:
+    return record.spec if isinstance(record.spec, dict) else {}
+
+
+def _base_key(record: RunRecord) -> Optional[str]:
+    """The checkpoint a variant derives from: the prune spec's / mimic artifact's base, else its own -k file."""
+    spec = _spec(record)
+    if spec.get("teacher_sha256") or spec.get("base_model_sha256"):  # mimic teacher; pruned artifact's base
+        return spec.get("teacher_sha256") or spec["base_model_sha256"]
+    if spec.get("base"):
+        return model_identity(spec["base"]) or spec["base"]
+    return record.upstream_sha256
+
+
+def _is_base(record: RunRecord) -> bool:
+    spec = _spec(record)
+    pruned_nothing = "drop_layers" in spec and not spec["drop_layers"] and not spec.get("healed")
+    stock = record.upstream.endswith("_local") and not record.upstream.startswith(("pruned_", "mimic"))
+    return stock or pruned_nothing
+
+
+def _label(record: RunRecord) -> str:
+    spec = _spec(record)
+    mimic = spec.get("mimic")
+    if mimic:
+        if not mimic.get("n_layers"):
+            return "classifier only (no layers)"
+        prefix = "non-mimicker" if spec.get("training") == "none" else "mimic"
+        label = f"{prefix} {mimic.get('kind')} N={mimic.get('n_layers')} z={mimic.get('z')}"
+        span = mimic.get("span")
+        return f"{label} replacing {span[0]}-{span[1]}" if span else label  # block replacement
+    healed = " healed" if spec.get("healed") else ""
+    if spec.get("drop_layers") is not None and spec.get("drop_layers"):
+        label = f"{record.upstream.removesuffix('_local')} drop {list(spec['drop_layers'])}"
+        objective = (spec.get("notes") or {}).get("objective")
+        return (f"{label} ({objective})" if objective else label) + healed
+    return record.upstream + healed
+
+
+def _link(record: RunRecord) -> Optional[str]:
+    """What the row's upstream is made of: the prune spec (-g) or the artifact (-k), else the experiment."""
+    return record.upstream_model_config or record.upstream_ckpt
+
+
+_COLUMNS = ["task", "variant", "label", "metric", "higher_is_better", "value", "low", "high", "n", "seeds",
+            "seed_sd", "folds", "chance", "uniform", "at_chance", "method", "cer", "is_base", "base", "retention",
+            "retention_low", "retention_high", "difference", "difference_low", "difference_high",
+            "indistinguishable", "shared_items", "params", "macs", "latency_ms", "latency_q1_ms", "latency_q3_ms",
+            "pareto_params", "pareto_macs", "pareto_latency_ms", "expdir", "made_of"]
+
+
+def _groups(records: Sequence[RunRecord]) -> dict[tuple[str, str], list[RunRecord]]:
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for record in records:
+        if record.items:
+            groups.setdefault((record.task, record.variant), []).append(record)
+    return groups
+
+
+def _by_seed(members: Sequence[RunRecord]) -> list[list[evidence.TestItems]]:
+    seeds: dict = {}
+    for record in sorted(members, key=lambda r: (str(r.seed), str(r.fold))):
+        seeds.setdefault(record.seed, []).extend(evidence.TestItems.from_dict(i) for i in record.items)
+    return list(seeds.values())
+
+
+def _add_retention(frame: pd.DataFrame, seeds_of: dict) -> None:
+    """Each row's retention against its base (same task and base key): paired-bootstrap intervals."""
+    for column in ("retention", "retention_low", "retention_high", "difference", "difference_low",
+                   "difference_high", "shared_items"):
+        frame[column] = math.nan
+    frame["indistinguishable"] = False
+    for index, row in frame.iterrows():
+        bases = frame[(frame.task == row.task) & (frame.base == row.base) & frame.is_base]
+        if bases.empty:
+            continue
+        base = bases.iloc[0]
+        found = evidence.retention(seeds_of[(base.task, base.variant)], seeds_of[(row.task, row.variant)])
+        if found is None:
+            continue
+        frame.loc[index, ["retention", "retention_low", "retention_high", "difference", "difference_low",
+                          "difference_high", "shared_items"]] = [
+            found.retention, found.low, found.high, found.difference, found.difference_low, found.difference_high,
+            found.shared_items]
+        frame.loc[index, "indistinguishable"] = bool(found.indistinguishable) and not row.is_base
+
+
+def _add_pareto(frame: pd.DataFrame) -> None:
+    """The Pareto marks per compute axis, per task; a row at chance is never on the frontier."""
+    for column, _, _ in AXES:
+        frame[f"pareto_{column}"] = False
+        for task, group in frame.groupby("task"):
+            frame.loc[group.index, f"pareto_{column}"] = pareto_mask(
+                group.value.tolist(), group[column].tolist(), bool(group.higher_is_better.iloc[0]),
+                eligible=(~group.at_chance).tolist())
+
+
+def records_frame(records: Sequence[RunRecord], profiles: dict[str, Profile]) -> pd.DataFrame:
+    """One row per (task, variant) with its score's evidence, retention against its base, compute, Pareto marks."""
+    groups = _groups(records)
+    rows, seeds_of = [], {}
+    for (task, variant), members in groups.items():
+        first = members[0]
+        seeds = _by_seed(members)
+        seeds_of[(task, variant)] = seeds
+        s = evidence.score(seeds, TASK_CLASSES.get(task))
+        p = profiles.get(variant)
+        rows.append(dict(
+            task=task, variant=variant, label=_label(first), metric=first.metric,
+            higher_is_better=first.higher_is_better, value=s.value, low=s.low, high=s.high, n=s.n, seeds=s.seeds,
+            seed_sd=s.seed_sd, folds=s.folds, chance=s.chance, uniform=s.uniform, at_chance=s.at_chance,
+            method=s.method,
+            cer=s.cer, is_base=_is_base(first), base=_base_key(first),
+            params=p.params if p else None, macs=p.macs_per_second if p else None,
+            latency_ms=p.latency_ms if p else None, latency_q1_ms=p.latency_q1_ms if p else None,
+            latency_q3_ms=p.latency_q3_ms if p else None, expdir=first.expdir, made_of=_link(first)))
+    if not rows:
+        return pd.DataFrame(columns=_COLUMNS)
+    frame = pd.DataFrame(rows)
+    _add_retention(frame, seeds_of)
+    _add_pareto(frame)
+    return frame[_COLUMNS].sort_values(["task", "macs", "label"], na_position="last").reset_index(drop=True)
+
+
+def pareto_mask(values: Sequence[float], costs: Sequence[Optional[float]], higher_is_better: bool,
+                eligible: Optional[Sequence[bool]] = None) -> list[bool]:
+    """True where the point is eligible and no other eligible point is at least as good and as cheap, and
+    strictly better in one. Points without a cost, or not eligible (at chance), are never on the frontier."""
+    sign = 1 if higher_is_better else -1
+    eligible = list(eligible) if eligible is not None else [True] * len(values)
+    ok = [bool(e) and c is not None and not pd.isna(c) and not pd.isna(v) for v, c, e in zip(values, costs, eligible)]
+    marks = []
+    for i, (v, c) in enumerate(zip(values, costs)):
+        if not ok[i]:
+            marks.append(False)
+            continue
+        dominated = any(
+            ok[j] and j != i and sign * values[j] >= sign * v and costs[j] <= c
+            and (sign * values[j] > sign * v or costs[j] < c)
+            for j in range(len(values))
+        )
+        marks.append(not dominated)
+    return marks
+
+
+def build(records: Sequence[RunRecord], profile: Optional[Callable[[Sequence[RunRecord]], tuple]] = None,
+          **timing) -> tuple[pd.DataFrame, dict]:
+    """Profile every variant (together, see :func:`profile_variants`), then build the frame; (frame, timing)."""
+    profiles, info = (profile or profile_variants)(records, **timing)
+    return records_frame(records, profiles), info

@@ -1,0 +1,102 @@
+"""The leaderboard's compute axis: each variant's parameters and MACs, and the latency of all of them timed together
+in one process (interleaved), with how it was timed."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from superb_redundancy.results.records import RunRecord
+
+__all__ = ["Profile", "profile_variants"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    params: int  # inference parameters of the upstream
+    macs_per_second: float  # MACs for 1 s of audio, batch 1
+    latency_ms: Optional[float] = None  # median over interleaved rounds
+    latency_q1_ms: Optional[float] = None
+    latency_q3_ms: Optional[float] = None
+
+
+def _machine() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def _separated(times: dict, profiles: dict) -> bool:
+    """Every pair whose MACs differ by > 10% has non-overlapping latency IQRs."""
+    names = list(times)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            small, large = sorted((a, b), key=lambda n: profiles[n][1])
+            if profiles[small][1] < 0.9 * profiles[large][1] and times[small]["q3_s"] >= times[large]["q1_s"]:
+                return False
+    return True
+
+
+def _built(records: Sequence[RunRecord], device: str) -> tuple[dict, dict, dict]:
+    """(models, (params, MACs) per variant, why a variant could not be built), one entry per variant."""
+    # lazy: torch and the models are needed to profile, not to build tables from profiles already made
+    from superb_redundancy.compute import count_macs, count_parameters
+    from superb_redundancy.hub.install import build_upstream
+
+    models, profiles, failures = {}, {}, {}
+    for record in records:
+        if record.variant in models or record.variant in failures:
+            continue
+        try:
+            model = build_upstream(record.upstream, record.upstream_ckpt, record.upstream_model_config).eval()
+        except Exception as error:  # a variant whose files are gone still gets its scores listed
+            failures[record.variant] = str(error).splitlines()[0] if str(error) else type(error).__name__
+            continue
+        params = count_parameters(model)["inference"]
+        macs = count_macs(model.to(device), 1.0)["macs"]
+        models[record.variant] = model
+        profiles[record.variant] = (params, macs)
+    return models, profiles, failures
+
+
+def profile_variants(records: Sequence[RunRecord], repeats: int = 30, max_passes: int = 32, device: str = "cpu",
+                     threads: Optional[int] = 1, warmup: int = 5) -> tuple[dict[str, Profile], dict]:
+    """Parameters and MACs of each variant, and the latency of all of them timed together (interleaved).
+
+    ``repeats`` rounds time every variant once each, in a fresh random order. One timing is the mean of
+    ``passes`` forward passes; passes double from 1 up to ``max_passes`` until, for every pair of variants whose
+    MACs differ by more than 10%, the inter-quartile ranges of their timings do not overlap (averaging passes
+    narrows the IQR; more rounds would only estimate the same spread better). Returns (profiles, how it was timed).
+    """
+    import torch
+
+    from superb_redundancy.compute import interleaved_latency
+
+    models, profiles, failures = _built(records, device)
+    passes, times = 1, {}
+    while models:
+        times = interleaved_latency(models, seconds=1.0, repeats=repeats, warmup=warmup, threads=threads,
+                                    device=device, passes=passes)
+        if _separated(times, profiles) or passes >= max_passes:
+            break
+        passes = min(2 * passes, max_passes)
+    out = {}
+    for variant, (params, macs) in profiles.items():
+        t = times.get(variant)
+        out[variant] = Profile(int(params), float(macs), *(None,) * 3 if t is None else
+                               (1e3 * t["median_s"], 1e3 * t["q1_s"], 1e3 * t["q3_s"]))
+    any_time = next(iter(times.values()), None)
+    info = {"machine": _machine(), "device": device, "threads": any_time["threads"] if any_time else threads,
+            "rounds": repeats, "passes": passes, "warmup": warmup, "timer": any_time["timer"] if any_time else None,
+            "torch": torch.__version__, "separated": _separated(times, profiles) if times else None,
+            "unprofiled": failures}
+    return out, info

@@ -1,0 +1,384 @@
+"""Harvest s3prl experiment directories into run records (one JSON file per run, written atomically).
+
+A record says what was run (upstream, its checkpoint / spec and their hashes, task, fold, seed, config) and
+what came out (the test metric, the training step evaluated, when). Malformed, partial or duplicate
+experiments give a warning naming the directory and what is wrong; they never stop the collection and never
+leave a half-written record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import yaml
+
+from superb_redundancy.core.files import write_json
+from superb_redundancy.core.files import sha256_file
+from superb_redundancy.data.tasks import TASKS
+from superb_redundancy.results.metrics import MetricNotFound, read_test_items, read_test_metric
+
+__all__ = ["RunRecord", "HarvestError", "harvest_expdir", "harvest", "load_records", "validate_record", "reconcile",
+           "file_sha256", "model_identity", "variant_key", "read_experiment_checkpoint"]
+
+
+class HarvestError(ValueError):
+    """An experiment directory that cannot be turned into a record."""
+
+
+@dataclass
+class RunRecord:
+    record_id: str
+    expdir: str
+    task: str
+    upstream: str
+    upstream_ckpt: Optional[str]
+    upstream_model_config: Optional[str]
+    upstream_sha256: Optional[str]  # of the -k file
+    model_config_sha256: Optional[str]  # of the -g file (a prune spec for our pruned upstreams)
+    variant: str  # upstream + hashes: what the leaderboard groups by
+    metric: str
+    value: float
+    higher_is_better: bool
+    seed: Optional[int]
+    config: Optional[str]
+    config_sha256: Optional[str]
+    step: Optional[int]  # training step of the evaluated checkpoint
+    evaluated_at: str
+    fold: Optional[str] = None  # emotion: fold1..fold5, or "mean of 5 folds"
+    spec: dict = field(default_factory=dict)  # the prune spec / mimic settings, when -g is one
+    #: where the downstream head came from when it was trained on another upstream (head.json), else None
+    head: Optional[dict] = None
+    #: the per-item test outcomes the value rests on (evidence.TestItems.to_dict, one per fold evaluated)
+    items: list = field(default_factory=list)
+    #: test items the value rests on
+    n: Optional[int] = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Optional[str]) -> Optional[str]:
+    """sha256 of a file (cached by path, size and mtime), or None for no/missing file."""
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        return None
+    stat = p.stat()
+    key = (str(p.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = sha256_file(p)
+    return _HASHES[key]
+
+
+def variant_key(upstream: str, ckpt_sha: Optional[str], config_sha: Optional[str]) -> str:
+    parts = [upstream] + [f"{name}:{sha[:12]}" for name, sha in (("k", ckpt_sha), ("g", config_sha)) if sha]
+    return " ".join(parts)
+
+
+def _yaml_calls(expdir: Path, prefix: str) -> list[tuple[Path, dict]]:
+    calls = []
+    for path in sorted(expdir.glob(f"{prefix}_*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise HarvestError(f"{path.name} is not valid YAML ({str(error).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise HarvestError(f"{path.name} does not hold s3prl's arguments")
+        calls.append((path, data))
+    return calls
+
+
+def read_experiment_checkpoint(path: str | Path) -> dict:
+    """An s3prl ``states-*.ckpt`` / ``dev-best.ckpt`` (weights only; its ``Args`` is an argparse.Namespace).
+
+    Memory-mapped, so reading ``Args`` or ``Step`` does not read the weights. ValueError names what is wrong.
+    """
+    import argparse
+
+    from superb_redundancy.core.files import load_checkpoint
+
+    checkpoint = load_checkpoint(path, "s3prl experiment checkpoint", ValueError, mmap=True,
+                                 safe_globals=[argparse.Namespace])
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("Args"), argparse.Namespace):
+        raise ValueError(f"{path} is not an s3prl experiment checkpoint (no Args)")
+    return checkpoint
+
+
+def _evaluated_step(checkpoint: Optional[str]) -> Optional[int]:
+    if not checkpoint or not Path(checkpoint).is_file():
+        return None
+    import torch
+
+    try:  # mmap: only the small "Step" entry is read, not the weights
+        return int(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("Step"))
+    except Exception:
+        stem = Path(checkpoint).stem
+        return int(stem.split("-")[1]) if stem.startswith("states-") else None
+
+
+def harvest_expdir(expdir: str | Path) -> RunRecord:
+    """The record of one evaluated s3prl experiment; HarvestError says why there is none."""
+    expdir = Path(expdir)
+    calls = _yaml_calls(expdir, "args")
+    if not calls:
+        raise HarvestError("no args_*.yaml: not an s3prl experiment directory")
+    train = [a for _, a in calls if a.get("mode") == "train"]
+    evaluate = [a for _, a in calls if a.get("mode") == "evaluate"]
+    first = (train or [calls[0][1]])[0]
+    last = (evaluate or [calls[-1][1]])[-1]
+    task = first.get("downstream")
+    if not task or not first.get("upstream"):
+        raise HarvestError("args_*.yaml names no downstream or upstream")
+    identities = {_upstream_identity(a) for _, a in calls}
+    if len(identities) > 1:
+        # s3prl appends every evaluation to one log.log: which line belongs to which upstream cannot be told
+        names = ", ".join(sorted({str(i[0]) for i in identities}))
+        raise HarvestError(f"its calls name different upstreams ({names}), so its scores cannot be attributed; "
+                           "evaluate each upstream into its own folder (run_downstream.py -m evaluate -e CKPT "
+                           "-u NAME ... -p DIR)")
+    try:
+        metric = read_test_metric(expdir, task)
+        items = read_test_items(expdir, task)
+    except MetricNotFound as error:
+        raise HarvestError(f"no test metric yet ({error})") from None
+    except ValueError as error:
+        raise HarvestError(str(error)) from None
+    from_items = sum(i.value for i in items) / len(items)
+    if not math.isclose(from_items, metric.value, rel_tol=1e-5, abs_tol=1e-6):
+        raise HarvestError(f"its logged test {metric.name} {metric.value:.6g} disagrees with its predictions "
+                           f"({from_items:.6g}): evaluated twice with different checkpoints?")
+    upstream, ckpt, model_config = first["upstream"], first.get("upstream_ckpt"), first.get("upstream_model_config")
+    ckpt_sha, config_sha = model_identity(ckpt), file_sha256(model_config)
+    spec = {}
+    if model_config and Path(model_config).is_file():
+        try:
+            loaded = yaml.safe_load(Path(model_config).read_text())
+            spec = loaded if isinstance(loaded, dict) else {}
+        except yaml.YAMLError:
+            spec = {}
+    if not spec and upstream.startswith("mimic") and ckpt:
+        spec = _mimic_summary(ckpt)
+    if not spec and upstream.startswith("pruned_") and upstream.endswith("_local") and ckpt:
+        spec = _pruned_summary(ckpt)
+    configs = _yaml_calls(expdir, "config")
+    config_text = json.dumps(configs[0][1], sort_keys=True) if configs else None
+    fold = None
+    if task == "emotion" and configs:
+        fold = configs[0][1].get("downstream_expert", {}).get("datarc", {}).get("test_fold")
+    log = expdir / ("log.log" if task != "asr" else "test-clean-noLM-hyp.ark")
+    when = datetime.fromtimestamp(log.stat().st_mtime, tz=timezone.utc).isoformat(timespec="seconds")
+    record_id = hashlib.sha1(str(expdir.resolve()).encode()).hexdigest()[:16]
+    return RunRecord(
+        record_id=record_id, expdir=str(expdir.resolve()), task=task, upstream=upstream, upstream_ckpt=ckpt,
+        upstream_model_config=model_config, upstream_sha256=ckpt_sha, model_config_sha256=config_sha,
+        variant=variant_key(upstream, ckpt_sha, config_sha), metric=metric.name, value=metric.value,
+        higher_is_better=metric.higher_is_better, seed=first.get("seed"), config=first.get("config"),
+        config_sha256=hashlib.sha256(config_text.encode()).hexdigest() if config_text else None,
+        step=_evaluated_step(last.get("init_ckpt")), evaluated_at=when, fold=fold, spec=spec,
+        head=_head_record(expdir), items=[i.to_dict() for i in items], n=sum(i.n for i in items),
+    )
+
+
+def model_identity(path: Optional[str]) -> Optional[str]:
+    """A checkpoint's identity: the content hash of its weights and config (files.model_sha256, so two saves of
+    one model agree whatever their bytes); the file's sha256 for what is not a torch checkpoint; None if absent."""
+    from superb_redundancy.core.files import checkpoint_sha256
+
+    try:
+        return checkpoint_sha256(path) or file_sha256(path)
+    except ValueError:  # not a torch file (a Hugging Face folder's file, a YAML given as -k)
+        return file_sha256(path)
+
+
+def _upstream_identity(args: dict) -> tuple:
+    """What a call evaluated: upstream name and its -k / -g (by content where the files exist)."""
+    ckpt, config = args.get("upstream_ckpt"), args.get("upstream_model_config")
+    return (args.get("upstream"), model_identity(ckpt) or ckpt, file_sha256(config) or config)
+
+
+def _head_record(expdir: Path) -> Optional[dict]:
+    """``head.json`` of a folder evaluated with another upstream than its head's (downstream_runner)."""
+    path = expdir / "head.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise HarvestError(f"head.json is not valid JSON ({error})") from None
+    return data.get("head") if isinstance(data, dict) else None
+
+
+def _mimic_summary(artifact: str) -> dict:
+    """What a mimic artifact is (its config, training, teacher checkpoint) for labels and the retention base."""
+    import torch
+
+    try:
+        data = torch.load(artifact, map_location="cpu", weights_only=True, mmap=True)
+        teacher = data.get("teacher", {})
+        return {"mimic": dict(data.get("config", {})), "training": (data.get("training") or {}).get("training"),
+                "base": teacher.get("path"),
+                "teacher_sha256": teacher.get("content_sha256") or teacher.get("sha256")}
+    except Exception:
+        return {}
+
+
+def _pruned_summary(artifact: str) -> dict:
+    """What a pruned artifact (-u pruned_<family>_local -k) is: its spec, with its base identified by content."""
+    from superb_redundancy.core.files import load_checkpoint
+
+    try:
+        entry = load_checkpoint(artifact, "pruned artifact", mmap=True).get("superb_redundancy") or {}
+    except ValueError:
+        return {}
+    spec = dict(entry.get("spec") or {})
+    healed = entry.get("healed")
+    if isinstance(healed, dict):  # superb-redundancy heal: what the label and the tables say about it
+        spec["healed"] = {k: healed.get(k) for k in ("targets", "epochs", "best_epoch", "loss_before", "loss_after")}
+    if entry.get("base_model_sha256"):
+        spec["base_model_sha256"] = entry["base_model_sha256"]  # the retention base: the model it was pruned from
+    return spec
+
+
+def _candidate_dirs(roots: Iterable[str | Path]) -> list[Path]:
+    found = set()
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            warnings.warn(f"harvest: {root} does not exist", stacklevel=3)
+            continue
+        for args in root.rglob("args_*.yaml"):
+            found.add(args.parent)
+    return sorted(found)
+
+
+def harvest(roots: Iterable[str | Path], records_dir: str | Path) -> tuple[list[RunRecord], list[str]]:
+    """Record every evaluated experiment under ``roots`` into ``records_dir``; returns (records, warnings).
+
+    The records folder is reconciled: a re-harvested experiment replaces its record (records are keyed by the
+    experiment folder), two experiments of the same run (same variant, task, fold, seed, config) count once (the
+    newer is kept), and a record whose experiment folder is gone is removed, with a notice.
+    """
+    records_dir = Path(records_dir)
+    records: list[RunRecord] = []
+    problems: list[str] = []
+    seen: dict[tuple, RunRecord] = {}
+    for expdir in _candidate_dirs(roots):
+        try:
+            record = harvest_expdir(expdir)
+        except HarvestError as error:
+            problems.append(f"skipping {expdir}: {error}")
+            continue
+        except Exception as error:  # anything unforeseen in one directory must not stop the rest
+            problems.append(f"skipping {expdir}: {type(error).__name__}: {error}")
+            continue
+        identity = _run_identity(record)
+        if identity in seen:
+            other = seen[identity]
+            newer, older = (record, other) if record.evaluated_at >= other.evaluated_at else (other, record)
+            problems.append(f"duplicate run {older.expdir} of {newer.expdir} (same upstream, task, fold, seed, "
+                            f"config); keeping the newer one")
+            if newer is record:
+                records.remove(other)
+            else:
+                continue
+        seen[identity] = record
+        records.append(record)
+    problems += reconcile(records_dir, records)
+    for problem in problems:
+        warnings.warn(problem, stacklevel=2)
+    return records, problems
+
+
+def _run_identity(record: RunRecord) -> tuple:
+    return (record.variant, record.task, record.fold, record.seed, record.config_sha256)
+
+
+def reconcile(records_dir: str | Path, records: Sequence[RunRecord] = ()) -> list[str]:
+    """Write ``records`` into the folder and drop what is stale there; returns the notices.
+
+    One pass over the other records: one whose experiment folder is gone is removed, and so is an older record of
+    a run harvested again now (the same run from another folder gives way to the fresh record)."""
+    records_dir = Path(records_dir)
+    notices = []
+    for record in records:
+        write_json(records_dir / f"{record.record_id}.json", record.to_dict())
+    fresh = {_run_identity(record): f"{record.record_id}.json" for record in records}
+    fresh_ids = {record.record_id for record in records}
+    for path in sorted(records_dir.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue  # load_records names it
+        if not isinstance(data, dict) or data.get("record_id") in fresh_ids:
+            continue
+        expdir = data.get("expdir")
+        if isinstance(expdir, str) and not Path(expdir).is_dir():
+            path.unlink()
+            notices.append(f"removed record {path.name}: its experiment {expdir} is gone")
+            continue
+        try:
+            twin = fresh.get(_run_identity(RunRecord(**data)))
+        except TypeError:
+            continue
+        if twin is not None:
+            path.unlink()
+            notices.append(f"removed record {path.name}: a duplicate of {twin} (same run, harvested again)")
+    return notices
+
+
+def validate_record(data, source: str) -> RunRecord:
+    """A record read back from JSON, checked; ValueError names the file, the field and the bad value."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: not a JSON object")
+    try:
+        record = RunRecord(**data)
+    except TypeError as error:
+        raise ValueError(f"{source}: {error}") from None
+    if record.task not in TASKS:
+        raise ValueError(f"{source}: unknown task {record.task!r}; valid: {sorted(TASKS)}")
+    value = record.value
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{source}: value {value!r} is not a finite number")
+    metric = TASKS[record.task].metric
+    if metric == "acc" and not 0.0 <= value <= 1.0:
+        raise ValueError(f"{source}: value {value!r} is outside [0, 1] for an accuracy")
+    if metric == "wer" and value < 0:
+        raise ValueError(f"{source}: value {value!r} is a negative WER")
+    if not record.items:
+        raise ValueError(f"{source}: no per-item outcomes (harvested by an older version? harvest it again)")
+    from superb_redundancy.results.evidence import TestItems
+
+    try:
+        items = [TestItems.from_dict(i) for i in record.items]
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{source}: bad per-item outcomes ({error})") from None
+    from_items = sum(i.value for i in items) / len(items)
+    if not math.isclose(from_items, value, rel_tol=1e-5, abs_tol=1e-6):
+        raise ValueError(f"{source}: value {value!r} disagrees with its items ({from_items:.6g})")
+    return record
+
+
+def load_records(records_dir: str | Path) -> list[RunRecord]:
+    """Every valid record in the folder; each invalid one is skipped with a warning naming the file and value."""
+    records = []
+    for path in sorted(Path(records_dir).glob("*.json")):
+        try:
+            records.append(validate_record(json.loads(path.read_text()), str(path)))
+        except UnicodeDecodeError:
+            warnings.warn(f"skipping record {path}: not a text file", stacklevel=2)
+        except json.JSONDecodeError as error:
+            warnings.warn(f"skipping record {path}: not valid JSON ({error})", stacklevel=2)
+        except ValueError as error:
+            warnings.warn(f"skipping record {error}", stacklevel=2)
+    return records

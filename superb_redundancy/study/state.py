@@ -1,0 +1,75 @@
+"""A run's state on disk, and running one run in the worker while recording it.
+
+``<workdir>/state/<run id>.json`` (written atomically) says ``running`` when a run starts, ``done`` with its
+outputs when it returns, ``failed`` with its error when it raises, each with the run (and so its params_hash).
+:func:`execute_and_record` runs in the worker an executor (:mod:`superb_redundancy.study.executors`) hands the
+run to; the runner (:mod:`superb_redundancy.study.runner`) reads the states to decide what to run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+from superb_redundancy.core.files import write_json
+from superb_redundancy.study import guard
+from superb_redundancy.study.config import StudyConfig
+from superb_redundancy.study.plan import Run
+
+__all__ = ["RunState", "state_path", "read_state", "recorded_hash", "execute_and_record"]
+
+RunState = dict
+
+
+def state_path(workdir: Path, run: Run) -> Path:
+    return workdir / "state" / f"{run.run_id}.json"
+
+
+def read_state(workdir: Path, run: Run) -> RunState:
+    path = state_path(workdir, run)
+    if not path.is_file():
+        return {"status": "pending"}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {"status": "pending", "note": "unreadable state file"}
+
+
+def recorded_hash(state: RunState) -> Optional[str]:
+    return (state.get("run") or {}).get("params_hash")
+
+
+def execute_and_record(run: Run, study: StudyConfig) -> RunState:
+    """Lock the run's folder, mark running, execute, mark done (with outputs) or failed (with the error). Runs
+    in the worker. A folder another live process holds is left alone (state and files): the run fails here."""
+    from superb_redundancy.study.steps import execute
+
+    workdir = Path(study.workdir).resolve()
+    path = state_path(workdir, run)
+    try:
+        with guard.hold(run.folder(workdir) / ".lock", f"run {run.run_id}") as lock:
+            previous = read_state(workdir, run).get("outputs") or {}
+            if previous.get("record"):  # the old result must not outlive its rerun in the leaderboard
+                Path(previous["record"]).unlink(missing_ok=True)
+            started = time.time()
+            write_json(path, {"status": "running", "run": asdict(run), "started": started, "pid": os.getpid()})
+            os.environ[guard.RUN_LOCK_FD] = str(lock.fileno())  # handed on to s3prl's child (experiment.py)
+            try:
+                outputs = execute(run, study)
+            except Exception as error:
+                state = {"status": "failed", "run": asdict(run), "started": started, "finished": time.time(),
+                         "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(limit=8)}
+            else:
+                state = {"status": "done", "run": asdict(run), "started": started, "finished": time.time(),
+                         "outputs": outputs}
+            finally:
+                os.environ.pop(guard.RUN_LOCK_FD, None)
+            write_json(path, state)
+            return state
+    except guard.Held as held:
+        return {"status": "failed", "run": asdict(run), "error": f"not started: {held}"}

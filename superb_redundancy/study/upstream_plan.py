@@ -1,0 +1,294 @@
+"""One upstream of a study (``upstreams:`` entries): its base model and what is done with it, checked on load.
+
+Every sub-plan is a frozen dataclass, loaded through :func:`superb_redundancy.study.sections.typed`, so that a
+misspelt key (``prune: {amountz: [0.5]}``, ``similarity: {pooll: frames}``) is a problem naming it and the valid
+ones: ``finetune`` (:class:`FinetunePlan`), ``similarity`` (:class:`SimilarityPlan`, whose other keys are
+:class:`~superb_redundancy.analysis.report.SimilaritySettings` fields), ``prune`` (:class:`PrunePlan`), ``mimic``
+(a list of :class:`~superb_redundancy.mimic.MimicConfig` mappings, each checked by ``MimicConfig.from_dict``) and
+``heal`` (a :class:`~superb_redundancy.pruning.heal.HealConfig` mapping). The mimic and heal entries are kept as
+plain mappings: they go into run params (JSON), whose hashes must not change.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Optional, Union
+
+from superb_redundancy.models.shipped import is_shipped
+from superb_redundancy.study.sections import is_int, typed, unique
+
+__all__ = ["UpstreamPlan", "FinetunePlan", "SimilarityPlan", "PrunePlan", "KEEP_AMOUNTS", "amount_label",
+           "mimic_entry", "mimic_label", "check_objectives", "upstream_plan", "upstream_disk_problems"]
+
+#: prune amounts read off the study's pruning curves: the ratio of the unpruned metric their mean keeps
+KEEP_AMOUNTS = {"keep95": "95%", "keep50": "50%"}
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # upstream names become folder names and run ids
+_SIZES = {"batch_size", "k", "max_samples", "n_blocks", "forward_batch_size"}  # similarity settings that are >= 1
+
+
+@dataclass(frozen=True)
+class FinetunePlan:
+    task: str = "speech_commands"
+    steps: int = 200
+    lr: float = 1e-3
+    setting: Optional[str] = None  # None: the study's setting
+
+
+@dataclass(frozen=True)
+class SimilarityPlan:
+    """``data``: an audio folder instead of the study's KS corpus; ``limit``: a seeded subset of clips; the
+    other keys of the YAML section are :class:`superb_redundancy.analysis.report.SimilaritySettings` fields."""
+
+    data: Optional[str] = None
+    limit: Optional[int] = None
+    settings: dict = field(default_factory=dict)  # the given SimilaritySettings fields
+
+    def params(self) -> dict:
+        """Every setting resolved (defaults filled in): what a similarity run is keyed by."""
+        from superb_redundancy.analysis.report import SimilaritySettings
+
+        return {"data": self.data, "limit": self.limit, **asdict(SimilaritySettings(**self.settings))}
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    objectives: tuple[str, ...] = ()
+    #: a layer count (int), a fraction of the layers in [0, 1), or ``keep95``/``keep50``: the largest amount whose
+    #: mean on the curves' test set stays at or above 95%/50% of the unpruned model (needs the study's curves)
+    amounts: tuple[Union[int, float, str], ...] = ()
+    iterative: bool = False
+
+
+@dataclass(frozen=True)
+class UpstreamPlan:
+    name: str
+    family: str = "wav2vec2"
+    base: str = "tiny"
+    finetune: Optional[FinetunePlan] = None
+    similarity: SimilarityPlan = field(default_factory=SimilarityPlan)
+    prune: PrunePlan = field(default_factory=PrunePlan)
+    mimic: tuple[dict, ...] = ()  # MimicConfig mappings, each validated
+    baseline: bool = True  # evaluate the unpruned base too
+    mimic_tasks: Optional[tuple[str, ...]] = None  # the tasks the mimickers are evaluated on (None: the study's)
+    #: evaluate the mimickers in step 1 through the head of the base's experiment on ``eval_head_task`` (the
+    #: curves' task) and keep the epoch of the best head accuracy ("acc") or of the best MSE ("mse", recorded
+    #: only); None: no head
+    mimic_select_by: Optional[str] = None
+    #: a HealConfig mapping: heal every pruned variant (kept layers distilled towards the base) and evaluate the
+    #: healed model beside the pruned one
+    heal: Optional[dict] = None
+
+
+def amount_label(amount) -> str:
+    return f"{amount}".replace(".", "p")
+
+
+def check_objectives(objectives, where: str, problems: list[str]) -> None:
+    from superb_redundancy.pruning.objectives import OBJECTIVES
+
+    for objective in objectives:
+        if objective not in OBJECTIVES:
+            problems.append(f"{where}: {objective!r}; valid: {sorted(OBJECTIVES)}")
+    unique(objectives, where, problems)
+
+
+# ------------------------------------------------------------------------------------------------ sub-plans
+def _finetune(data, where: str, problems: list[str]) -> Optional[FinetunePlan]:
+    from superb_redundancy.data.tasks import TASKS
+
+    if data is None:  # `finetune: null`: none
+        return None
+    plan = typed(FinetunePlan, data, where, problems)
+    if plan is None:
+        return None
+    if plan.task not in TASKS:
+        problems.append(f"{where}.task: {plan.task!r}; valid: {sorted(TASKS)}")
+    if plan.steps < 1:
+        problems.append(f"{where}.steps: {plan.steps}; must be >= 1")
+    if not plan.lr > 0:
+        problems.append(f"{where}.lr: {plan.lr}; must be > 0")
+    return plan
+
+
+def _similarity(data, where: str, problems: list[str]) -> SimilarityPlan:
+    from superb_redundancy.analysis.report import SimilaritySettings
+    from superb_redundancy.analysis.similarity import AVERAGING_MODES, POOL_MODES
+
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append(f"{where}: expected a mapping, got {data!r}")
+        return SimilarityPlan()
+    own = [f.name for f in fields(SimilarityPlan) if f.name != "settings"]
+    plan = typed(SimilarityPlan, {k: v for k, v in data.items() if k in own}, where, problems) or SimilarityPlan()
+    settings = typed(SimilaritySettings, {k: v for k, v in data.items() if k not in own}, where, problems,
+                     also_valid=tuple(own)) or SimilaritySettings()
+    if plan.limit is not None and plan.limit < 1:
+        problems.append(f"{where}.limit: {plan.limit}; must be >= 1 (clips analysed)")
+    if settings.pool not in POOL_MODES:
+        problems.append(f"{where}.pool: {settings.pool!r}; valid: {list(POOL_MODES)}")
+    if settings.averaging not in AVERAGING_MODES:
+        problems.append(f"{where}.averaging: {settings.averaging!r}; valid: {list(AVERAGING_MODES)}")
+    for f in fields(SimilaritySettings):  # counts: >= 0 (e.g. permutations: 0 is none), sizes: >= 1
+        value, floor = getattr(settings, f.name), 1 if f.name in _SIZES else 0
+        if is_int(value) and value < floor:
+            problems.append(f"{where}.{f.name}: {value}; must be >= {floor}")
+        elif isinstance(value, float) and not (math.isfinite(value) and value > 0):
+            problems.append(f"{where}.{f.name}: {value}; must be > 0")
+    given = {k: v for k, v in data.items() if k not in own and k in {f.name for f in fields(SimilaritySettings)}}
+    return SimilarityPlan(plan.data, plan.limit, {k: getattr(settings, k) for k in given})
+
+
+def _prune(data, where: str, problems: list[str]) -> PrunePlan:
+    plan = typed(PrunePlan, data, where, problems) or PrunePlan()
+    check_objectives(plan.objectives, f"{where}.objectives", problems)
+    for amount in plan.amounts:
+        fraction = isinstance(amount, float) and math.isfinite(amount) and 0.0 <= amount < 1.0
+        if not (fraction or (is_int(amount) and amount >= 0) or amount in KEEP_AMOUNTS):
+            problems.append(f"{where}.amounts: {amount!r}; a layer count (int >= 0), a fraction in [0, 1), or one "
+                            f"of {list(KEEP_AMOUNTS)} (the largest amount the curves show keeping 95% / 50%)")
+    unique(plan.amounts, f"{where}.amounts", problems, key=amount_label)
+    if bool(plan.objectives) != bool(plan.amounts):
+        given, absent = ("objectives", "amounts") if plan.objectives else ("amounts", "objectives")
+        problems.append(f"{where}: {given} without {absent}: no prune run would be made")
+    return plan
+
+
+def mimic_entry(entry: dict, where: str = "mimic") -> tuple["MimicConfig", bool]:
+    """A study's mimic entry: its :class:`~superb_redundancy.mimic.MimicConfig` and whether step 1 trains it.
+    ``step1: false`` makes the paper's non-mimicker (initialised, not distilled); ``n_layers: 0`` (classifier
+    only) has no step 1 either. Both are trained only in step 2 (s3prl's runner with ``-f``)."""
+    from superb_redundancy.mimic.config import MimicConfig, MimicError
+
+    if not isinstance(entry, dict):
+        raise MimicError(f"{where}: expected a mapping (a mimic config), got {entry!r}")
+    step1 = entry.get("step1", True)
+    if not isinstance(step1, bool):
+        raise MimicError(f"{where}.step1: {step1!r}; valid: true (distil in step 1) or false (the non-mimicker)")
+    config = MimicConfig.from_dict({k: v for k, v in entry.items() if k != "step1"}, where)
+    return config, step1 and not config.classifier_only
+
+
+def mimic_label(entry: dict) -> str:
+    """The variant's name: the config's stem, ``nonmimic-`` in front for a non-mimicker."""
+    from superb_redundancy.mimic.baselines import baseline_name
+
+    config, step1 = mimic_entry(entry)
+    return config.name() if step1 else baseline_name(config)
+
+
+def _mimic(data, where: str, problems: list[str]) -> tuple[dict, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        problems.append(f"{where}: expected a list of mimic configs, got {data!r}")
+        return ()
+    kept, names = [], {}
+    for index, entry in enumerate(data):
+        try:
+            mimic_entry(entry, f"{where}[{index}]")
+            name = mimic_label(entry)
+        except (TypeError, ValueError) as error:  # MimicError is a ValueError
+            problems.append(str(error))
+            continue
+        if name in names:  # the downstream runs are named after the mimicker
+            problems.append(f"{where}[{index}]: the same mimicker ({name}) as {where}[{names[name]}]")
+            continue
+        names[name] = index
+        kept.append(entry)
+    return tuple(kept)
+
+
+def _heal(data, where: str, problems: list[str]) -> Optional[dict]:
+    """``heal:`` a :class:`~superb_redundancy.pruning.heal.HealConfig` mapping (``{}``: its defaults), kept as a
+    dict (run params are JSON)."""
+    from superb_redundancy.pruning.heal import HealConfig
+
+    if data is None:
+        return None
+    config = typed(HealConfig, data, where, problems)
+    return None if config is None else config.to_dict()
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+def upstream_plan(data, where: str, problems: list[str]) -> Optional[UpstreamPlan]:
+    """One ``upstreams:`` entry, its problems appended; None when it cannot be built."""
+    from superb_redundancy.models.families import FAMILIES
+
+    nested = {"finetune": _finetune, "similarity": _similarity, "prune": _prune, "mimic": _mimic, "heal": _heal}
+    up = typed(UpstreamPlan, data, where, problems, nested=nested)
+    if up is None:
+        return None
+    if not _NAME.fullmatch(up.name):
+        problems.append(f"{where}.name: {up.name!r}; letters, digits, '.', '_', '-' (it names folders)")
+    if up.family not in FAMILIES:
+        problems.append(f"{where}.family: {up.family!r}; valid: {sorted(FAMILIES)}")
+    if not up.base:
+        problems.append(f"{where}.base: empty; an s3prl hub name, a checkpoint path, a shipped model, or 'tiny'")
+    if up.mimic_select_by is not None:
+        from superb_redundancy.mimic.train import SELECT_BY
+
+        if up.mimic_select_by not in SELECT_BY:
+            problems.append(f"{where}.mimic_select_by: {up.mimic_select_by!r}; valid: null (no head), "
+                            + ", ".join(SELECT_BY))
+        elif not up.baseline:
+            problems.append(f"{where}.mimic_select_by: the head is the base's experiment, which needs baseline: true")
+    if up.heal is not None and not up.prune.objectives:
+        problems.append(f"{where}.heal: nothing to heal; it heals the pruned variants, and prune names none")
+    if up.mimic_tasks is not None:
+        from superb_redundancy.data.tasks import TASKS
+
+        for task in up.mimic_tasks:
+            if task not in TASKS:
+                problems.append(f"{where}.mimic_tasks: {task!r}; valid: {sorted(TASKS)}")
+    return up
+
+
+# ------------------------------------------------------------------------------------------------ on disk
+def _is_path_like(base: str) -> bool:
+    """A checkpoint path rather than a hub name (the rule of ``pruned_upstream.resolve_base``)."""
+    return os.sep in base or base.endswith((".pt", ".ckpt", ".pth", ".bin")) or Path(base).exists()
+
+
+def _layer_count(up: UpstreamPlan) -> Optional[int]:
+    """The base model's transformer layers when they can be told without a download (tiny, shipped, a file)."""
+    if up.base == "tiny":
+        from superb_redundancy.models.tiny import TinyConfig
+
+        return TinyConfig().num_layers
+    if not (is_shipped(up.base) or _is_path_like(up.base)):
+        return None
+    try:
+        import torch
+
+        from superb_redundancy.models.families import get_family
+        from superb_redundancy.models.shipped import shipped_checkpoint
+
+        path = shipped_checkpoint(up.base) if is_shipped(up.base) else Path(up.base).expanduser()
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return get_family(up.family).num_layers(checkpoint)
+    except Exception:  # not readable here (an older format, another family): the run itself will say why
+        return None
+
+
+def upstream_disk_problems(up: UpstreamPlan) -> list[str]:
+    """What the disk tells about one upstream now (its similarity data, its base checkpoint, prune amounts
+    against the base's layer count), one line each."""
+    found, where = [], f"upstreams[{up.name}]"
+    if up.similarity.data and not Path(up.similarity.data).expanduser().exists():
+        found.append(f"{where}.similarity.data: {up.similarity.data} not found")
+    if up.base != "tiny" and not is_shipped(up.base) and _is_path_like(up.base) \
+            and not Path(up.base).expanduser().is_file():
+        found.append(f"{where}.base: checkpoint {up.base} not found")
+        return found
+    layers = _layer_count(up)
+    for amount in up.prune.amounts:  # layer 0 is never pruned: at most L - 1 layers go
+        if layers and is_int(amount) and amount > layers - 1:
+            found.append(f"{where}.prune.amounts: {amount} layers, but the {layers}-layer base can drop at "
+                         f"most {layers - 1} (layer 0 is kept)")
+    return found

@@ -1,0 +1,151 @@
+"""s3prl's own runner trains, evaluates and resumes our upstreams (registration on every call)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from superb_redundancy.data import tasks
+from superb_redundancy.pruning.spec import PruneSpec
+from superb_redundancy.results.metrics import read_test_metric
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def run_downstream(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(ROOT / "run_downstream.py"), *args], cwd=cwd,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_help_lists_our_variants(tmp_path):
+    out = run_downstream("-h", cwd=tmp_path).stdout
+    for name in ("pruned_wav2vec2", "pruned_hubert_local", "pruned_wavlm"):
+        assert f"  {name} " in out
+
+
+def test_pruned_wavlm_train_evaluate_resume(tmp_path, tiny_ckpts, corpus_root):
+    spec = PruneSpec(base=str(tiny_ckpts["wavlm"]), drop_layers=[0]).to_yaml(tmp_path / "spec.yaml")
+    expdir = tmp_path / "exp"
+    data = tasks.format_overrides(tasks.data_overrides("speech_commands", corpus_root))
+    common = ["-d", "speech_commands", "-c", str(tasks.config_path("speech_commands", "tiny")), "--device", "cpu"]
+    run_downstream("-m", "train", "-u", "pruned_wavlm", "-g", str(spec), *common, "-p", str(expdir),
+                   "-o", data + ",,config.runner.total_steps=15", cwd=tmp_path)
+    assert (expdir / "states-15.ckpt").is_file()
+
+    # resume (-a): a new process, so the upstream is found only because registration runs on every call
+    resumed = run_downstream("-m", "train", "-a", "-p", str(expdir), "--device", "cpu",
+                             "-o", "config.runner.total_steps=30", cwd=tmp_path)
+    assert "Resume from" in resumed.stdout + resumed.stderr
+    assert (expdir / "states-30.ckpt").is_file()
+
+    run_downstream("-m", "evaluate", "-e", str(expdir / "states-30.ckpt"), cwd=tmp_path)  # --device: cpu by default
+    metric = read_test_metric(expdir, "speech_commands")
+    assert metric.step == 0 and 0.0 <= metric.value <= 1.0  # evaluate mode logs step 0
+
+
+def test_study_leaderboard_has_every_task_for_pruned_and_unpruned(tmp_path, corpus_root):
+    """The main command's shape, smaller: base and a pruned variant on all four SUPERB tasks, one leaderboard."""
+    import yaml
+
+    from superb_redundancy.study import StudyConfig, run_study
+
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump({
+        "name": "four-tasks", "workdir": str(tmp_path / "work"), "leaderboard": str(tmp_path / "board"),
+        "upstreams": [{"name": "w", "family": "wav2vec2", "base": "tiny",
+                       "similarity": {"batch_size": 32, "limit": 64},
+                       "prune": {"objectives": ["knn-bi"], "amounts": [1]}}],
+        "tasks": ["speech_commands", "voxceleb1", "emotion", "asr"]}))
+    states, frame = run_study(StudyConfig.from_yaml(study_file), progress=False)
+    assert all(s["status"] == "done" for s in states.values()), {k: s for k, s in states.items() if s["status"] != "done"}
+    for task in tasks.TASKS:
+        if task == "speech_commands_35":
+            continue
+        rows = frame[frame.task == task]
+        assert len(rows) == 2 and rows.is_base.sum() == 1, task  # the unpruned base and the pruned variant
+        assert rows.params.notna().all() and rows.macs.notna().all()
+    assert (tmp_path / "board" / "index.html").is_file()
+
+
+@pytest.fixture(scope="module")
+def ks_head(tmp_path_factory, tiny_ckpts, corpus_root):
+    """A KS head trained on the unpruned tiny wav2vec2 (its expdir)."""
+    work = tmp_path_factory.mktemp("ks_head")
+    expdir = work / "base"
+    data = tasks.format_overrides(tasks.data_overrides("speech_commands", corpus_root))
+    run_downstream("-m", "train", "-u", "wav2vec2_local", "-k", str(tiny_ckpts["wav2vec2"]), "-d", "speech_commands",
+                   "-c", str(tasks.config_path("speech_commands", "tiny")), "-p", str(expdir), "-o", data, cwd=work)
+    run_downstream("-m", "evaluate", "-e", str(expdir / "states-30.ckpt"), cwd=work)
+    return expdir
+
+
+def test_a_head_evaluated_with_a_pruned_upstream_scores_that_variant_in_its_own_folder(ks_head, tiny_ckpts, tmp_path):
+    """The score is the pruned variant's (equal to its pruning-curve point), filed under the pruned upstream."""
+    from superb_redundancy.results.records import harvest
+    from superb_redundancy.results.leaderboard import Profile, build
+    from superb_redundancy.pruning.curves import CurveSettings, pruning_curves
+
+    base_log = (ks_head / "log.log").read_text()
+    spec = PruneSpec(base=str(tiny_ckpts["wav2vec2"]), drop_layers=[2]).to_yaml(tmp_path / "drop2.yaml")
+    out = run_downstream("-m", "evaluate", "-e", str(ks_head / "states-30.ckpt"), "-u", "pruned_wav2vec2",
+                         "-g", str(spec), "-p", str(tmp_path / "pruned_eval"), cwd=tmp_path)
+    assert "no CUDA device here: running on --device cpu" in out.stderr  # s3prl's cuda default would have died
+    assert (ks_head / "log.log").read_text() == base_log  # nothing appended to the head's own experiment
+    pruned = read_test_metric(tmp_path / "pruned_eval", "speech_commands").value
+    unpruned = read_test_metric(ks_head, "speech_commands").value
+
+    # the curves evaluate the same checkpoint with the same variant (backward pruning by 1 drops layer 2)
+    curves = pruning_curves(ks_head / "states-30.ckpt",
+                            settings=CurveSettings(objectives=("backward",), repeats=1, progress=False))
+    assert curves.mean("backward", 1) == pruned  # exactly: the same per-sample outcomes, averaged alike
+    assert curves.mean("backward", 0) == unpruned
+
+    records, problems = harvest([ks_head, tmp_path / "pruned_eval"], tmp_path / "records")
+    assert not problems, problems
+    by_upstream = {r.upstream: r for r in records}
+    assert by_upstream["pruned_wav2vec2"].value == pruned and by_upstream["wav2vec2_local"].value == unpruned
+    assert by_upstream["pruned_wav2vec2"].head["expdir"] == str(ks_head)
+    frame, _ = build(records, profile=lambda rs: ({r.variant: Profile(1, 1.0) for r in rs}, {}))
+    rows = frame.set_index("label")
+    assert rows.loc["pruned_wav2vec2 drop [2]", "value"] == pruned and rows.loc["wav2vec2_local", "value"] == unpruned
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["-d", "emotion"], "restores -d from the checkpoint, so s3prl would ignore it"),
+    (["-u", "pruned_wav2vec2", "-p", "{head}"], "is the head's own experiment folder"),
+])
+def test_flags_s3prl_would_ignore_are_refused(extra, message, ks_head, tmp_path):
+    args = [a.format(head=ks_head) for a in extra]
+    result = subprocess.run([sys.executable, str(ROOT / "run_downstream.py"), "-m", "evaluate", "-e",
+                             str(ks_head / "states-30.ckpt"), *args], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=300)
+    assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
+
+
+def test_resuming_with_another_upstream_is_refused(ks_head, tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "run_downstream.py"), "-m", "train", "-e",
+                             str(ks_head / "states-30.ckpt"), "-u", "hubert_local"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=300)
+    assert result.returncode == 2
+    assert "s3prl restores -u 'wav2vec2_local' from the checkpoint and would ignore -u 'hubert_local'" in result.stderr
+
+
+@pytest.mark.parametrize("content, why", [(None, "not found"), (b"", "empty or truncated"),
+                                          (b"not a checkpoint at all", "not a torch checkpoint")])
+def test_a_bad_stock_checkpoint_is_one_line_before_s3prl_starts(content, why, tmp_path):
+    ckpt = tmp_path / "model.pt"
+    if content is not None:
+        ckpt.write_bytes(content)
+    result = subprocess.run([sys.executable, str(ROOT / "run_downstream.py"), "-m", "train", "-u", "wav2vec2_local",
+                             "-k", str(ckpt), "-d", "speech_commands", "-p", str(tmp_path / "exp")],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert str(ckpt) in lines[0] and why in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "exp").exists()

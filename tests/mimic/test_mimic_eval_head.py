@@ -1,0 +1,141 @@
+"""The mimicker's own accuracy during step 1: every epoch through the teacher's fine-tuned downstream head (a tiny
+KS head trained by s3prl's runner on the tiny wav2vec2 teacher, synthetic corpus), on its dev split; weights kept
+by that accuracy or by the validation MSE; the record says which epoch, which criterion and the curve."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from superb_redundancy.data import tasks as task_defs
+from superb_redundancy.results.experiment import run_downstream
+from superb_redundancy.mimic import MimicConfig, MimicError, describe_artifact, load_mimic_artifact
+from superb_redundancy.data.splits import corpus_audio
+from superb_redundancy.mimic.baselines import init_artifact
+from superb_redundancy.mimic.eval_head import HeadEvaluator
+from superb_redundancy.mimic.teacher_cache import build_teacher_cache
+from superb_redundancy.mimic.train import train_grid, train_mimicker
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+TASK = "speech_commands"
+#: a short run: 6 steps, no dev evaluation in the runner, one checkpoint (states-6.ckpt)
+SHORT = {"config.runner.total_steps": 6, "config.runner.eval_step": 1000, "config.runner.save_step": 6,
+         "config.runner.log_step": 6}
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def head(tiny_ckpts, corpus_root, tmp_path_factory):
+    """An s3prl experiment trained (train only) on the tiny wav2vec2 teacher: the eval head."""
+    expdir = tmp_path_factory.mktemp("eval_head") / "exp"
+    overrides = task_defs.format_overrides({**task_defs.data_overrides(TASK, corpus_root), **SHORT})
+    run_downstream(["-m", "train", "-u", "wav2vec2_local", "-k", str(tiny_ckpts["wav2vec2"]), "-d", TASK,
+                    "-c", str(task_defs.config_path(TASK, "tiny")), "-p", str(expdir), "--device", "cpu",
+                    "-o", overrides], expdir.parent / "exp.log")
+    return expdir
+
+
+@pytest.fixture(scope="module")
+def clips(corpus_root):
+    return corpus_audio(corpus_root, TASK, "train")[:10]
+
+
+@pytest.fixture(scope="module")
+def cache(tiny_ckpts, clips, tmp_path_factory):
+    return build_teacher_cache(tiny_ckpts["wav2vec2"], clips, tmp_path_factory.mktemp("c") / "cache",
+                               layers=[0, 1, 2], progress=False)
+
+
+@pytest.fixture(scope="module")
+def evaluator(head, cache):
+    return HeadEvaluator(head, cache, CPU)
+
+
+def test_select_by_accuracy_keeps_the_best_epoch(tiny_ckpts, clips, head, evaluator, tmp_path):
+    configs = [MimicConfig.tiny(epochs=3), MimicConfig.tiny(kind="transformer", span=[1, 1], epochs=3)]
+    paths = train_grid(tiny_ckpts["wav2vec2"], clips, configs, tmp_path, eval_head=head, select_by="acc",
+                       progress=False)
+    for path in paths:
+        training = torch.load(path, weights_only=True)["training"]
+        curve = [h["head_acc"] for h in training["history"]]
+        assert len(curve) == 4 and all(0.0 <= a <= 1.0 for a in curve) and training["head_accuracy"] == curve
+        best = max(range(1, 4), key=lambda epoch: (curve[epoch], -epoch))  # the earliest of equal accuracies
+        assert training["best_epoch"] == best and training["best_accuracy"] == curve[best]
+        assert training["best_loss"] == training["history"][best]["val_loss"]
+        assert (training["select_by"], training["selected_by"]) == ("acc", "head accuracy")
+        described = training["eval_head"]
+        assert described["split"] == "dev" and described["task"] == TASK and described["items"] > 0
+        assert described["checkpoint"].endswith("states-6.ckpt")
+        # the artifact holds the selected epoch's weights: through the head again, the recorded accuracy
+        upstream = load_mimic_artifact(path, compact=False).eval()
+        assert evaluator.accuracy(upstream) == training["best_accuracy"]
+        assert f"best head accuracy {curve[best]:.4g} (dev) at epoch {best}/3" in describe_artifact(path)
+
+
+def test_select_by_mse_with_a_head_trains_the_same_weights(cache, evaluator, tmp_path):
+    config = MimicConfig.tiny(kind="transformer", n_layers=2, layer_i=0, epochs=2)
+    watched = train_mimicker(cache, config, tmp_path / "a.pt", eval_head=evaluator, progress=False)
+    plain = train_mimicker(cache, config, tmp_path / "b.pt", progress=False)
+    a, b = torch.load(watched, weights_only=True), torch.load(plain, weights_only=True)
+    assert all(torch.equal(a["mimicker"][k], b["mimicker"][k]) for k in a["mimicker"])
+    assert [h["val_loss"] for h in a["training"]["history"]] == [h["val_loss"] for h in b["training"]["history"]]
+    assert a["training"]["selected_by"] == "validation loss" and a["training"]["best_accuracy"] is not None
+    assert len(a["training"]["head_accuracy"]) == 3 and "head_accuracy" not in b["training"]
+    # resuming with another selection is refused; with the same one it continues
+    with pytest.raises(MimicError, match="only epochs may change on resume"):
+        train_mimicker(cache, config, tmp_path / "a.pt", resume=True, progress=False)
+    more = train_mimicker(cache, MimicConfig.tiny(kind="transformer", n_layers=2, layer_i=0, epochs=3),
+                          tmp_path / "a.pt", resume=True, eval_head=evaluator, progress=False)
+    assert len(torch.load(more, weights_only=True)["training"]["head_accuracy"]) == 4
+
+
+class Identity(nn.Module):
+    def forward(self, x, padding_mask=None):
+        return x
+
+
+def test_identity_span_through_the_head_is_the_pruned_teacher(tiny_ckpts, evaluator, tmp_path):
+    """Through the trained Featurizer and head, the identity span [1, 1] scores item for item what the teacher
+    with layer 1 dropped scores (pruning_curves' end-to-end reference)."""
+    from superb_redundancy.pruning.curves import evaluate_upstream, layers_dropped
+
+    upstream = load_mimic_artifact(init_artifact(tiny_ckpts["wav2vec2"], MimicConfig.tiny(span=[1, 1]),
+                                                 tmp_path / "s.pt")).eval()
+    upstream.mimicker.layers[0] = Identity()
+    experiment = evaluator.experiment
+    ours = evaluate_upstream(experiment, upstream, "dev", progress=False)["acc"]
+    with layers_dropped(experiment.expert, experiment.family, [1]) as pruned:
+        reference = evaluate_upstream(experiment, pruned, "dev", progress=False)["acc"]
+    assert ours == reference and len(ours) == evaluator.items
+
+
+def test_eval_head_errors(head, tiny_ckpts, tiny_preln_wav2vec2, clips, tmp_path, capsys):
+    from superb_redundancy.models.tiny import TinyConfig, write_tiny_checkpoint
+
+    other = write_tiny_checkpoint("wav2vec2", tmp_path / "other.pt", TinyConfig(), seed=9)
+    foreign = build_teacher_cache(other, clips[:3], tmp_path / "c1", progress=False)
+    with pytest.raises(MimicError, match=r"was trained on .*tiny_wav2vec2.pt \(sha256 .*not on the cache's teacher"):
+        HeadEvaluator(head, foreign, CPU)
+    deeper = build_teacher_cache(tiny_preln_wav2vec2, clips[:3], tmp_path / "c2", progress=False)
+    with pytest.raises(MimicError, match=r"trained on a 3-layer wav2vec2, not on the cache's teacher \(4-layer"):
+        HeadEvaluator(head, deeper, CPU)
+    with pytest.raises(MimicError, match="eval head .*experiment not found"):
+        HeadEvaluator(tmp_path / "nope", foreign, CPU)
+    with pytest.raises(MimicError, match="select_by='acc' needs an eval head"):
+        train_mimicker(foreign, MimicConfig.tiny(), tmp_path / "x.pt", select_by="acc", progress=False)
+
+    from superb_redundancy.cli import main
+
+    config = tmp_path / "c.yaml"
+    MimicConfig.tiny(epochs=1).to_yaml(config)
+    capsys.readouterr()  # what loading the heads above printed (s3prl's Featurizer)
+    code = main(["mimic", "train", "--teacher", str(tiny_ckpts["wav2vec2"]), "--data", *map(str, clips[:3]),
+                 "--config", str(config), "--select-by", "acc", "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "select_by='acc' needs an eval head" in err[0]
+    assert main(["mimic", "train", "--teacher", str(tiny_ckpts["wav2vec2"]), "--data", *map(str, clips[:4]),
+                 "--config", str(config), "--eval-head", str(head), "--select-by", "acc", "--quiet",
+                 "--output", str(tmp_path / "o")]) == 0
+    assert "best head accuracy" in capsys.readouterr().out

@@ -1,0 +1,104 @@
+"""Study files: a misspelt key in any section is one problem line naming it and the valid keys; the run ids and
+params hashes of a valid study stay what they were (a changed hash reruns a finished study)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from superb_redundancy.study import StudyConfig, StudyConfigError, expand
+
+
+def write_study(path: Path, upstream: dict | None = None, **overrides) -> Path:
+    study = {"name": "t", "workdir": str(path.parent / "work"), "data": {"synthetic": {"scale": 1.0}},
+             "upstreams": [{"name": "w", "base": "tiny", **(upstream or {})}], "tasks": ["speech_commands"]}
+    study.update(overrides)
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+_PRUNE = {"objectives": ["bi"], "amounts": [1]}
+
+
+@pytest.mark.parametrize("upstream, overrides, problem", [
+    ({"prune": {"amountz": [0.5]}}, {},
+     "upstreams[w].prune: unknown field(s) ['amountz']; valid: ['amounts', 'iterative', 'objectives']"),
+    ({"similarity": {"pooll": "frames"}}, {},
+     "upstreams[w].similarity: unknown field(s) ['pooll']; valid: ['averaging', 'batch_size', 'data', "
+     "'forward_batch_size', 'include_input', 'k', 'limit', 'max_samples', 'max_seconds', 'n_blocks', "
+     "'permutations', 'pool']"),
+    ({"finetune": {"stepz": 3}}, {},
+     "upstreams[w].finetune: unknown field(s) ['stepz']; valid: ['lr', 'setting', 'steps', 'task']"),
+    ({"prune": _PRUNE, "heal": {"epochz": 3}}, {},
+     "upstreams[w].heal: unknown field(s) ['epochz']; valid: ['batch_size', 'epochs', 'lr', 'max_val_clips', "
+     "'seed', 'targets', 'val_fraction']"),
+    ({"basee": "tiny"}, {},
+     "upstreams[w]: unknown field(s) ['basee']; valid: ['base', 'baseline', 'family', 'finetune', 'heal', 'mimic', "
+     "'mimic_select_by', 'mimic_tasks', 'name', 'prune', 'similarity']"),
+    ({}, {"curves": {"repeat": 2}},
+     "curves: unknown field(s) ['repeat']; valid: ['objectives', 'repeats', 'subset', 'task']"),
+    ({}, {"executor": {"worker": 2}},
+     "executor: unknown field(s) ['worker']; valid: ['cluster', 'folder', 'gpus_per_run', 'kind', 'slurm', "
+     "'workers']"),
+    ({}, {"data": {"synthetic": {"scal": 2}}},
+     "data.synthetic: unknown field(s) ['scal']; valid: ['scale', 'seed', 'workers']"),
+])
+def test_a_misspelt_key_is_one_line_naming_it_and_the_valid_ones(tmp_path, upstream, overrides, problem):
+    path = write_study(tmp_path / "s.yaml", upstream, **overrides)
+    assert StudyConfig.load(path)[1] == [problem]
+    with pytest.raises(StudyConfigError) as raised:
+        StudyConfig.from_yaml(path)
+    assert str(raised.value) == problem and raised.value.problems == [problem]
+
+
+def test_a_misspelt_mimic_key_is_one_line(tmp_path):
+    path = write_study(tmp_path / "s.yaml", {"mimic": [{"kind": "linear", "n_layers": 1, "zz": 32}]})
+    (problem,) = StudyConfig.load(path)[1]
+    assert problem.startswith("upstreams[w].mimic[0]: unknown") and "['zz']; valid: [" in problem
+    assert "'z'" in problem and "'n_layers'" in problem
+
+
+def test_every_typo_of_a_file_is_reported_together(tmp_path):
+    path = write_study(tmp_path / "s.yaml", {"prune": {"objectives": ["bi"], "amountz": [0.5]},
+                                             "similarity": {"pooll": "frames"}})
+    problems = StudyConfig.load(path)[1]
+    assert [p.split(":")[0] for p in problems] == ["upstreams[w].similarity", "upstreams[w].prune",
+                                                   "upstreams[w].prune"]
+    assert "['pooll']" in problems[0] and "['amountz']" in problems[1]
+    assert problems[2] == "upstreams[w].prune: objectives without amounts: no prune run would be made"
+
+
+#: every section of a study, each with non-default values
+PINNED_STUDY = {
+    "name": "pin", "workdir": "work/pin", "data": {"synthetic": {"scale": 0.5, "seed": 3}},
+    "upstreams": [
+        {"name": "w", "family": "wav2vec2", "base": "tiny",
+         "finetune": {"task": "speech_commands", "steps": 20, "lr": 0.002},
+         "similarity": {"pool": "mean", "limit": 64, "batch_size": 16, "k": 5},
+         "prune": {"objectives": ["bi", "knn-bi"], "amounts": [1, 0.5, "keep95"], "iterative": True},
+         "heal": {"epochs": 2, "lr": 0.0003, "targets": "mapped"},
+         "mimic": [{"kind": "linear", "n_layers": 1, "z": 8}, {"kind": "linear", "n_layers": 1, "z": 8, "step1": False},
+                   {"kind": "linear", "n_layers": 1, "z": 8, "span": [1, 2]}],
+         "mimic_select_by": "acc"},
+        {"name": "h", "family": "hubert", "base": "tiny", "baseline": True,
+         "prune": {"objectives": ["forward"], "amounts": [2]}},
+    ],
+    "tasks": ["speech_commands", "emotion"], "seeds": [1337, 7],
+    "curves": {"task": "speech_commands", "objectives": ["bi", "knn-bi", "forward"], "repeats": 2, "subset": 0.5},
+    "executor": {"kind": "local", "workers": 2},
+}
+
+
+def test_run_ids_and_params_hashes_are_pinned(tmp_path):
+    """The hashes of a study using every section, as they were before the study config was split into modules:
+    a change here reruns every finished study (change it only on purpose)."""
+    path = tmp_path / "pin.yaml"
+    path.write_text(yaml.safe_dump(PINNED_STUDY))
+    runs = expand(StudyConfig.from_yaml(path))
+    listing = "\n".join(f"{run.run_id} {run.params_hash}" for run in runs)
+    assert len(runs) == 92
+    assert hashlib.sha256(listing.encode()).hexdigest() == \
+        "724cff9a404beadcda5ad67a30c5556da6e6cf0ea694ee61c68107a210acf8f6", listing
