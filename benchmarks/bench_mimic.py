@@ -55,9 +55,9 @@ def _forward(model, wav) -> float:
 def bench_models(teacher: Path, workdir: Path, seconds: list[float], repeats: int, warmup: int) -> tuple[list, dict]:
     import s3prl.hub
 
+    from superb_redundancy.compute import count_parameters
     from superb_redundancy.mimic import MimicConfig, load_mimic_artifact
     from superb_redundancy.mimic.baselines import init_artifact
-    from superb_redundancy.compute import count_parameters
 
     models = {"original": s3prl.hub.wav2vec2_local(ckpt=str(teacher)).eval()}
     for label, values in TIMED.items():
@@ -108,10 +108,10 @@ def step1_without_cache(teacher: Path, files: list[Path], configs, device: torch
     """The same training as train_mimicker (batches, loss, Adam), the teacher re-run for every batch."""
     from torch.nn.utils.rnn import pad_sequence
 
-    from superb_redundancy.models.families import family_of_checkpoint
     from superb_redundancy.mimic import Mimicker
     from superb_redundancy.mimic.teacher_cache import Teacher, _read_audio
     from superb_redundancy.mimic.train import _step1_terms, split_clips as _split
+    from superb_redundancy.models.families import family_of_checkpoint
 
     started = time.perf_counter()
     checkpoint = torch.load(teacher, map_location="cpu", weights_only=True, mmap=True)

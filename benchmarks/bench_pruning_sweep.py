@@ -51,12 +51,12 @@ def main(argv=None) -> int:
     import s3prl.hub
     from s3prl.upstream.interfaces import Featurizer
 
-    from superb_redundancy.analysis.report import SimilarityReport, SimilaritySettings
     from superb_redundancy.analysis.blocks import detect_blocks
+    from superb_redundancy.analysis.report import SimilarityReport, SimilaritySettings
+    from superb_redundancy.analysis.similarity import SimilarityAccumulator, pool
     from superb_redundancy.models.families import get_family
     from superb_redundancy.pruning.curves import (PAPER_OBJECTIVES, SharedPrunedForward, as_upstream_output,
                                                   layers_dropped, pruning_orders, variant_masks)
-    from superb_redundancy.analysis.similarity import SimilarityAccumulator, pool
 
     try:
         from superb_redundancy.models.architectures import write_architecture_checkpoint

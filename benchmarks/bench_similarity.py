@@ -29,11 +29,11 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32, help="similarity batch (samples)")
     args = parser.parse_args(argv)
 
-    from superb_redundancy.hub.install import install
-    from superb_redundancy.analysis.report import SimilaritySettings, analyse
-    from superb_redundancy.models.architectures import write_architecture_checkpoint
     from superb_redundancy.analysis.hidden_states import iter_hidden_states
+    from superb_redundancy.analysis.report import SimilaritySettings, analyse
     from superb_redundancy.core.audio import list_audio
+    from superb_redundancy.hub.install import install
+    from superb_redundancy.models.architectures import write_architecture_checkpoint
 
     install()
     import s3prl.hub

@@ -23,11 +23,11 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from superb_redundancy.analysis.report import SimilaritySettings, accumulate
-from superb_redundancy.core.files import atomic_dir, write_json
 from superb_redundancy.analysis.blocks import plot_similarity
 from superb_redundancy.analysis.hidden_states import iter_hidden_states
+from superb_redundancy.analysis.report import SimilaritySettings, accumulate
 from superb_redundancy.analysis.similarity import METRICS
+from superb_redundancy.core.files import atomic_dir, write_json
 
 __all__ = ["CrossSimilarityReport", "cross_analyse"]
 

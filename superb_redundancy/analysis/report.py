@@ -23,10 +23,10 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import torch
 
-from superb_redundancy.core.files import atomic_dir, write_json
 from superb_redundancy.analysis.blocks import block_strength, detect_blocks, permutation_null, plot_similarity
 from superb_redundancy.analysis.hidden_states import iter_hidden_states
 from superb_redundancy.analysis.similarity import SimilarityAccumulator, pool
+from superb_redundancy.core.files import atomic_dir, write_json
 
 __all__ = ["SimilaritySettings", "SimilarityReport", "analyse", "accumulate", "report_from_matrices",
            "random_init_upstream", "shown_matrix"]
@@ -237,10 +237,9 @@ def random_init_upstream(name: str, ckpt: Optional[str], seed: int = 1) -> Optio
     the stock ``<family>_local`` names of our families; None for anything else (no baseline is computed)."""
     import tempfile
 
-    from superb_redundancy.core.files import torch_save
-    from superb_redundancy.models.families import FAMILIES, family_of_checkpoint
-    from superb_redundancy.core.files import load_checkpoint
+    from superb_redundancy.core.files import load_checkpoint, torch_save
     from superb_redundancy.hub.install import build_upstream
+    from superb_redundancy.models.families import FAMILIES, family_of_checkpoint
 
     if not ckpt or name not in {f.local_hub_name for f in FAMILIES.values()}:
         return None

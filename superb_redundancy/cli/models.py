@@ -140,7 +140,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_upstreams(args: argparse.Namespace) -> int:
     from superb_redundancy.hub import upstreams as registry
-
     from superb_redundancy.hub.install import install
 
     install()

@@ -98,9 +98,10 @@ def register(sub) -> None:
 def _cmd_prune_spec(args: argparse.Namespace) -> int:
     if not (args.output or args.artifact):
         raise ValueError("give --output SPEC.yaml and/or --artifact PATH.pt")
+    from superb_redundancy.models.checkpoints import load_base_checkpoint, resolve_base
     from superb_redundancy.models.families import get_family
     from superb_redundancy.pruning.spec import PruneSpec
-    from superb_redundancy.pruning.upstream import load_base_checkpoint, resolve_base, save_pruned
+    from superb_redundancy.pruning.upstream import save_pruned
 
     check_output_file(args.output, "--output")
     check_output_file(args.artifact, "--artifact")
@@ -195,9 +196,9 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 def _check_report_base(report, report_path: str, base: str, family_name: str) -> None:
     """Refuse a similarity report computed on another model than ``--base``: the report records the analysed
     checkpoint by content (``model_sha256``; older reports: the checkpoint path, hashed now)."""
-    from superb_redundancy.models.families import get_family
     from superb_redundancy.core.files import checkpoint_sha256
-    from superb_redundancy.pruning.upstream import load_base_checkpoint, resolve_base
+    from superb_redundancy.models.checkpoints import load_base_checkpoint, resolve_base
+    from superb_redundancy.models.families import get_family
 
     family = get_family(family_name)
     path = resolve_base(base, family, download=False)

@@ -29,8 +29,8 @@ def register(sub) -> None:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     import warnings
 
-    from superb_redundancy.results.records import harvest, load_records
     from superb_redundancy.results.leaderboard import build, format_tables, write_leaderboard
+    from superb_redundancy.results.records import harvest, load_records
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -26,11 +26,12 @@ from superb_redundancy.compute.parameters import count_checkpoint_parameters, co
 from superb_redundancy.hub import install as registry
 from superb_redundancy.models import architectures
 from superb_redundancy.models.architectures import ARCHITECTURES, Architecture
+from superb_redundancy.models.checkpoints import is_path_like, resolve_base
 from superb_redundancy.models.families import get_family
 from superb_redundancy.pruning.spec import PruneSpec, PruneSpecError
 # the pruned loader's "is this base a path?" test (a separator or a checkpoint suffix); only asked here of a
 # checkpoint already known not to exist, where its exists() clause adds nothing
-from superb_redundancy.pruning.upstream import PrunedUpstream, _is_path_like, resolve_base
+from superb_redundancy.pruning.upstream import PrunedUpstream
 
 __all__ = ["validate_request", "profile_upstream", "format_profile_table"]
 
@@ -127,7 +128,7 @@ def _check_upstream(name: Optional[str], ckpt: Optional[str], arch: Optional[str
                     drop_layers: Optional[Sequence[int]]) -> None:
     if not name:
         raise ProfileError("no upstream: give -u NAME (an s3prl hub name) or --arch NAME")
-    if ckpt and not Path(ckpt).expanduser().exists() and (name.endswith("_local") or _is_path_like(ckpt)):
+    if ckpt and not Path(ckpt).expanduser().exists() and (name.endswith("_local") or is_path_like(ckpt)):
         raise ProfileError(f"checkpoint (-k) not found: {ckpt}")
     if name.endswith("_local") and not ckpt and arch is None:
         raise ProfileError(f"{name} loads a local file: give its path with -k (or use --arch for random weights)")

@@ -54,6 +54,6 @@ def check_stock_checkpoint(name: str, ckpt: str | None) -> None:
         return  # ours check their own files; other s3prl names take no local checkpoint of our families
     if not ckpt:
         raise ValueError(f"{name} loads a local checkpoint: pass -k PATH (a stock {family.name} checkpoint)")
-    from superb_redundancy.pruning.upstream import load_base_checkpoint
+    from superb_redundancy.models.checkpoints import load_base_checkpoint
 
     load_base_checkpoint(Path(ckpt).expanduser(), family, mmap=True)

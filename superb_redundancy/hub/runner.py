@@ -74,8 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def variants_help() -> str:
-    from superb_redundancy.hub import downstreams as downstream_registry
-    from superb_redundancy.hub import upstreams as registry
+    from superb_redundancy.hub import downstreams as downstream_registry, upstreams as registry
 
     lines = ["", "superb_redundancy upstream variants (-u NAME):"]
     for name, entry in sorted(registry.UPSTREAMS.items()):

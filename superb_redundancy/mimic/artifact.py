@@ -16,8 +16,8 @@ from superb_redundancy.mimic.encoder import build_teacher_encoder
 from superb_redundancy.mimic.frontend import build_frontend, json_plain
 from superb_redundancy.mimic.modules import Mimicker, mimicker_parameter_count
 from superb_redundancy.mimic.upstream import MimicUpstream
+from superb_redundancy.models.checkpoints import CheckpointError, resolve_base
 from superb_redundancy.models.families import family_of_checkpoint, get_family
-from superb_redundancy.pruning.upstream import PrunedUpstreamError, resolve_base
 
 __all__ = ["ARTIFACT_KEY", "ARTIFACT_KIND", "ARTIFACT_VERSION", "save_artifact", "read_artifact", "describe_artifact",
            "load_mimic_artifact"]
@@ -138,7 +138,7 @@ def _check_teacher(artifact: dict, path: Path, teacher: Optional[str], teacher_s
         if not teacher_path.is_file():
             try:
                 teacher_path = resolve_base(str(teacher), get_family(record["family"]))
-            except PrunedUpstreamError as error:
+            except CheckpointError as error:
                 raise MimicError(f"cannot check {path} against teacher {teacher!r}: {error}") from None
         label = str(teacher_path)
         # by content where the artifact records it; artifacts from before content_sha256, by the file's bytes

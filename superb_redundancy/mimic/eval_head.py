@@ -25,8 +25,8 @@ from superb_redundancy.mimic.frontend import build_frontend
 from superb_redundancy.mimic.modules import Mimicker
 from superb_redundancy.mimic.teacher_cache import TeacherCache
 from superb_redundancy.mimic.upstream import MimicUpstream
-from superb_redundancy.pruning.curves import CurvesInputError, SUPPORTED_TASKS, evaluate_upstream, load_experiment
-from superb_redundancy.pruning.upstream import PrunedUpstreamError, resolve_base
+from superb_redundancy.models.checkpoints import CheckpointError, resolve_base
+from superb_redundancy.pruning.curves import SUPPORTED_TASKS, CurvesInputError, evaluate_upstream, load_experiment
 
 __all__ = ["HeadEvaluator", "probe_upstream"]
 
@@ -96,7 +96,7 @@ def _check_head_teacher(experiment, cache: TeacherCache, expdir: Path) -> None:
     if not path.is_file():
         try:
             path = resolve_base(base, experiment.family, download=False)
-        except PrunedUpstreamError:
+        except CheckpointError:
             path = None
     if path is None:
         raise MimicError(f"eval head {expdir}: cannot find its upstream {base!r} to check it is the cache's teacher")

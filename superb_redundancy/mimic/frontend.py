@@ -19,8 +19,8 @@ from torch import nn
 
 from superb_redundancy.core.files import load_checkpoint, model_sha256
 from superb_redundancy.mimic.config import MimicError
+from superb_redundancy.models.checkpoints import CheckpointError, load_base_checkpoint, resolve_base
 from superb_redundancy.models.families import ModelFamily, check_checkpoint, get_family
-from superb_redundancy.pruning.upstream import PrunedUpstreamError, load_base_checkpoint, resolve_base
 
 __all__ = ["FRONTEND_MODULES", "TeacherFrontend", "build_frontend", "frontend_state", "teacher_checkpoint",
            "teacher_config", "teacher_record", "stock_model", "json_plain"]
@@ -44,7 +44,7 @@ def teacher_checkpoint(teacher: str | os.PathLike, family: Optional[str], refres
         fam = get_family(family)
         path = resolve_base(teacher, fam, refresh=refresh)
         return path, fam, load_base_checkpoint(path, fam)
-    except PrunedUpstreamError as error:
+    except CheckpointError as error:
         raise MimicError(str(error)) from None
 
 

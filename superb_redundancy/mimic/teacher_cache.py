@@ -47,8 +47,8 @@ from superb_redundancy.core.files import atomic_dir, load_checkpoint, model_sha2
 from superb_redundancy.data.splits import SplitError, audio_files, corpus_audio
 from superb_redundancy.mimic.config import MimicConfig, MimicError
 from superb_redundancy.mimic.frontend import frontend_state, teacher_checkpoint, teacher_record
+from superb_redundancy.models.checkpoints import stock_expert
 from superb_redundancy.models.families import ModelFamily
-from superb_redundancy.pruning.upstream import _stock_expert
 
 __all__ = ["CACHE_FORMAT", "SAMPLE_RATE", "DTYPES", "Teacher", "TeacherCache", "cache_layers", "build_teacher_cache",
            "step1_audio", "progress_bar", "resolve_device"]
@@ -118,7 +118,7 @@ class Teacher:
     """
 
     def __init__(self, path: Path, family: ModelFamily, device: torch.device):
-        self.expert = _stock_expert(Path(path), family).to(device).eval()
+        self.expert = stock_expert(Path(path), family).to(device).eval()
         self.device = device
         self._captured: list[torch.Tensor] = []
         self.expert.model.encoder.register_forward_pre_hook(lambda module, args: self._captured.append(args[0]))

@@ -16,8 +16,7 @@ import numpy as np
 
 from superb_redundancy.analysis.report import SimilarityReport
 from superb_redundancy.pruning.objectives import (OBJECTIVES, SPAN_OBJECTIVES, block_influence, choose_layers,
-                                                  drop_count, layers_to_drop, prune_order, ranked_spans,
-                                                  span_scores)
+                                                  drop_count, layers_to_drop, prune_order, ranked_spans, span_scores)
 from superb_redundancy.pruning.spec import PruneSpec
 
 __all__ = ["SCORE_METRIC", "objective_scores", "PruningPlan", "plan_pruning"]

@@ -20,8 +20,8 @@ from typing import Optional, Sequence
 
 import yaml
 
-from superb_redundancy.core.files import write_text
 from superb_redundancy.core.config_io import from_mapping, read_yaml
+from superb_redundancy.core.files import write_text
 
 __all__ = ["PruneSpec", "PruneSpecError"]
 

@@ -17,26 +17,23 @@ in that entry; it loads the same way, and the upstream's ``healed`` attribute ho
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
-from superb_redundancy.core.files import torch_save
-from superb_redundancy.models.families import ModelFamily, check_checkpoint, get_family
-from superb_redundancy.core.files import load_checkpoint, model_sha256, sha256_file
-from superb_redundancy.pruning.spec import PruneSpec, PruneSpecError, kept_layers
+from superb_redundancy.core.files import model_sha256, sha256_file, torch_save
 from superb_redundancy.hub.contract import upstream_output
+from superb_redundancy.models.checkpoints import CheckpointError, load_base_checkpoint, resolve_base, stock_expert
+from superb_redundancy.models.families import ModelFamily, get_family
+from superb_redundancy.pruning.spec import PruneSpec, PruneSpecError, kept_layers
 
 __all__ = [
     "DroppedLayer",
     "PrunedUpstream",
     "PrunedUpstreamError",
-    "resolve_base",
-    "load_base_checkpoint",
     "drop_layers",
     "build_pruned",
     "load_pruned_artifact",
@@ -50,7 +47,7 @@ ARTIFACT_KIND = "pruned_upstream"
 ARTIFACT_VERSION = 1
 
 
-class PrunedUpstreamError(ValueError):
+class PrunedUpstreamError(CheckpointError):
     """Bad input for a pruned upstream; raised before any model is built."""
 
 
@@ -69,90 +66,6 @@ class DroppedLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"index={self.index}"
-
-
-# ---------------------------------------------------------------------------------------------- base models
-def _is_path_like(base: str) -> bool:
-    return os.sep in base or base.endswith((".pt", ".ckpt", ".pth", ".bin")) or Path(base).exists()
-
-
-class _Resolved(Exception):
-    def __init__(self, path: Optional[str]):
-        self.path = path
-
-
-@contextlib.contextmanager
-def _capture_download(base: str, family: ModelFamily, refresh: bool, download_missing: bool = True) -> Iterator[None]:
-    """Run a stock hub function only up to its download, and surface the local file it would load."""
-    import s3prl.util.download as download
-
-    original = download._download
-
-    def fetch_then_stop(filepath, url, refresh=refresh, agent="wget"):
-        filepath = Path(filepath)
-        if not download_missing and not filepath.is_file():
-            raise _Resolved(None)
-        if not filepath.is_file() or refresh:
-            offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("SUPERB_REDUNDANCY_OFFLINE") == "1"
-            hint = (
-                f"base {base!r} must be downloaded from {url}, and this machine is offline; "
-                f"download it elsewhere and pass the file instead: base: /path/to/checkpoint.pt in the spec "
-                f"(or -k /path/to/checkpoint.pt), in the stock {family.local_hub_name} format"
-            )
-            if offline:
-                raise PrunedUpstreamError(hint)
-            try:
-                original(filepath, url, refresh=refresh)
-            except Exception as error:
-                raise PrunedUpstreamError(f"{hint} ({type(error).__name__}: {error})".splitlines()[0]) from None
-        raise _Resolved(str(filepath))
-
-    download._download = fetch_then_stop
-    try:
-        yield
-    finally:
-        download._download = original
-
-
-def resolve_base(base: str, family: ModelFamily, refresh: bool = False, download: bool = True) -> Optional[Path]:
-    """A local checkpoint path for ``base``: a path as given, or the file a stock hub name downloads.
-    ``download=False``: None for a hub name whose file is not downloaded yet (nothing is fetched)."""
-    if not isinstance(base, str) or not base:
-        raise PrunedUpstreamError(
-            f"no base model given: set base: in the prune spec (an s3prl hub name such as "
-            f"{family.name!r}, or a checkpoint path) or pass -k CHECKPOINT"
-        )
-    if _is_path_like(base):
-        path = Path(base).expanduser()
-        if not path.is_file():
-            raise PrunedUpstreamError(f"base checkpoint not found: {path}")
-        return path
-    hub = family.hub_functions()
-    if base not in hub:
-        raise PrunedUpstreamError(
-            f"unknown base {base!r} for the {family.name} family; valid hub names: {', '.join(sorted(hub))} "
-            "(or a checkpoint path)"
-        )
-    with _capture_download(base, family, refresh, download_missing=download):
-        try:
-            hub[base](refresh=refresh)
-        except _Resolved as resolved:
-            return None if resolved.path is None else Path(resolved.path)
-    raise PrunedUpstreamError(f"hub name {base!r} did not resolve to a checkpoint file")  # pragma: no cover
-
-
-def load_base_checkpoint(path: Path, family: ModelFamily, mmap: bool = False) -> dict:
-    """Read a stock checkpoint (weights only) and check it: of ``family`` (recognised, not just its keys), with
-    weights that fit its config; each problem is one line naming the file. ``mmap``: map it (checks only)."""
-    checkpoint = load_checkpoint(path, "checkpoint", PrunedUpstreamError, mmap=mmap)
-    check_checkpoint(checkpoint, path, family, PrunedUpstreamError)
-    return checkpoint
-
-
-def _stock_expert(path: Path, family: ModelFamily) -> nn.Module:
-    import s3prl.hub
-
-    return getattr(s3prl.hub, family.local_hub_name)(ckpt=str(path))
 
 
 def _rebind_hooks(expert: nn.Module) -> None:
@@ -253,7 +166,7 @@ def build_pruned(family_name: str, spec: PruneSpec, ckpt: Optional[str] = None, 
     except PruneSpecError as error:
         raise PrunedUpstreamError(str(error)) from None
     del checkpoint
-    expert = drop_layers(_stock_expert(path, family), family, dropped)
+    expert = drop_layers(stock_expert(path, family), family, dropped)
     return PrunedUpstream(expert, family, dropped, num_layers, compact=spec.compact, spec=spec.with_base(str(base)))
 
 
@@ -315,7 +228,7 @@ def load_pruned_artifact(family_name: str, ckpt: Optional[str], compact: Optiona
     num_layers, kept = int(meta["num_layers"]), list(meta["kept_layers"])
     spec = PruneSpec.from_dict(meta["spec"], source=str(path))
     del artifact
-    expert = _expand(_stock_expert(path, family), family, kept, num_layers)
+    expert = _expand(stock_expert(path, family), family, kept, num_layers)
     dropped = [i for i in range(num_layers) if i not in kept]
     return PrunedUpstream(expert, family, dropped, num_layers,
                           compact=spec.compact if compact is None else compact, spec=spec, healed=meta.get("healed"))

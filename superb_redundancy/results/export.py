@@ -45,9 +45,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from superb_redundancy.core.files import check_writable, torch_save
+from superb_redundancy.core.files import check_writable, load_checkpoint, sha256_file, torch_save
 from superb_redundancy.models.families import FAMILIES, ModelFamily
-from superb_redundancy.core.files import load_checkpoint, sha256_file
 
 __all__ = ["ExportError", "ExperimentCheckpoint", "find_experiment_checkpoint", "read_experiment",
            "export_experiment", "finetuned_model", "rebuild_upstream", "FINETUNED_KEY"]
@@ -174,8 +173,9 @@ class _Plan:
 
 
 def _pruned_plan(exp: ExperimentCheckpoint, family: ModelFamily, local: bool, override: Optional[str]) -> _Plan:
+    from superb_redundancy.models.checkpoints import CheckpointError, load_base_checkpoint
     from superb_redundancy.pruning.spec import PruneSpec, PruneSpecError
-    from superb_redundancy.pruning.upstream import ARTIFACT_KEY, ARTIFACT_KIND, PrunedUpstreamError, load_base_checkpoint, pruned_artifact
+    from superb_redundancy.pruning.upstream import ARTIFACT_KEY, ARTIFACT_KIND, pruned_artifact
 
     try:
         if local:
@@ -199,7 +199,7 @@ def _pruned_plan(exp: ExperimentCheckpoint, family: ModelFamily, local: bool, ov
             # what save_pruned would write for the spec (and -k, which overrides its base:)
             template = pruned_artifact(family.name, PruneSpec.from_yaml(spec_path), ckpt=exp.upstream_ckpt)
             path, source = spec_path, str(spec_path)
-    except (PrunedUpstreamError, PruneSpecError) as error:
+    except (CheckpointError, PruneSpecError) as error:  # PrunedUpstreamError is a CheckpointError
         raise ExportError(str(error)) from None
     meta = template[ARTIFACT_KEY]
     renumber = {int(old): new for new, old in enumerate(meta["kept_layers"])}
@@ -240,7 +240,8 @@ def _mimic_plan(exp: ExperimentCheckpoint, override: Optional[str]) -> _Plan:
 
 
 def _stock_plan(exp: ExperimentCheckpoint, family: ModelFamily, hub_name: bool, override: Optional[str]) -> _Plan:
-    from superb_redundancy.pruning.upstream import ARTIFACT_KEY, PrunedUpstreamError, load_base_checkpoint, resolve_base
+    from superb_redundancy.models.checkpoints import CheckpointError, load_base_checkpoint, resolve_base
+    from superb_redundancy.pruning.upstream import ARTIFACT_KEY
 
     try:
         if hub_name and not override:
@@ -248,7 +249,7 @@ def _stock_plan(exp: ExperimentCheckpoint, family: ModelFamily, hub_name: bool, 
         else:
             path = _source_file(exp.upstream_ckpt, f"{family.name} checkpoint", override)
         template = load_base_checkpoint(path, family)
-    except PrunedUpstreamError as error:
+    except CheckpointError as error:
         raise ExportError(str(error)) from None
     if ARTIFACT_KEY in template:
         raise ExportError(f"{path} is a pruned artifact, not a stock {family.name} checkpoint")
@@ -439,8 +440,7 @@ def export(source: str | os.PathLike, output: str | os.PathLike, format: Optiona
     ``artifact``: the file the experiment was trained on, where its Args name a moved one. ``verify``: rebuild
     both and compare their hidden states on random clips (``max_difference`` in the summary). Returns a summary.
     """
-    from superb_redundancy.models import hf as hf_models
-    from superb_redundancy.models import hf_convert
+    from superb_redundancy.models import hf as hf_models, hf_convert
 
     if format is not None and format not in FORMATS:
         raise ExportError(f"--format {format!r}; valid: {', '.join(FORMATS)}")
@@ -499,9 +499,9 @@ def _compare_hf(checkpoint: dict, folder: Path) -> float:
     """s3prl's stock expert of a (compact) checkpoint against the converted folder, on one unpadded clip."""
     import tempfile
 
+    from superb_redundancy.hub.install import build_upstream
     from superb_redundancy.models import hf as hf_models
     from superb_redundancy.models.families import family_of_checkpoint
-    from superb_redundancy.hub.install import build_upstream
 
     family = family_of_checkpoint(checkpoint)
     with tempfile.TemporaryDirectory() as directory:

@@ -19,8 +19,7 @@ from typing import Iterable, Optional, Sequence
 
 import yaml
 
-from superb_redundancy.core.files import write_json
-from superb_redundancy.core.files import sha256_file
+from superb_redundancy.core.files import sha256_file, write_json
 from superb_redundancy.data.tasks import TASKS
 from superb_redundancy.results.metrics import MetricNotFound, read_test_items, read_test_metric
 

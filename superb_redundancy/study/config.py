@@ -37,13 +37,8 @@ from typing import Any, Optional
 
 from superb_redundancy.core.config_io import read_yaml
 from superb_redundancy.study.sections import StudyConfigError, is_int, typed, unique
-from superb_redundancy.study.upstream_plan import (
-    KEEP_AMOUNTS,
-    UpstreamPlan,
-    check_objectives,
-    upstream_disk_problems,
-    upstream_plan,
-)
+from superb_redundancy.study.upstream_plan import (KEEP_AMOUNTS, UpstreamPlan, check_objectives, upstream_disk_problems,
+                                                   upstream_plan)
 
 __all__ = ["StudyConfig", "ExecutorConfig", "CurvesPlan", "SyntheticData", "StudyConfigError", "eval_head_task"]
 

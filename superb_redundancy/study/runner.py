@@ -158,8 +158,8 @@ def _waves(ready: list[Run], study: StudyConfig) -> list[list[Run]]:
 
 
 def _write_leaderboard(study: StudyConfig, workdir: Path):
-    from superb_redundancy.results.records import load_records
     from superb_redundancy.results.leaderboard import build, write_leaderboard
+    from superb_redundancy.results.records import load_records
 
     records = load_records(workdir / "records")
     if not records:

@@ -45,8 +45,8 @@ def base_checkpoint(study: StudyConfig, up: UpstreamPlan) -> Path:
 
     if is_shipped(up.base):
         return shipped_checkpoint(up.base)
+    from superb_redundancy.models.checkpoints import resolve_base
     from superb_redundancy.models.families import get_family
-    from superb_redundancy.pruning.upstream import resolve_base
 
     return resolve_base(up.base, get_family(up.family))
 
@@ -102,10 +102,10 @@ def _data(run: Run, study: StudyConfig, folder: Path) -> dict:
 
 def _finetune(run: Run, study: StudyConfig, folder: Path) -> dict:
     """Fine-tune the whole upstream (s3prl's -f) on a task, then export it as a stock checkpoint."""
+    from superb_redundancy.core.files import load_checkpoint
     from superb_redundancy.data import tasks
     from superb_redundancy.models.families import get_family
     from superb_redundancy.results.experiment import run_downstream
-    from superb_redundancy.core.files import load_checkpoint
 
     up = _upstream(study, run.params["upstream"])
     family = get_family(up.family)
@@ -138,8 +138,8 @@ def _finetune(run: Run, study: StudyConfig, folder: Path) -> dict:
 
 def _similarity(run: Run, study: StudyConfig, folder: Path) -> dict:
     from superb_redundancy.analysis.report import SimilaritySettings, analyse, random_init_upstream
-    from superb_redundancy.models.families import get_family
     from superb_redundancy.hub.install import build_upstream
+    from superb_redundancy.models.families import get_family
 
     up = _upstream(study, run.params["upstream"])
     settings_keys = set(SimilaritySettings.__dataclass_fields__)
@@ -157,7 +157,6 @@ def _similarity(run: Run, study: StudyConfig, folder: Path) -> dict:
 def _prune(run: Run, study: StudyConfig, folder: Path) -> dict:
     from superb_redundancy.analysis.report import SimilarityReport, analyse
     from superb_redundancy.pruning.plan import plan_pruning
-    from superb_redundancy.core.audio import list_audio
     from superb_redundancy.pruning.spec import PruneSpec
     from superb_redundancy.pruning.upstream import build_pruned
 

@@ -250,7 +250,7 @@ def upstream_plan(data, where: str, problems: list[str]) -> Optional[UpstreamPla
 
 
 # ------------------------------------------------------------------------------------------------ on disk
-def _is_path_like(base: str) -> bool:
+def is_path_like(base: str) -> bool:
     """A checkpoint path rather than a hub name (the rule of ``pruned_upstream.resolve_base``)."""
     return os.sep in base or base.endswith((".pt", ".ckpt", ".pth", ".bin")) or Path(base).exists()
 
@@ -261,7 +261,7 @@ def _layer_count(up: UpstreamPlan) -> Optional[int]:
         from superb_redundancy.models.tiny import TinyConfig
 
         return TinyConfig().num_layers
-    if not (is_shipped(up.base) or _is_path_like(up.base)):
+    if not (is_shipped(up.base) or is_path_like(up.base)):
         return None
     try:
         import torch
@@ -282,7 +282,7 @@ def upstream_disk_problems(up: UpstreamPlan) -> list[str]:
     found, where = [], f"upstreams[{up.name}]"
     if up.similarity.data and not Path(up.similarity.data).expanduser().exists():
         found.append(f"{where}.similarity.data: {up.similarity.data} not found")
-    if up.base != "tiny" and not is_shipped(up.base) and _is_path_like(up.base) \
+    if up.base != "tiny" and not is_shipped(up.base) and is_path_like(up.base) \
             and not Path(up.base).expanduser().is_file():
         found.append(f"{where}.base: checkpoint {up.base} not found")
         return found

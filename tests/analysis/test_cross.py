@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from superb_redundancy.analysis.report import SimilaritySettings, analyse
 from superb_redundancy.analysis.cross import CrossSimilarityReport, cross_analyse
+from superb_redundancy.analysis.report import SimilaritySettings, analyse
 from superb_redundancy.core.audio import list_audio
 from superb_redundancy.hub.install import build_upstream
 

@@ -187,11 +187,11 @@ def test_top_level_usage_errors_are_one_line(capsys):
 
 def test_choices_come_from_the_library():
     """The parser's copies of library names (kept light for -h) are the library's own."""
+    from superb_redundancy.cli import build_parser
     from superb_redundancy.cli._common import FAMILY_NAMES, corpus_tasks
     from superb_redundancy.data.corpus.plans import TASKS
     from superb_redundancy.models.families import FAMILIES
     from superb_redundancy.pruning.objectives import OBJECTIVES
-    from superb_redundancy.cli import build_parser
 
     assert FAMILY_NAMES == tuple(FAMILIES)
     assert corpus_tasks() == tuple(TASKS)

@@ -193,9 +193,9 @@ def test_prune_refuses_a_similarity_report_of_another_model(tmp_path, tiny_ckpts
 # ---------------------------------------------------------------------------------------------- files
 def test_saves_are_byte_identical(tmp_path, tiny_ckpts):
     from superb_redundancy.core.files import torch_save
+    from superb_redundancy.models.tiny import write_tiny_checkpoint
     from superb_redundancy.pruning.spec import PruneSpec
     from superb_redundancy.pruning.upstream import save_pruned
-    from superb_redundancy.models.tiny import write_tiny_checkpoint
 
     obj = {"w": torch.randn(3, 4), "cfg": {"a": 1}}
     assert sha256(torch_save(obj, tmp_path / "a.pt")) == sha256(torch_save(obj, tmp_path / "b.pt"))

@@ -9,18 +9,10 @@ import pytest
 import soundfile
 import torch
 
-from superb_redundancy.compute import (
-    ProfileError,
-    count_checkpoint_parameters,
-    count_macs,
-    count_parameters,
-    format_profile_table,
-    macs_per_lengths,
-    measure_latency,
-    profile_upstream,
-    read_lengths_file,
-)
 from superb_redundancy.cli import main as superb_redundancy_main
+from superb_redundancy.compute import (ProfileError, count_checkpoint_parameters, count_macs, count_parameters,
+                                       format_profile_table, macs_per_lengths, measure_latency, profile_upstream,
+                                       read_lengths_file)
 from superb_redundancy.models.tiny import TinyConfig
 
 

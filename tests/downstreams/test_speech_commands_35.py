@@ -16,11 +16,9 @@ import soundfile
 import torch
 import yaml
 
-from superb_redundancy.hub import downstreams as downstream_registry
-
 from superb_redundancy.data import tasks
-from superb_redundancy.downstreams.speech_commands_35.dataset import (CLASSES, SpeechCommands35Dataset,
-                                                                      load_splits)
+from superb_redundancy.downstreams.speech_commands_35.dataset import CLASSES, SpeechCommands35Dataset, load_splits
+from superb_redundancy.hub import downstreams as downstream_registry
 from superb_redundancy.results.metrics import read_test_metric
 
 torch.set_num_threads(1)

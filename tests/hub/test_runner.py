@@ -87,9 +87,9 @@ def ks_head(tmp_path_factory, tiny_ckpts, corpus_root):
 
 def test_a_head_evaluated_with_a_pruned_upstream_scores_that_variant_in_its_own_folder(ks_head, tiny_ckpts, tmp_path):
     """The score is the pruned variant's (equal to its pruning-curve point), filed under the pruned upstream."""
-    from superb_redundancy.results.records import harvest
-    from superb_redundancy.results.leaderboard import Profile, build
     from superb_redundancy.pruning.curves import CurveSettings, pruning_curves
+    from superb_redundancy.results.leaderboard import Profile, build
+    from superb_redundancy.results.records import harvest
 
     base_log = (ks_head / "log.log").read_text()
     spec = PruneSpec(base=str(tiny_ckpts["wav2vec2"]), drop_layers=[2]).to_yaml(tmp_path / "drop2.yaml")

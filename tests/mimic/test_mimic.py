@@ -7,21 +7,10 @@ import pytest
 import torch
 import yaml
 
+from superb_redundancy.mimic import (MimicConfig, MimicError, Mimicker, MimicUpstream, build_frontend, frontend_state,
+                                     load_mimic_artifact, mimicker_parameter_count, paper_grid, save_artifact,
+                                     sha256_file, teacher_record)
 from superb_redundancy.models.families import get_family
-from superb_redundancy.mimic import (
-    MimicConfig,
-    MimicError,
-    Mimicker,
-    MimicUpstream,
-    build_frontend,
-    frontend_state,
-    load_mimic_artifact,
-    mimicker_parameter_count,
-    paper_grid,
-    save_artifact,
-    sha256_file,
-    teacher_record,
-)
 
 FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec")
 

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from superb_redundancy.data import tasks as task_defs
-from superb_redundancy.results.experiment import run_downstream
-from superb_redundancy.mimic import MimicConfig, MimicError, describe_artifact, load_mimic_artifact
 from superb_redundancy.data.splits import corpus_audio
+from superb_redundancy.mimic import MimicConfig, MimicError, describe_artifact, load_mimic_artifact
 from superb_redundancy.mimic.baselines import init_artifact
 from superb_redundancy.mimic.eval_head import HeadEvaluator
 from superb_redundancy.mimic.teacher_cache import build_teacher_cache
 from superb_redundancy.mimic.train import train_grid, train_mimicker
+from superb_redundancy.results.experiment import run_downstream
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 

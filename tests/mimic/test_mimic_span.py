@@ -246,7 +246,6 @@ def test_compact_span_layout(tiny_ckpts, tmp_path):
     config = tmp_path / "g.yaml"
     config.write_text(yaml.safe_dump({"compact": True}))
     from superb_redundancy.hub import upstreams as registry
-
     from superb_redundancy.hub.install import install
     install()
     import s3prl.hub

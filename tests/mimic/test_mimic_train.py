@@ -11,10 +11,8 @@ import pytest
 import soundfile
 import torch
 
-from superb_redundancy.mimic import teacher_cache
-from superb_redundancy.mimic import train as mimic_train
 from superb_redundancy.mimic import (MimicConfig, MimicError, Mimicker, describe_artifact, load_mimic_artifact,
-                                     mimicker_parameter_count, sha256_file)
+                                     mimicker_parameter_count, sha256_file, teacher_cache, train as mimic_train)
 from superb_redundancy.mimic.baselines import baseline_name, init_artifact
 from superb_redundancy.mimic.teacher_cache import TeacherCache, build_teacher_cache
 from superb_redundancy.mimic.train import train_grid, train_mimicker

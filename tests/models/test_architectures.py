@@ -5,14 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from superb_redundancy.models.architectures import (
-    ARCHITECTURES,
-    build_architecture_checkpoint,
-    get_architecture,
-    write_architecture_checkpoint,
-)
-from superb_redundancy.models.families import family_of_checkpoint
 from superb_redundancy.compute import count_checkpoint_parameters, count_parameters
+from superb_redundancy.models.architectures import (ARCHITECTURES, build_architecture_checkpoint, get_architecture,
+                                                    write_architecture_checkpoint)
+from superb_redundancy.models.families import family_of_checkpoint
 
 M = 1e6
 # one Base transformer layer: 4 d^2 + 2 d f weights, 4 d + f + d biases... counted exactly:
@@ -75,8 +71,8 @@ def test_distilhubert_loads_with_s3prls_distiller(distilhubert_path, hub):
 
 def test_the_leaderboard_profiles_distilhubert(distilhubert_path, hub):
     """A study run of distiller_local -k FILE gets parameters, MACs and latency on the leaderboard."""
-    from superb_redundancy.results.records import RunRecord
     from superb_redundancy.results.leaderboard import profile_variants
+    from superb_redundancy.results.records import RunRecord
 
     run = RunRecord(record_id="r", expdir="/exp/r", task="ks", upstream="distiller_local",
                     upstream_ckpt=str(distilhubert_path), upstream_model_config=None, upstream_sha256=None,

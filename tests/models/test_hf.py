@@ -19,12 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 transformers = pytest.importorskip("transformers")
 
-from superb_redundancy.models.hf import (  # noqa: E402
-    PRUNING_RECORD,
-    HFModelError,
-    HFUpstream,
-    is_hf_model_dir,
-)
+from superb_redundancy.models.hf import PRUNING_RECORD, HFModelError, HFUpstream, is_hf_model_dir  # noqa: E402
 from superb_redundancy.pruning.hf import prune_hf_folder, prune_hf_model  # noqa: E402
 from superb_redundancy.pruning.spec import PruneSpec  # noqa: E402
 

@@ -17,9 +17,9 @@ import soundfile
 import torch
 
 import superb_redundancy
-from superb_redundancy.models import pretrain as P
 from superb_redundancy.cli import build_parser, main
 from superb_redundancy.cli.models import settings_from_args
+from superb_redundancy.models import pretrain as P
 
 SR = 16000
 #: the checkpoint shipped as the embedded default base, and its training record

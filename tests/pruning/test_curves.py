@@ -14,25 +14,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from superb_redundancy.results.experiment import Variant, train_and_evaluate
-from superb_redundancy.pruning.spec import PruneSpec
-from superb_redundancy.pruning.upstream import build_pruned
-from superb_redundancy.pruning.curves import (
-    PAPER_OBJECTIVES,
-    CurveSettings,
-    CurvesInputError,
-    SharedPrunedForward,
-    evaluate_end_to_end,
-    evaluate_shared,
-    load_experiment,
-    pruning_curves,
-    resolve_checkpoint,
-    test_loader,
-    variant_masks,
-)
+from superb_redundancy.cli.curves import add_arguments, run
+from superb_redundancy.pruning.curves import (PAPER_OBJECTIVES, CurveSettings, CurvesInputError, SharedPrunedForward,
+                                              evaluate_end_to_end, evaluate_shared, load_experiment, pruning_curves,
+                                              resolve_checkpoint, test_loader, variant_masks)
 from superb_redundancy.pruning.curves.run import _subset
 from superb_redundancy.pruning.curves.settings import _python_mean
-from superb_redundancy.cli.curves import add_arguments, run
+from superb_redundancy.pruning.spec import PruneSpec
+from superb_redundancy.pruning.upstream import build_pruned
+from superb_redundancy.results.experiment import Variant, train_and_evaluate
 from superb_redundancy.results.metrics import read_test_metric
 
 slow = pytest.mark.slow

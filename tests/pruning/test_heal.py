@@ -14,9 +14,9 @@ import pytest
 import soundfile
 import torch
 
-from superb_redundancy.pruning.heal import HealConfig, HealError, distillation_loss, heal, target_pairs
 from superb_redundancy.mimic.teacher_cache import TeacherCache
 from superb_redundancy.mimic.train import split_clips
+from superb_redundancy.pruning.heal import HealConfig, HealError, distillation_loss, heal, target_pairs
 from superb_redundancy.pruning.spec import PruneSpec
 from superb_redundancy.pruning.upstream import DroppedLayer, load_pruned_artifact, save_pruned
 

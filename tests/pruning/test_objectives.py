@@ -5,19 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from superb_redundancy.pruning.objectives import (
-    OBJECTIVES,
-    SPAN_OBJECTIVES,
-    angular_distances,
-    block_influence,
-    choose_layers,
-    drops_per_amount,
-    layers_to_drop,
-    prune_order,
-    ranked_spans,
-    register_objective,
-    register_span_objective,
-)
+from superb_redundancy.pruning.objectives import (OBJECTIVES, SPAN_OBJECTIVES, angular_distances, block_influence,
+                                                  choose_layers, drops_per_amount, layers_to_drop, prune_order,
+                                                  ranked_spans, register_objective, register_span_objective)
 
 
 def chain(adjacent: list[float]) -> np.ndarray:

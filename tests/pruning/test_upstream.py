@@ -7,16 +7,11 @@ import copy
 import pytest
 import torch
 
+from superb_redundancy.models.checkpoints import CheckpointError
 from superb_redundancy.models.families import get_family
 from superb_redundancy.pruning.spec import PruneSpec
-from superb_redundancy.pruning.upstream import (
-    DroppedLayer,
-    PrunedUpstream,
-    PrunedUpstreamError,
-    build_pruned,
-    load_pruned_artifact,
-    save_pruned,
-)
+from superb_redundancy.pruning.upstream import (DroppedLayer, PrunedUpstream, PrunedUpstreamError, build_pruned,
+                                                load_pruned_artifact, save_pruned)
 
 FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec")
 # The same float32 ops run in the same order on CPU, so equal-by-construction paths match bit for bit; the
@@ -216,7 +211,7 @@ def test_featurizer_accepts_pruned_upstream(tiny_ckpts):
 def test_bad_layer_specs_are_refused_before_model_work(spec, message, tiny_ckpts, monkeypatch):
     import superb_redundancy.pruning.upstream as module
 
-    monkeypatch.setattr(module, "_stock_expert", lambda *a: pytest.fail("a model was built"))
+    monkeypatch.setattr(module, "stock_expert", lambda *a: pytest.fail("a model was built"))
     with pytest.raises(PrunedUpstreamError, match=message):
         build_pruned("wav2vec2", PruneSpec(base=str(tiny_ckpts["wav2vec2"]), **spec))
 
@@ -227,18 +222,18 @@ def test_duplicate_layers_are_refused():
 
 
 def test_unknown_base_names_the_valid_ones():
-    with pytest.raises(PrunedUpstreamError, match=r"unknown base 'wav2vec3' for the wav2vec2 family; valid hub names: .*wav2vec2_base_960"):
+    with pytest.raises(CheckpointError, match=r"unknown base 'wav2vec3' for the wav2vec2 family; valid hub names: .*wav2vec2_base_960"):
         build_pruned("wav2vec2", PruneSpec(base="wav2vec3", drop_layers=[1]))
 
 
 def test_missing_and_corrupt_checkpoints(tmp_path, tiny_ckpts):
-    with pytest.raises(PrunedUpstreamError, match=r"base checkpoint not found: .*nope\.pt"):
+    with pytest.raises(CheckpointError, match=r"base checkpoint not found: .*nope\.pt"):
         build_pruned("wav2vec2", PruneSpec(base=str(tmp_path / "nope.pt"), drop_layers=[1]))
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
-    with pytest.raises(PrunedUpstreamError, match=r"corrupt or unreadable checkpoint .*corrupt\.pt"):
+    with pytest.raises(CheckpointError, match=r"corrupt or unreadable checkpoint .*corrupt\.pt"):
         build_pruned("wav2vec2", PruneSpec(base=str(corrupt), drop_layers=[1]))
-    with pytest.raises(PrunedUpstreamError, match=r"tiny_wavlm\.pt is a wavlm checkpoint, not hubert"):
+    with pytest.raises(CheckpointError, match=r"tiny_wavlm\.pt is a wavlm checkpoint, not hubert"):
         build_pruned("hubert", PruneSpec(base=str(tiny_ckpts["wavlm"]), drop_layers=[1]))
 
 
@@ -247,7 +242,7 @@ def test_base_that_needs_a_download_while_offline(monkeypatch, tmp_path):
 
     monkeypatch.setattr(download, "get_dir", lambda: tmp_path)  # an empty download cache
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(PrunedUpstreamError, match=r"base 'wav2vec2' must be downloaded from https://\S+ and this machine is offline; .*base: /path/to/checkpoint\.pt"):
+    with pytest.raises(CheckpointError, match=r"base 'wav2vec2' must be downloaded from https://\S+ and this machine is offline; .*base: /path/to/checkpoint\.pt"):
         build_pruned("wav2vec2", PruneSpec(base="wav2vec2", drop_layers=[1]))
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from superb_redundancy.results.export import ExportError, export, export_experiment, rebuild_upstream
 from superb_redundancy.core.files import model_sha256
 from superb_redundancy.pruning.spec import PruneSpec
 from superb_redundancy.pruning.upstream import save_pruned
+from superb_redundancy.results.export import ExportError, export, export_experiment, rebuild_upstream
 
 FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec")
 EXACT = dict(rtol=0, atol=0)
@@ -229,8 +229,8 @@ transformers = pytest.importorskip("transformers")
 def test_pruned_artifact_to_hf_and_back(family, preln, tmp_path, hub):
     from superb_redundancy.models.hf import PRUNING_RECORD, HFUpstream
     from superb_redundancy.models.hf_convert import hf_to_s3prl, s3prl_to_hf
-    from superb_redundancy.pruning.upstream import build_pruned
     from superb_redundancy.models.tiny import TinyConfig, write_tiny_checkpoint
+    from superb_redundancy.pruning.upstream import build_pruned
 
     base = write_tiny_checkpoint(family, tmp_path / "base.pt", TinyConfig(layer_norm_first=preln, num_layers=4),
                                  seed=2)

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from superb_redundancy.results.evidence import TestItems, wilson
-from superb_redundancy.results.records import RunRecord
 from superb_redundancy.results.leaderboard import Profile, pareto_mask, records_frame, task_tables, write_leaderboard
+from superb_redundancy.results.records import RunRecord
 
 
 def accuracy_items(correct: list[int], labels: int = 4) -> list[dict]:

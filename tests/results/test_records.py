@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from superb_redundancy.results.records import harvest, harvest_expdir, load_records
 from superb_redundancy.results.metrics import word_error_rate
+from superb_redundancy.results.records import harvest, harvest_expdir, load_records
 
 
 def write_predictions(expdir, correct, total, prefix="test"):

@@ -9,7 +9,8 @@ IEMOCAP-style with leave-one-session-out metadata), ``asr`` (LibriSpeech-style w
 :mod:`superb_redundancy.data.corpus.plans` for the layouts and ``python -m superb_redundancy.data.corpus -h`` for the CLI.
 """
 
-from superb_redundancy.data.corpus.generate import CORPUS_VERSION, MARKER, TASKS, datarc_paths, generate, overrides, settings_hash, task_paths
+from superb_redundancy.data.corpus.generate import (CORPUS_VERSION, MARKER, TASKS, datarc_paths, generate, overrides,
+                                                    settings_hash, task_paths)
 from superb_redundancy.data.corpus.text import char_dict_text
 
 __all__ = ["CORPUS_VERSION", "MARKER", "TASKS", "generate", "task_paths", "datarc_paths", "overrides",

@@ -24,8 +24,8 @@ from torch.distributed import get_rank, get_world_size, is_initialized
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, WeightedRandomSampler
 
-from superb_redundancy.hub.downstreams import register_downstream
 from superb_redundancy.downstreams.speech_commands_35.dataset import CLASSES, SpeechCommands35Dataset, load_splits
+from superb_redundancy.hub.downstreams import register_downstream
 
 __all__ = ["DownstreamExpert", "NAME"]
 

@@ -8,16 +8,11 @@ from pathlib import Path
 from typing import Optional
 
 from superb_redundancy.core.files import load_checkpoint, model_sha256, sha256_file
+from superb_redundancy.models.checkpoints import CheckpointError, load_base_checkpoint, resolve_base
 from superb_redundancy.models.families import ModelFamily, check_checkpoint, get_family
 from superb_redundancy.pruning.heal.config import HealError
 from superb_redundancy.pruning.spec import PruneSpec
-from superb_redundancy.pruning.upstream import (
-    ARTIFACT_KEY,
-    PrunedUpstreamError,
-    load_base_checkpoint,
-    pruned_artifact,
-    resolve_base,
-)
+from superb_redundancy.pruning.upstream import ARTIFACT_KEY, pruned_artifact
 
 __all__ = ["PrunedModel", "load_pruned_model", "HEALED_KEY"]
 
@@ -62,7 +57,7 @@ def _load_artifact_file(path: Path, family: Optional[str]) -> PrunedModel:
         else:
             checkpoint = load_checkpoint(path, "pruned artifact", HealError)
             fam = check_checkpoint(checkpoint, path, error=HealError)
-    except PrunedUpstreamError as error:
+    except CheckpointError as error:
         raise HealError(str(error).replace("checkpoint not found", "pruned artifact not found")) from None
     meta = checkpoint.get(ARTIFACT_KEY)
     if not isinstance(meta, dict) or meta.get("kind") != "pruned_upstream":
@@ -85,7 +80,7 @@ def _from_spec(spec: PruneSpec | str | os.PathLike, family: str, base: Optional[
         if ARTIFACT_KEY in load_base_checkpoint(path, fam, mmap=True):
             raise HealError(f"base {path} is already a pruned artifact; heal it with -k {path}")
         return PrunedModel(fam, pruned_artifact(family, spec, ckpt=base))
-    except (PrunedUpstreamError, ValueError) as error:
+    except ValueError as error:  # CheckpointError, PrunedUpstreamError and PruneSpecError among them
         if isinstance(error, HealError):
             raise
         raise HealError(str(error)) from None

@@ -10,10 +10,11 @@ from typing import Optional, Sequence
 import torch
 
 from superb_redundancy.core.files import model_sha256
+from superb_redundancy.models.checkpoints import CheckpointError, load_base_checkpoint, resolve_base
 from superb_redundancy.models.families import ModelFamily
 from superb_redundancy.pruning.heal.config import HealError
 from superb_redundancy.pruning.heal.model import PrunedModel
-from superb_redundancy.pruning.upstream import ARTIFACT_KEY, PrunedUpstreamError, load_base_checkpoint, resolve_base
+from superb_redundancy.pruning.upstream import ARTIFACT_KEY
 
 __all__ = ["TeacherInfo", "resolve_teacher", "target_pairs"]
 
@@ -67,7 +68,7 @@ def resolve_teacher(model: PrunedModel, teacher: Optional[str], targets: str) ->
     try:
         path = resolve_base(name, fam)
         checkpoint = load_base_checkpoint(path, fam)
-    except PrunedUpstreamError as error:
+    except CheckpointError as error:
         hint = "" if teacher is not None else " (the pruned model's base; --teacher CKPT names the teacher)"
         raise HealError(f"teacher: {error}{hint}") from None
     content = model_sha256(checkpoint)

@@ -19,15 +19,8 @@ from superb_redundancy.pruning.heal.artifact import healed_artifact, plain
 from superb_redundancy.pruning.heal.config import DTYPES, HealConfig, HealError
 from superb_redundancy.pruning.heal.model import PrunedModel, load_pruned_model
 from superb_redundancy.pruning.heal.record import Progress, healing_record
-from superb_redundancy.pruning.heal.student import (
-    distillation_loss,
-    distillation_terms,
-    input_layer_state,
-    layer_state,
-    load_layer_state,
-    load_student,
-    trainable,
-)
+from superb_redundancy.pruning.heal.student import (distillation_loss, distillation_terms, input_layer_state,
+                                                    layer_state, load_layer_state, load_student, trainable)
 from superb_redundancy.pruning.heal.teacher import resolve_teacher, target_pairs
 from superb_redundancy.pruning.spec import PruneSpec
 from superb_redundancy.pruning.upstream import PrunedUpstream
