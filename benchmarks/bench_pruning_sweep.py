@@ -69,7 +69,8 @@ def main(argv=None) -> int:
         if write_architecture_checkpoint is not None:
             write_architecture_checkpoint("wav2vec2_base", path, seed=args.seed)
         else:
-            from superb_redundancy.models.tiny import ModelConfig, build_checkpoint
+            from superb_redundancy.models.config import ModelConfig
+            from superb_redundancy.models.tiny import build_checkpoint
 
             config = ModelConfig(num_layers=12, dim=768, ffn_dim=3072, heads=12, conv_dim=512, conv_pos=128,
                                  conv_pos_groups=16)

@@ -49,10 +49,11 @@ def tiny_ckpts(tiny_dir):
 @pytest.fixture(scope="session")
 def tiny_preln_wav2vec2(tmp_path_factory):
     """A pre-LN (Large-style) tiny wav2vec2: the encoder's final LayerNorm comes after the layers."""
-    from superb_redundancy.models.tiny import TinyConfig, write_tiny_checkpoint
+    from superb_redundancy.models.config import ModelConfig
+    from superb_redundancy.models.tiny import write_tiny_checkpoint
 
     return write_tiny_checkpoint("wav2vec2", tmp_path_factory.mktemp("preln") / "tiny_preln.pt",
-                                 TinyConfig(layer_norm_first=True, num_layers=4), seed=1)
+                                 ModelConfig(layer_norm_first=True, num_layers=4), seed=1)
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,8 @@ from typing import Union
 import torch
 
 from superb_redundancy.core.files import torch_save
-from superb_redundancy.models.tiny import ModelConfig, build_checkpoint
+from superb_redundancy.models.config import ModelConfig
+from superb_redundancy.models.tiny import build_checkpoint
 
 __all__ = ["Architecture", "ARCHITECTURES", "DistillerShape", "get_architecture", "build_architecture_checkpoint",
            "write_architecture_checkpoint"]

@@ -50,8 +50,8 @@ from __future__ import annotations
 import importlib
 
 from superb_redundancy.core.audio import SAMPLE_RATE
-from superb_redundancy.models.pretraining.settings import (TEMPERATURE_FLOOR_AT,  # noqa: F401 (re-exported)
-                                                           PretrainError, PretrainSettings)
+from superb_redundancy.models.pretraining.settings import TEMPERATURE_FLOOR_AT  # noqa: F401 (re-exported)
+from superb_redundancy.models.pretraining.settings import PretrainError, PretrainSettings
 
 __all__ = ["PretrainSettings", "PretrainError", "PretrainResult", "TrainingAudio", "pretrain", "build_model",
            "training_audio", "corpus_training_audio", "settings_from_record", "load_record", "loss_terms",

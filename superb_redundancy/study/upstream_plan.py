@@ -258,9 +258,9 @@ def is_path_like(base: str) -> bool:
 def _layer_count(up: UpstreamPlan) -> Optional[int]:
     """The base model's transformer layers when they can be told without a download (tiny, shipped, a file)."""
     if up.base == "tiny":
-        from superb_redundancy.models.tiny import TinyConfig
+        from superb_redundancy.models.config import ModelConfig
 
-        return TinyConfig().num_layers
+        return ModelConfig().num_layers
     if not (is_shipped(up.base) or is_path_like(up.base)):
         return None
     try:

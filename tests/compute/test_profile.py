@@ -13,7 +13,7 @@ from superb_redundancy.cli import main as superb_redundancy_main
 from superb_redundancy.compute import (ProfileError, count_checkpoint_parameters, count_macs, count_parameters,
                                        format_profile_table, macs_per_lengths, measure_latency, profile_upstream,
                                        read_lengths_file)
-from superb_redundancy.models.tiny import TinyConfig
+from superb_redundancy.models.config import ModelConfig
 
 
 def cli_main(argv):
@@ -26,7 +26,7 @@ def conv_out(length: int, kernel: int, stride: int) -> int:
     return (length - kernel) // stride + 1
 
 
-def hand_macs(samples: int, cfg: TinyConfig, pad_to_even: bool, gru_rel_pos: bool = False) -> int:
+def hand_macs(samples: int, cfg: ModelConfig, pad_to_even: bool, gru_rel_pos: bool = False) -> int:
     """MACs of the matrix products and convolutions of a wav2vec2-family forward at batch 1, counted by hand.
 
     CNN: sum over conv layers of out_len * c_out * c_in * kernel. Feature projection: T * c * d.
@@ -62,7 +62,7 @@ def test_macs_equal_the_hand_calculation_exactly(experts, family, seconds):
     # kernel, whose formula compute/macs.py adds); what it does not count (norms, activations, softmax, bias and
     # residual adds) is left out of the hand count too. Tolerance: 0.
     result = count_macs(experts[family], seconds)
-    expected = hand_macs(int(seconds * 16000), TinyConfig(), pad_to_even=family != "wavlm",
+    expected = hand_macs(int(seconds * 16000), ModelConfig(), pad_to_even=family != "wavlm",
                          gru_rel_pos=family == "wavlm")
     assert result["macs"] == expected
     assert result["flops"] == 2 * expected
@@ -223,7 +223,7 @@ def test_profile_of_a_pruned_upstream(tmp_path, tiny_ckpts):
     params, macs = profile["parameters"], profile["macs"][0]
     assert profile["drop_layers"] == [0, 2] and profile["num_layers"] == 3
     assert params["removed_share_of_base_stack"] == pytest.approx(2 / 3)
-    full = hand_macs(16000, TinyConfig(), pad_to_even=True)
+    full = hand_macs(16000, ModelConfig(), pad_to_even=True)
     assert macs["base_macs_derived"] == full
     assert macs["macs_share_of_base"] == pytest.approx(macs["macs"] / full)
     assert profile["latency"][0]["rtf"] == pytest.approx(profile["latency"][0]["median_s"])
@@ -242,7 +242,7 @@ def test_cli_writes_json_atomically(tmp_path, tiny_ckpts, capsys):
     assert [p.name for p in out.parent.iterdir()] == ["profile.json"]
     assert data["parameters"]["total"] == count_checkpoint_parameters(tiny_ckpts["hubert"])["total"]
     assert data["macs_lengths_file"]["macs"] == sum(
-        hand_macs(n, TinyConfig(), pad_to_even=True) for n in (16000, 40000))
+        hand_macs(n, ModelConfig(), pad_to_even=True) for n in (16000, 40000))
     assert data["latency"][0]["threads"] == 1
     assert "median ms" in capsys.readouterr().out
 
@@ -300,7 +300,7 @@ def base_expert(tmp_path_factory, hub):
 def test_real_size_base_macs_per_second(base_expert):
     _, expert = base_expert
     result = count_macs(expert, 1.0)
-    cfg = TinyConfig(num_layers=12, dim=768, ffn_dim=3072, heads=12, conv_pos=128, conv_pos_groups=16,
+    cfg = ModelConfig(num_layers=12, dim=768, ffn_dim=3072, heads=12, conv_pos=128, conv_pos_groups=16,
                      conv_dim=512)
     assert result["macs"] == hand_macs(16000, cfg, pad_to_even=True)  # 6.997 G
     assert result["macs"] == pytest.approx(6.9e9, rel=0.05)  # the field's ~6.9 GMACs per second of audio
@@ -386,7 +386,7 @@ def test_a_mimicking_layer_counts_its_hand_calculated_macs(tmp_path, tiny_ckpts,
         config = MimicConfig.tiny(kind=kind, n_layers=n_layers, z=z)
         path = init_artifact(str(tiny_ckpts["wav2vec2"]), config, tmp_path / f"{kind}{n_layers}.pt")
         macs[n_layers] = count_macs(load_mimic_artifact(str(path)).eval(), 1.0)
-    t, d = macs[1]["frames"], TinyConfig().dim
+    t, d = macs[1]["frames"], ModelConfig().dim
     layer = 2 * t * d * z if kind == "linear" else 4 * t * d * d + 2 * t * t * d + 2 * t * d * z
     assert macs[1]["macs"] - macs[0]["macs"] == layer
     assert torch.backends.mha.get_fastpath_enabled()  # counting left the fast path as it found it

@@ -247,8 +247,9 @@ def _environment(box: Path, extra: dict) -> dict:
 
 def _user_model(box: Path) -> None:
     """The user's BASE for the real-models block: a wav2vec2 checkpoint deep enough to drop layers 3-5."""
-    code = ("from superb_redundancy.models.tiny import TinyConfig, write_tiny_checkpoint; "
-            f"write_tiny_checkpoint('wav2vec2', {JOURNEY_BASE!r}, TinyConfig(num_layers={JOURNEY_BASE_LAYERS}))")
+    code = ("from superb_redundancy.models.config import ModelConfig; "
+            "from superb_redundancy.models.tiny import write_tiny_checkpoint; "
+            f"write_tiny_checkpoint('wav2vec2', {JOURNEY_BASE!r}, ModelConfig(num_layers={JOURNEY_BASE_LAYERS}))")
     subprocess.run([sys.executable, "-c", code], cwd=box, check=True, capture_output=True, timeout=300)
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from superb_redundancy.hub import upstreams as registry
-from superb_redundancy.models.tiny import TinyConfig
+from superb_redundancy.models.config import ModelConfig
 from superb_redundancy.pruning.spec import PruneSpec
 from superb_redundancy.pruning.upstream import save_pruned
 
@@ -42,10 +42,10 @@ def _pruned(name, directory, tiny_ckpts):
     family = name.removeprefix("pruned_").removesuffix("_local")
     spec = PruneSpec(base=str(tiny_ckpts[family]), drop_layers=[1])
     if name.endswith("_local"):
-        return dict(ckpt=str(save_pruned(family, spec, directory / "pruned.pt"))), TinyConfig().num_layers
+        return dict(ckpt=str(save_pruned(family, spec, directory / "pruned.pt"))), ModelConfig().num_layers
     config = directory / "prune.yaml"
     config.write_text(f"base: {tiny_ckpts[family]}\ndrop_layers: [1]\n")
-    return dict(model_config=str(config)), TinyConfig().num_layers
+    return dict(model_config=str(config)), ModelConfig().num_layers
 
 
 def _mimic(name, directory, tiny_ckpts):
@@ -59,7 +59,7 @@ def _mimic(name, directory, tiny_ckpts):
 def _hf(name, directory, tiny_ckpts):
     """A tiny save_pretrained wav2vec2 folder (transformers' own classes; nothing downloaded) as ``-k DIR``."""
     transformers = pytest.importorskip("transformers")
-    layers = TinyConfig().num_layers
+    layers = ModelConfig().num_layers
     config = transformers.Wav2Vec2Config(hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                                          intermediate_size=64, conv_dim=(32,) * 7,
                                          conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),

@@ -232,9 +232,10 @@ def test_registered_names(hub):
 
 
 def test_normalize_follows_teacher_task_config(tiny_dir, tmp_path):
-    from superb_redundancy.models.tiny import TinyConfig, write_tiny_checkpoint
+    from superb_redundancy.models.config import ModelConfig
+    from superb_redundancy.models.tiny import write_tiny_checkpoint
 
-    ckpt = write_tiny_checkpoint("hubert", tmp_path / "norm.pt", TinyConfig(normalize=True))
+    ckpt = write_tiny_checkpoint("hubert", tmp_path / "norm.pt", ModelConfig(normalize=True))
     upstream = load_mimic_artifact(make_artifact(tmp_path / "m.pt", ckpt, "hubert")).eval()
     assert upstream.frontend.normalize
     wav = wavs([8000])[0]

@@ -112,9 +112,10 @@ def test_identity_span_through_the_head_is_the_pruned_teacher(tiny_ckpts, evalua
 
 
 def test_eval_head_errors(head, tiny_ckpts, tiny_preln_wav2vec2, clips, tmp_path, capsys):
-    from superb_redundancy.models.tiny import TinyConfig, write_tiny_checkpoint
+    from superb_redundancy.models.config import ModelConfig
+    from superb_redundancy.models.tiny import write_tiny_checkpoint
 
-    other = write_tiny_checkpoint("wav2vec2", tmp_path / "other.pt", TinyConfig(), seed=9)
+    other = write_tiny_checkpoint("wav2vec2", tmp_path / "other.pt", ModelConfig(), seed=9)
     foreign = build_teacher_cache(other, clips[:3], tmp_path / "c1", progress=False)
     with pytest.raises(MimicError, match=r"was trained on .*tiny_wav2vec2.pt \(sha256 .*not on the cache's teacher"):
         HeadEvaluator(head, foreign, CPU)

@@ -308,9 +308,10 @@ def test_span_needs_its_input_in_the_cache(tiny_ckpts, audio, tmp_path):
     assert train_mimicker(small, MimicConfig.tiny(span=[0, 2], epochs=1), tmp_path / "w.pt", progress=False).is_file()
     # a span's kept layers come from the teacher the cache recorded, checked by content
     other = tmp_path / "other.pt"
-    from superb_redundancy.models.tiny import TinyConfig, write_tiny_checkpoint
+    from superb_redundancy.models.config import ModelConfig
+    from superb_redundancy.models.tiny import write_tiny_checkpoint
 
-    write_tiny_checkpoint("wav2vec2", other, TinyConfig(), seed=7)
+    write_tiny_checkpoint("wav2vec2", other, ModelConfig(), seed=7)
     full = build_teacher_cache(tiny_ckpts["wav2vec2"], audio, tmp_path / "c", layers=[1, 2], progress=False)
     with pytest.raises(MimicError, match="is not the teacher of cache"):
         train_mimicker(full, MimicConfig.tiny(span=[2, 2], epochs=1), tmp_path / "x.pt", teacher=other,

@@ -227,12 +227,13 @@ transformers = pytest.importorskip("transformers")
 
 @pytest.mark.parametrize("family, preln", [("wav2vec2", False), ("wav2vec2", True), ("hubert", False)])
 def test_pruned_artifact_to_hf_and_back(family, preln, tmp_path, hub):
+    from superb_redundancy.models.config import ModelConfig
     from superb_redundancy.models.hf import PRUNING_RECORD, HFUpstream
     from superb_redundancy.models.hf_convert import hf_to_s3prl, s3prl_to_hf
-    from superb_redundancy.models.tiny import TinyConfig, write_tiny_checkpoint
+    from superb_redundancy.models.tiny import write_tiny_checkpoint
     from superb_redundancy.pruning.upstream import build_pruned
 
-    base = write_tiny_checkpoint(family, tmp_path / "base.pt", TinyConfig(layer_norm_first=preln, num_layers=4),
+    base = write_tiny_checkpoint(family, tmp_path / "base.pt", ModelConfig(layer_norm_first=preln, num_layers=4),
                                  seed=2)
     artifact = save_pruned(family, PruneSpec(base=str(base), drop_layers=[1, 2]), tmp_path / "pruned.pt")
     folder = s3prl_to_hf(artifact, tmp_path / "hf")
@@ -297,11 +298,12 @@ def test_hf_folder_made_by_transformers_exports_to_s3prl(tmp_path, hub, capsys):
 
 def test_a_cnn_as_wide_as_the_model_has_an_identity_projection_in_transformers(tmp_path, hub):
     """fairseq builds no post_extract_proj when the CNN's width is the model's; transformers always has one."""
+    from superb_redundancy.models.config import ModelConfig
     from superb_redundancy.models.hf import HFModelError, HFUpstream
     from superb_redundancy.models.hf_convert import hf_to_s3prl, s3prl_to_hf
-    from superb_redundancy.models.tiny import TinyConfig, write_tiny_checkpoint
+    from superb_redundancy.models.tiny import write_tiny_checkpoint
 
-    base = write_tiny_checkpoint("wav2vec2", tmp_path / "wide.pt", TinyConfig(conv_dim=64))
+    base = write_tiny_checkpoint("wav2vec2", tmp_path / "wide.pt", ModelConfig(conv_dim=64))
     assert "post_extract_proj.weight" not in torch.load(base, weights_only=True)["model_weight"]
     folder = s3prl_to_hf(base, tmp_path / "hf")
     assert_states(hidden(HFUpstream(folder), wavs(8, (16000,))), hidden(hub.wav2vec2_local(ckpt=str(base)),

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from superb_redundancy.models.config import ModelConfig
 from superb_redundancy.models.families import get_family
 from superb_redundancy.models.pretraining.settings import PretrainError, PretrainSettings
-from superb_redundancy.models.tiny import TinyConfig, build_checkpoint
+from superb_redundancy.models.tiny import build_checkpoint
 
 __all__ = ["model_config", "initial_checkpoint", "build_model", "loss_terms", "evaluate", "torch_rng_forked",
            "DIVERSITY_WEIGHT", "FEATURE_PENALTY_WEIGHT"]
@@ -24,8 +25,8 @@ FEATURE_PENALTY_WEIGHT = 10.0
 
 
 def model_config(settings: PretrainSettings):
-    """The :class:`~superb_redundancy.models.tiny.TinyConfig` of the model."""
-    return TinyConfig(num_layers=settings.layers, dim=settings.dim, ffn_dim=settings.ffn_dim, heads=settings.heads,
+    """The :class:`~superb_redundancy.models.tiny.ModelConfig` of the model."""
+    return ModelConfig(num_layers=settings.layers, dim=settings.dim, ffn_dim=settings.ffn_dim, heads=settings.heads,
                       conv_dim=settings.conv_dim, conv_pos=settings.conv_pos, conv_pos_groups=settings.conv_pos_groups,
                       final_dim=settings.final_dim, quantize_targets=True, latent_vars=settings.latent_vars,
                       latent_groups=settings.latent_groups, layer_norm_first=settings.layer_norm_first,

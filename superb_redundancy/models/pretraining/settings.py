@@ -38,7 +38,7 @@ class PretrainSettings:
     threads: int = 2
     crop_min: float = 1.0  # seconds
     crop_max: float = 2.0
-    # ---- model (superb_redundancy.models.tiny.TinyConfig fields)
+    # ---- model (superb_redundancy.models.config.ModelConfig fields)
     layers: int = 8
     dim: int = 128
     ffn_dim: int = 512

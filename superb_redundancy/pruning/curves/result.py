@@ -24,8 +24,8 @@ from superb_redundancy.core.files import atomic_path
 from superb_redundancy.pruning.curves.settings import CurveSettings
 from superb_redundancy.pruning.curves.shared_forward import _mask
 from superb_redundancy.pruning.objectives import SPAN_OBJECTIVES
-from superb_redundancy.results.evidence import (TestItems,  # CurveResult.retention's own name
-                                                retention as paired_retention, wilson)
+from superb_redundancy.results.evidence import TestItems  # CurveResult.retention's own name
+from superb_redundancy.results.evidence import retention as paired_retention, wilson
 
 __all__ = ["CurvePoint", "CurveResult"]
 
