@@ -20,7 +20,7 @@ from pathlib import Path
 from superb_redundancy.study.config import StudyConfig, eval_head_task
 from superb_redundancy.study.upstream_plan import UpstreamPlan, amount_label, mimic_entry, mimic_label
 
-__all__ = ["Run", "expand", "variants", "variant_tasks", "downstream_id", "STAGES"]
+__all__ = ["Run", "expand", "variants", "variant_tasks", "run_id", "downstream_id", "STAGES"]
 
 STAGES = ("data", "finetune", "similarity", "base", "curves", "derive", "heal", "downstream")
 
@@ -42,6 +42,12 @@ class Run:
         return Path(workdir) / "runs" / self.run_id
 
 
+def run_id(kind: str, upstream: str, detail: str = "") -> str:
+    """The id of an upstream's run of ``kind`` (finetune, similarity, curves, mimic; prune and heal with the
+    variant's ``<objective>-<amount>`` as ``detail``): every run id but data's and downstream's is built here."""
+    return f"{kind}/{upstream}/{detail}" if detail else f"{kind}/{upstream}"
+
+
 def downstream_id(label: str, task: str, seed: int) -> str:
     """The id of the run evaluating variant ``label`` (the base's: ``<upstream>-base``) on a task with a seed."""
     return f"downstream/{label}/{task}/seed{seed}"
@@ -56,14 +62,14 @@ def variants(upstream: UpstreamPlan) -> list[dict]:
         for amount in upstream.prune.amounts:
             stem = f"{objective}-{amount_label(amount)}"
             found.append({"label": f"{upstream.name}-{stem}", "kind": "pruned",
-                          "prune_run": f"prune/{upstream.name}/{stem}"})
+                          "prune_run": run_id("prune", upstream.name, stem)})
             if upstream.heal is not None:
                 found.append({"label": f"{upstream.name}-{stem}-healed", "kind": "healed",
-                              "heal_run": f"heal/{upstream.name}/{stem}"})
+                              "heal_run": run_id("heal", upstream.name, stem)})
     for index, config in enumerate(upstream.mimic):
         _, step1 = mimic_entry(config)
         found.append({"label": f"{upstream.name}-mimic-{mimic_label(config)}", "kind": "mimic", "mimic_index": index,
-                      "mimic_run": f"mimic/{upstream.name}", "step1": step1})
+                      "mimic_run": run_id("mimic", upstream.name), "step1": step1})
     return found
 
 
@@ -126,31 +132,31 @@ def expand(study: StudyConfig) -> list[Run]:
         base = ("data",)  # what the upstream's checkpoint comes from
         if up.finetune:
             plan = up.finetune
-            runs.append(Run(f"finetune/{up.name}", "finetune", 1,
+            runs.append(Run(run_id("finetune", up.name), "finetune", 1,
                             {"upstream": up.name, "task": plan.task, "steps": plan.steps, "lr": plan.lr,
                              "setting": plan.setting or study.setting}, needs=base))
-            base = ("data", f"finetune/{up.name}")
+            base = ("data", run_id("finetune", up.name))
         similarity = ()
         if up.prune.objectives or study.curves:
-            runs.append(Run(f"similarity/{up.name}", "similarity", 2,
+            runs.append(Run(run_id("similarity", up.name), "similarity", 2,
                             {"upstream": up.name, **up.similarity.params()}, needs=base))
-            similarity = (f"similarity/{up.name}",)
+            similarity = (run_id("similarity", up.name),)
         if study.curves and up.baseline:
             experiment = downstream_id(f"{up.name}-base", study.curves.task, study.seeds[0])
-            runs.append(Run(f"curves/{up.name}", "curves", 4,
+            runs.append(Run(run_id("curves", up.name), "curves", 4,
                             {"upstream": up.name, "task": study.curves.task, "seed": study.seeds[0],
                              "objectives": list(study.curves.objectives), "repeats": study.curves.repeats,
                              "subset": study.curves.subset}, needs=base + (experiment,) + similarity))
         for objective in up.prune.objectives:
             for amount in up.prune.amounts:
-                curves = (f"curves/{up.name}",) if isinstance(amount, str) else ()  # keep95: read off the curves
+                curves = (run_id("curves", up.name),) if isinstance(amount, str) else ()  # keep95: read off the curves
                 stem = f"{objective}-{amount_label(amount)}"
-                prune_run = f"prune/{up.name}/{stem}"
+                prune_run = run_id("prune", up.name, stem)
                 runs.append(Run(prune_run, "prune", 5,
                                 {"upstream": up.name, "objective": objective, "amount": amount,
                                  "iterative": up.prune.iterative}, needs=base + similarity + curves))
                 if up.heal is not None:  # distil the pruned model's kept layers towards the base, on the KS audio
-                    runs.append(Run(f"heal/{up.name}/{stem}", "heal", 6,
+                    runs.append(Run(run_id("heal", up.name, stem), "heal", 6,
                                     {"upstream": up.name, "prune_run": prune_run, "config": dict(up.heal)},
                                     needs=base + (prune_run,)))
         if up.mimic:  # the first similarity block, when there is one, places the mimicker's layer i
@@ -160,7 +166,7 @@ def expand(study: StudyConfig) -> list[Run]:
                 params.update(select_by=up.mimic_select_by,
                               eval_head_run=downstream_id(f"{up.name}-base", eval_head_task(study), study.seeds[0]))
                 head = (params["eval_head_run"],)
-            runs.append(Run(f"mimic/{up.name}", "mimic", 5, params, needs=base + similarity + head))
+            runs.append(Run(run_id("mimic", up.name), "mimic", 5, params, needs=base + similarity + head))
         for variant in variants(up):
             source = tuple(variant[k] for k in ("prune_run", "mimic_run", "heal_run") if k in variant)
             stage = 3 if variant["kind"] == "base" else 7  # the base's runs first: the curves start from one

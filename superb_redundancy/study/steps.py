@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from superb_redundancy.study.config import StudyConfig
-from superb_redundancy.study.plan import Run, downstream_id
+from superb_redundancy.study.plan import Run, downstream_id, run_id
 from superb_redundancy.study.upstream_plan import UpstreamPlan
 
 __all__ = ["execute", "base_checkpoint", "data_overrides", "split_audio", "twin_run"]
@@ -38,7 +38,7 @@ def _run_folder(study: StudyConfig, run_id: str) -> Path:
 def base_checkpoint(study: StudyConfig, up: UpstreamPlan) -> Path:
     """The local checkpoint an upstream plan starts from (after fine-tuning, when the plan fine-tunes)."""
     if up.finetune:
-        return _run_folder(study, f"finetune/{up.name}") / "base.pt"
+        return _run_folder(study, run_id("finetune", up.name)) / "base.pt"
     if up.base == "tiny":
         return _workdir(study) / "models" / f"tiny_{up.family}.pt"
     from superb_redundancy.models.shipped import is_shipped, shipped_checkpoint
@@ -162,7 +162,7 @@ def _prune(run: Run, study: StudyConfig, folder: Path) -> dict:
 
     up = _upstream(study, run.params["upstream"])
     base = str(base_checkpoint(study, up))
-    report = SimilarityReport.load(_run_folder(study, f"similarity/{up.name}"))
+    report = SimilarityReport.load(_run_folder(study, run_id("similarity", up.name)))
     reanalyse = None
     if run.params.get("iterative"):
         files = split_audio(study, up, "dev", limit=up.similarity.limit)
@@ -188,7 +188,7 @@ def _prune_amount(study: StudyConfig, up: UpstreamPlan, objective: str, amount) 
         return amount, None
     import json
 
-    curves = json.loads((_run_folder(study, f"curves/{up.name}") / "curves.json").read_text())
+    curves = json.loads((_run_folder(study, run_id("curves", up.name)) / "curves.json").read_text())
     threshold = curves["thresholds"][objective][KEEP_AMOUNTS[amount]]
     return int(threshold["amount"]), threshold
 
@@ -197,7 +197,7 @@ def _end_of_first_block(study: StudyConfig, up: UpstreamPlan) -> Optional[int]:
     """The paper's layer i: the last transformer layer of the first CKA block, when the study ran similarity."""
     from superb_redundancy.analysis.report import SimilarityReport
 
-    folder = _run_folder(study, f"similarity/{up.name}")
+    folder = _run_folder(study, run_id("similarity", up.name))
     if not (folder / "similarity.json").is_file():
         return None
     report = SimilarityReport.load(folder)
@@ -332,7 +332,7 @@ def _curves(run: Run, study: StudyConfig, folder: Path) -> dict:
     expdir = _run_folder(study, downstream_id(f"{up.name}-base", run.params["task"], run.params["seed"])) / "exp"
     settings = CurveSettings(objectives=tuple(run.params["objectives"]), repeats=int(run.params["repeats"]),
                              subset=float(run.params["subset"]), device=study.device)
-    result = pruning_curves(expdir, similarity=_run_folder(study, f"similarity/{up.name}") / "similarity.json",
+    result = pruning_curves(expdir, similarity=_run_folder(study, run_id("similarity", up.name)) / "similarity.json",
                             settings=settings)
     return {"files": {k: str(v) for k, v in result.save(folder).items()}, "thresholds": result.table()}
 

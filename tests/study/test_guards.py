@@ -86,17 +86,14 @@ def test_a_bad_study_file_reports_all_its_problems_before_any_run(tmp_path, acti
     text = yaml.safe_load(study.read_text())
     del text["name"]
     study.write_text(yaml.safe_dump(text))
-    start = time.monotonic()
     result = cli("study", action, str(study))
-    elapsed = time.monotonic() - start
     assert result.returncode == 2, result.stderr
     found = problem_lines(result)
     for expected in EXPECTED:
         assert sum(expected in line for line in found) == 1, (expected, found)
     assert len(found) == len(EXPECTED), found  # nothing else, nothing twice
     assert result.stderr.strip().splitlines()[-1].endswith("nothing was run")
-    assert "Traceback" not in result.stderr and not (tmp_path / "work").exists()
-    assert elapsed < 5, f"{elapsed:.1f} s"
+    assert "Traceback" not in result.stderr and not (tmp_path / "work").exists()  # refused before any work
 
 
 @pytest.mark.parametrize("change, problem", [
