@@ -1,6 +1,5 @@
 """``superb-redundancy corpus`` (the synthetic SUPERB corpus) and ``superb-redundancy overrides`` (s3prl's ``-o``
-string pointing a task's config at a corpus root). ``python -m superb_redundancy.data.corpus`` is
-:func:`corpus_main`."""
+string pointing a task's config at a corpus root)."""
 
 from __future__ import annotations
 
@@ -9,11 +8,10 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
 
-from superb_redundancy.cli._common import Parser, corpus_tasks
+from superb_redundancy.cli._common import corpus_tasks
 
-__all__ = ["register", "add_corpus_arguments", "run_corpus", "corpus_main", "CORPUS_DESCRIPTION"]
+__all__ = ["register", "add_corpus_arguments", "run_corpus", "CORPUS_DESCRIPTION"]
 
 CORPUS_DESCRIPTION = "Generate the deterministic synthetic SUPERB corpus (espeak-ng speech) in s3prl's layouts."
 #: where the corpus goes by default: what downstream_configs/*/*.yaml point at
@@ -75,12 +73,6 @@ def run_corpus(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         print(f"{key:<24} {path}")
     print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
-
-
-def corpus_main(argv: Optional[Sequence[str]] = None, prog: str = "python -m superb_redundancy.data.corpus") -> int:
-    """The corpus command on its own (``python -m superb_redundancy.data.corpus``)."""
-    parser = add_corpus_arguments(Parser(prog=prog, description=CORPUS_DESCRIPTION))
-    return run_corpus(parser.parse_args(argv), parser)
 
 
 def _cmd_overrides(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@
 
 Tasks: ``speech_commands`` (KS, v0.01 12-class + a 35-word v0.02 layout), ``voxceleb1`` (SID), ``emotion`` (ER,
 IEMOCAP-style with leave-one-session-out metadata), ``asr`` (LibriSpeech-style with bucket CSVs). See
-:mod:`superb_redundancy.data.corpus.plans` for the layouts and ``python -m superb_redundancy.data.corpus -h`` for the CLI.
+:mod:`superb_redundancy.data.corpus.plans` for the layouts and ``superb-redundancy corpus -h`` for the command.
 """
 
 from superb_redundancy.data.corpus.generate import (CORPUS_VERSION, MARKER, TASKS, datarc_paths, generate, overrides,

@@ -14,7 +14,7 @@ import soundfile
 import yaml
 
 from superb_redundancy.data.corpus import MARKER, TASKS, char_dict_text, datarc_paths, generate, overrides
-from superb_redundancy.data.corpus.__main__ import main as corpus_main
+from superb_redundancy.cli import main as cli_main
 from superb_redundancy.data.corpus.plans import EMOTIONS, PLANNERS, speech_commands_bucket
 from superb_redundancy.data.corpus.text import KS_COMMANDS, KS_UNKNOWN_WORDS, KS_V2_WORDS
 from superb_redundancy.hub import compat
@@ -106,13 +106,13 @@ def test_bad_arguments(tmp_path, kwargs, message):
 ])
 def test_cli_errors(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as error:
-        corpus_main(["--root", str(tmp_path), *argv])
+        cli_main(["corpus", "--root", str(tmp_path), *argv])
     assert error.value.code == 2
     assert message in capsys.readouterr().err
 
 
 def test_cli_reuses_a_complete_corpus(corpus, capsys):
-    assert corpus_main(["--root", str(corpus), "--tasks", "emotion,asr", "--no-progress"]) == 0
+    assert cli_main(["corpus", "--root", str(corpus), "--tasks", "emotion,asr", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "emotion_meta_data" in out and "asr_bucket_file" in out and "voxceleb1" not in out
 
