@@ -81,7 +81,7 @@ from superb_redundancy.mimic.teacher_cache import (CACHE_FORMAT, SAMPLE_RATE, Te
                                                    build_teacher_cache, cache_layers, step1_audio)
 from superb_redundancy.mimic.train import (SELECT_BY, masked_mse, resume_state_path, split_clips, train_grid,
                                            train_mimicker)
-from superb_redundancy.mimic.upstream import DOWNSAMPLE_RATE, MimicUpstream, register_mimic_upstreams
+from superb_redundancy.mimic.upstream import DOWNSAMPLE_RATE, MimicUpstream, hub_entry, hub_entry_local
 
 __all__ = [
     # config
@@ -93,7 +93,7 @@ __all__ = [
     "FRONTEND_MODULES", "TeacherFrontend", "build_frontend", "frontend_state", "teacher_checkpoint", "teacher_config",
     "teacher_record", "TeacherEncoder", "build_teacher_encoder", "encoder_state",
     # the upstream and its artifacts
-    "MimicUpstream", "register_mimic_upstreams", "DOWNSAMPLE_RATE", "save_artifact", "read_artifact",
+    "MimicUpstream", "DOWNSAMPLE_RATE", "save_artifact", "read_artifact",
     "describe_artifact", "load_mimic_artifact", "sha256_file", "ARTIFACT_KEY", "ARTIFACT_KIND", "ARTIFACT_VERSION",
     # step 1: the teacher cache, training, the eval head; the baselines
     "Teacher", "TeacherCache", "cache_layers", "build_teacher_cache", "step1_audio", "CACHE_FORMAT", "SAMPLE_RATE",

@@ -2,8 +2,8 @@
 
 :class:`MimicUpstream` returns ``hidden_states = [projected features, output of mimicking layer 1, ..., output of
 layer N]`` for the whole stack, and for a partial span by default the teacher's L+1 positions (see the class).
-:func:`register_mimic_upstreams` registers the two factories (both load a saved artifact, ``-k ARTIFACT``), which
-``upstreams/mimic/hubconf.py`` exposes to s3prl.
+:func:`hub_entry` and :func:`hub_entry_local` are the bodies of the two hub entries (both load a saved artifact,
+``-k ARTIFACT``), which ``upstreams/mimic/hubconf.py`` defines for s3prl.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from superb_redundancy.mimic.frontend import TeacherFrontend
 from superb_redundancy.mimic.modules import Mimicker
 from superb_redundancy.models.families import get_family
 
-__all__ = ["MimicUpstream", "register_mimic_upstreams", "DOWNSAMPLE_RATE", "UPSTREAM_CONFIG_KEYS"]
+__all__ = ["MimicUpstream", "hub_entry", "hub_entry_local", "DOWNSAMPLE_RATE", "UPSTREAM_CONFIG_KEYS"]
 
 UPSTREAM_CONFIG_KEYS = ("artifact", "teacher", "teacher_sha256", "family", "compact")
 
@@ -144,39 +144,33 @@ def _upstream_options(model_config: Optional[str]) -> dict:
     return values
 
 
-def register_mimic_upstreams():
-    """Register ``mimic`` and ``mimic_local`` on the registry (one family for wav2vec2, HuBERT and WavLM teachers).
+# The hub entries ``mimic`` and ``mimic_local`` are named functions in upstreams/mimic/hubconf.py (s3prl's shape);
+# these are their bodies. One family serves every teacher family: the artifact records its teacher. The optional
+# ``-g`` YAML may name ``teacher:`` (a checkpoint path or hub name whose sha256 must match the artifact's teacher),
+# ``teacher_sha256:``, ``family:`` and ``compact:`` (the hidden-state layout, overriding the artifact's).
+def hub_entry(ckpt: Optional[str] = None, model_config: Optional[str] = None) -> MimicUpstream:
+    """``mimic -k ARTIFACT`` or ``-g CONFIG.yaml`` naming ``artifact:``."""
+    options = _upstream_options(model_config)
+    artifact = ckpt or options.get("artifact")
+    if not artifact:
+        raise MimicError(
+            "mimic needs a mimicker artifact: pass -k ARTIFACT.pt (written by "
+            "superb_redundancy.mimic.train.train_mimicker) or `artifact: PATH` in -g CONFIG.yaml"
+        )
+    return _load(artifact, options)
 
-    Both load a saved artifact: ``-k ARTIFACT`` (for ``mimic`` the artifact may instead be named by
-    ``artifact:`` in ``-g``). The optional ``-g`` YAML may also name ``teacher:`` (a checkpoint path or hub name
-    whose sha256 must match the artifact's teacher), ``teacher_sha256:``, ``family:`` and ``compact:`` (the
-    hidden-state layout, overriding the artifact's). No per-family aliases: the artifact records its teacher family.
-    """
+
+def hub_entry_local(ckpt: Optional[str] = None, model_config: Optional[str] = None) -> MimicUpstream:
+    """``mimic_local -k ARTIFACT [-g CONFIG.yaml]``."""
+    if not ckpt:
+        raise MimicError("mimic_local needs a mimicker artifact: pass -k ARTIFACT.pt")
+    return _load(ckpt, _upstream_options(model_config))
+
+
+def _load(artifact: str, options: dict) -> MimicUpstream:
     # here, not at the top: artifact.py imports this module for MimicUpstream (a module-level import back would
     # be a cycle)
     from superb_redundancy.mimic.artifact import load_mimic_artifact
 
-    def mimic(ckpt: Optional[str] = None, model_config: Optional[str] = None, refresh: bool = False, **kwargs):
-        """a mimicking network (teacher front end + 1-2 mimicking layers): -k ARTIFACT.pt or -g CONFIG.yaml"""
-        options = _upstream_options(model_config)
-        artifact = ckpt or options.get("artifact")
-        if not artifact:
-            raise MimicError(
-                "mimic needs a mimicker artifact: pass -k ARTIFACT.pt (written by "
-                "superb_redundancy.mimic.train.train_mimicker) or `artifact: PATH` in -g CONFIG.yaml"
-            )
-        return load_mimic_artifact(artifact, teacher=options.get("teacher"), teacher_sha256=options.get("teacher_sha256"),
-                                   family=options.get("family"), compact=options.get("compact"))
-
-    def mimic_local(ckpt: Optional[str] = None, model_config: Optional[str] = None, refresh: bool = False, **kwargs):
-        """a saved mimicker artifact: -k ARTIFACT.pt [-g CONFIG.yaml with teacher: PATH to check against]"""
-        options = _upstream_options(model_config)
-        if not ckpt:
-            raise MimicError("mimic_local needs a mimicker artifact: pass -k ARTIFACT.pt")
-        return load_mimic_artifact(ckpt, teacher=options.get("teacher"), teacher_sha256=options.get("teacher_sha256"),
-                                   family=options.get("family"), compact=options.get("compact"))
-
-    mimic.__module__ = mimic_local.__module__ = __name__
-    mimic.__qualname__ = "mimic"
-    mimic_local.__qualname__ = "mimic_local"
-    return register_upstream("mimic")(mimic), register_upstream("mimic_local")(mimic_local)
+    return load_mimic_artifact(artifact, teacher=options.get("teacher"), teacher_sha256=options.get("teacher_sha256"),
+                               family=options.get("family"), compact=options.get("compact"))

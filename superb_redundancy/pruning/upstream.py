@@ -38,6 +38,8 @@ __all__ = [
     "build_pruned",
     "load_pruned_artifact",
     "pruned_artifact",
+    "hub_entry",
+    "hub_entry_local",
     "save_pruned",
     "ARTIFACT_KEY",
 ]
@@ -235,26 +237,21 @@ def load_pruned_artifact(family_name: str, ckpt: Optional[str], compact: Optiona
 
 
 # ---------------------------------------------------------------------------------------------- s3prl entry
-def register_pruned_family(family_name: str):
-    """Register ``pruned_<family>`` (``-g SPEC [-k BASE]``) and ``pruned_<family>_local`` (``-k ARTIFACT``)."""
-    from superb_redundancy.hub.upstreams import register_upstream
+# The hub entries themselves are named functions in upstreams/pruned_<family>/hubconf.py (s3prl's shape); these
+# are their bodies, one per entry kind, shared by the four families.
+def hub_entry(family_name: str, ckpt: Optional[str] = None, model_config: Optional[str] = None,
+              refresh: bool = False) -> PrunedUpstream:
+    """``pruned_<family> -g SPEC.yaml [-k BASE]``: the spec's base (or -k) with the spec's layers dropped."""
+    if not model_config:
+        raise PrunedUpstreamError(
+            f"pruned_{family_name} needs a prune spec: pass -g SPEC.yaml with `base:` (an s3prl hub name or a "
+            f"checkpoint path) and `drop_layers: [...]`, or load a saved artifact with pruned_{family_name}_local -k PATH"
+        )
+    return build_pruned(family_name, PruneSpec.from_yaml(model_config), ckpt=ckpt, refresh=refresh)
 
-    family = get_family(family_name)
 
-    def pruned(ckpt: Optional[str] = None, model_config: Optional[str] = None, refresh: bool = False, **kwargs):
-        if not model_config:
-            raise PrunedUpstreamError(
-                f"pruned_{family.name} needs a prune spec: pass -g SPEC.yaml with `base:` (an s3prl hub name or a "
-                f"checkpoint path) and `drop_layers: [...]`, or load a saved artifact with pruned_{family.name}_local -k PATH"
-            )
-        return build_pruned(family.name, PruneSpec.from_yaml(model_config), ckpt=ckpt, refresh=refresh)
-
-    def pruned_local(ckpt: Optional[str] = None, model_config: Optional[str] = None, refresh: bool = False, **kwargs):
-        compact = PruneSpec.from_yaml(model_config).compact if model_config else None
-        return load_pruned_artifact(family.name, ckpt, compact=compact)
-
-    pruned.__name__ = pruned.__qualname__ = f"pruned_{family.name}"
-    pruned.__doc__ = f"{family.name} with transformer layers dropped: -g PRUNE_SPEC.yaml [-k BASE_CHECKPOINT]"
-    pruned_local.__name__ = pruned_local.__qualname__ = f"pruned_{family.name}_local"
-    pruned_local.__doc__ = f"a saved pruned {family.name} artifact: -k ARTIFACT.pt [-g SPEC.yaml for compact: true]"
-    return (register_upstream(pruned.__name__)(pruned), register_upstream(pruned_local.__name__)(pruned_local))
+def hub_entry_local(family_name: str, ckpt: Optional[str] = None, model_config: Optional[str] = None
+                    ) -> PrunedUpstream:
+    """``pruned_<family>_local -k ARTIFACT [-g SPEC.yaml]``: a saved artifact (the spec only for ``compact:``)."""
+    compact = PruneSpec.from_yaml(model_config).compact if model_config else None
+    return load_pruned_artifact(family_name, ckpt, compact=compact)

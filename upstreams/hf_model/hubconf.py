@@ -8,16 +8,17 @@ experts (see superb_redundancy.models.hf).
 from typing import Optional
 
 from superb_redundancy.hub.upstreams import register_upstream
+from superb_redundancy.models.hf import HFModelError
+
+from .expert import UpstreamExpert
 
 
 @register_upstream("hf_local")
 def hf_local(ckpt: Optional[str] = None, model_config: Optional[str] = None, refresh: bool = False, **kwargs):
     """a Hugging Face save_pretrained wav2vec2 / HuBERT / WavLM folder (heads ignored): -k DIR"""
-    from superb_redundancy.models.hf import HFModelError, HFUpstream
-
     if model_config:
         raise HFModelError(
             "hf_local takes no -g config; prune the folder first (`superb-redundancy prune --base DIR "
             "--output-dir OUT ...` or superb_redundancy.pruning.hf.prune_hf_model) and load OUT with -k"
         )
-    return HFUpstream(ckpt)
+    return UpstreamExpert(ckpt)

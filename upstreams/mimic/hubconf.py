@@ -6,6 +6,18 @@ sha256 must match the artifact's teacher), `teacher_sha256:`, `family:`, `compac
 layout, overriding the artifact's) and, for `mimic`, `artifact:`.
 """
 
-from superb_redundancy.mimic import register_mimic_upstreams
+from superb_redundancy.hub.upstreams import register_upstream
 
-mimic, mimic_local = register_mimic_upstreams()
+from .expert import hub_entry, hub_entry_local
+
+
+@register_upstream("mimic")
+def mimic(ckpt=None, model_config=None, refresh=False, **kwargs):
+    """a mimicking network (teacher front end + 1-2 mimicking layers): -k ARTIFACT.pt or -g CONFIG.yaml"""
+    return hub_entry(ckpt, model_config)
+
+
+@register_upstream("mimic_local")
+def mimic_local(ckpt=None, model_config=None, refresh=False, **kwargs):
+    """a saved mimicker artifact: -k ARTIFACT.pt [-g CONFIG.yaml with teacher: PATH to check against]"""
+    return hub_entry_local(ckpt, model_config)
