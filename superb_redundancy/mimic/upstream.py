@@ -18,7 +18,6 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from superb_redundancy.hub.contract import DOWNSAMPLE_RATE, upstream_output
-from superb_redundancy.hub.upstreams import register_upstream
 from superb_redundancy.mimic.config import MimicConfig, MimicError
 from superb_redundancy.mimic.encoder import TeacherEncoder
 from superb_redundancy.mimic.frontend import TeacherFrontend
