@@ -17,8 +17,11 @@ HEAL_FAMILIES = tuple(f for f in FAMILY_NAMES if f != "data2vec")
 
 
 def register(sub) -> None:
-    from superb_redundancy.pruning.objectives import OBJECTIVES  # numpy only: no torch
+    for add in (_add_prune_spec, _add_prune, _add_heal, _add_curves):
+        add(sub)
 
+
+def _add_prune_spec(sub) -> None:
     p = sub.add_parser("prune-spec", help="write a prune spec (-g) and/or a pruned artifact (-k) by layer indices",
                        description="Write a prune spec (loads as -u pruned_<family> -g SPEC) and/or a pruned "
                                    "artifact (-u pruned_<family>_local -k ARTIFACT) dropping or keeping the given "
@@ -32,6 +35,10 @@ def register(sub) -> None:
     p.add_argument("--output", metavar="SPEC.yaml", help="prune spec YAML to write")
     p.add_argument("--artifact", metavar="PATH.pt", help="self-describing pruned checkpoint to write")
     p.set_defaults(func=_cmd_prune_spec)
+
+
+def _add_prune(sub) -> None:
+    from superb_redundancy.pruning.objectives import OBJECTIVES  # numpy only: no torch
 
     p = sub.add_parser("prune", help="pruning order by an objective; writes the prune spec and/or artifact",
                        description="Order the transformer layers by a pruning objective (scores from a similarity "
@@ -54,6 +61,8 @@ def register(sub) -> None:
                    help="Hugging Face --base: the pruned save_pretrained folder to write")
     p.set_defaults(func=_cmd_prune)
 
+
+def _add_heal(sub) -> None:
     p = sub.add_parser("heal", help="heal a pruned model: distil its kept layers towards the unpruned teacher",
                        description="Train the kept layers of a pruned model towards the unpruned teacher's hidden "
                                    "states (no labels), everything else frozen; writes the healed artifact.")
@@ -85,6 +94,8 @@ def register(sub) -> None:
                    help="the healed artifact to write (for -u pruned_<family>_local -k)")
     p.set_defaults(func=_cmd_heal)
 
+
+def _add_curves(sub) -> None:
     from superb_redundancy.cli import curves
 
     p = sub.add_parser("curves", help="pruning curves without retraining from a trained downstream experiment",

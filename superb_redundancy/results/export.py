@@ -440,7 +440,7 @@ def export(source: str | os.PathLike, output: str | os.PathLike, format: Optiona
     ``artifact``: the file the experiment was trained on, where its Args name a moved one. ``verify``: rebuild
     both and compare their hidden states on random clips (``max_difference`` in the summary). Returns a summary.
     """
-    from superb_redundancy.models import hf as hf_models, hf_convert
+    from superb_redundancy.models import hf as hf_models
 
     if format is not None and format not in FORMATS:
         raise ExportError(f"--format {format!r}; valid: {', '.join(FORMATS)}")
@@ -450,40 +450,62 @@ def export(source: str | os.PathLike, output: str | os.PathLike, format: Optiona
                           "Face folder)")
     out = Path(output).expanduser()
     if hf_models.is_hf_model_dir(path) or (path.is_dir() and (path / "config.json").is_file()):
-        if format not in (None, "s3prl"):
-            raise ExportError(f"{path} is a Hugging Face folder: it exports to --format s3prl")
-        if artifact:
-            raise ExportError("--source names the artifact an experiment was trained on; not used for a folder")
-        written = hf_convert.hf_to_s3prl(path, out)
-        summary = {"kind": "hf_to_s3prl", "output": str(written), "load_as": "%s_local" % hf_models.read_hf_config(
-            path)["model_type"], "source": str(path)}
+        return _export_hf_folder(path, out, format, artifact, verify)
+    if path.is_dir() or _is_experiment_file(path):
+        return _export_experiment(path, out, format, artifact, verify, overwrite)
+    return _export_checkpoint(path, out, format, artifact, verify, overwrite)
+
+
+def _export_hf_folder(path: Path, out: Path, format: Optional[str], artifact: Optional[str], verify: bool) -> dict:
+    """A Hugging Face folder -> an s3prl-format stock checkpoint."""
+    from superb_redundancy.models import hf as hf_models, hf_convert
+
+    if format not in (None, "s3prl"):
+        raise ExportError(f"{path} is a Hugging Face folder: it exports to --format s3prl")
+    if artifact:
+        raise ExportError("--source names the artifact an experiment was trained on; not used for a folder")
+    written = hf_convert.hf_to_s3prl(path, out)
+    summary = {"kind": "hf_to_s3prl", "output": str(written), "load_as": "%s_local" % hf_models.read_hf_config(
+        path)["model_type"], "source": str(path)}
+    if verify:
+        from superb_redundancy.hub.install import build_upstream
+
+        summary["max_difference"] = max_difference(build_upstream(summary["load_as"], str(written)),
+                                                   hf_models.HFUpstream(path), lengths=(16000,))
+    return summary
+
+
+def _export_experiment(path: Path, out: Path, format: Optional[str], artifact: Optional[str], verify: bool,
+                       overwrite: bool) -> dict:
+    """An s3prl ``-f`` experiment -> its fine-tuned upstream, s3prl-format (default) or a ``save_pretrained`` folder."""
+    from superb_redundancy.models import hf_convert
+
+    if (format or "s3prl") == "s3prl":
+        written, summary = export_experiment(path, out, source=artifact)
+        summary = dict(summary, output=str(written))
         if verify:
             from superb_redundancy.hub.install import build_upstream
 
             summary["max_difference"] = max_difference(build_upstream(summary["load_as"], str(written)),
-                                                       hf_models.HFUpstream(path), lengths=(16000,))
+                                                       rebuild_upstream(path))
         return summary
-    experiment = path.is_dir() or _is_experiment_file(path)
-    if experiment:
-        if (format or "s3prl") == "s3prl":
-            written, summary = export_experiment(path, out, source=artifact)
-            summary = dict(summary, output=str(written))
-            if verify:
-                from superb_redundancy.hub.install import build_upstream
+    model, summary = finetuned_model(path, artifact)
+    if summary["family"] not in hf_convert.CONVERTIBLE_FAMILIES:
+        raise ExportError(f"{summary['checkpoint']}: a fine-tuned {summary['family'] or 'mimic'} upstream exports "
+                          f"to --format s3prl only (transformers: {', '.join(hf_convert.CONVERTIBLE_FAMILIES)})")
+    written = hf_convert.s3prl_to_hf(summary["checkpoint"], out, overwrite=overwrite, checkpoint=model,
+                                     source_label=f"the fine-tuned upstream of {summary['checkpoint']}")
+    summary = dict(summary, kind="experiment_to_hf", output=str(written), load_as="hf_local")
+    if verify:
+        summary["max_difference"] = _compare_hf(model, written)
+    return summary
 
-                summary["max_difference"] = max_difference(build_upstream(summary["load_as"], str(written)),
-                                                           rebuild_upstream(path))
-            return summary
-        model, summary = finetuned_model(path, artifact)
-        if summary["family"] not in hf_convert.CONVERTIBLE_FAMILIES:
-            raise ExportError(f"{summary['checkpoint']}: a fine-tuned {summary['family'] or 'mimic'} upstream exports "
-                              f"to --format s3prl only (transformers: {', '.join(hf_convert.CONVERTIBLE_FAMILIES)})")
-        written = hf_convert.s3prl_to_hf(summary["checkpoint"], out, overwrite=overwrite, checkpoint=model,
-                                         source_label=f"the fine-tuned upstream of {summary['checkpoint']}")
-        summary = dict(summary, kind="experiment_to_hf", output=str(written), load_as="hf_local")
-        if verify:
-            summary["max_difference"] = _compare_hf(model, written)
-        return summary
+
+def _export_checkpoint(path: Path, out: Path, format: Optional[str], artifact: Optional[str], verify: bool,
+                       overwrite: bool) -> dict:
+    """An s3prl-format wav2vec2 / HuBERT checkpoint or pruned artifact -> a ``save_pretrained`` folder."""
+    from superb_redundancy.models import hf_convert
+
     if format not in (None, "hf"):
         raise ExportError(f"{path} is already an s3prl-format checkpoint: it exports to --format hf")
     if artifact:

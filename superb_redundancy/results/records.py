@@ -159,17 +159,7 @@ def harvest_expdir(expdir: str | Path) -> RunRecord:
                            f"({from_items:.6g}): evaluated twice with different checkpoints?")
     upstream, ckpt, model_config = first["upstream"], first.get("upstream_ckpt"), first.get("upstream_model_config")
     ckpt_sha, config_sha = model_identity(ckpt), file_sha256(model_config)
-    spec = {}
-    if model_config and Path(model_config).is_file():
-        try:
-            loaded = yaml.safe_load(Path(model_config).read_text())
-            spec = loaded if isinstance(loaded, dict) else {}
-        except yaml.YAMLError:
-            spec = {}
-    if not spec and upstream.startswith("mimic") and ckpt:
-        spec = _mimic_summary(ckpt)
-    if not spec and upstream.startswith("pruned_") and upstream.endswith("_local") and ckpt:
-        spec = _pruned_summary(ckpt)
+    spec = _variant_spec(upstream, ckpt, model_config)
     configs = _yaml_calls(expdir, "config")
     config_text = json.dumps(configs[0][1], sort_keys=True) if configs else None
     fold = None
@@ -187,6 +177,22 @@ def harvest_expdir(expdir: str | Path) -> RunRecord:
         step=_evaluated_step(last.get("init_ckpt")), evaluated_at=when, fold=fold, spec=spec,
         head=_head_record(expdir), items=[i.to_dict() for i in items], n=sum(i.n for i in items),
     )
+
+
+def _variant_spec(upstream: str, ckpt: Optional[str], model_config: Optional[str]) -> dict:
+    """What the variant is, for the leaderboard's label: its -g YAML, else what its artifact records."""
+    spec = {}
+    if model_config and Path(model_config).is_file():
+        try:
+            loaded = yaml.safe_load(Path(model_config).read_text())
+            spec = loaded if isinstance(loaded, dict) else {}
+        except yaml.YAMLError:
+            spec = {}
+    if not spec and upstream.startswith("mimic") and ckpt:
+        spec = _mimic_summary(ckpt)
+    if not spec and upstream.startswith("pruned_") and upstream.endswith("_local") and ckpt:
+        spec = _pruned_summary(ckpt)
+    return spec
 
 
 def model_identity(path: Optional[str]) -> Optional[str]:
