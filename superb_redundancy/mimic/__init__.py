@@ -68,7 +68,8 @@ from __future__ import annotations
 
 from superb_redundancy.core.files import sha256_file
 from superb_redundancy.mimic.artifact import (ARTIFACT_KEY, ARTIFACT_KIND, ARTIFACT_VERSION, describe_artifact,
-                                              load_mimic_artifact, read_artifact, save_artifact)
+                                              hub_entry, hub_entry_local, load_mimic_artifact, read_artifact,
+                                              save_artifact)
 from superb_redundancy.mimic.baselines import baseline_name, init_artifact, init_grid
 from superb_redundancy.mimic.config import (KINDS, MimicConfig, MimicError, default_layer_i, paper_baselines,
                                             paper_grid, select_configs, tiny_baselines, tiny_grid)
@@ -81,7 +82,7 @@ from superb_redundancy.mimic.teacher_cache import (CACHE_FORMAT, SAMPLE_RATE, Te
                                                    build_teacher_cache, cache_layers, step1_audio)
 from superb_redundancy.mimic.train import (SELECT_BY, masked_mse, resume_state_path, split_clips, train_grid,
                                            train_mimicker)
-from superb_redundancy.mimic.upstream import DOWNSAMPLE_RATE, MimicUpstream, hub_entry, hub_entry_local
+from superb_redundancy.mimic.upstream import DOWNSAMPLE_RATE, MimicUpstream
 
 __all__ = [
     # config

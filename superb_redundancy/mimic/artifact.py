@@ -15,12 +15,12 @@ from superb_redundancy.mimic.config import MimicConfig, MimicError
 from superb_redundancy.mimic.encoder import build_teacher_encoder
 from superb_redundancy.mimic.frontend import build_frontend, json_plain
 from superb_redundancy.mimic.modules import Mimicker, mimicker_parameter_count
-from superb_redundancy.mimic.upstream import MimicUpstream
+from superb_redundancy.mimic.upstream import MimicUpstream, upstream_options
 from superb_redundancy.models.checkpoints import CheckpointError, resolve_base
 from superb_redundancy.models.families import family_of_checkpoint, get_family
 
 __all__ = ["ARTIFACT_KEY", "ARTIFACT_KIND", "ARTIFACT_VERSION", "save_artifact", "read_artifact", "describe_artifact",
-           "load_mimic_artifact"]
+           "load_mimic_artifact", "hub_entry", "hub_entry_local"]
 
 ARTIFACT_KEY = "superb_redundancy"
 ARTIFACT_KIND = "mimicker"
@@ -201,3 +201,30 @@ def load_mimic_artifact(path: str | os.PathLike, teacher: Optional[str] = None,
     return MimicUpstream(frontend, mimicker, config, teacher=record, targets=targets,
                          training_record=artifact.get("training"), encoder=encoder, compact=compact)
 
+
+# The hub entries ``mimic`` and ``mimic_local`` are named functions in upstreams/mimic/hubconf.py (s3prl's shape);
+# these are their bodies. One family serves every teacher family: the artifact records its teacher. The optional
+# ``-g`` YAML may name ``teacher:`` (a checkpoint path or hub name whose sha256 must match the artifact's teacher),
+# ``teacher_sha256:``, ``family:`` and ``compact:`` (the hidden-state layout, overriding the artifact's).
+def hub_entry(ckpt: Optional[str] = None, model_config: Optional[str] = None) -> MimicUpstream:
+    """``mimic -k ARTIFACT`` or ``-g CONFIG.yaml`` naming ``artifact:``."""
+    options = upstream_options(model_config)
+    artifact = ckpt or options.get("artifact")
+    if not artifact:
+        raise MimicError(
+            "mimic needs a mimicker artifact: pass -k ARTIFACT.pt (written by "
+            "superb_redundancy.mimic.train.train_mimicker) or `artifact: PATH` in -g CONFIG.yaml"
+        )
+    return _load(artifact, options)
+
+
+def hub_entry_local(ckpt: Optional[str] = None, model_config: Optional[str] = None) -> MimicUpstream:
+    """``mimic_local -k ARTIFACT [-g CONFIG.yaml]``."""
+    if not ckpt:
+        raise MimicError("mimic_local needs a mimicker artifact: pass -k ARTIFACT.pt")
+    return _load(ckpt, upstream_options(model_config))
+
+
+def _load(artifact: str, options: dict) -> MimicUpstream:
+    return load_mimic_artifact(artifact, teacher=options.get("teacher"), teacher_sha256=options.get("teacher_sha256"),
+                               family=options.get("family"), compact=options.get("compact"))

@@ -2,8 +2,8 @@
 
 :class:`MimicUpstream` returns ``hidden_states = [projected features, output of mimicking layer 1, ..., output of
 layer N]`` for the whole stack, and for a partial span by default the teacher's L+1 positions (see the class).
-:func:`hub_entry` and :func:`hub_entry_local` are the bodies of the two hub entries (both load a saved artifact,
-``-k ARTIFACT``), which ``upstreams/mimic/hubconf.py`` defines for s3prl.
+The bodies of the two hub entries, which load a saved artifact, are in :mod:`superb_redundancy.mimic.artifact`
+(``upstreams/mimic/hubconf.py`` defines the entries for s3prl).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from superb_redundancy.mimic.frontend import TeacherFrontend
 from superb_redundancy.mimic.modules import Mimicker
 from superb_redundancy.models.families import get_family
 
-__all__ = ["MimicUpstream", "hub_entry", "hub_entry_local", "DOWNSAMPLE_RATE", "UPSTREAM_CONFIG_KEYS"]
+__all__ = ["MimicUpstream", "upstream_options", "DOWNSAMPLE_RATE", "UPSTREAM_CONFIG_KEYS"]
 
 UPSTREAM_CONFIG_KEYS = ("artifact", "teacher", "teacher_sha256", "family", "compact")
 
@@ -121,7 +121,7 @@ def _position_source(targets: Sequence[int], layer: int, last: int) -> int:
     return min(after, key=lambda n: (targets[n], -n)) if after else last
 
 
-def _upstream_options(model_config: Optional[str]) -> dict:
+def upstream_options(model_config: Optional[str]) -> dict:
     """The optional ``-g`` YAML: artifact (path), teacher (checkpoint path or hub name), teacher_sha256, family,
     compact (true/false: the hidden-state layout, overriding the artifact's)."""
     if not model_config:
@@ -141,35 +141,3 @@ def _upstream_options(model_config: Optional[str]) -> dict:
     if values.get("compact") is not None and not isinstance(values["compact"], bool):
         raise MimicError(f"{path}: compact={values['compact']!r} is invalid; valid: true, false or unset")
     return values
-
-
-# The hub entries ``mimic`` and ``mimic_local`` are named functions in upstreams/mimic/hubconf.py (s3prl's shape);
-# these are their bodies. One family serves every teacher family: the artifact records its teacher. The optional
-# ``-g`` YAML may name ``teacher:`` (a checkpoint path or hub name whose sha256 must match the artifact's teacher),
-# ``teacher_sha256:``, ``family:`` and ``compact:`` (the hidden-state layout, overriding the artifact's).
-def hub_entry(ckpt: Optional[str] = None, model_config: Optional[str] = None) -> MimicUpstream:
-    """``mimic -k ARTIFACT`` or ``-g CONFIG.yaml`` naming ``artifact:``."""
-    options = _upstream_options(model_config)
-    artifact = ckpt or options.get("artifact")
-    if not artifact:
-        raise MimicError(
-            "mimic needs a mimicker artifact: pass -k ARTIFACT.pt (written by "
-            "superb_redundancy.mimic.train.train_mimicker) or `artifact: PATH` in -g CONFIG.yaml"
-        )
-    return _load(artifact, options)
-
-
-def hub_entry_local(ckpt: Optional[str] = None, model_config: Optional[str] = None) -> MimicUpstream:
-    """``mimic_local -k ARTIFACT [-g CONFIG.yaml]``."""
-    if not ckpt:
-        raise MimicError("mimic_local needs a mimicker artifact: pass -k ARTIFACT.pt")
-    return _load(ckpt, _upstream_options(model_config))
-
-
-def _load(artifact: str, options: dict) -> MimicUpstream:
-    # here, not at the top: artifact.py imports this module for MimicUpstream (a module-level import back would
-    # be a cycle)
-    from superb_redundancy.mimic.artifact import load_mimic_artifact
-
-    return load_mimic_artifact(artifact, teacher=options.get("teacher"), teacher_sha256=options.get("teacher_sha256"),
-                               family=options.get("family"), compact=options.get("compact"))

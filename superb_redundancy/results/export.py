@@ -223,10 +223,10 @@ def _pruned_plan(exp: ExperimentCheckpoint, family: ModelFamily, local: bool, ov
 def _mimic_plan(exp: ExperimentCheckpoint, override: Optional[str]) -> _Plan:
     from superb_redundancy.mimic.artifact import read_artifact
     from superb_redundancy.mimic.config import MimicError
-    from superb_redundancy.mimic.upstream import _upstream_options
+    from superb_redundancy.mimic.upstream import upstream_options
 
     try:
-        options = _upstream_options(exp.upstream_model_config) if not override else {}
+        options = upstream_options(exp.upstream_model_config) if not override else {}
         value = exp.upstream_ckpt or options.get("artifact")
         path = _source_file(value, "mimicker artifact", override)
         template = read_artifact(path)
