@@ -35,7 +35,7 @@ def test_non_editable_install_finds_the_upstreams(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(ROOT)], check=True, capture_output=True, timeout=600)
     assert not (target / "upstreams").exists()  # no generic top-level package lands in site-packages
-    code = ("import superb_redundancy, superb_redundancy.hub.upstreams as r; r.install(); import s3prl.hub as hub; "
+    code = ("import superb_redundancy; superb_redundancy.install(); import s3prl.hub as hub; "
             "print(superb_redundancy.__file__); assert callable(hub.pruned_wavlm_local)")
     env = dict(os.environ, PYTHONPATH=str(target))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,

@@ -286,7 +286,7 @@ def _start_and_kill_in_training(path: Path, work: Path) -> list[tuple[int, str]]
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
-            if state.is_file() and any("downstream_runner" in c for _, c in session(runner.pid)):
+            if state.is_file() and any("superb_redundancy.hub.runner" in c for _, c in session(runner.pid)):
                 break
             assert runner.poll() is None, "the runner ended early"
             time.sleep(0.1)
