@@ -1,4 +1,4 @@
-"""The s3prl upstream of a mimicking network, and its hub entries ``mimic`` and ``mimic_local``.
+"""The s3prl upstream of a mimicking network.
 
 :class:`MimicUpstream` returns ``hidden_states = [projected features, output of mimicking layer 1, ..., output of
 layer N]`` for the whole stack, and for a partial span by default the teacher's L+1 positions (see the class).
