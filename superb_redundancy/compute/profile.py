@@ -113,13 +113,8 @@ def _resolve_arch(arch: str, name: Optional[str], ckpt: Optional[str], model_con
 
 def _check_upstream_name(name: str) -> None:
     """An upstream s3prl.hub knows once our variants are installed; otherwise the registry's one line."""
-    import s3prl.hub  # heavy: only once the cheap checks have passed
-
-    registry.install()
-    if callable(getattr(s3prl.hub, name, None)):
-        return
-    try:  # an unknown name: build_upstream stops at its name check, with its close matches, before building
-        registry.build_upstream(name)
+    try:  # heavy (s3prl): only once the cheap checks have passed
+        registry.hub_factory(name)
     except ValueError as error:
         raise ProfileError(str(error)) from None
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from superb_redundancy.hub import compat, downstreams, upstreams
 from superb_redundancy.hub.upstreams import UPSTREAMS
 
-__all__ = ["install", "build_upstream", "check_stock_checkpoint"]
+__all__ = ["install", "hub_factory", "build_upstream", "check_stock_checkpoint"]
 
 
 def install() -> list[str]:
@@ -25,8 +25,8 @@ def install() -> list[str]:
     return names
 
 
-def build_upstream(name: str, ckpt: str | None = None, model_config: str | None = None, refresh: bool = False):
-    """Any upstream s3prl.hub knows (ours included), built with s3prl's call convention; clear error if unknown."""
+def hub_factory(name: str):
+    """The factory ``s3prl.hub`` holds for ``name`` once ours are installed; unknown: one line with close matches."""
     import difflib
 
     install()
@@ -38,6 +38,12 @@ def build_upstream(name: str, ckpt: str | None = None, model_config: str | None 
         close = difflib.get_close_matches(name, options, n=5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `superb-redundancy upstreams` lists ours"
         raise ValueError(f"unknown upstream {name!r}{hint}")
+    return factory
+
+
+def build_upstream(name: str, ckpt: str | None = None, model_config: str | None = None, refresh: bool = False):
+    """Any upstream s3prl.hub knows (ours included), built with s3prl's call convention; clear error if unknown."""
+    factory = hub_factory(name)
     check_stock_checkpoint(name, ckpt)
     return factory(ckpt=ckpt, model_config=model_config, refresh=refresh)
 

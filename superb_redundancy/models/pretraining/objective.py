@@ -25,7 +25,7 @@ FEATURE_PENALTY_WEIGHT = 10.0
 
 
 def model_config(settings: PretrainSettings):
-    """The :class:`~superb_redundancy.models.tiny.ModelConfig` of the model."""
+    """The :class:`~superb_redundancy.models.config.ModelConfig` of the model."""
     return ModelConfig(num_layers=settings.layers, dim=settings.dim, ffn_dim=settings.ffn_dim, heads=settings.heads,
                       conv_dim=settings.conv_dim, conv_pos=settings.conv_pos, conv_pos_groups=settings.conv_pos_groups,
                       final_dim=settings.final_dim, quantize_targets=True, latent_vars=settings.latent_vars,
