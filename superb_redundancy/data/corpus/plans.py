@@ -17,7 +17,7 @@ Layouts (``<root>`` is the corpus root):
   ``len_for_bucket/<split>.csv``.
 
 Sizes at scale 1 (what a score needs, and no more: every training clip costs time in each downstream run on a
-small CPU): KS 2.4k training clips and a 408-clip test set (12 classes x 34); SID 16 speakers, 208 test clips;
+small CPU): KS 6k training clips and a 408-clip test set (12 classes x 34); SID 16 speakers, 208 test clips;
 ER 200 test clips per session (50 per emotion); ASR 100 test-clean sentences. Inside a class clips vary by
 speaker, per-clip rate/pitch/range jitter, level, additive noise at several SNRs and (KS) the word's position; the
 planner draws all of it (a :class:`~.speech.Render` per clip), so the plan itself records the variation.
@@ -170,13 +170,14 @@ def _ks_speakers(rng: np.random.Generator, voices: _Voices, counts: dict[str, in
     return [(speaker, voices.new()) for split in counts for speaker in chosen[split]]
 
 
-# Peaks up to -4 dBFS leave room for 5 dB SNR noise without clipping; +-0.2 s moves a ~0.5 s word across most
+# Peaks up to -4 dBFS leave room for 10 dB SNR noise without clipping; +-0.2 s moves a ~0.5 s word across most
 # of the 1 s clip, as in the real recordings.
 _KS_VARIATION = Variation(length=16000, shift=0.2, peak_db=(-20.0, -4.0), gain_db=(0.0, 0.0),
-                          snr_db=(5.0, 10.0, 15.0, 20.0, 30.0))
+                          snr_db=(10.0, 15.0, 20.0, 30.0))
 # Scale-1 speakers. v0.01 root, by speaker hash: training / validation / testing (s3prl drops the last); each says
-# every command twice and every unknown word once (30 clips): 2400 training clips, 300 dev.
-_KS_SPEAKERS = {"training": 80, "validation": 10, "testing": 2}
+# every command twice and every unknown word once (30 clips): 6,000 training clips, 300 dev. With 2,400 (80
+# speakers) the 8-layer model fitted its training clips by the 40th epoch and kept 0.8 on the test set.
+_KS_SPEAKERS = {"training": 200, "validation": 10, "testing": 2}
 _KS_REPS = {**{word: 2 for word in KS_COMMANDS}, **{word: 1 for word in KS_UNKNOWN_WORDS}}
 _KS_TEST_SPEAKERS = 34  # the test set: one clip per class per speaker, 12 x 34 = 408 clips
 _KS_V2_SPEAKERS = {"training": 3, "validation": 1, "testing": 1}  # v0.02: every word once (a layout check)

@@ -233,7 +233,7 @@ def test_plans_vary_inside_each_class(corpus):
     meta = json.loads((corpus / "IEMOCAP" / "meta_data" / "Session1" / "train_meta_data.json").read_text())
     test = json.loads((corpus / "IEMOCAP" / "meta_data" / "Session1" / "test_meta_data.json").read_text())
     emotion_of = {e["path"]: e["label"] for e in meta["meta_data"] + test["meta_data"]}
-    lowest_snr = {"speech_commands": 5.0, "voxceleb1": 10.0, "emotion": 15.0, "asr": 10.0}
+    lowest_snr = {"speech_commands": 10.0, "voxceleb1": 10.0, "emotion": 15.0, "asr": 10.0}
     for task in TASKS:
         plan = PLANNERS[task](1.0, 0)
         assert plan.clips == PLANNERS[task](1.0, 0).clips
@@ -284,7 +284,7 @@ def test_s3prl_speech_commands(corpus, tmp_path):
     config = tiny("speech_commands", corpus)
     expert = DownstreamExpert(upstream_dim=8, downstream_expert=config["downstream_expert"], expdir=str(tmp_path))
     n_noise, per_speaker = 8, 2 * len(KS_COMMANDS) + len(KS_UNKNOWN_WORDS)  # commands twice, unknown words once
-    assert len(expert.train_dataset) == 80 * per_speaker + n_noise  # 80 training-hash speakers
+    assert len(expert.train_dataset) == 200 * per_speaker + n_noise  # 200 training-hash speakers
     assert len(expert.dev_dataset) == 10 * per_speaker + n_noise  # 10 validation-hash speakers
     assert len(expert.test_dataset) == 12 * 34 >= MIN_TEST["speech_commands"]
     for dataset in (expert.train_dataset, expert.dev_dataset):
