@@ -4,18 +4,21 @@ prune specs so that a prune amount can be "the largest amount the curves show ke
 
 Every run has a stable id (also its output folder under ``<workdir>/runs/``), a stage, JSON-able params, the
 ids of the runs it needs, and a ``params_hash``: the sha256 of everything that decides its outputs (its
-params, the study-level settings it reads, and the hashes of the runs whose outputs it reads), so a changed
-setting changes the hash of the run that reads it and of every run downstream of it. Where a run executes
+params, the study-level settings it reads, the content of a base checkpoint file and the synthetic corpus's
+version, and the hashes of the runs whose outputs it reads), so a changed setting, a retrained shipped model or a
+regenerated corpus changes the hash of the run that reads it and of every run downstream of it. Where a run executes
 (device, executor) is not part of it. Later stages find earlier outputs by id, so a run needs nothing but its
 params and the study to execute. The leaderboard is not a run: it is rebuilt from the records at the end.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Optional
 
 from superb_redundancy.study.config import StudyConfig, eval_head_task
 from superb_redundancy.study.upstream_plan import UpstreamPlan, amount_label, mimic_entry, mimic_label
@@ -88,13 +91,36 @@ def corpus_tasks(study: StudyConfig) -> list[str]:
     return sorted({get_task(t).corpus_task for t in study.tasks} | {"speech_commands"})
 
 
+@functools.lru_cache(maxsize=None)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    from superb_redundancy.core.files import sha256_file
+
+    return sha256_file(path)
+
+
+def base_content(base: str) -> Optional[str]:
+    """The sha256 of the checkpoint file a base names (a shipped model's stem or a path); None for a hub name or
+    ``tiny``, which their name decides (hashing one would mean downloading it)."""
+    from superb_redundancy.models.shipped import is_shipped, shipped_checkpoint
+
+    path = shipped_checkpoint(base) if is_shipped(base) else Path(base).expanduser()
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    return _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
 def _inputs(run: Run, study: StudyConfig) -> dict:
     """The study-level settings a run reads besides its params (see steps.py)."""
+    from superb_redundancy.data.corpus.generate import CORPUS_VERSION
+
+    corpus = {"corpus_version": CORPUS_VERSION} if study.data.get("synthetic") is not None else {}
     if run.kind == "data":
         synthetic = study.data.get("synthetic")
-        return {"synthetic": synthetic, "corpus_tasks": corpus_tasks(study) if synthetic is not None else []}
+        return {"synthetic": synthetic, "corpus_tasks": corpus_tasks(study) if synthetic is not None else [],
+                **corpus}
     up = next(u for u in study.upstreams if u.name == run.params["upstream"])
-    inputs: dict = {"family": up.family, "base": up.base}
+    inputs: dict = {"family": up.family, "base": up.base, "base_sha256": base_content(up.base), **corpus}
     if run.kind in ("finetune", "downstream"):
         inputs["data"] = {k: study.data.get(k) for k in ("synthetic", run.params["task"])}
     if run.kind == "downstream":

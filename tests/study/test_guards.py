@@ -130,6 +130,35 @@ def test_a_runs_hash_follows_what_it_reads_not_where_it_runs(tmp_path):
         assert StudyConfig.load(Path(__file__).parents[2] / "studies" / f"{shipped}.yaml")[1] == []
 
 
+def test_a_retrained_base_or_a_new_corpus_version_changes_the_hashes(tmp_path, monkeypatch):
+    """A base named by path (or a shipped stem) is hashed by content: retraining the file in place is a change;
+    so is a new version of the synthetic corpus generator. Hub names are decided by their name."""
+    import importlib
+
+    import torch
+
+    from superb_redundancy.study import StudyConfig, expand
+    from superb_redundancy.study.plan import base_content
+
+    checkpoint = tmp_path / "base.pt"
+    torch.save({"weights": torch.zeros(3)}, checkpoint)
+    upstreams = [{"name": "a", "base": str(checkpoint), "similarity": {"limit": 64},
+                  "prune": {"objectives": ["bi"], "amounts": [1]}}]
+
+    def hashes() -> dict[str, str]:
+        study = StudyConfig.from_yaml(write_study(tmp_path / "s.yaml", upstreams=upstreams))
+        return {run.run_id: run.params_hash for run in expand(study)}
+
+    before = hashes()
+    torch.save({"weights": torch.ones(3)}, checkpoint)
+    retrained = hashes()
+    assert {rid for rid in before if retrained[rid] != before[rid]} == set(before) - {"data"}
+    generator = importlib.import_module("superb_redundancy.data.corpus.generate")  # the module, not its function
+    monkeypatch.setattr(generator, "CORPUS_VERSION", generator.CORPUS_VERSION + 1)
+    assert all(hashes()[rid] != retrained[rid] for rid in before)  # the data run too
+    assert base_content("wav2vec2_base_960") is None and base_content("ks_w2v2_8l") is not None
+
+
 def test_a_changed_parameter_reruns_exactly_the_affected_runs(tmp_path):
     upstreams = [{"name": n, "similarity": {"limit": 64}, "prune": {"objectives": ["bi"], "amounts": [1]}}
                  for n in ("a", "b")]
