@@ -90,6 +90,24 @@ def test_retention_both_directions_with_intervals(records):
     assert asr.loc["pruned", "retention_high"] < 100 and not bool(asr.loc["pruned", "indistinguishable"])
 
 
+def test_no_share_of_a_base_at_chance(records):
+    """A base at chance (WER ~98) makes "% of base" a ratio of two noises: the table says so instead of printing it;
+    the difference in WER points keeps its interval."""
+    records = [r for r in records if r.task != "asr"] + [
+        record("asr", "wav2vec2_local", wer_items([10] * 49 + [9]), "base", metric="wer", higher=False),
+        record("asr", "pruned_wav2vec2", wer_items([10] * 48 + [11] * 2), "pruned", spec=SPEC, metric="wer",
+               higher=False)]
+    frame = records_frame(records, PROFILES)
+    asr = frame[frame.task == "asr"].set_index("variant")
+    assert bool(asr.loc["base", "at_chance"]) and bool(asr.loc["pruned", "base_at_chance"])
+    assert asr[["retention", "retention_low", "retention_high"]].isna().all().all()
+    assert asr.loc["pruned", "difference"] == pytest.approx(100 * 502 / 500 - 100 * 499 / 500)
+    table = task_tables(frame)["asr"].set_index("upstream")
+    assert set(table["% of base [95% CI]"]) == {"- (base at chance)"}
+    ks = frame[frame.task == "speech_commands"].set_index("variant")
+    assert not ks.base_at_chance.any() and ks.loc["pruned", "retention"] == pytest.approx(100 * 0.915 / 0.95)
+
+
 def test_pareto_never_marks_a_point_at_chance(records):
     frame = records_frame(records, PROFILES)
     ks = frame[frame.task == "speech_commands"].set_index("variant")

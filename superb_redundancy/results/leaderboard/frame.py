@@ -69,7 +69,7 @@ def _link(record: RunRecord) -> Optional[str]:
 
 _COLUMNS = ["task", "variant", "label", "metric", "higher_is_better", "value", "low", "high", "n", "seeds",
             "seed_sd", "folds", "chance", "uniform", "at_chance", "method", "cer", "is_base", "base", "retention",
-            "retention_low", "retention_high", "difference", "difference_low", "difference_high",
+            "retention_low", "retention_high", "base_at_chance", "difference", "difference_low", "difference_high",
             "indistinguishable", "shared_items", "params", "macs", "latency_ms", "latency_q1_ms", "latency_q3_ms",
             "pareto_params", "pareto_macs", "pareto_latency_ms", "expdir", "made_of"]
 
@@ -95,6 +95,7 @@ def _add_retention(frame: pd.DataFrame, seeds_of: dict) -> None:
                    "difference_high", "shared_items"):
         frame[column] = math.nan
     frame["indistinguishable"] = False
+    frame["base_at_chance"] = False
     for index, row in frame.iterrows():
         bases = frame[(frame.task == row.task) & (frame.base == row.base) & frame.is_base]
         if bases.empty:
@@ -103,10 +104,13 @@ def _add_retention(frame: pd.DataFrame, seeds_of: dict) -> None:
         found = evidence.retention(seeds_of[(base.task, base.variant)], seeds_of[(row.task, row.variant)])
         if found is None:
             continue
-        frame.loc[index, ["retention", "retention_low", "retention_high", "difference", "difference_low",
-                          "difference_high", "shared_items"]] = [
-            found.retention, found.low, found.high, found.difference, found.difference_low, found.difference_high,
-            found.shared_items]
+        frame.loc[index, ["difference", "difference_low", "difference_high", "shared_items"]] = [
+            found.difference, found.difference_low, found.difference_high, found.shared_items]
+        # a share of a base at chance is a ratio of two noises (e.g. -93% [-1100, 15] of a WER-98 base): left out
+        frame.loc[index, "base_at_chance"] = bool(base.at_chance)
+        if not base.at_chance:
+            frame.loc[index, ["retention", "retention_low", "retention_high"]] = [found.retention, found.low,
+                                                                                   found.high]
         frame.loc[index, "indistinguishable"] = bool(found.indistinguishable) and not row.is_base
 
 

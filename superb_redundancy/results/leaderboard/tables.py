@@ -20,7 +20,7 @@ def _score_text(row) -> str:
 
 def _retention_text(row) -> str:
     if pd.isna(row.retention):
-        return ""
+        return "- (base at chance)" if getattr(row, "base_at_chance", False) is True else ""
     return f"{row.retention:.1f} [{fmt(row.retention_low, 1)}, {fmt(row.retention_high, 1)}]"
 
 
