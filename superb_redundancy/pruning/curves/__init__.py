@@ -35,7 +35,7 @@ Outputs (:meth:`CurveResult.save`, every file written atomically): ``curves.csv`
 amount in layers and as a fraction, repeat, seed, metric, dropped layers), ``pruning_curves.png`` (Fig. 2b:
 metric vs. prune fraction per objective, 2.5-97.5% quantile bands over repeats, dashed lines at 95% of the
 unpruned score and at chance = 1/classes), ``pruned_layers_knn.png`` (Fig. 2c: per objective the layers dropped
-at the largest amount whose metric stays >= 50% of unpruned, drawn on the kNN similarity matrix) and
+at the largest amounts whose metric stays >= 95% and >= 50% of unpruned, drawn on the kNN similarity matrix) and
 ``thresholds.md`` (largest prune fraction keeping >= 95% / >= 50% of the unpruned metric). "Largest" is literal:
 the largest amount whose mean metric over repeats is at or above the line, even if a smaller amount dips below.
 

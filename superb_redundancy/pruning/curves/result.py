@@ -264,10 +264,11 @@ class CurveResult:
         ax.legend(fontsize=8)
         return _save_figure(fig, Path(path))
 
-    def plot_pruned_layers(self, path: str | os.PathLike, ratio: float = 0.5) -> Optional[Path]:
-        """Fig. 2c: per objective, the layers dropped at the largest amount keeping >= ``ratio`` x unpruned,
-        drawn on the kNN similarity matrix (hidden states 0..L: l+1 is the output of layer l, so a dropped
-        layer l crosses out row and column l+1). None without a kNN matrix."""
+    def plot_pruned_layers(self, path: str | os.PathLike, ratios: tuple[float, ...] = (0.95, 0.5)) -> Optional[Path]:
+        """Fig. 2c: per objective (columns) and ratio (rows), the layers dropped at the largest amount keeping >=
+        ratio x unpruned, drawn on the kNN similarity matrix (hidden states 0..L: l+1 is the output of layer l, so
+        a dropped layer l crosses out row and column l+1). The paper draws the 50% row; the 95% row shows where
+        the objectives differ when a small model keeps 50% almost to the last layer. None without a kNN matrix."""
         if self.similarity is None or "knn" not in getattr(self.similarity, "matrices", {}):
             return None
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -276,25 +277,27 @@ class CurveResult:
 
         matrix = np.asarray(self.similarity.matrices["knn"], dtype=float)
         objectives = list(self.drops)
-        fig = Figure(figsize=(3.4 * len(objectives) + 0.8, 4.0), layout="constrained")
+        fig = Figure(figsize=(3.4 * len(objectives) + 0.8, 3.8 * len(ratios) + 0.4), layout="constrained")
         FigureCanvasAgg(fig)
-        axes = fig.subplots(1, len(objectives), squeeze=False)[0]
-        for ax, objective in zip(axes, objectives):
-            p = self.largest_amount(objective, ratio)
-            # the colour scale of superb_redundancy.analysis.blocks.plot_similarity (the paper's 0.5..1, extended
-            # if needed)
-            image = ax.imshow(matrix, origin="lower", cmap="viridis", vmin=min(0.5, float(matrix.min())), vmax=1.0,
-                              interpolation="nearest")
-            for layer in self.dropped(objective, p):
-                h = layer + 1
-                ax.axhspan(h - 0.5, h + 0.5, color="white", alpha=0.45, linewidth=0)
-                ax.axvspan(h - 0.5, h + 0.5, color="white", alpha=0.45, linewidth=0)
-                ax.plot([h], [h], marker="x", color="red", markersize=7, markeredgewidth=2)
-            ax.set_title(f"{objective}: $N_p$ = {p} ({p / self.num_layers:.0%})", fontsize=9)
-            ax.set_xlabel("hidden state")
-            ax.set_ylabel("hidden state")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        fig.colorbar(image, ax=list(axes), shrink=0.85)
-        fig.suptitle(f"layers pruned at the {ratio:.0%} threshold, on the mutual-kNN similarity", fontsize=10)
+        grid = fig.subplots(len(ratios), len(objectives), squeeze=False)
+        for row, ratio in zip(grid, ratios):
+            for ax, objective in zip(row, objectives):
+                p = self.largest_amount(objective, ratio)
+                # the colour scale of superb_redundancy.analysis.blocks.plot_similarity (the paper's 0.5..1,
+                # extended if needed)
+                image = ax.imshow(matrix, origin="lower", cmap="viridis", vmin=min(0.5, float(matrix.min())),
+                                  vmax=1.0, interpolation="nearest")
+                for layer in self.dropped(objective, p):
+                    h = layer + 1
+                    ax.axhspan(h - 0.5, h + 0.5, color="white", alpha=0.45, linewidth=0)
+                    ax.axvspan(h - 0.5, h + 0.5, color="white", alpha=0.45, linewidth=0)
+                    ax.plot([h], [h], marker="x", color="red", markersize=7, markeredgewidth=2)
+                ax.set_title(f"{objective} at {ratio:.0%}: $N_p$ = {p} ({p / self.num_layers:.0%})", fontsize=9)
+                ax.set_xlabel("hidden state")
+                ax.set_ylabel("hidden state")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        fig.colorbar(image, ax=grid.ravel().tolist(), shrink=0.85)
+        fig.suptitle("layers pruned at the largest amount keeping 95% / 50% of the unpruned, on the mutual-kNN "
+                     "similarity", fontsize=10)
         return _save_figure(fig, Path(path))
