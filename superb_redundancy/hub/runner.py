@@ -3,7 +3,7 @@
 s3prl stores no upstream in its experiment checkpoints and resolves ``-u`` by name on every call, so the
 registration has to happen on every call, evaluate (``-m evaluate -e``) and resume (``-a``) included.
 
-Three things differ from calling s3prl's ``run_downstream.py`` directly, each said in one line when it applies:
+Four things differ from calling s3prl's ``run_downstream.py`` directly, each said in one line when it applies:
 
 * ``--device`` defaults to ``cpu`` where CUDA is not available (s3prl's ``cuda`` default fails there).
 * ``-m evaluate -e CKPT -u NAME [-k PATH] [-g CONFIG] [-p DIR]`` evaluates the head saved in CKPT with the given
@@ -14,6 +14,8 @@ Three things differ from calling s3prl's ``run_downstream.py`` directly, each sa
   and which upstream was evaluated.
 * Flags that s3prl would ignore (restored from the checkpoint in ``-e`` / ``-a`` runs) stop the run with an error
   instead of being dropped silently.
+* A config with ``runner.feature_cache_gb: G`` keeps a frozen upstream's features in memory after a clip's first
+  batch (:mod:`superb_redundancy.hub.feature_cache`); s3prl ignores the key and recomputes them every batch.
 """
 
 from __future__ import annotations
@@ -292,9 +294,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RunnerInputError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
+    from superb_redundancy.hub import feature_cache
     from superb_redundancy.hub.install import install
 
     install()
+    feature_cache.enable()
     from s3prl import run_downstream
 
     from superb_redundancy.hub.compat import UnsafeCheckpointError
@@ -309,6 +313,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if {"-h", "--help"} & set(argv):
             print(variants_help())
         return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    except ValueError as error:
+        if feature_cache.CONFIG_KEY not in str(error):
+            raise
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        for cache in feature_cache.CACHES:
+            _note(cache.summary())
     return 0
 
 
