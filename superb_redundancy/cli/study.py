@@ -144,13 +144,16 @@ def _timing_line(states: dict) -> str:
     """Where the time went: the seconds of the study's runs by kind, as recorded (a second call reports the
     runs it skipped as they were made; its own time is the runner's)."""
     spent: dict[str, float] = {}
+    longest = ("", 0.0)
     for run_id, state in states.items():
         if state.get("status") == "done" and "started" in state and "finished" in state:
-            kind = run_id.split("/")[0]
-            spent[kind] = spent.get(kind, 0.0) + state["finished"] - state["started"]
+            kind, seconds = run_id.split("/")[0], state["finished"] - state["started"]
+            spent[kind] = spent.get(kind, 0.0) + seconds
+            longest = max(longest, (run_id, seconds), key=lambda item: item[1])
     total = sum(spent.values())
     parts = ", ".join(f"{kind} {seconds:.0f} s" for kind, seconds in spent.items())
-    return f"time by stage (run seconds, summed over parallel workers): {parts}; total {total:.0f} s"
+    pole = f"; longest run {longest[0]} {longest[1]:.0f} s" if longest[0] else ""
+    return f"time by stage (run seconds, summed over parallel workers): {parts}; total {total:.0f} s{pole}"
 
 
 def _cmd_main(args: argparse.Namespace) -> int:

@@ -1,19 +1,23 @@
-"""Where a stage's runs execute: in this process, in a local process pool, or as Slurm jobs via submitit.
+"""Where a study's runs execute: in this process, in a local process pool, or as Slurm jobs via submitit.
 
 Every executor calls :func:`superb_redundancy.study.state.execute_and_record` for each run (the worker
-records the run's state itself, so a job that dies leaves ``running`` behind and is rerun next time) and
-yields ``(run, state)`` as runs finish. submitit's own ``local`` cluster runs the same path in subprocesses
-(the tests use it); on a cluster, ``executor.slurm`` holds submitit's ``slurm_*`` / ``gpus_per_node`` /
-``timeout_min`` parameters. Jobs outlive a killed runner there (they run elsewhere); each holds its run
-folder's lock, so a later call leaves a folder alone while its job still runs.
+records the run's state itself, so a job that dies leaves ``running`` behind and is rerun next time). The runner
+(:mod:`superb_redundancy.study.runner`) hands a run over as soon as every run it needs is done: ``submit`` gives
+a handle, ``wait`` the handles that finished, ``outcome`` a finished handle's state; ``capacity`` is how many
+runs at a time (None: no limit), and ``run_alone`` runs one with every core when nothing else could run.
+submitit's own ``local`` cluster runs the same path in subprocesses (the tests use it); on a cluster,
+``executor.slurm`` holds submitit's ``slurm_*`` / ``gpus_per_node`` / ``timeout_min`` parameters. Jobs outlive
+a killed runner there (they run elsewhere); each holds its run folder's lock, so a later call leaves a folder
+alone while its job still runs.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import os
+import time
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 from superb_redundancy.study.config import StudyConfig
 from superb_redundancy.study.plan import Run
@@ -41,45 +45,84 @@ def _worker_init(parent: int, threads: int) -> None:
 
 
 class LocalExecutor:
+    """Runs in a pool of ``workers`` processes with a share of the cores each (one worker: in this process)."""
+
     def __init__(self, workers: int = 1):
         if workers < 1:
             raise ValueError(f"executor.workers must be >= 1, got {workers}")
         self.workers = workers
+        self.capacity = workers  # runs at a time
+        self._pool: Optional[concurrent.futures.ProcessPoolExecutor] = None
 
-    def map(self, runs: Sequence[Run], study: StudyConfig) -> Iterator[tuple[Run, dict]]:
-        # no more workers than runs: a run alone in its stage (step 1 of the mimickers) gets every core
-        workers = min(self.workers, len(runs))
-        if workers <= 1:
-            for run in runs:
-                yield run, _execute(run, study)
-            return
-        # the workers die with this process: a killed runner leaves none behind (nor, through them, s3prl's child)
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with concurrent.futures.ProcessPoolExecutor(workers, initializer=_worker_init,
-                                                    initargs=(os.getpid(), threads)) as pool:
-            futures = {pool.submit(_execute, run, study): run for run in runs}
-            for future in concurrent.futures.as_completed(futures):
-                run = futures[future]
-                try:
-                    yield run, future.result()
-                except Exception as error:  # the worker process itself died
-                    yield run, {"status": "failed", "error": f"worker died: {type(error).__name__}: {error}"}
+    def run_alone(self, run: Run, study: StudyConfig) -> dict:
+        """One run in this process, with torch's threads for all cores (nothing else can run meanwhile)."""
+        return _execute(run, study)
+
+    def submit(self, run: Run, study: StudyConfig) -> concurrent.futures.Future:
+        if self.workers == 1:
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            future.set_result(_execute(run, study))
+            return future
+        if self._pool is None:
+            # the workers die with this process: a killed runner leaves none behind (nor, through them, s3prl's child)
+            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, initializer=_worker_init,
+                                                                initargs=(os.getpid(), threads))
+        return self._pool.submit(_execute, run, study)
+
+    def wait(self, handles: Sequence[concurrent.futures.Future]) -> list[concurrent.futures.Future]:
+        done, _ = concurrent.futures.wait(handles, return_when=concurrent.futures.FIRST_COMPLETED)
+        return list(done)
+
+    @staticmethod
+    def outcome(handle: concurrent.futures.Future) -> dict:
+        try:
+            return handle.result()
+        except Exception as error:  # the worker process itself died
+            return {"status": "failed", "error": f"worker died: {type(error).__name__}: {error}"}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 class SubmititExecutor:
+    """Runs as submitit jobs (Slurm, or submitit's local cluster), as many at a time as are ready."""
+
+    #: seconds between looks at the jobs' states
+    POLL = 2.0
+
     def __init__(self, folder: Path, cluster: Optional[str] = None, parameters: Optional[dict] = None):
         import submitit
 
         self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
         self.executor.update_parameters(**(parameters or {}))
+        self.capacity = None  # the cluster's queue decides
 
-    def map(self, runs: Sequence[Run], study: StudyConfig) -> Iterator[tuple[Run, dict]]:
-        jobs = [(run, self.executor.submit(_execute, run, study)) for run in runs]
-        for run, job in jobs:
-            try:
-                yield run, job.result()
-            except Exception as error:  # the job failed outside execute_and_record (killed, out of memory)
-                yield run, {"status": "failed", "error": f"job {job.job_id} failed: {str(error).splitlines()[0]}"}
+    def run_alone(self, run: Run, study: StudyConfig) -> dict:
+        job = self.submit(run, study)
+        return self.outcome(job)
+
+    def submit(self, run: Run, study: StudyConfig):
+        return self.executor.submit(_execute, run, study)
+
+    def wait(self, handles: Sequence) -> list:
+        while True:
+            done = [job for job in handles if job.done()]
+            if done:
+                return done
+            time.sleep(self.POLL)
+
+    @staticmethod
+    def outcome(job) -> dict:
+        try:
+            return job.result()
+        except Exception as error:  # the job failed outside execute_and_record (killed, out of memory)
+            return {"status": "failed", "error": f"job {job.job_id} failed: {str(error).splitlines()[0]}"}
+
+    def close(self) -> None:
+        pass
 
 
 def make_executor(study: StudyConfig, workdir: Path, override: Optional[str] = None):

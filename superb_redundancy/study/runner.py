@@ -1,4 +1,5 @@
-"""Run a study: stage by stage, each stage's runs through an executor, state recorded per run, resumable.
+"""Run a study: each run as soon as the runs it needs are done, through an executor, state recorded per run,
+resumable.
 
 State lives in ``<workdir>/state/<run id>.json`` (:mod:`superb_redundancy.study.state`, written atomically):
 ``running`` when a run starts, ``done`` with its outputs when it returns, ``failed`` with its error when it
@@ -24,7 +25,7 @@ from superb_redundancy.core.files import write_json
 from superb_redundancy.study import guard
 from superb_redundancy.study.config import StudyConfig
 from superb_redundancy.study.executors import make_executor
-from superb_redundancy.study.plan import STAGES, Run, expand
+from superb_redundancy.study.plan import Run, expand
 from superb_redundancy.study.state import RunState, execute_and_record, read_state, recorded_hash
 
 __all__ = ["run_study", "study_status", "execute_and_record", "changed_runs", "StudyChanged", "RunState"]
@@ -117,44 +118,86 @@ def run_study(study: StudyConfig, executor_override: Optional[str] = None, progr
         executor = make_executor(study, workdir, executor_override)
         bar = tqdm(total=len(runs), desc=f"study {study.name}", unit="run", disable=not progress,
                    initial=sum(s["status"] == "done" and rid not in rerun for rid, s in states.items()))
-        for stage, stage_name in enumerate(STAGES):
-            todo = [r for r in runs if r.stage == stage and (states[r.run_id]["status"] != "done" or r.run_id in rerun)]
-            ready = []
-            for run in todo:
-                blocker = _blocked_by(run, failed)
-                if blocker:  # and what needs this one is skipped in turn
-                    outcome = "failed" if states[blocker]["status"] == "failed" else "was skipped"
-                    states[run.run_id] = {"status": "skipped", "reason": f"needs {blocker}, which {outcome}"}
-                    failed.add(run.run_id)
-                    bar.update(1)
-                else:
-                    ready.append(run)
-            if not ready:
-                continue
-            bar.set_postfix_str(stage_name)
-            for wave in _waves(ready, study):
-                for run, state in executor.map(wave, study):
-                    states[run.run_id] = state
-                    if state["status"] == "failed":
-                        failed.add(run.run_id)
-                        tqdm.write(f"  failed {run.run_id}: {state['error']}")
-                    else:
-                        failed.discard(run.run_id)
-                    _write_record(study, workdir, runs)
-                    bar.update(1)
-        bar.close()
+        todo = [r for r in runs if states[r.run_id]["status"] != "done" or r.run_id in rerun]  # in stage order
+        try:
+            _schedule(todo, states, failed, study, executor, bar, workdir, runs)
+        finally:
+            executor.close()
+            bar.close()
         return states, _write_leaderboard(study, workdir)
 
 
-def _waves(ready: list[Run], study: StudyConfig) -> list[list[Run]]:
-    """A stage's runs, the twins (steps.twin_run: the same model evaluated again) after the runs they repeat, so
-    that they find those results done instead of computing them a second time in parallel."""
+def _schedule(todo: list[Run], states: dict[str, RunState], failed: set[str], study: StudyConfig, executor, bar,
+              workdir: Path, runs: list[Run]) -> None:
+    """Start each run as soon as every run it needs is done, as many at a time as the executor takes, in stage
+    order among those ready; a run whose need failed is skipped (and what needs it in turn). One run ready with
+    nothing running gets every core (``run_alone``): nothing else can start before it ends."""
+    from tqdm import tqdm
+
+    waiting = list(todo)
+    pending = {run.run_id for run in todo}
+    running: dict = {}  # handle -> run
+
+    def finish(run: Run, state: RunState) -> None:
+        states[run.run_id] = state
+        pending.discard(run.run_id)
+        if state["status"] in ("failed", "skipped"):
+            failed.add(run.run_id)
+            if state["status"] == "failed":
+                tqdm.write(f"  failed {run.run_id}: {state['error']}")
+        else:
+            failed.discard(run.run_id)
+        _write_record(study, workdir, runs)
+        bar.update(1)
+
+    while waiting or running:
+        ready = []
+        for run in list(waiting):
+            blocker = _blocked_by(run, failed - pending)  # a run failed in an earlier call may be retried now
+            if blocker:  # and what needs this one is skipped in turn
+                outcome = "failed" if states[blocker]["status"] == "failed" else "was skipped"
+                waiting.remove(run)
+                finish(run, {"status": "skipped", "reason": f"needs {blocker}, which {outcome}"})
+            elif not any(n in pending for n in _waits_for(run, study, waiting, running)):
+                ready.append(run)
+        if not ready and not running:
+            if not waiting:  # the last ones were skipped
+                break
+            raise RuntimeError(f"no run can start: {[r.run_id for r in waiting]} wait for runs not in the study")
+        if len(ready) == 1 and not running:
+            run = ready[0]
+            waiting.remove(run)
+            bar.set_postfix_str(run.kind)
+            finish(run, executor.run_alone(run, study))
+            continue
+        for run in ready:
+            if executor.capacity is not None and len(running) >= executor.capacity:
+                break
+            waiting.remove(run)
+            running[executor.submit(run, study)] = run
+        bar.set_postfix_str(", ".join(sorted({r.kind for r in running.values()})))
+        for handle in executor.wait(list(running)):
+            finish(running.pop(handle), executor.outcome(handle))
+
+
+def _waits_for(run: Run, study: StudyConfig, waiting: list[Run], running: dict) -> list[str]:
+    """The runs ``run`` must wait for: those it needs and, for a pruned variant's downstream run, every prune run
+    of its upstream and then the run it would repeat (steps.twin_run compares the prune runs' specs on disk), so
+    that a twin finds that result done instead of computing it a second time in parallel."""
     from superb_redundancy.study.steps import twin_run
 
-    ids = {run.run_id for run in ready}
-    later = [run for run in ready if twin_run(run, study) in ids]
-    first = [run for run in ready if run not in later]
-    return [wave for wave in (first, later) if wave]
+    wait = list(run.needs)
+    variant = run.params.get("variant") or {}
+    if run.kind == "downstream" and variant.get("kind") == "pruned":
+        upstream = run.params["upstream"]
+        unsettled = [r.run_id for r in (*waiting, *running.values())
+                     if r.kind == "prune" and r.params.get("upstream", upstream) == upstream]
+        if unsettled:
+            return wait + unsettled
+        twin = twin_run(run, study)
+        if twin is not None:
+            wait.append(twin)
+    return wait
 
 
 def _write_leaderboard(study: StudyConfig, workdir: Path):

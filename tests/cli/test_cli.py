@@ -216,3 +216,15 @@ def test_mimic_takes_data_and_output_and_still_the_old_spellings(capsys):
     shown = capsys.readouterr().out
     assert "--data" in shown and "--output" in shown and "--audio" not in shown and "--output-dir" not in shown
     assert "4 CPU-sized mimickers" in shown and "z 32" in shown and "12 mimickers" in shown
+
+
+def test_the_timing_line_sums_run_seconds_by_kind_and_names_the_longest_run():
+    from superb_redundancy.cli.study import _timing_line
+
+    states = {"data": {"status": "done", "started": 0.0, "finished": 30.0},
+              "downstream/b/asr/seed1": {"status": "done", "started": 30.0, "finished": 330.0},
+              "downstream/b/speech_commands/seed1": {"status": "done", "started": 30.0, "finished": 75.0},
+              "mimic/b": {"status": "failed", "started": 75.0, "finished": 80.0}}
+    line = _timing_line(states)
+    assert "data 30 s, downstream 345 s;" in line and "total 375 s" in line and "mimic" not in line
+    assert line.endswith("longest run downstream/b/asr/seed1 300 s")

@@ -300,7 +300,7 @@ def test_a_study_heals_and_replaces_a_block(tmp_path):
 def test_a_pruned_model_chosen_twice_is_a_twin(tmp_path):
     """Two prune runs that write the same model (here BI and kNN-BI choosing the same layer): the later variant's
     downstream runs are twins of the earlier's, scheduled after them; a different model or another kind is not."""
-    from superb_redundancy.study.runner import _waves
+    from superb_redundancy.study.runner import _waits_for
     from superb_redundancy.study.steps import twin_run
 
     study = StudyConfig.from_yaml(write_study(
@@ -309,6 +309,8 @@ def test_a_pruned_model_chosen_twice_is_a_twin(tmp_path):
     runs = {r.run_id: r for r in expand(study)}
     bi, knn, forward = (runs[f"downstream/w-{o}-1/speech_commands/seed1337"] for o in ("bi", "knn-bi", "forward"))
     assert twin_run(bi, study) is None  # no spec written yet: nothing to compare
+    prunes = [r for r in runs.values() if r.kind == "prune"]
+    assert set(_waits_for(bi, study, [*prunes, bi], {})) >= {r.run_id for r in prunes}  # until every spec is written
     for objective, dropped in (("knn-bi", [2]), ("bi", [2]), ("forward", [1])):
         folder = Path(study.workdir) / "runs" / "prune" / "w" / f"{objective}-1"
         folder.mkdir(parents=True)
@@ -316,9 +318,9 @@ def test_a_pruned_model_chosen_twice_is_a_twin(tmp_path):
     assert twin_run(bi, study) == knn.run_id
     assert twin_run(knn, study) is None and twin_run(forward, study) is None
     assert twin_run(runs["downstream/w-base/speech_commands/seed1337"], study) is None
-    assert [[r.run_id for r in wave] for wave in _waves([bi, forward, knn], study)] == [
-        [forward.run_id, knn.run_id], [bi.run_id]]
-    assert _waves([bi], study) == [[bi]]  # its twin done in an earlier call: one wave
+    assert knn.run_id in _waits_for(bi, study, [bi, forward, knn], {})
+    assert _waits_for(knn, study, [bi, forward, knn], {}) == list(knn.needs)
+    assert _waits_for(forward, study, [bi, forward, knn], {}) == list(forward.needs)
 
 
 @pytest.mark.slow
@@ -341,13 +343,84 @@ def test_a_twin_reuses_the_result_of_the_run_it_repeats(tmp_path):
         "the same model as downstream/w-forward-1/speech_commands/seed1337")
 
 
-def test_a_run_alone_in_its_stage_gets_every_core(monkeypatch):
-    """The local pool starts no more workers than runs: one run executes in the runner's process, with torch's
-    threads for all cores (the pool's workers are capped to their share of them)."""
+class _FakeExecutor:
+    """Runs finish in the order of their given durations; records how each run was started and when."""
+
+    def __init__(self, durations: dict[str, int], capacity: int = 2):
+        self.durations, self.capacity, self.clock = durations, capacity, 0
+        self.started: list[tuple[int, str, str]] = []  # (time, run id, "alone" | "pool")
+        self.ends: dict[str, int] = {}
+
+    def run_alone(self, run, study):
+        self.started.append((self.clock, run.run_id, "alone"))
+        self.clock += self.durations.get(run.run_id, 1)
+        return {"status": "failed" if run.run_id.startswith("bad") else "done", "error": "broken"}
+
+    def submit(self, run, study):
+        self.started.append((self.clock, run.run_id, "pool"))
+        self.ends[run.run_id] = self.clock + self.durations.get(run.run_id, 1)
+        return run.run_id
+
+    def wait(self, handles):
+        self.clock = min(self.ends[h] for h in handles)
+        return [h for h in handles if self.ends[h] == self.clock]
+
+    def outcome(self, handle):
+        return {"status": "failed" if handle.startswith("bad") else "done", "error": "broken"}
+
+    def close(self):
+        pass
+
+
+def _schedule(runs, executor):
+    from tqdm import tqdm
+
+    from superb_redundancy.study import runner
+
+    states = {r.run_id: {"status": "pending"} for r in runs}
+    original = runner._write_record
+    runner._write_record = lambda *args: None
+    try:
+        runner._schedule(list(runs), states, set(), study=None, executor=executor, bar=tqdm(disable=True),
+                         workdir=Path("."), runs=list(runs))
+    finally:
+        runner._write_record = original
+    return states
+
+
+def test_a_run_starts_as_soon_as_what_it_needs_is_done():
+    """No stage barrier: `quick`'s dependant starts while `slow`, of the same stage, still runs; the first run,
+    alone, gets every core (run_alone); a run whose need failed is skipped, and what needs it in turn."""
+    from superb_redundancy.study.plan import Run
+
+    runs = [Run("data", "data", 0), Run("slow", "downstream", 3, needs=("data",)),
+            Run("quick", "downstream", 3, needs=("data",)), Run("bad", "curves", 4, needs=("data",)),
+            Run("after-quick", "mimic", 5, needs=("quick",)), Run("after-bad", "prune", 5, needs=("bad",)),
+            Run("after-after-bad", "downstream", 7, needs=("after-bad",))]
+    executor = _FakeExecutor({"data": 1, "slow": 10, "quick": 2, "bad": 1, "after-quick": 3})
+    states = _schedule(runs, executor)
+    assert executor.started[0] == (0, "data", "alone")
+    start = {run_id: t for t, run_id, _ in executor.started}
+    assert start["after-quick"] < start["slow"] + executor.durations["slow"]  # before the stage ends
+    assert states["after-bad"]["reason"] == "needs bad, which failed"
+    assert states["after-after-bad"]["reason"] == "needs after-bad, which was skipped"
+    assert "after-bad" not in start and "after-after-bad" not in start
+    assert all(states[r]["status"] == "done" for r in ("data", "slow", "quick", "after-quick"))
+    running = [sum(s <= t < s + executor.durations.get(r, 1) for s, r, how in executor.started if how == "pool")
+               for t in range(executor.clock)]
+    assert max(running) == executor.capacity  # never more at a time than the executor takes
+
+
+def test_a_run_alone_gets_every_core(monkeypatch):
+    """A local executor's run_alone executes in the runner's process, with torch's threads for all cores (the
+    pool's workers are capped to their share of them); one worker executes submitted runs in process too."""
     from superb_redundancy.study import executors
     from superb_redundancy.study.plan import Run
 
     calls = []
     monkeypatch.setattr(executors, "_execute", lambda run, study: calls.append((run.run_id, os.getpid())) or {})
-    [(run, state)] = list(executors.LocalExecutor(workers=2).map([Run("a", "data", 0)], study=None))
-    assert run.run_id == "a" and calls == [("a", os.getpid())]  # in this process: no pool for one run
+    executors.LocalExecutor(workers=2).run_alone(Run("a", "data", 0), study=None)
+    one = executors.LocalExecutor(workers=1)
+    handle = one.submit(Run("b", "data", 0), study=None)
+    assert one.wait([handle]) == [handle] and one.outcome(handle) == {}
+    assert calls == [("a", os.getpid()), ("b", os.getpid())]  # in this process: no pool
