@@ -106,3 +106,21 @@ def test_plot_writes_atomically(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["fig.png"]
     with pytest.raises(ValueError, match="knn"):
         plot_similarity({"cka": mats["cka"]}, {"knn": [(0, 12)]}, tmp_path / "x.png")
+
+
+def test_permutations_that_reach_the_observed_partition_count_whatever_the_rounding():
+    """A one-layer block (layers 0-6 | 7): every permutation that puts layer 7 at either end finds the same
+    partition, so its strength ties the observed one up to the order of summation; each such tie counts, and
+    nothing else reaches it. The p is then exactly (1 + those permutations) / (1 + permutations)."""
+    from superb_redundancy.analysis.blocks import permutation_null
+
+    rng = np.random.default_rng(3)
+    m = 0.8 + 0.01 * rng.standard_normal((8, 8))
+    m[7, :] = m[:, 7] = 0.1 + 0.01 * rng.standard_normal(8)
+    m = (m + m.T) / 2
+    np.fill_diagonal(m, 1.0)
+    assert detect_blocks(m, 2) == [(0, 6), (7, 7)]
+    draws = np.random.default_rng(0)
+    at_an_end = sum(int(order[0] == 7 or order[-1] == 7) for order in (draws.permutation(8) for _ in range(200)))
+    result = permutation_null(m, 2, permutations=200, seed=0)
+    assert result["p"] == (1 + at_an_end) / 201
