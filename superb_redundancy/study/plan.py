@@ -4,11 +4,12 @@ prune specs so that a prune amount can be "the largest amount the curves show ke
 
 Every run has a stable id (also its output folder under ``<workdir>/runs/``), a stage, JSON-able params, the
 ids of the runs it needs, and a ``params_hash``: the sha256 of everything that decides its outputs (its
-params, the study-level settings it reads, the content of a base checkpoint file and the synthetic corpus's
-version, and the hashes of the runs whose outputs it reads), so a changed setting, a retrained shipped model or a
-regenerated corpus changes the hash of the run that reads it and of every run downstream of it. Where a run executes
-(device, executor) is not part of it. Later stages find earlier outputs by id, so a run needs nothing but its
-params and the study to execute. The leaderboard is not a run: it is rebuilt from the records at the end.
+params, the study-level settings it reads, the content of a base checkpoint file and of its downstream config,
+the synthetic corpus's version, and the hashes of the runs whose outputs it reads), so a changed setting, an
+edited downstream config, a retrained shipped model or a regenerated corpus changes the hash of the run that reads
+it and of every run downstream of it. Where a run executes (device, executor) is not part of it. Later stages
+find earlier outputs by id, so a run needs nothing but its params and the study to execute. The leaderboard is
+not a run: it is rebuilt from the records at the end.
 """
 
 from __future__ import annotations
@@ -110,6 +111,20 @@ def base_content(base: str) -> Optional[str]:
     return _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
+def setting_content(task: str, setting: str) -> Optional[str]:
+    """The sha256 of a downstream config's content, comments aside (``downstream_configs/<task>/<setting>.yaml``,
+    parsed): a run trained with an edited setting (more steps, the feature cache) is not the run on disk."""
+    import yaml
+
+    from superb_redundancy.data import tasks
+
+    try:
+        config = yaml.safe_load(tasks.config_path(task, setting).read_text())
+    except (ValueError, OSError):  # no such task or setting: the config check names it
+        return None
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _inputs(run: Run, study: StudyConfig) -> dict:
     """The study-level settings a run reads besides its params (see steps.py)."""
     from superb_redundancy.data.corpus.generate import CORPUS_VERSION
@@ -125,6 +140,8 @@ def _inputs(run: Run, study: StudyConfig) -> dict:
         inputs["data"] = {k: study.data.get(k) for k in ("synthetic", run.params["task"])}
     if run.kind == "downstream":
         inputs["setting"] = study.setting
+    if run.kind in ("finetune", "downstream"):
+        inputs["setting_sha256"] = setting_content(run.params["task"], run.params.get("setting") or study.setting)
     if run.kind in ("similarity", "prune", "mimic", "heal"):
         inputs["data"] = {k: study.data.get(k) for k in _KS_DATA}
     if run.kind == "heal":

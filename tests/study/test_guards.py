@@ -159,6 +159,33 @@ def test_a_retrained_base_or_a_new_corpus_version_changes_the_hashes(tmp_path, m
     assert base_content("wav2vec2_base_960") is None and base_content("ks_w2v2_8l") is not None
 
 
+def test_an_edited_downstream_config_changes_the_hashes_of_the_runs_it_trains(tmp_path, monkeypatch):
+    """A setting is hashed by its config's content: more steps in speech_commands/tiny.yaml reruns the runs that
+    train with it (and what reads them), not the similarity or the prune runs; a comment changes nothing."""
+    import shutil
+
+    from superb_redundancy.data import tasks
+    from superb_redundancy.study import StudyConfig, expand
+
+    configs = tmp_path / "downstream_configs"
+    shutil.copytree(tasks.configs_dir(), configs)
+    monkeypatch.setattr(tasks, "configs_dir", lambda: configs)
+    upstreams = [{"name": "a", "similarity": {"limit": 64}, "prune": {"objectives": ["bi"], "amounts": [1]}}]
+
+    def hashes() -> dict[str, str]:
+        study = StudyConfig.from_yaml(write_study(tmp_path / "s.yaml", upstreams=upstreams))
+        return {run.run_id: run.params_hash for run in expand(study)}
+
+    before = hashes()
+    config = configs / "speech_commands" / "tiny.yaml"
+    config.write_text("# a comment\n" + config.read_text())
+    assert hashes() == before
+    config.write_text(config.read_text().replace("total_steps: 30", "total_steps: 60"))
+    changed = {rid for rid, digest in hashes().items() if digest != before[rid]}
+    assert changed and all(rid.startswith("downstream/") for rid in changed)
+    assert set(changed) == {rid for rid in before if rid.startswith("downstream/")}
+
+
 def test_a_changed_parameter_reruns_exactly_the_affected_runs(tmp_path):
     upstreams = [{"name": n, "similarity": {"limit": 64}, "prune": {"objectives": ["bi"], "amounts": [1]}}
                  for n in ("a", "b")]
