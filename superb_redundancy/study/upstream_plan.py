@@ -16,10 +16,13 @@ import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 from superb_redundancy.models.shipped import is_shipped
 from superb_redundancy.study.sections import is_int, typed, unique
+
+if TYPE_CHECKING:  # the annotation only: mimic imports torch
+    from superb_redundancy.mimic.config import MimicConfig
 
 __all__ = ["UpstreamPlan", "FinetunePlan", "SimilarityPlan", "PrunePlan", "KEEP_AMOUNTS", "amount_label",
            "mimic_entry", "mimic_label", "check_objectives", "upstream_plan", "upstream_disk_problems"]

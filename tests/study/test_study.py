@@ -210,7 +210,7 @@ def test_resume_after_a_kill_loses_and_duplicates_nothing(tmp_path):
     study = StudyConfig.from_yaml(path)
     states, frame = run_study(study, progress=False)
     assert json.loads(first.read_text()) == finished  # the finished run was not redone
-    assert states[f"downstream/w-base/speech_commands/seed2"]["status"] == "done"
+    assert states["downstream/w-base/speech_commands/seed2"]["status"] == "done"
     records = list((work / "records").glob("*.json"))
     assert len(records) == 2  # one per run: nothing lost, nothing duplicated
     assert {json.loads(r.read_text())["seed"] for r in records} == {1, 2}
