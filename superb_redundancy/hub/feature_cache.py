@@ -1,9 +1,9 @@
 """A frozen upstream's features, computed once per clip: the feature cache of our downstream runner.
 
 In the SUPERB protocol the upstream is frozen, in eval mode and under ``no_grad``, so the features it gives a
-clip are the same in every epoch. s3prl's runner nevertheless runs the upstream on every batch, which is most of
-the cost of a small downstream head on a CPU (for ASR on the synthetic corpus, 0.21 s of a 0.25 s step, over 24
-epochs of the same 400 sentences). With ``runner.feature_cache_gb: G`` in a downstream config, our runner
+clip are the same in every epoch. s3prl's runner nevertheless runs the upstream on every batch, though a small
+head on a CPU passes many times over the same clips (the demo ASR setting: 96 epochs of 400 sentences; with the
+cache its training takes 0.71x the time, benchmarks/bench_feature_cache.py). With ``runner.feature_cache_gb: G`` in a downstream config, our runner
 (:mod:`superb_redundancy.hub.runner`) wraps the upstream in :class:`FeatureCache`: a clip's features are kept,
 up to G GiB, keyed by its samples' content, and later batches take them from memory.
 
@@ -18,13 +18,12 @@ own output, which s3prl computes over the batch's padding, is zero here. A run t
 from __future__ import annotations
 
 import hashlib
-import sys
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["FeatureCache", "CONFIG_KEY", "cache_budget", "enable", "CACHES"]
+__all__ = ["FeatureCache", "FeatureCacheError", "CONFIG_KEY", "cache_budget", "enable", "CACHES"]
 
 #: the key in a downstream config's ``runner`` section: the cache's size limit in GiB (0 or absent: no cache)
 CONFIG_KEY = "feature_cache_gb"
@@ -33,11 +32,15 @@ CONFIG_KEY = "feature_cache_gb"
 CACHES: list["FeatureCache"] = []
 
 
+class FeatureCacheError(ValueError):
+    """A bad ``runner.feature_cache_gb``, or a selection the upstream does not give: one line for the user."""
+
+
 def cache_budget(config: dict) -> float:
-    """The ``runner.feature_cache_gb`` of a downstream config (0 when absent); a bad value: ValueError."""
+    """The ``runner.feature_cache_gb`` of a downstream config (0 when absent); a bad value: FeatureCacheError."""
     value = (config.get("runner") or {}).get(CONFIG_KEY, 0)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"runner.{CONFIG_KEY}: {value!r}; valid: a number of GiB >= 0 (0: no feature cache)")
+        raise FeatureCacheError(f"runner.{CONFIG_KEY}: {value!r}; valid: a number of GiB >= 0 (0: no feature cache)")
     return float(value)
 
 
@@ -80,7 +83,7 @@ class FeatureCache(nn.Module):
     def _layers(self, output: dict) -> list[torch.Tensor]:
         if self.selection not in output:
             names = ", ".join(sorted(k for k in output if not k.startswith("_")))
-            raise ValueError(f"the feature cache's selection {self.selection!r} is not in the upstream's output "
+            raise FeatureCacheError(f"the feature cache's selection {self.selection!r} is not in the upstream's output "
                              f"({names})")
         value = output[self.selection]
         if isinstance(value, dict):
@@ -133,9 +136,10 @@ def _selection(args, upstream: nn.Module) -> str:
     return wanted if wanted in probe else "hidden_states"
 
 
-def enable() -> None:
+def enable(note: Callable[[str], None]) -> None:
     """Make s3prl's downstream Runner wrap a frozen upstream in a :class:`FeatureCache` when its config asks
-    (``runner.feature_cache_gb``). Idempotent; the runner of this package calls it before s3prl starts."""
+    (``runner.feature_cache_gb``), saying so through ``note``. Idempotent; the runner of this package calls it
+    before s3prl starts."""
     from s3prl.downstream import runner as s3prl_runner
 
     if getattr(s3prl_runner.Runner._get_upstream, "_feature_cache", False):
@@ -143,24 +147,20 @@ def enable() -> None:
     original = s3prl_runner.Runner._get_upstream
 
     def _get_upstream(self):
+        budget = cache_budget(self.config)  # a bad value stops the run before the upstream loads
         entry = original(self)
-        budget = cache_budget(self.config)
         if not budget:
             return entry
         if entry.trainable:
-            _note("feature cache off: the upstream is fine-tuned (-f), so its features change as it trains")
+            note("feature cache off: the upstream is fine-tuned (-f), so its features change as it trains")
             return entry
         entry.model.eval()
         cache = FeatureCache(entry.model, _selection(self.args, entry.model), int(budget * 2 ** 30))
         CACHES.append(cache)
-        _note(f"feature cache on: {cache.selection!r} of each clip kept after its first batch, up to {budget:g} GiB "
-              f"(runner.{CONFIG_KEY})")
+        note(f"feature cache on: {cache.selection!r} of each clip kept after its first batch, up to {budget:g} GiB "
+             f"(runner.{CONFIG_KEY})")
         entry.model = cache
         return entry
 
     _get_upstream._feature_cache = True
     s3prl_runner.Runner._get_upstream = _get_upstream
-
-
-def _note(message: str) -> None:
-    print(f"[superb_redundancy] {message}", file=sys.stderr)

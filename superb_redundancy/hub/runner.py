@@ -298,7 +298,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from superb_redundancy.hub.install import install
 
     install()
-    feature_cache.enable()
+    feature_cache.enable(_note)
     from s3prl import run_downstream
 
     from superb_redundancy.hub.compat import UnsafeCheckpointError
@@ -313,9 +313,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if {"-h", "--help"} & set(argv):
             print(variants_help())
         return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
-    except ValueError as error:
-        if feature_cache.CONFIG_KEY not in str(error):
-            raise
+    except feature_cache.FeatureCacheError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     finally:

@@ -139,3 +139,19 @@ def test_run_downstream_with_the_cache_as_a_user_runs_it(trainable, tiny_ckpts, 
         hits = int(line.split("; ")[-1].split(" of ")[0])
         assert hits > 0, line  # the dev split is evaluated twice: its second pass is from memory
     assert (tmp_path / "exp" / "states-12.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_a_bad_budget_stops_run_downstream_with_one_line(tiny_ckpts, corpus_root, tmp_path):
+    """A bad ``runner.feature_cache_gb`` is one line naming it, before the upstream loads or anything is trained."""
+    from superb_redundancy.data import tasks
+
+    data = tasks.format_overrides(tasks.data_overrides("speech_commands", corpus_root))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run_downstream.py"), "-m", "train", "-u", "wav2vec2_local", "-k",
+         str(tiny_ckpts["wav2vec2"]), "-d", "speech_commands", "-c", str(tasks.config_path("speech_commands", "tiny")),
+         "-p", str(tmp_path / "exp"), "--device", "cpu", "-o", data + ",,config.runner.feature_cache_gb=-1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "run_downstream.py: error: runner.feature_cache_gb: -1; valid: a number of GiB >= 0" in result.stderr
+    assert "Traceback" not in result.stderr and not list((tmp_path / "exp").glob("states-*.ckpt"))
