@@ -3,9 +3,10 @@
 In the SUPERB protocol the upstream is frozen, in eval mode and under ``no_grad``, so the features it gives a
 clip are the same in every epoch. s3prl's runner nevertheless runs the upstream on every batch, though a small
 head on a CPU passes many times over the same clips (the demo ASR setting: 96 epochs of 400 sentences; with the
-cache its training takes 0.71x the time, benchmarks/bench_feature_cache.py). With ``runner.feature_cache_gb: G`` in a downstream config, our runner
-(:mod:`superb_redundancy.hub.runner`) wraps the upstream in :class:`FeatureCache`: a clip's features are kept,
-up to G GiB, keyed by its samples' content, and later batches take them from memory.
+cache its training takes 0.71x the time, benchmarks/bench_feature_cache.py). With ``runner.feature_cache_gb: G``
+in a downstream config, our runner (:mod:`superb_redundancy.hub.runner`) wraps the upstream in
+:class:`FeatureCache`: a clip's features are kept, up to G GiB, keyed by its samples' content, and later batches
+take them from memory.
 
 What a head sees: the feature s3prl's Featurizer selects (``-s``, default ``hidden_states``), for each clip the
 frames s3prl would pass on (``round(len / downsample_rate)``, at most what the upstream returned) as computed in
