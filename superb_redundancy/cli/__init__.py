@@ -59,6 +59,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # refused by the subcommand that was given them, so the line names it
         _chosen_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
+    if getattr(args, "flush_denormals", False):  # the commands that train (core/numerics.py says why)
+        from superb_redundancy.core.numerics import flush_denormals
+
+        flush_denormals()
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as error:  # bad input: one line, no traceback

@@ -39,7 +39,7 @@ def register(sub) -> None:
     a.add_argument("--device", help="cuda if available, else cpu")
     a.add_argument("--resume", action="store_true", help="continue interrupted trainings (<artifact>.state.pt)")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
-    a.set_defaults(func=_cmd_mimic_train)
+    a.set_defaults(func=_cmd_mimic_train, flush_denormals=True)
 
     a = actions.add_parser("init", help="baselines without step 1: non-mimicker (random layers) or classifier only",
                            description="The baselines that skip step 1: non-mimickers (mimicking layers left at "

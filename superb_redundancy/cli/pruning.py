@@ -92,7 +92,7 @@ def _add_heal(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--output", required=True, metavar="HEALED.pt",
                    help="the healed artifact to write (for -u pruned_<family>_local -k)")
-    p.set_defaults(func=_cmd_heal)
+    p.set_defaults(func=_cmd_heal, flush_denormals=True)
 
 
 def _add_curves(sub) -> None:
@@ -103,7 +103,7 @@ def _add_curves(sub) -> None:
                                    "unpruned upstream, evaluated with the upstream pruned by each objective at "
                                    "every amount.")
     curves.add_arguments(p)
-    p.set_defaults(func=curves.run)
+    p.set_defaults(func=curves.run, flush_denormals=True)
 
 
 def _cmd_prune_spec(args: argparse.Namespace) -> int:

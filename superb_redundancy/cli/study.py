@@ -15,7 +15,7 @@ def register(sub) -> None:
                        description="Run studies/embedded_default.yaml (or --study FILE): the README's main command.")
     p.add_argument("--study", help="another study file instead of studies/embedded_default.yaml")
     _add_overrides(p, "")
-    p.set_defaults(func=_cmd_main)
+    p.set_defaults(func=_cmd_main, flush_denormals=True)
 
     p = sub.add_parser("study", help="run a study file (resumable; local or Slurm), or show its status",
                        description="Expand a study YAML into runs and run them (resumable), or list their status.")
@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("study", help=f"a study YAML, or the name of one in studies/ ({', '.join(_shipped())})")
     p.add_argument("--executor", choices=["local", "slurm"], help="override the study's executor.kind")
     _add_overrides(p, "run: ")
-    p.set_defaults(func=_cmd_study)
+    p.set_defaults(func=_cmd_study, flush_denormals=True)
 
 
 def _add_overrides(p: argparse.ArgumentParser, prefix: str) -> None:

@@ -224,8 +224,11 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", error: Ty
     path = Path(path).expanduser()
     if not path.is_file():
         raise error(f"{what} not found: {path}")
+    # only those not allowed already: leaving the context removes its classes, even one allowed process-wide
+    # before (the compat layer's argparse.Namespace), which a later s3prl load in this process would then miss
+    allowed = set(torch.serialization.get_safe_globals())
     try:
-        with torch.serialization.safe_globals(list(safe_globals)):
+        with torch.serialization.safe_globals([c for c in safe_globals if c not in allowed]):
             try:
                 return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
             except RuntimeError as exc:

@@ -29,7 +29,7 @@ __all__ = ["FeatureCache", "FeatureCacheError", "CONFIG_KEY", "cache_budget", "e
 #: the key in a downstream config's ``runner`` section: the cache's size limit in GiB (0 or absent: no cache)
 CONFIG_KEY = "feature_cache_gb"
 
-#: every cache made in this process, for the summary line at the end of a run
+#: the caches of the call in progress, for its summary line (our runner empties it at the end of each call)
 CACHES: list["FeatureCache"] = []
 
 

@@ -3,7 +3,8 @@
 s3prl stores no upstream in its experiment checkpoints and resolves ``-u`` by name on every call, so the
 registration has to happen on every call, evaluate (``-m evaluate -e``) and resume (``-a``) included.
 
-Four things differ from calling s3prl's ``run_downstream.py`` directly, each said in one line when it applies:
+Six things differ from calling s3prl's ``run_downstream.py`` directly, each but the last said in one line when it
+applies:
 
 * ``--device`` defaults to ``cpu`` where CUDA is not available (s3prl's ``cuda`` default fails there).
 * ``-m evaluate -e CKPT -u NAME [-k PATH] [-g CONFIG] [-p DIR]`` evaluates the head saved in CKPT with the given
@@ -16,6 +17,11 @@ Four things differ from calling s3prl's ``run_downstream.py`` directly, each sai
   instead of being dropped silently.
 * A config with ``runner.feature_cache_gb: G`` keeps a frozen upstream's features in memory after a clip's first
   batch (:mod:`superb_redundancy.hub.feature_cache`); s3prl ignores the key and recomputes them every batch.
+* A config with ``runner.padded_rnn: true`` has the head's packed LSTMs and GRUs computed on the padded batch
+  (:mod:`superb_redundancy.hub.padded_rnn`): the same values to float rounding, several times faster on a CPU.
+* Subnormal floats (below 1.2e-38) are flushed to zero, as our training commands do and GPUs do by default
+  (:mod:`superb_redundancy.core.numerics`): they made a CPU's LSTM backward pass ten times slower. A run's numbers
+  can then differ from s3prl's in the last digits, as they do between thread counts.
 """
 
 from __future__ import annotations
@@ -294,11 +300,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RunnerInputError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
-    from superb_redundancy.hub import feature_cache
+    from superb_redundancy.core.numerics import flush_denormals
+    from superb_redundancy.hub import feature_cache, padded_rnn
     from superb_redundancy.hub.install import install
 
+    flush_denormals()  # before torch starts its threads (core/numerics.py says why)
     install()
     feature_cache.enable(_note)
+    padded_rnn.enable(_note)
     from s3prl import run_downstream
 
     from superb_redundancy.hub.compat import UnsafeCheckpointError
@@ -313,12 +322,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if {"-h", "--help"} & set(argv):
             print(variants_help())
         return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
-    except feature_cache.FeatureCacheError as error:
+    except (feature_cache.FeatureCacheError, padded_rnn.PaddedRNNError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     finally:
-        for cache in feature_cache.CACHES:
-            _note(cache.summary())
+        while feature_cache.CACHES:  # emptied: a second call in this process reports (and keeps) only its own
+            _note(feature_cache.CACHES.pop(0).summary())
     return 0
 
 

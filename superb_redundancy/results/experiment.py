@@ -1,11 +1,15 @@
 """One downstream experiment: train a head on an upstream variant and evaluate it on test, through s3prl's runner.
 
-Each call of ``run_downstream.py`` runs in a child process (a fresh s3prl, as users run it), with its output in a
-log file beside the experiment directory. The study runner builds on this.
+The calls of ``run_downstream.py`` run in a child process (a fresh s3prl, as users run it), with their output in a
+log file beside the experiment directory. An experiment's two calls, training and then the test evaluation of the
+checkpoint it chose, share one child (``python -m superb_redundancy.results.experiment``): importing s3prl and
+loading the upstream took 4-5 s a call, a fifth of a demo head's run. Under torchrun each call has its own. The
+study runner builds on this.
 """
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import shutil
@@ -40,19 +44,28 @@ class Variant:
         return args + list(self.extra_args)
 
 
+def _gpus() -> int:
+    return int(os.environ.get("SUPERB_REDUNDANCY_GPUS_PER_RUN", "1"))
+
+
 def run_downstream(args: Sequence[str], log: Path) -> None:
     """One call of our run_downstream.py in a child process (a fresh s3prl, as users run it)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "superb_redundancy.hub.runner", *args]
-    gpus = int(os.environ.get("SUPERB_REDUNDANCY_GPUS_PER_RUN", "1"))
-    torchrun = gpus > 1 and "train" in args
+    torchrun = _gpus() > 1 and "train" in args
     if torchrun:  # s3prl's runner under torchrun: one process per GPU (DDP)
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-                   "-m", "superb_redundancy.hub.runner", *args]
+        _child(["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={_gpus()}",
+                "-m", "superb_redundancy.hub.runner", *args], log, signal.SIGTERM)
+    else:
+        _child(["-m", "superb_redundancy.hub.runner", *args], log)
+
+
+def _child(args: Sequence[str], log: Path, signum: int = signal.SIGKILL) -> None:
+    """``python ARGS`` in a child process writing into ``log``; a failure raises with the log's last line."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, *args]
     # The child dies with this process (a killed study must leave nothing writing into the folder its restart
     # wipes): Linux's parent-death signal, SIGTERM for torchrun so that it stops its workers first. A study
     # run's folder lock (superb_redundancy.study.guard) goes to the child too: held while the child lives.
-    parent, signum = os.getpid(), signal.SIGTERM if torchrun else signal.SIGKILL
+    parent = os.getpid()
     prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
     def die_with_parent() -> None:  # in the child, between fork and exec
@@ -62,14 +75,21 @@ def run_downstream(args: Sequence[str], log: Path) -> None:
 
     lock = os.environ.get("SUPERB_REDUNDANCY_RUN_LOCK_FD")
     with open(log, "a") as out:
-        out.write("$ " + " ".join(command) + "\n")
-        out.flush()
+        if "superb_redundancy.results.experiment" not in args:  # that child writes each of its calls itself
+            out.write("$ " + " ".join(command) + "\n")
+            out.flush()
         result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(),
                                 preexec_fn=die_with_parent if prctl else None,
                                 pass_fds=(int(lock),) if lock else ())
     if result.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
         raise RuntimeError(f"run_downstream.py exited with {result.returncode}: {tail[0]} (log: {log})")
+
+
+def _evaluation(expdir: Path, task: str, device: str) -> list[str]:
+    """The test evaluation of what training in ``expdir`` chose (dev-best, else the last states)."""
+    split = "test-clean" if task == "asr" else "test"
+    return ["-m", "evaluate", "-e", str(_checkpoint_to_evaluate(expdir)), "-t", split, "--device", device]
 
 
 def _checkpoint_to_evaluate(expdir: Path) -> Path:
@@ -98,9 +118,37 @@ def train_and_evaluate(variant: Variant, task: str, corpus_root: Path, expdir: P
     overrides = task_defs.format_overrides({**task_defs.data_overrides(task, corpus_root), **(extra_overrides or {})})
     log = expdir.parent / f"{expdir.name}.log"
     log.unlink(missing_ok=True)
-    run_downstream(["-m", "train", *variant.args(), "-d", task, "-c", str(config), "-p", str(expdir),
-                    "--device", device, "-o", overrides], log)
-    split = "test-clean" if task == "asr" else "test"
-    run_downstream(["-m", "evaluate", "-e", str(_checkpoint_to_evaluate(expdir)), "-t", split,
-                    "--device", device], log)
+    train = ["-m", "train", *variant.args(), "-d", task, "-c", str(config), "-p", str(expdir), "--device", device,
+             "-o", overrides]
+    if _gpus() > 1:
+        run_downstream(train, log)
+        run_downstream(_evaluation(expdir, task, device), log)
+    else:
+        _child(["-m", "superb_redundancy.results.experiment", task, *train], log)
     return read_test_metric(expdir, task).value
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m superb_redundancy.results.experiment TASK TRAIN_ARGS...``: our run_downstream.py's training call,
+    then, in the same process, its test evaluation of the checkpoint training chose. Each call is printed as a
+    ``$ ...`` line before it, as the log of two separate calls would show it."""
+    from superb_redundancy.hub import runner
+
+    task, *train = list(sys.argv[1:] if argv is None else argv)
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("-p", "--expdir", required=True)
+    flags.add_argument("--device")
+    known, _ = flags.parse_known_args(train)
+    for args in (train, None):
+        if args is None:
+            args = _evaluation(Path(known.expdir), task, known.device or "cpu")
+        print("$ " + " ".join([sys.executable, "-m", "superb_redundancy.hub.runner", *args]), flush=True)
+        code = runner.main(args)
+        sys.stdout.flush()
+        if code:
+            return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
