@@ -2,7 +2,7 @@
 
 s3prl's ASR head (``RNNLayer`` in ``s3prl/downstream/asr/model.py``) packs each batch before its LSTM so that
 padding never enters the recurrence. On a CPU, torch runs a packed LSTM step by step with autograd, and its
-backward pass took 0.36 s on a batch of 16 x 190 frames, against 0.05 s for oneDNN's fused kernel on the padded
+backward pass took 0.36 s on a batch of 16 x 190 frames, against 0.04 s for oneDNN's fused kernel on the padded
 batch. Padding at the end of a clip cannot reach its valid frames in the forward direction, and the backward
 direction gives the same values when each clip is reversed within its own length. So with ``runner.padded_rnn:
 true`` in a downstream config, our runner (:mod:`superb_redundancy.hub.runner`) has the head's single-layer

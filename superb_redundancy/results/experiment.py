@@ -16,7 +16,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -128,6 +130,13 @@ def train_and_evaluate(variant: Variant, task: str, corpus_root: Path, expdir: P
     return read_test_metric(expdir, task).value
 
 
+def _wait_for_a_new_second(expdir: Path) -> None:
+    """s3prl names a call's ``args_*.yaml`` and ``config_*.yaml`` by the second it starts: an evaluation starting
+    in the second its training started would overwrite the training's (a short run takes less than a second)."""
+    while (expdir / f"args_{datetime.now().strftime('%Y-%m-%d-%H-%M-%S')}.yaml").exists():
+        time.sleep(0.05)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m superb_redundancy.results.experiment TASK TRAIN_ARGS...``: our run_downstream.py's training call,
     then, in the same process, its test evaluation of the checkpoint training chose. Each call is printed as a
@@ -141,6 +150,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     known, _ = flags.parse_known_args(train)
     for args in (train, None):
         if args is None:
+            _wait_for_a_new_second(Path(known.expdir))
             args = _evaluation(Path(known.expdir), task, known.device or "cpu")
         print("$ " + " ".join([sys.executable, "-m", "superb_redundancy.hub.runner", *args]), flush=True)
         code = runner.main(args)

@@ -334,6 +334,10 @@ def real_study(tmp_path: Path, **overrides) -> Path:
     return write_study(tmp_path / "s.yaml", data={"synthetic": {"scale": 0.2, "workers": 1}}, **overrides)
 
 
+#: the command lines of the child that runs s3prl
+CHILDREN = ("superb_redundancy.results.experiment", "superb_redundancy.hub.runner")
+
+
 def _start_and_kill_in_training(path: Path, work: Path) -> list[tuple[int, str]]:
     """Start `study run`, SIGKILL the runner (only it) while s3prl's child trains; the session afterwards."""
     runner = subprocess.Popen([*CLI, "study", "run", str(path)], stdout=subprocess.DEVNULL,
@@ -342,7 +346,8 @@ def _start_and_kill_in_training(path: Path, work: Path) -> list[tuple[int, str]]
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
-            if state.is_file() and any("superb_redundancy.hub.runner" in c for _, c in session(runner.pid)):
+            # s3prl's child: an experiment's one process (results.experiment), or a lone runner call
+            if state.is_file() and any(m in c for _, c in session(runner.pid) for m in CHILDREN):
                 break
             assert runner.poll() is None, "the runner ended early"
             time.sleep(0.1)
