@@ -84,8 +84,8 @@ class FeatureCache(nn.Module):
     def _layers(self, output: dict) -> list[torch.Tensor]:
         if self.selection not in output:
             names = ", ".join(sorted(k for k in output if not k.startswith("_")))
-            raise FeatureCacheError(f"the feature cache's selection {self.selection!r} is not in the upstream's output "
-                             f"({names})")
+            raise FeatureCacheError(f"the feature cache's selection {self.selection!r} is not in the upstream's "
+                                    f"output ({names})")
         value = output[self.selection]
         if isinstance(value, dict):
             value = list(value.values())

@@ -46,6 +46,10 @@ class Variant:
         return args + list(self.extra_args)
 
 
+#: how a child calls our run_downstream.py
+_RUNNER = ("-m", "superb_redundancy.hub.runner")
+
+
 def _gpus() -> int:
     return int(os.environ.get("SUPERB_REDUNDANCY_GPUS_PER_RUN", "1"))
 
@@ -54,14 +58,20 @@ def run_downstream(args: Sequence[str], log: Path) -> None:
     """One call of our run_downstream.py in a child process (a fresh s3prl, as users run it)."""
     torchrun = _gpus() > 1 and "train" in args
     if torchrun:  # s3prl's runner under torchrun: one process per GPU (DDP)
-        _child(["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={_gpus()}",
-                "-m", "superb_redundancy.hub.runner", *args], log, signal.SIGTERM)
+        command = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={_gpus()}", *_RUNNER, *args]
+        _child(command, log, signal.SIGTERM)
     else:
-        _child(["-m", "superb_redundancy.hub.runner", *args], log)
+        _child([*_RUNNER, *args], log)
 
 
-def _child(args: Sequence[str], log: Path, signum: int = signal.SIGKILL) -> None:
-    """``python ARGS`` in a child process writing into ``log``; a failure raises with the log's last line."""
+def _shown(args: Sequence[str]) -> str:
+    """The log line of ``python ARGS``."""
+    return "$ " + " ".join([sys.executable, *args]) + "\n"
+
+
+def _child(args: Sequence[str], log: Path, signum: int = signal.SIGKILL, shown: bool = True) -> None:
+    """``python ARGS`` in a child process writing into ``log`` (after its ``$`` line, unless the child writes
+    its own: ``shown=False``); a failure raises with the log's last line."""
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, *args]
     # The child dies with this process (a killed study must leave nothing writing into the folder its restart
@@ -77,8 +87,8 @@ def _child(args: Sequence[str], log: Path, signum: int = signal.SIGKILL) -> None
 
     lock = os.environ.get("SUPERB_REDUNDANCY_RUN_LOCK_FD")
     with open(log, "a") as out:
-        if "superb_redundancy.results.experiment" not in args:  # that child writes each of its calls itself
-            out.write("$ " + " ".join(command) + "\n")
+        if shown:
+            out.write(_shown(args))
             out.flush()
         result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(),
                                 preexec_fn=die_with_parent if prctl else None,
@@ -126,7 +136,7 @@ def train_and_evaluate(variant: Variant, task: str, corpus_root: Path, expdir: P
         run_downstream(train, log)
         run_downstream(_evaluation(expdir, task, device), log)
     else:
-        _child(["-m", "superb_redundancy.results.experiment", task, *train], log)
+        _child(["-m", "superb_redundancy.results.experiment", task, *train], log, shown=False)
     return read_test_metric(expdir, task).value
 
 
@@ -148,16 +158,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     flags.add_argument("-p", "--expdir", required=True)
     flags.add_argument("--device")
     known, _ = flags.parse_known_args(train)
-    for args in (train, None):
-        if args is None:
-            _wait_for_a_new_second(Path(known.expdir))
-            args = _evaluation(Path(known.expdir), task, known.device or "cpu")
-        print("$ " + " ".join([sys.executable, "-m", "superb_redundancy.hub.runner", *args]), flush=True)
+
+    def call(args: list[str]) -> int:
+        print(_shown([*_RUNNER, *args]), end="", flush=True)
         code = runner.main(args)
         sys.stdout.flush()
-        if code:
-            return code
-    return 0
+        return code
+
+    code = call(train)
+    if code:
+        return code
+    _wait_for_a_new_second(Path(known.expdir))
+    return call(_evaluation(Path(known.expdir), task, known.device or "cpu"))
 
 
 if __name__ == "__main__":
