@@ -1,17 +1,23 @@
-"""Session fixtures: tiny stock-format checkpoints and the synthetic corpus (built once, in a temp dir).
+"""Session fixtures, each built once: tiny stock-format checkpoints, the synthetic corpus at the smallest scale the
+tests need, one tiny keyword-spotting experiment, and the corpus at the main job's scale (the main job's own when
+the journeys ran it in this session).
 
 Nothing here applies the compat layer: tests import s3prl the way users do, after importing our package (whose
 import hook applies the fixes), so a code path that would import s3prl unfixed fails here as it would for them.
+The journeys (tests/docs/test_journeys.py) run first when they are selected: what the main job leaves behind is
+then there for the tests that need the same thing.
 """
 
 from __future__ import annotations
 
 import os
-
 import pytest
+
+from helpers.session import MAIN_CORPUS, SMALL_SCALE
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a model hub
 os.environ.setdefault("SUPERB_REDUNDANCY_OFFLINE", "1")
+
 
 
 @pytest.fixture(scope="module")
@@ -68,17 +74,47 @@ def hub():
 
 @pytest.fixture(scope="session")
 def corpus_root(tmp_path_factory):
-    """The synthetic corpus for all four tasks at the default scale (generated once per test session)."""
+    """The synthetic corpus for all four tasks at :data:`SMALL_SCALE` (every layout, list file and split of the
+    main job's corpus; KS: 600 training clips, 30 dev, 36 test): generated once per session."""
     from superb_redundancy.data.corpus import generate
 
     root = tmp_path_factory.mktemp("corpus")
+    generate(root, scale=SMALL_SCALE, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def full_corpus(request, tmp_path_factory):
+    """The synthetic corpus at the main job's scale (1.0, seed 0, all four tasks): the main job's own when the
+    journeys ran it in this session, else generated here."""
+    from superb_redundancy.data.corpus import generate
+
+    main = request.config.stash.get(MAIN_CORPUS, None)
+    if main is not None:
+        return main
+    root = tmp_path_factory.mktemp("full_corpus")
     generate(root, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def ks_experiment(tmp_path_factory, tiny_ckpts, corpus_root):
+    """THE tiny keyword-spotting experiment (tiny wav2vec2, tiny setting: 30 steps, a checkpoint every 15, one
+    kept), trained and evaluated on test once by s3prl's runner: its expdir. Tests read it, never write into it
+    (an evaluation of its head goes to a folder of its own)."""
+    from superb_redundancy.results.experiment import Variant, train_and_evaluate
+
+    expdir = tmp_path_factory.mktemp("ks_experiment") / "exp"
+    train_and_evaluate(Variant("base", "wav2vec2_local", ckpt=str(tiny_ckpts["wav2vec2"])), "speech_commands",
+                       corpus_root, expdir)
+    return expdir
 
 
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    # the journeys first: the main job's corpus then serves the tests that need one at its scale (full_corpus)
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/docs/test_journeys.py"))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (scripts/gpu_check.sh runs these where there is one)")

@@ -170,7 +170,9 @@ def _prune(run: Run, study: StudyConfig, folder: Path) -> dict:
                                             files, report.settings, device=study.device, progress=False)
     amount, read_off = _prune_amount(study, up, run.params["objective"], run.params["amount"])
     plan = plan_pruning(report, run.params["objective"], amount, reanalyse=reanalyse)
-    if read_off is not None and not run.params.get("iterative") and plan.drop_layers != read_off["dropped_layers"]:
+    # the same layers: the plan lists them in pruning order, the curves sorted
+    if read_off is not None and not run.params.get("iterative") and \
+            sorted(plan.drop_layers) != sorted(read_off["dropped_layers"]):
         raise RuntimeError(f"prune plan drops {plan.drop_layers}, but the curves dropped "
                            f"{read_off['dropped_layers']} at {amount} layers: the two read different orders")
     read_off_notes = {"read_off_curves": {"as": run.params["amount"], **read_off}} if read_off else {}

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-import soundfile
 
+from helpers.audio import pitched_sines
+from helpers.commands import cli as user_cli
+from helpers.commands import in_process
 from superb_redundancy.analysis.cross import CrossSimilarityReport, cross_analyse
 from superb_redundancy.analysis.report import SimilaritySettings, analyse
 from superb_redundancy.core.audio import list_audio
@@ -21,13 +21,9 @@ SETTINGS = SimilaritySettings(batch_size=12, permutations=0)
 
 @pytest.fixture(scope="module")
 def audio_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cross_audio")
-    rng = np.random.default_rng(2)
-    for i in range(24):  # sines of varied pitch with noise, of three lengths (padding matters)
-        t = np.arange(int(16000 * (0.4 + (i % 3) * 0.2))) / 16000
-        wav = 0.3 * np.sin(2 * np.pi * (120 + 25 * i) * t) + 0.05 * rng.standard_normal(t.size)
-        soundfile.write(root / f"{i:02d}.wav", wav.astype("float32"), 16000)
-    return root
+    # sines of varied pitch with noise, of three lengths (padding matters)
+    return pitched_sines(tmp_path_factory.mktemp("cross_audio"), 24, lambda i: 0.4 + (i % 3) * 0.2, 120, 25, seed=2,
+                         name="{i:02d}.wav")
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +40,6 @@ def variants(tmp_path_factory, tiny_ckpts):
             "mimic": str(out / "mimic" / "nonmimic-transformer-N1-z32.pt")}
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "superb_redundancy.cli", *args], capture_output=True, text=True,
-                          timeout=600)
 
 
 def test_a_model_against_itself_gives_its_own_matrices(tiny_ckpts, audio_dir):
@@ -74,9 +67,10 @@ def test_a_pruned_model_reproduces_its_teachers_layers(variants, audio_dir):
         np.testing.assert_allclose(m[2], m[1], atol=SELF_ATOL, rtol=0, err_msg=metric)
 
 
+@pytest.mark.slow
 def test_command_writes_labelled_cross_matrices_for_a_mimicker(variants, audio_dir, tmp_path):
     out = tmp_path / "cross"
-    result = cli("similarity", "-u", "mimic_local", "-k", variants["mimic"], "--against", "wav2vec2_local",
+    result = user_cli("similarity", "-u", "mimic_local", "-k", variants["mimic"], "--against", "wav2vec2_local",
                  "--against_ckpt", variants["base"], "--data", str(audio_dir), "--batch-size", "12",
                  "--output", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -123,8 +117,8 @@ def test_axis_labels_name_both_models(variants, audio_dir, tmp_path, monkeypatch
 )
 def test_bad_input_is_one_line_before_any_work(extra, message, variants, audio_dir, tmp_path):
     extra = [a.format(base=variants["base"], missing=tmp_path / "missing.pt") for a in extra]
-    result = cli("similarity", "-u", "pruned_wav2vec2_local", "-k", variants["pruned"], "--data", str(audio_dir),
-                 "--output", str(tmp_path / "out"), *extra)
+    result = in_process("similarity", "-u", "pruned_wav2vec2_local", "-k", variants["pruned"], "--data", audio_dir,
+                        "--output", tmp_path / "out", *extra)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert message in lines[-1], result.stderr[-1500:]

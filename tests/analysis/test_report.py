@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import soundfile
-import torch
 
+from helpers.audio import pitched_sines
 from superb_redundancy.analysis.report import SimilarityReport, SimilaritySettings, analyse
 from superb_redundancy.pruning.plan import plan_pruning
 from superb_redundancy.pruning.spec import PruneSpec
@@ -15,13 +14,8 @@ from superb_redundancy.pruning.upstream import build_pruned
 
 @pytest.fixture(scope="module")
 def audio_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("audio")
-    rng = np.random.default_rng(0)
-    for i in range(40):  # sines of varied pitch with noise: enough structure for neighbours to mean something
-        t = np.arange(16000 * (0.5 + (i % 3) * 0.25)) / 16000
-        wav = 0.3 * np.sin(2 * np.pi * (100 + 20 * i) * t) + 0.05 * rng.standard_normal(t.size)
-        soundfile.write(root / f"{i:03d}.wav", wav.astype("float32"), 16000)
-    return root
+    # sines of varied pitch with noise: enough structure for neighbours to mean something
+    return pitched_sines(tmp_path_factory.mktemp("audio"), 40, lambda i: 0.5 + (i % 3) * 0.25, 100, 20, seed=0)
 
 
 @pytest.fixture(scope="module")

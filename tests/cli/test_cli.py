@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-import soundfile
 import yaml
 
+from helpers.audio import noise_clips
+from helpers.commands import cli, one_line_error
 from superb_redundancy.cli import main
 
 
 @pytest.fixture(scope="module")
 def audio_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli_audio")
-    rng = np.random.default_rng(1)
-    for i in range(24):
-        soundfile.write(root / f"{i}.wav", (0.1 * rng.standard_normal(8000)).astype("float32"), 16000)
-    return root
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "superb_redundancy.cli", *args], capture_output=True, text=True,
-                          timeout=600)
+    return noise_clips(tmp_path_factory.mktemp("cli_audio"), count=24, seed=1)
 
 
 def test_similarity_then_prune_write_their_artefacts(tmp_path, tiny_ckpts, audio_dir):
@@ -43,6 +36,7 @@ def test_similarity_then_prune_write_their_artefacts(tmp_path, tiny_ckpts, audio
     assert list(model.dropped_layers) == spec["drop_layers"]
 
 
+@pytest.mark.slow
 def test_prune_drops_the_span_the_span_objective_chooses(tmp_path, tiny_ckpts, audio_dir):
     from superb_redundancy.analysis.report import SimilarityReport
 
@@ -74,18 +68,31 @@ def test_prune_drops_the_span_the_span_objective_chooses(tmp_path, tiny_ckpts, a
         (["heal", "-k", "{ckpt}", "--data", "{audio}"], "the following arguments are required: --output"),
     ],
 )
-def test_bad_input_is_one_line(args, message, tiny_ckpts, audio_dir, tmp_path):
+def test_bad_input_is_one_line(args, message, tiny_ckpts, audio_dir, tmp_path, capsys, monkeypatch):
     args = [a.format(audio=audio_dir, ckpt=tiny_ckpts["wav2vec2"]) for a in args]
-    result = cli(*args)
-    assert result.returncode == 2
-    last = [line for line in result.stderr.splitlines() if line.strip()][-1]
-    assert message in last, result.stderr[-1500:]
-    assert "Traceback" not in result.stderr
+    monkeypatch.chdir(tmp_path)
+    with contextlib.suppress(SystemExit):  # argparse's refusals exit, the handlers' return
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    last = [line for line in err.splitlines() if line.strip()][-1]
+    assert message in last, err[-1500:]
+    assert "Traceback" not in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "x.pt").exists()  # refused before any work
 
 
+@pytest.mark.slow
+def test_bad_input_is_one_line_as_a_user_runs_it(tiny_ckpts, tmp_path):
+    """One of the cases above in a fresh process: the exit status and the one line reach the shell."""
+    line = one_line_error(cli("prune-spec", "--family", "wav2vec2", "--base", tiny_ckpts["wav2vec2"], "--drop", "7",
+                              "--artifact", tmp_path / "x.pt"))
+    assert "drop_layers [7] out of range" in line and not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.slow
 def test_corpus_and_run_downstream_take_their_options(tmp_path):
     """Both once rejected every option (an argparse REMAINDER behind a subparser)."""
-    made = cli("corpus", "--root", str(tmp_path / "data"), "--tasks", "speech_commands", "--no-progress")
+    made = cli("corpus", "--root", str(tmp_path / "data"), "--tasks", "speech_commands", "--scale", "0.01",
+               "--no-progress")
     assert made.returncode == 0, made.stderr[-2000:]
     assert (tmp_path / "data" / "speech_commands_v0.01").is_dir()
     helped = cli("run-downstream", "-h")
@@ -99,6 +106,7 @@ def test_overrides_prints_the_datarc_string(tmp_path):
                                      f"config.downstream_expert.datarc.meta_data={tmp_path}/IEMOCAP/meta_data")
 
 
+@pytest.mark.slow
 def test_commands_print_no_known_third_party_noise(tiny_ckpts, audio_dir, tmp_path):
     result = cli("similarity", "-u", "wav2vec2_local", "-k", str(tiny_ckpts["wav2vec2"]), "--data", str(audio_dir),
                  "--batch-size", "12", "--output", str(tmp_path / "sim"))

@@ -15,11 +15,15 @@ import pytest
 import soundfile
 import torch
 
+from helpers.audio import noise_clips
+from helpers.commands import cli as user_cli
+from helpers.commands import in_process
+
 
 def cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """The command as a user runs it: a fresh process."""
-    return subprocess.run([sys.executable, "-m", "superb_redundancy.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=600, cwd=cwd)
+    """The command through the CLI's main in this process (one case per command also runs as a user does:
+    :func:`helpers.commands.cli`, a fresh process)."""
+    return in_process(*args, cwd=cwd)
 
 
 def refused(result: subprocess.CompletedProcess, *named: object) -> str:
@@ -37,11 +41,7 @@ def sha256(path: Path) -> str:
 
 
 def _clips(folder: Path, count: int = 10, samples: int = 8000) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        soundfile.write(folder / f"{i}.wav", (0.1 * rng.standard_normal(samples)).astype("float32"), 16000)
-    return folder
+    return noise_clips(folder, count=count, samples=samples)
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +70,17 @@ def _nan(path: Path) -> None:
 ])
 def test_bad_audio_is_refused_before_the_model_runs(case, write, message, tmp_path, tiny_ckpts):
     folder, bad = _bad_folder(tmp_path, case, write)
-    line = refused(cli("similarity", "-u", "wav2vec2_local", "-k", tiny_ckpts["wav2vec2"], "--data", folder,
+    run = user_cli if case == "corrupt" else cli  # one case as a user runs it: a fresh process
+    line = refused(run("similarity", "-u", "wav2vec2_local", "-k", tiny_ckpts["wav2vec2"], "--data", folder,
                        "--output", tmp_path / "sim"), bad)
     assert message in line
     assert not (tmp_path / "sim").exists()
 
 
+@pytest.mark.slow
 def test_nan_audio_is_refused_by_mimic_train_before_the_teacher_runs(tmp_path, tiny_ckpts):
     folder, bad = _bad_folder(tmp_path, "nan", _nan)
-    line = refused(cli("mimic", "train", "--teacher", tiny_ckpts["wav2vec2"], "--tiny-grid", "--data", folder,
+    line = refused(user_cli("mimic", "train", "--teacher", tiny_ckpts["wav2vec2"], "--tiny-grid", "--data", folder,
                        "--output", tmp_path / "mimic"), bad)
     assert "NaN or infinite samples" in line
     assert not list(tmp_path.glob("mimic/*.pt"))
@@ -153,6 +155,7 @@ def test_family_checks_recognise_the_family(tiny_ckpts):
         assert FAMILIES[name].weights_mismatch(checkpoint) is None
 
 
+@pytest.mark.slow
 def test_prune_spec_refuses_a_base_of_another_family_or_too_few_layers(tmp_path, tiny_ckpts):
     hubert = tiny_ckpts["hubert"]
     refused(cli("prune-spec", "--family", "wav2vec2", "--base", hubert, "--drop", "1", "--artifact",
@@ -161,8 +164,8 @@ def test_prune_spec_refuses_a_base_of_another_family_or_too_few_layers(tmp_path,
     refused(cli("prune-spec", "--family", "wav2vec2", "--base", base, "--drop", "7", "--output",
                 tmp_path / "spec.yaml"), base, "drop_layers [7] out of range")
     assert not (tmp_path / "pruned.pt").exists() and not (tmp_path / "spec.yaml").exists()
-    written = cli("prune-spec", "--family", "wav2vec2", "--base", base, "--drop", "1", "--output", "spec.yaml",
-                  cwd=tmp_path)  # a file in the current folder is fine (only a unit folder may not be it)
+    written = user_cli("prune-spec", "--family", "wav2vec2", "--base", base, "--drop", "1", "--output", "spec.yaml",
+                       cwd=tmp_path)  # a file in the current folder is fine (only a unit folder may not be it)
     assert written.returncode == 0 and (tmp_path / "spec.yaml").is_file(), written.stderr[-2000:]
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile
-import torch
 
 from superb_redundancy.analysis.hidden_states import iter_hidden_states
-from superb_redundancy.core.audio import frame_lengths, list_audio, load_wav
+from superb_redundancy.core.audio import list_audio, load_wav
 
 
 def test_list_audio_is_sorted_recursive_and_subsets_are_seeded(tmp_path):

@@ -8,10 +8,12 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile
 import torch
+
+from helpers.audio import silence
+from helpers.commands import cli as user_cli
+from helpers.commands import in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,6 +44,7 @@ def _fresh(code: str, cwd: Path) -> subprocess.CompletedProcess:
                           env=env, timeout=600)
 
 
+@pytest.mark.slow
 def test_every_upstream_that_takes_a_path_refuses_the_payload(evil, tmp_path):
     """Every name s3prl's hub (ours included) resolves a -k path with, built in one fresh process."""
     path, marker = evil
@@ -78,7 +81,7 @@ def test_every_upstream_that_takes_a_path_refuses_the_payload(evil, tmp_path):
 def audio(tmp_path_factory):
     root = tmp_path_factory.mktemp("audio")
     for i in range(12):
-        soundfile.write(root / f"{i}.wav", np.zeros(16000, dtype="float32"), 16000)
+        silence(root / f"{i}.wav", 16000)
     return root
 
 
@@ -94,10 +97,13 @@ def audio(tmp_path_factory):
 def test_commands_refuse_the_payload(command, evil, audio, tmp_path):
     path, marker = evil
     words = command.format(evil=path, audio=audio, tmp=tmp_path).split()
-    program = [sys.executable, str(ROOT / "run_downstream.py")] if words[0] == "python" else \
-        [str(Path(sys.executable).with_name("superb-redundancy"))]
-    result = subprocess.run(program + words[2 if words[0] == "python" else 1:], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=600)
+    if words[0] == "python":  # our run_downstream.py, as a user runs it
+        result = subprocess.run([sys.executable, str(ROOT / "run_downstream.py"), *words[2:]], capture_output=True,
+                                text=True, cwd=tmp_path, timeout=600)
+    elif "distiller_local" in words:  # one as a user runs it: a fresh process
+        result = user_cli(*words[1:], cwd=tmp_path)
+    else:
+        result = in_process(*words[1:], cwd=tmp_path)
     assert not marker.exists(), "a payload ran"
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr[-3000:]

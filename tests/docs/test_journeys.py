@@ -22,6 +22,8 @@ from typing import Callable, Optional
 import pytest
 import yaml
 
+from helpers.session import MAIN_CORPUS
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = (ROOT / "README.md", ROOT / "downstream_configs" / "README.md")
 _BLOCK = re.compile(r"(?:<!-- journey: (?P<id>[\w-]+) -->\n)?```(?P<lang>[\w-]*)\n(?P<body>.*?)^```", re.S | re.M)
@@ -265,8 +267,17 @@ def _check_bootstrapped() -> None:
                     "(or `bash scripts/bootstrap.sh` first)")
 
 
+def _share_main_corpus(config, box: Path, outcome: Optional[Outcome]) -> None:
+    """The main job's corpus, once it is complete, serves the tests that need one at its scale (full_corpus)."""
+    from superb_redundancy.data.corpus.generate import MARKER
+
+    corpus = box / "work" / "study" / "data"
+    if outcome is not None and outcome.returncode == 0 and (corpus / MARKER).is_file():
+        config.stash[MAIN_CORPUS] = corpus
+
+
 @pytest.fixture(scope="module")
-def journeys(tmp_path_factory) -> tuple[Path, dict[str, Outcome]]:
+def journeys(request, tmp_path_factory) -> tuple[Path, dict[str, Outcome]]:
     _check_bootstrapped()
     box = _sandbox(tmp_path_factory.mktemp("journeys"))
     _user_model(box)
@@ -290,6 +301,7 @@ def journeys(tmp_path_factory) -> tuple[Path, dict[str, Outcome]]:
             outcomes[block.id] = Outcome(result.returncode, result.stdout, result.stderr)
         except subprocess.TimeoutExpired as error:
             outcomes[block.id] = Outcome(-1, str(error.stdout or ""), f"timed out after {journey.timeout} s")
+    _share_main_corpus(request.config, box, outcomes.get("main"))
     return box, outcomes
 
 

@@ -16,6 +16,7 @@ import soundfile
 import torch
 import yaml
 
+from helpers.session import scaled
 from superb_redundancy.data import tasks
 from superb_redundancy.downstreams.speech_commands_35.dataset import CLASSES, SpeechCommands35Dataset, load_splits
 from superb_redundancy.hub import downstreams as downstream_registry
@@ -43,7 +44,8 @@ def test_official_split_of_the_synthetic_v2_corpus(v2_root):
     clips = {f"{p.parent.name}/{p.name}" for p in v2_root.glob("*/*.wav") if p.parent.name != "_background_noise_"}
     relative = {split: {f"{w}/{p.name}" for w, p in items} for split, items in splits.items()}
     assert relative["dev"] == dev and relative["test"] == test and relative["train"] == clips - dev - test
-    assert (len(splits["train"]), len(splits["dev"]), len(splits["test"])) == (105, 35, 35)  # 3/1/1 speakers
+    speakers = [scaled(n) for n in (3, 1, 1)]  # the v0.02 layout: 3/1/1 speakers at scale 1, each word once
+    assert (len(splits["train"]), len(splits["dev"]), len(splits["test"])) == tuple(35 * n for n in speakers)
     assert len(CLASSES) == len(set(CLASSES)) == 35
     for items in splits.values():  # every split holds all 35 words, and nothing else (no silence, no unknown)
         assert {word for word, _ in items} == set(CLASSES)
@@ -52,14 +54,14 @@ def test_official_split_of_the_synthetic_v2_corpus(v2_root):
 
 def test_items_are_one_second_with_their_label(v2_root):
     dataset = SpeechCommands35Dataset(load_splits(v2_root)["dev"])
-    assert dataset.class_num == 35 and len(dataset) == 35
+    assert dataset.class_num == 35 and len(dataset) == 35 * scaled(1)
     wav, label, utterance = dataset[3]
     word, path = dataset.items[3]
     assert wav.dtype == np.float32 and wav.shape == (16000,)
     assert CLASSES[label] == word and utterance == f"{word}-{path.name}"
     wavs, labels, names = dataset.collate_fn([dataset[0], dataset[1]])
     assert len(wavs) == len(labels) == len(names) == 2
-    assert set(dataset.sample_weights) == {35.0}  # one clip per word: all weights equal
+    assert set(dataset.sample_weights) == {35.0}  # as many clips of each word: all weights equal
 
 
 def test_clips_are_padded_or_cut_to_one_second(tmp_path):
@@ -88,7 +90,8 @@ def test_the_separate_test_archive_gives_the_papers_test_set(v2_root, tmp_path):
     splits = load_splits(v2_root, test_root=archive)
     assert [(w, p.name) for w, p in splits["test"]] == [("visual", "visual_bbbbbbbb_nohash_0.wav"),
                                                         ("yes", "aaaaaaaa_nohash_0.wav")]
-    assert len(splits["dev"]) == 35 and len(splits["train"]) == 105  # the official lists still give train/dev
+    # the official lists still give train/dev
+    assert len(splits["dev"]) == 35 * scaled(1) and len(splits["train"]) == 35 * scaled(3)
 
     shutil.copy(archive / "yes" / "aaaaaaaa_nohash_0.wav", archive / "_unknown_" / "moo_cccccccc_nohash_0.wav")
     with pytest.raises(ValueError, match="'moo' is none of the 35"):
@@ -143,6 +146,7 @@ def test_a_downstream_name_cannot_be_taken_twice(hub):
         downstream_registry.DOWNSTREAMS.update(before)
 
 
+@pytest.mark.slow
 def test_third_party_downstreams_come_through_the_entry_point_group(tmp_path):
     (tmp_path / "acme_task.py").write_text(textwrap.dedent('''
         import torch
@@ -220,7 +224,7 @@ def test_runner_trains_and_evaluates_speech_commands_35(tmp_path, tiny_ckpts, co
     assert metric.step == 0 and 0.0 <= metric.value <= 1.0
     truth = [line.split() for line in (expdir / "test_truth.txt").read_text().splitlines()]
     predict = [line.split() for line in (expdir / "test_predict.txt").read_text().splitlines()]
-    assert len(truth) == len(predict) == 35 and {w for _, w in truth} == set(CLASSES)
+    assert len(truth) == len(predict) == 35 * scaled(1) and {w for _, w in truth} == set(CLASSES)
     assert {w for _, w in predict} <= set(CLASSES)
     accuracy = np.mean([t == p for t, p in zip(truth, predict)])
     assert metric.value == pytest.approx(accuracy)

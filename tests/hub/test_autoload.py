@@ -48,6 +48,7 @@ def test_startup_imports_nothing_heavy():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_importing_s3prl_hub_alone_brings_fixes_and_variants():
     code = """
         import s3prl.hub as hub
@@ -65,6 +66,7 @@ def test_importing_s3prl_hub_alone_brings_fixes_and_variants():
 
 @pytest.mark.parametrize("first", ["import superb_redundancy", "import s3prl",
                                    "from superb_redundancy.hub.install import install; install()"])
+@pytest.mark.slow
 def test_any_import_order_works(first):
     result = run_python(f"""
         {first}
@@ -76,6 +78,7 @@ def test_any_import_order_works(first):
 
 
 @pytest.mark.parametrize("value", ["0", "off"])
+@pytest.mark.slow
 def test_the_environment_variable_turns_it_off(value):
     result = run_python("""
         import sys, _superb_redundancy_autoload as autoload
@@ -87,6 +90,7 @@ def test_the_environment_variable_turns_it_off(value):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_s3prl_upstream_as_espnet_builds_it(tiny_ckpts, tmp_path):
     """The calls ESPnet's S3prlFrontend makes: the name is in available_names(), S3PRLUpstream(name, path_or_url,
     normalize, extra_conf), a Featurizer over it, then upstream + featurizer on a batch."""
@@ -107,6 +111,7 @@ def test_s3prl_upstream_as_espnet_builds_it(tiny_ckpts, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_registration_error_does_not_break_s3prl(tmp_path):
     """A broken variant of ours is reported on stderr; s3prl.hub still imports for everyone else."""
     result = run_python("""

@@ -42,6 +42,7 @@ TRIGGERS = {
 
 
 @pytest.mark.parametrize("fix", sorted(TRIGGERS))
+@pytest.mark.slow
 def test_fix_is_needed_and_sufficient(fix):
     code, error = TRIGGERS[fix]
     without = run_python(code, exclude=(fix,))
@@ -50,6 +51,7 @@ def test_fix_is_needed_and_sufficient(fix):
     assert with_fix.returncode == 0, with_fix.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_audio_io_falls_back_to_soundfile_without_ffmpeg(tmp_path):
     if compat._torchcodec_works():
         pytest.skip("TorchCodec decodes here (FFmpeg present): the fix is a no-op on this stack")
@@ -61,6 +63,7 @@ def test_audio_io_falls_back_to_soundfile_without_ffmpeg(tmp_path):
     assert run_python(code).returncode == 0
 
 
+@pytest.mark.slow
 def test_voxceleb1_cache_is_keyed_by_corpus(tmp_path):
     """Two corpora, same split name: without the fix the second silently reuses the first one's file list."""
     roots = []
@@ -131,6 +134,7 @@ def test_distributed_sampler_wrapper_shards_the_drawn_indices():
     assert 3 not in drawn[0] + drawn[1]  # zero-weight index never drawn: the wrapped sampler decides
 
 
+@pytest.mark.slow
 def test_a_fresh_process_gets_the_fixes_from_the_import_hook():
     """No apply() call: importing our package first is enough for every s3prl import that follows."""
     result = run_python("""
@@ -150,6 +154,7 @@ def _payload_checkpoint(path, marker) -> None:
     torch.save({"Config": {}, "payload": Payload()}, path)
 
 
+@pytest.mark.slow
 def test_s3prl_loaders_load_weights_only(tmp_path):
     """s3prl's distiller loader asks for weights_only=False first; the payload must not run."""
     evil, marker = tmp_path / "evil.ckpt", tmp_path / "pwned"
@@ -170,6 +175,7 @@ def test_s3prl_loaders_load_weights_only(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_a_file_named_in_the_trust_variable_loads_as_s3prl_asked(tmp_path):
     evil, marker = tmp_path / "trusted.ckpt", tmp_path / "ran"
     _payload_checkpoint(evil, marker)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers.studies import corpus_data, write_study
 from superb_redundancy.data import tasks
+from superb_redundancy.hub import runner
 from superb_redundancy.pruning.spec import PruneSpec
 from superb_redundancy.results.metrics import read_test_metric
 
@@ -51,22 +53,17 @@ def test_pruned_wavlm_train_evaluate_resume(tmp_path, tiny_ckpts, corpus_root):
 
 def test_study_leaderboard_has_every_task_for_pruned_and_unpruned(tmp_path, corpus_root):
     """The main command's shape, smaller: base and a pruned variant on all four SUPERB tasks, one leaderboard."""
-    import yaml
-
     from superb_redundancy.study import StudyConfig, run_study
 
-    study_file = tmp_path / "study.yaml"
-    study_file.write_text(yaml.safe_dump({
-        "name": "four-tasks", "workdir": str(tmp_path / "work"), "leaderboard": str(tmp_path / "board"),
-        "upstreams": [{"name": "w", "family": "wav2vec2", "base": "tiny",
-                       "similarity": {"batch_size": 32, "limit": 64},
-                       "prune": {"objectives": ["knn-bi"], "amounts": [1]}}],
-        "tasks": ["speech_commands", "voxceleb1", "emotion", "asr"]}))
+    four = [task for task in tasks.TASKS if task != "speech_commands_35"]
+    study_file = write_study(tmp_path / "study.yaml", name="four-tasks", tasks=four, data=corpus_data(corpus_root, four),
+                             executor={"kind": "local", "workers": 2},
+                             upstreams=[{"name": "w", "family": "wav2vec2", "base": "tiny",
+                                         "similarity": {"batch_size": 32, "limit": 64},
+                                         "prune": {"objectives": ["knn-bi"], "amounts": [1]}}])
     states, frame = run_study(StudyConfig.from_yaml(study_file), progress=False)
     assert all(s["status"] == "done" for s in states.values()), {k: s for k, s in states.items() if s["status"] != "done"}
-    for task in tasks.TASKS:
-        if task == "speech_commands_35":
-            continue
+    for task in four:
         rows = frame[frame.task == task]
         assert len(rows) == 2 and rows.is_base.sum() == 1, task  # the unpruned base and the pruned variant
         assert rows.params.notna().all() and rows.macs.notna().all()
@@ -74,26 +71,23 @@ def test_study_leaderboard_has_every_task_for_pruned_and_unpruned(tmp_path, corp
 
 
 @pytest.fixture(scope="module")
-def ks_head(tmp_path_factory, tiny_ckpts, corpus_root):
-    """A KS head trained on the unpruned tiny wav2vec2 (its expdir)."""
-    work = tmp_path_factory.mktemp("ks_head")
-    expdir = work / "base"
-    data = tasks.format_overrides(tasks.data_overrides("speech_commands", corpus_root))
-    run_downstream("-m", "train", "-u", "wav2vec2_local", "-k", str(tiny_ckpts["wav2vec2"]), "-d", "speech_commands",
-                   "-c", str(tasks.config_path("speech_commands", "tiny")), "-p", str(expdir), "-o", data, cwd=work)
-    run_downstream("-m", "evaluate", "-e", str(expdir / "states-30.ckpt"), cwd=work)
-    return expdir
+def ks_head(ks_experiment):
+    """The session's KS experiment on the unpruned tiny wav2vec2: (expdir, the checkpoint its test score is of)."""
+    from superb_redundancy.pruning.curves import resolve_checkpoint
+
+    return ks_experiment, resolve_checkpoint(ks_experiment)
 
 
 def test_a_head_evaluated_with_a_pruned_upstream_scores_that_variant_in_its_own_folder(ks_head, tiny_ckpts, tmp_path):
     """The score is the pruned variant's (equal to its pruning-curve point), filed under the pruned upstream."""
+    ks_head, head = ks_head
     from superb_redundancy.pruning.curves import CurveSettings, pruning_curves
     from superb_redundancy.results.leaderboard import Profile, build
     from superb_redundancy.results.records import harvest
 
     base_log = (ks_head / "log.log").read_text()
     spec = PruneSpec(base=str(tiny_ckpts["wav2vec2"]), drop_layers=[2]).to_yaml(tmp_path / "drop2.yaml")
-    out = run_downstream("-m", "evaluate", "-e", str(ks_head / "states-30.ckpt"), "-u", "pruned_wav2vec2",
+    out = run_downstream("-m", "evaluate", "-e", str(head), "-u", "pruned_wav2vec2",
                          "-g", str(spec), "-p", str(tmp_path / "pruned_eval"), cwd=tmp_path)
     assert "no CUDA device here: running on --device cpu" in out.stderr  # s3prl's cuda default would have died
     assert (ks_head / "log.log").read_text() == base_log  # nothing appended to the head's own experiment
@@ -101,7 +95,7 @@ def test_a_head_evaluated_with_a_pruned_upstream_scores_that_variant_in_its_own_
     unpruned = read_test_metric(ks_head, "speech_commands").value
 
     # the curves evaluate the same checkpoint with the same variant (backward pruning by 1 drops layer 2)
-    curves = pruning_curves(ks_head / "states-30.ckpt",
+    curves = pruning_curves(head,
                             settings=CurveSettings(objectives=("backward",), repeats=1, progress=False))
     assert curves.mean("backward", 1) == pruned  # exactly: the same per-sample outcomes, averaged alike
     assert curves.mean("backward", 0) == unpruned
@@ -120,32 +114,50 @@ def test_a_head_evaluated_with_a_pruned_upstream_scores_that_variant_in_its_own_
     (["-d", "emotion"], "restores -d from the checkpoint, so s3prl would ignore it"),
     (["-u", "pruned_wav2vec2", "-p", "{head}"], "is the head's own experiment folder"),
 ])
-def test_flags_s3prl_would_ignore_are_refused(extra, message, ks_head, tmp_path):
-    args = [a.format(head=ks_head) for a in extra]
-    result = subprocess.run([sys.executable, str(ROOT / "run_downstream.py"), "-m", "evaluate", "-e",
-                             str(ks_head / "states-30.ckpt"), *args], capture_output=True, text=True, cwd=tmp_path,
-                            timeout=300)
-    assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1], result.stderr[-2000:]
+def test_flags_s3prl_would_ignore_are_refused(extra, message, ks_head, tmp_path, capsys, monkeypatch):
+    expdir, head = ks_head
+    args = [a.format(head=expdir) for a in extra]
+    monkeypatch.chdir(tmp_path)
+    assert runner.main(["-m", "evaluate", "-e", str(head), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err.strip().splitlines()[-1], err[-2000:]
 
 
-def test_resuming_with_another_upstream_is_refused(ks_head, tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "run_downstream.py"), "-m", "train", "-e",
-                             str(ks_head / "states-30.ckpt"), "-u", "hubert_local"], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=300)
-    assert result.returncode == 2
-    assert "s3prl restores -u 'wav2vec2_local' from the checkpoint and would ignore -u 'hubert_local'" in result.stderr
+def test_resuming_with_another_upstream_is_refused(ks_head, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert runner.main(["-m", "train", "-e", str(ks_head[1]), "-u", "hubert_local"]) == 2
+    assert "s3prl restores -u 'wav2vec2_local' from the checkpoint and would ignore -u 'hubert_local'" in \
+        capsys.readouterr().err
+
+
+def _bad_stock_checkpoint(tmp_path: Path, content) -> Path:
+    ckpt = tmp_path / "model.pt"
+    if content is not None:
+        ckpt.write_bytes(content)
+    return ckpt
+
+
+def _train_args(ckpt: Path, tmp_path: Path) -> list[str]:
+    return ["-m", "train", "-u", "wav2vec2_local", "-k", str(ckpt), "-d", "speech_commands", "-p", str(tmp_path / "exp")]
+
+
+def test_a_bad_stock_checkpoint_is_one_line_before_s3prl_starts(tmp_path):
+    """As a user runs it (a fresh process): one line naming the file, nothing written."""
+    ckpt = _bad_stock_checkpoint(tmp_path, None)
+    result = subprocess.run([sys.executable, str(ROOT / "run_downstream.py"), *_train_args(ckpt, tmp_path)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert str(ckpt) in lines[0] and "not found" in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "exp").exists()
 
 
 @pytest.mark.parametrize("content, why", [(None, "not found"), (b"", "empty or truncated"),
                                           (b"not a checkpoint at all", "not a torch checkpoint")])
-def test_a_bad_stock_checkpoint_is_one_line_before_s3prl_starts(content, why, tmp_path):
-    ckpt = tmp_path / "model.pt"
-    if content is not None:
-        ckpt.write_bytes(content)
-    result = subprocess.run([sys.executable, str(ROOT / "run_downstream.py"), "-m", "train", "-u", "wav2vec2_local",
-                             "-k", str(ckpt), "-d", "speech_commands", "-p", str(tmp_path / "exp")],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
-    assert str(ckpt) in lines[0] and why in lines[0] and "Traceback" not in result.stderr
+def test_each_bad_stock_checkpoint_is_one_line_naming_why(content, why, tmp_path, capsys, monkeypatch):
+    ckpt = _bad_stock_checkpoint(tmp_path, content)
+    monkeypatch.chdir(tmp_path)
+    assert runner.main(_train_args(ckpt, tmp_path)) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(ckpt) in lines[0] and why in lines[0], lines
     assert not (tmp_path / "exp").exists()

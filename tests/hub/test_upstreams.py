@@ -126,6 +126,7 @@ def test_a_name_cannot_be_taken_twice():
         registry.UPSTREAMS.pop("test_only_variant")
 
 
+@pytest.mark.slow
 def test_third_party_variants_come_through_the_entry_point_group(tmp_path):
     """A package nobody imports adds a variant by declaring the entry-point group only."""
     (tmp_path / "acme_variant.py").write_text(textwrap.dedent('''

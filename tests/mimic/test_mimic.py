@@ -7,6 +7,8 @@ import pytest
 import torch
 import yaml
 
+from helpers import models
+from helpers.models import n_params
 from superb_redundancy.mimic import (MimicConfig, MimicError, Mimicker, MimicUpstream, build_frontend, frontend_state,
                                      load_mimic_artifact, mimicker_parameter_count, paper_grid, save_artifact,
                                      sha256_file, teacher_record)
@@ -16,10 +18,6 @@ FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def n_params(module):
-    return sum(p.numel() for p in module.parameters())
 
 
 # ---------------------------------------------------------------------------------------------- parameter counts
@@ -163,8 +161,7 @@ def artifacts(tiny_ckpts, tmp_path_factory):
 
 
 def wavs(lengths, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, generator=g) for n in lengths]
+    return models.wavs(seed, lengths)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

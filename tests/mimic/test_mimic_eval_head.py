@@ -8,33 +8,24 @@ import pytest
 import torch
 from torch import nn
 
-from superb_redundancy.data import tasks as task_defs
 from superb_redundancy.data.splits import corpus_audio
 from superb_redundancy.mimic import MimicConfig, MimicError, describe_artifact, load_mimic_artifact
 from superb_redundancy.mimic.baselines import init_artifact
 from superb_redundancy.mimic.eval_head import HeadEvaluator
 from superb_redundancy.mimic.teacher_cache import build_teacher_cache
 from superb_redundancy.mimic.train import train_grid, train_mimicker
-from superb_redundancy.results.experiment import run_downstream
+from superb_redundancy.pruning.curves import resolve_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 TASK = "speech_commands"
-#: a short run: 6 steps, no dev evaluation in the runner, one checkpoint (states-6.ckpt)
-SHORT = {"config.runner.total_steps": 6, "config.runner.eval_step": 1000, "config.runner.save_step": 6,
-         "config.runner.log_step": 6}
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def head(tiny_ckpts, corpus_root, tmp_path_factory):
-    """An s3prl experiment trained (train only) on the tiny wav2vec2 teacher: the eval head."""
-    expdir = tmp_path_factory.mktemp("eval_head") / "exp"
-    overrides = task_defs.format_overrides({**task_defs.data_overrides(TASK, corpus_root), **SHORT})
-    run_downstream(["-m", "train", "-u", "wav2vec2_local", "-k", str(tiny_ckpts["wav2vec2"]), "-d", TASK,
-                    "-c", str(task_defs.config_path(TASK, "tiny")), "-p", str(expdir), "--device", "cpu",
-                    "-o", overrides], expdir.parent / "exp.log")
-    return expdir
+def head(ks_experiment):
+    """The eval head: the session's KS experiment on the tiny wav2vec2 teacher."""
+    return ks_experiment
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +58,7 @@ def test_select_by_accuracy_keeps_the_best_epoch(tiny_ckpts, clips, head, evalua
         assert (training["select_by"], training["selected_by"]) == ("acc", "head accuracy")
         described = training["eval_head"]
         assert described["split"] == "dev" and described["task"] == TASK and described["items"] > 0
-        assert described["checkpoint"].endswith("states-6.ckpt")
+        assert described["checkpoint"] == str(resolve_checkpoint(head))  # dev-best, else the last states
         # the artifact holds the selected epoch's weights: through the head again, the recorded accuracy
         upstream = load_mimic_artifact(path, compact=False).eval()
         assert evaluator.accuracy(upstream) == training["best_accuracy"]

@@ -13,6 +13,7 @@ import torch
 import yaml
 from torch import nn
 
+from helpers.audio import random_sines
 from superb_redundancy.mimic import (MimicConfig, MimicError, MimicUpstream, TeacherEncoder, default_layer_i,
                                      describe_artifact, load_mimic_artifact, select_configs)
 from superb_redundancy.mimic.baselines import init_artifact
@@ -32,13 +33,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def audio(tmp_path_factory):
     """8 synthetic 16 kHz clips (sines + noise), 0.3-1.0 s."""
-    rng = np.random.default_rng(1)
     directory = tmp_path_factory.mktemp("span_audio")
-    for k in range(8):
-        n = int(rng.integers(int(0.3 * SR), SR))
-        t = np.arange(n) / SR
-        x = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 900) * t) + 0.05 * rng.standard_normal(n)
-        soundfile.write(directory / f"clip{k}.wav", x.astype(np.float32), SR)
+    random_sines(directory, 8, seed=1, name="clip{k}.wav")
     return directory
 
 
@@ -245,7 +241,6 @@ def test_compact_span_layout(tiny_ckpts, tmp_path):
     # the -g upstream config may ask for it too
     config = tmp_path / "g.yaml"
     config.write_text(yaml.safe_dump({"compact": True}))
-    from superb_redundancy.hub import upstreams as registry
     from superb_redundancy.hub.install import install
     install()
     import s3prl.hub

@@ -11,6 +11,7 @@ import pytest
 import soundfile
 import torch
 
+from helpers.audio import random_sines
 from superb_redundancy.mimic import (MimicConfig, MimicError, Mimicker, describe_artifact, load_mimic_artifact,
                                      mimicker_parameter_count, sha256_file, teacher_cache, train as mimic_train)
 from superb_redundancy.mimic.baselines import baseline_name, init_artifact
@@ -24,19 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def write_clips(directory, count=10, seed=0):
     """Synthetic 16 kHz clips (sines + noise), 0.3-1.0 s, in nested folders, wav and flac, one stereo."""
-    rng = np.random.default_rng(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for k in range(count):
-        n = int(rng.integers(int(0.3 * SR), SR))
-        t = np.arange(n) / SR
-        x = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 900) * t) + 0.05 * rng.standard_normal(n)
-        folder = directory / ("sub" if k % 3 == 0 else "")
-        folder.mkdir(exist_ok=True)
-        path = folder / f"clip{k:02d}.{'flac' if k % 4 == 1 else 'wav'}"
-        data = np.stack([x, -x], axis=1) if k == 2 else x
-        soundfile.write(path, data.astype(np.float32), SR)
-        paths.append(path)
+    paths = random_sines(directory, count, seed=seed, nested=True, stereo=(2,))
     (directory / "notes.txt").write_text("not audio")
     return paths
 

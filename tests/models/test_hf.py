@@ -19,6 +19,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 transformers = pytest.importorskip("transformers")
 
+from helpers.audio import noise_clips
+from helpers import models
 from superb_redundancy.models.hf import PRUNING_RECORD, HFModelError, HFUpstream, is_hf_model_dir  # noqa: E402
 from superb_redundancy.pruning.hf import prune_hf_folder, prune_hf_model  # noqa: E402
 from superb_redundancy.pruning.spec import PruneSpec  # noqa: E402
@@ -70,8 +72,7 @@ def hf_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wavs():
-    generator = torch.Generator().manual_seed(0)
-    return [torch.randn(n, generator=generator) * 0.1 for n in (16000, 12000, 8137)]
+    return models.wavs(0, (16000, 12000, 8137), scale=0.1)
 
 
 def _reference(path, wavs, model=None):
@@ -240,13 +241,9 @@ def test_classification_head_is_kept_and_computes_what_it_did(hf_dirs, wavs, tmp
 # ---------------------------------------------------------------------------------------------- analysis, CLI
 @pytest.fixture(scope="module")
 def audio_dir(tmp_path_factory):
-    import soundfile
-
-    root = tmp_path_factory.mktemp("audio")
-    rng = np.random.default_rng(0)
-    for i in range(10):  # >= k+1 = 9 (the prune subcommand's default k)
-        soundfile.write(root / f"clip{i}.wav", (rng.standard_normal(8000 + 800 * i) * 0.1).astype("float32"), 16000)
-    return root
+    # >= k+1 = 9 clips (the prune subcommand's default k)
+    return noise_clips(tmp_path_factory.mktemp("audio"), 10, samples=[8000 + 800 * i for i in range(10)],
+                       name="clip{i}.wav")
 
 
 def test_analyse_and_similarity_cli_on_an_hf_model(hf_dirs, audio_dir, tmp_path):

@@ -17,6 +17,7 @@ import soundfile
 import torch
 
 import superb_redundancy
+from helpers.audio import silence, tone_syllables
 from superb_redundancy.cli import build_parser, main
 from superb_redundancy.cli.models import settings_from_args
 from superb_redundancy.models import pretrain as P
@@ -38,22 +39,8 @@ TINY = dict(layers=2, dim=32, ffn_dim=64, heads=4, conv_dim=16, conv_pos=8, conv
 def audio_dir(tmp_path_factory):
     """12 clips of 1.0-1.6 s: runs of tone "syllables" (50-250 ms, random pitch, Hann envelope) over light noise:
     frames that their neighbours predict, as in speech, with different content from clip to clip."""
-    directory = tmp_path_factory.mktemp("pretrain_audio")
-    rng = np.random.default_rng(0)
-    for k in range(12):
-        n = int(rng.integers(SR, int(1.6 * SR)))
-        x = np.zeros(n)
-        pos = 0
-        while pos < n:
-            seg = min(int(rng.integers(800, 4000)), n - pos)
-            t = np.arange(seg) / SR
-            x[pos:pos + seg] = 0.3 * np.sin(2 * np.pi * rng.uniform(150, 2500) * t) * np.hanning(seg)
-            pos += seg
-        x += 0.02 * rng.standard_normal(n)
-        folder = directory / ("sub" if k % 3 == 0 else "")
-        folder.mkdir(exist_ok=True)
-        soundfile.write(folder / f"clip{k:02d}.{'flac' if k % 4 == 1 else 'wav'}", x.astype(np.float32), SR)
-    soundfile.write(directory / "too_short.wav", np.zeros(SR // 2, dtype=np.float32), SR)  # left out, counted
+    directory = tone_syllables(tmp_path_factory.mktemp("pretrain_audio"), 12, seed=0)
+    silence(directory / "too_short.wav", SR // 2)  # left out, counted
     (directory / "notes.txt").write_text("not audio")
     return directory
 
@@ -123,6 +110,7 @@ def test_training_lowers_the_loss_of_a_fixed_batch(audio_dir, tmp_path):
     assert np.mean(log[-5:]) < np.mean(log[:5]) - 0.2
 
 
+@pytest.mark.slow
 def test_cli_as_a_user_runs_it(audio_dir, tmp_path):
     output = tmp_path / "models" / "w2v2.pt"
     args = ["pretrain", "--data", str(audio_dir), "--steps", "2", "--output", str(output), "--quiet"]
@@ -200,9 +188,11 @@ def test_corpus_training_splits(tmp_path):
 @pytest.mark.skipif(not SHIPPED_RECORD.is_file(),
                     reason="no shipped pretrained checkpoint yet: superb_redundancy/models/pretrained_w2v2_8l.train.json "
                            "is missing")
-def test_shipped_checkpoint_command_reproduces_its_first_losses(tmp_path, tmp_path_factory):
+@pytest.mark.slow
+def test_shipped_checkpoint_command_reproduces_its_first_losses(tmp_path, tmp_path_factory, request):
     """The shipped record's command, rerun for its first updates on the corpus regenerated with the recorded
-    settings, gives the recorded losses (relative tolerance RTOL; same data by content hash first)."""
+    settings (the main job's corpus when those are its settings), gives the recorded losses (relative tolerance
+    RTOL; same data by content hash first)."""
     record = json.loads(SHIPPED_RECORD.read_text())
     data = record["data"]
     if data["kind"] != "corpus":
@@ -213,8 +203,11 @@ def test_shipped_checkpoint_command_reproduces_its_first_losses(tmp_path, tmp_pa
     settings = {(d["settings"]["scale"], d["settings"]["seed"]) for d in data["tasks"].values()}
     assert len(settings) == 1, f"the record's tasks were generated with different settings: {settings}"
     (scale, seed), = settings
-    root = tmp_path_factory.mktemp("pretrain_corpus")
-    generate(root, tasks=list(data["tasks"]), scale=scale, seed=seed, progress=False)
+    if (scale, seed) == (1.0, 0):  # the main job's corpus, generated once per session
+        root = request.getfixturevalue("full_corpus")
+    else:
+        root = tmp_path_factory.mktemp("pretrain_corpus")
+        generate(root, tasks=list(data["tasks"]), scale=scale, seed=seed, progress=False)
     rerun = P.settings_from_record(record, corpus=str(root))
     audio = P.training_audio(rerun)
     if audio.source["sha256"] != data["sha256"]:

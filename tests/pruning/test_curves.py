@@ -22,19 +22,15 @@ from superb_redundancy.pruning.curves.run import _subset
 from superb_redundancy.pruning.curves.settings import _python_mean
 from superb_redundancy.pruning.spec import PruneSpec
 from superb_redundancy.pruning.upstream import build_pruned
-from superb_redundancy.results.experiment import Variant, train_and_evaluate
 from superb_redundancy.results.metrics import read_test_metric
 
 slow = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def expdir(tmp_path_factory, tiny_ckpts, corpus_root):
-    """ONE tiny KS head trained (and evaluated on test) by s3prl's runner on the unpruned tiny wav2vec2."""
-    expdir = tmp_path_factory.mktemp("curves_exp") / "exp"
-    train_and_evaluate(Variant("base", "wav2vec2_local", ckpt=str(tiny_ckpts["wav2vec2"])), "speech_commands",
-                       corpus_root, expdir, extra_overrides={"config.runner.total_steps": 15})
-    return expdir
+def expdir(ks_experiment):
+    """The session's tiny KS head, trained (and evaluated on test) by s3prl's runner on the unpruned tiny wav2vec2."""
+    return ks_experiment
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,13 @@ import re
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import soundfile
 import torch
 
+from helpers.audio import random_sines
+from helpers import models
+from helpers.models import hidden
 from superb_redundancy.mimic.teacher_cache import TeacherCache
 from superb_redundancy.mimic.train import split_clips
 from superb_redundancy.pruning.heal import HealConfig, HealError, distillation_loss, heal, target_pairs
@@ -32,12 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # the subprocess computes th
 def audio(tmp_path_factory):
     """12 synthetic 16 kHz clips (sines + noise), 0.3-1.0 s."""
     directory = tmp_path_factory.mktemp("heal_audio")
-    rng = np.random.default_rng(0)
-    for k in range(12):
-        n = int(rng.integers(int(0.3 * SR), SR))
-        t = np.arange(n) / SR
-        x = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 900) * t) + 0.05 * rng.standard_normal(n)
-        soundfile.write(directory / f"clip{k:02d}.wav", x.astype(np.float32), SR)
+    random_sines(directory, 12, seed=0)
     return directory
 
 
@@ -58,15 +55,8 @@ def healed(pruned, audio, work):
                 cache_dir=work / "cache", progress=False)
 
 
-def wavs(seed=0, lengths=(16000, 12000, 7000)):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, generator=g) for n in lengths]
-
-
-def hidden(model, inputs):
-    model.eval()
-    with torch.no_grad():
-        return [h.clone() for h in model(inputs)["hidden_states"]]
+def wavs(seed=0):
+    return models.wavs(seed, lengths=(16000, 12000, 7000))
 
 
 def load(path):
@@ -101,6 +91,7 @@ def test_healing_lowers_the_validation_loss(healed, pruned, work, tiny_ckpts, hu
 
 
 # ---------------------------------------------------------------------------------------------- the artifact
+@pytest.mark.slow
 def test_healed_artifact_loads_in_a_fresh_process_bit_for_bit(healed, work):
     """s3prl's hub as a user reaches it, in a new interpreter: the healed model's hidden states exactly."""
     script = (
@@ -242,6 +233,7 @@ def test_bad_input_is_refused_before_any_work(kwargs, message, pruned, audio, ti
 
 
 # ---------------------------------------------------------------------------------------------- the command
+@pytest.mark.slow
 def test_command_in_a_fresh_process(pruned, audio, work):
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", SUPERB_REDUNDANCY_OFFLINE="1")
     out = work / "cli" / "healed.pt"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
 
+from helpers.models import hidden, n_params, wavs
 from superb_redundancy.models.checkpoints import CheckpointError
 from superb_redundancy.models.families import get_family
 from superb_redundancy.pruning.spec import PruneSpec
@@ -19,23 +19,8 @@ FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec")
 EXACT = dict(rtol=0, atol=0)
 
 
-def wavs(seed=0, lengths=(16000, 12000, 8000)):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, generator=g) for n in lengths]
-
-
-def hidden(model, inputs):
-    model.eval()
-    with torch.no_grad():
-        return [h.clone() for h in model(inputs)["hidden_states"]]
-
-
 def pruned(family, ckpt, **spec):
     return build_pruned(family, PruneSpec(base=str(ckpt), **spec)).eval()
-
-
-def n_params(module):
-    return sum(p.numel() for p in module.parameters())
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import models
 from superb_redundancy.core.files import model_sha256
 from superb_redundancy.pruning.spec import PruneSpec
 from superb_redundancy.pruning.upstream import save_pruned
@@ -32,14 +33,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def wavs(seed=0, lengths=(16000, 11000)):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, generator=g) for n in lengths]
+    return models.wavs(seed, lengths)
 
 
 def hidden(model, inputs=None):
-    model.eval()
-    with torch.no_grad():
-        return [h.clone() for h in model(inputs or wavs())["hidden_states"]]
+    return models.hidden(model, inputs or wavs())
 
 
 def assert_states(a, b, **tolerance):

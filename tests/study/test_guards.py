@@ -19,11 +19,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import studies
+from helpers.commands import CLI
+from helpers.commands import cli as user_cli
+from helpers.commands import in_process
+from helpers.studies import corpus_data
 from superb_redundancy.study import guard
 
 HERE = Path(__file__).resolve().parent
-_SCRIPT = Path(sys.executable).with_name("superb-redundancy")
-CLI = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "superb_redundancy.cli"]
 
 
 def env(fake: bool = True, **extra: str) -> dict:
@@ -35,16 +38,20 @@ def env(fake: bool = True, **extra: str) -> dict:
 
 
 def cli(*args: str, fake: bool = True, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env(fake, **extra), timeout=600)
+    """``superb-redundancy ARGS`` as a user runs it (a fresh process), the steps faked unless ``fake=False``."""
+    return user_cli(*args, env=env(fake, **extra))
+
+
+@pytest.fixture
+def fake_cli(monkeypatch):
+    """``superb-redundancy ARGS`` through the CLI's main in this process, with the quick stand-in steps."""
+    monkeypatch.syspath_prepend(str(HERE))
+    monkeypatch.setenv("SUPERB_REDUNDANCY_STUDY_STEPS", "fake_steps")
+    return in_process
 
 
 def write_study(path: Path, **overrides) -> Path:
-    study = {"name": "g", "workdir": str(path.parent / "work"), "leaderboard": str(path.parent / "board"),
-             "upstreams": [{"name": "w", "family": "wav2vec2", "base": "tiny"}],
-             "tasks": ["speech_commands"], "seeds": [1]}
-    study.update(overrides)
-    path.write_text(yaml.safe_dump(study))
-    return path
+    return studies.write_study(path, **{"name": "g", "seeds": [1], **overrides})
 
 
 def executed(work: Path) -> list[str]:
@@ -81,12 +88,12 @@ EXPECTED = [  # every problem of BAD, one line each
 
 
 @pytest.mark.parametrize("action", ["run", "status"])
-def test_a_bad_study_file_reports_all_its_problems_before_any_run(tmp_path, action):
+def test_a_bad_study_file_reports_all_its_problems_before_any_run(tmp_path, action, fake_cli):
     study = write_study(tmp_path / "bad.yaml", **BAD)
     text = yaml.safe_load(study.read_text())
     del text["name"]
     study.write_text(yaml.safe_dump(text))
-    result = cli("study", action, str(study))
+    result = (cli if action == "run" else fake_cli)("study", action, str(study))  # `run` as a user runs it
     assert result.returncode == 2, result.stderr
     found = problem_lines(result)
     for expected in EXPECTED:
@@ -106,8 +113,8 @@ def test_a_bad_study_file_reports_all_its_problems_before_any_run(tmp_path, acti
     ({"tasks": ["speech_commands", "speech_commands"]}, "tasks: 'speech_commands' is listed twice"),
     ({"upstreams": [{"name": "w", "base": "missing/base.pt"}]}, "upstreams[w].base: checkpoint missing/base.pt"),
 ])
-def test_each_bad_field_is_one_line(tmp_path, change, problem):
-    result = cli("study", "run", str(write_study(tmp_path / "s.yaml", **change)))
+def test_each_bad_field_is_one_line(tmp_path, change, problem, fake_cli):
+    result = fake_cli("study", "run", str(write_study(tmp_path / "s.yaml", **change)))
     assert result.returncode == 2 and problem_lines(result) == [p for p in problem_lines(result) if problem in p]
     assert len(problem_lines(result)) == 1, result.stderr
 
@@ -186,31 +193,31 @@ def test_an_edited_downstream_config_changes_the_hashes_of_the_runs_it_trains(tm
     assert set(changed) == {rid for rid in before if rid.startswith("downstream/")}
 
 
-def test_a_changed_parameter_reruns_exactly_the_affected_runs(tmp_path):
+def test_a_changed_parameter_reruns_exactly_the_affected_runs(tmp_path, fake_cli):
     upstreams = [{"name": n, "similarity": {"limit": 64}, "prune": {"objectives": ["bi"], "amounts": [1]}}
                  for n in ("a", "b")]
     path = write_study(tmp_path / "s.yaml", upstreams=upstreams)
     work = tmp_path / "work"
-    assert cli("study", "run", str(path)).returncode == 0
+    assert fake_cli("study", "run", str(path)).returncode == 0
     everything = executed(work)
     assert len(everything) == len(set(everything)) == 9  # data, 2 x (similarity, prune, base + pruned downstream)
-    assert cli("study", "run", str(path)).returncode == 0 and executed(work) == everything  # nothing to do
+    assert fake_cli("study", "run", str(path)).returncode == 0 and executed(work) == everything  # nothing to do
 
     def rerun(change, expected: set[str], status: bool = False) -> tuple[str, dict]:
         data = yaml.safe_load(path.read_text())
         change(data)
         path.write_text(yaml.safe_dump(data))
         record = (work / "study.json").read_bytes()
-        refused = cli("study", "run", str(path))
+        refused = fake_cli("study", "run", str(path))
         assert refused.returncode == 2, refused.stderr
         lines = [line for line in refused.stderr.splitlines() if line.startswith("changed: ")]
         assert {line.split(": ")[1] for line in lines} == expected  # named, one line each
         assert refused.stderr.strip().splitlines()[-1].endswith("nothing was run")
         assert executed(work) == everything and (work / "study.json").read_bytes() == record  # untouched
         if status:  # `study status` shows the same runs as changed
-            shown = cli("study", "status", str(path)).stdout.splitlines()
+            shown = fake_cli("study", "status", str(path)).stdout.splitlines()
             assert {line.split("|")[1].strip() for line in shown if "| changed" in line} == expected
-        accepted = cli("study", "run", str(path), "--rerun-changed")
+        accepted = fake_cli("study", "run", str(path), "--rerun-changed")
         assert accepted.returncode == 0, accepted.stderr
         assert sorted(executed(work)[len(everything):]) == sorted(expected)  # exactly those, once
         everything[:] = executed(work)
@@ -242,11 +249,12 @@ def _lock_holder(work: Path, timeout: float = 60) -> dict:
     raise AssertionError("the runner never took the workdir lock")
 
 
+@pytest.mark.slow
 def test_a_second_runner_is_refused_or_waits(tmp_path):
-    path = write_study(tmp_path / "s.yaml")  # data and one downstream run, 8 s each
+    path = write_study(tmp_path / "s.yaml")  # data and one downstream run, 4 s each
     work = tmp_path / "work"
     first = subprocess.Popen([*CLI, "study", "run", str(path)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env=env(FAKE_STEPS_SLEEP="8"))
+                             stderr=subprocess.DEVNULL, env=env(FAKE_STEPS_SLEEP="4"))
     try:
         assert _lock_holder(work)["pid"] == first.pid
         waiting = subprocess.Popen([*CLI, "study", "run", str(path), "--wait"], stdout=subprocess.PIPE,
@@ -266,10 +274,10 @@ def test_a_second_runner_is_refused_or_waits(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_runners_of_a_real_study_write_each_line_once(tmp_path):
+def test_two_runners_of_a_real_study_write_each_line_once(tmp_path, corpus_root):
     """The issue's symptom: two runners each trained and evaluated in the same experiment folder (four
     args_*.yaml, every dev/test line twice in log.log). Now the second is refused while the first runs."""
-    path, work = real_study(tmp_path), tmp_path / "work"
+    path, work = real_study(tmp_path, corpus_root), tmp_path / "work"
     first = subprocess.Popen([*CLI, "study", "run", str(path)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env=env(fake=False))
     try:
@@ -330,8 +338,8 @@ def session(sid: int) -> list[tuple[int, str]]:
     return found
 
 
-def real_study(tmp_path: Path, **overrides) -> Path:
-    return write_study(tmp_path / "s.yaml", data={"synthetic": {"scale": 0.2, "workers": 1}}, **overrides)
+def real_study(tmp_path: Path, corpus_root: Path, **overrides) -> Path:
+    return write_study(tmp_path / "s.yaml", data=corpus_data(corpus_root, ["speech_commands"]), **overrides)
 
 
 #: the command lines of the child that runs s3prl
@@ -364,8 +372,8 @@ def _start_and_kill_in_training(path: Path, work: Path) -> list[tuple[int, str]]
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
-def test_sigkill_of_the_runner_leaves_no_live_child_and_the_restart_is_clean(tmp_path):
-    path, work = real_study(tmp_path), tmp_path / "work"
+def test_sigkill_of_the_runner_leaves_no_live_child_and_the_restart_is_clean(tmp_path, corpus_root):
+    path, work = real_study(tmp_path, corpus_root), tmp_path / "work"
     assert _start_and_kill_in_training(path, work) == []
     assert json.loads((work / "state/downstream/w-base/speech_commands/seed1.json").read_text())["status"] == "running"
     result = cli("study", "run", str(path), fake=False)
@@ -378,8 +386,8 @@ def test_sigkill_of_the_runner_leaves_no_live_child_and_the_restart_is_clean(tmp
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
-def test_sigkill_of_the_runner_leaves_no_worker_nor_child(tmp_path):
+def test_sigkill_of_the_runner_leaves_no_worker_nor_child(tmp_path, corpus_root):
     """With a process pool (executor.workers 2) the worker dies with the runner, and s3prl's child with it."""
     # two runs in the stage: a run alone in its stage runs in the runner's process, not in the pool
-    path = real_study(tmp_path, executor={"kind": "local", "workers": 2}, seeds=[1, 2])
+    path = real_study(tmp_path, corpus_root, executor={"kind": "local", "workers": 2}, seeds=[1, 2])
     assert _start_and_kill_in_training(path, tmp_path / "work") == []

@@ -13,22 +13,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import studies
+from helpers.studies import corpus_data
 from superb_redundancy.study import StudyConfig, StudyConfigError, expand, run_study, study_status
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_study(path: Path, **overrides) -> Path:
-    study = {
-        "name": "t", "workdir": str(path.parent / "work"), "leaderboard": str(path.parent / "board"),
-        "data": {"synthetic": {"scale": 1.0}},
-        "upstreams": [{"name": "w", "family": "wav2vec2", "base": "tiny",
-                       "similarity": {"batch_size": 32, "limit": 64}}],
-        "tasks": ["speech_commands"], "seeds": [1337],
-    }
-    study.update(overrides)
-    path.write_text(yaml.safe_dump(study))
-    return path
+    return studies.write_study(path, {"similarity": {"batch_size": 32, "limit": 64}},
+                               **{"data": {"synthetic": {"scale": 1.0}}, **overrides})
 
 
 def test_expansion_of_the_shipped_studies():
@@ -161,142 +155,6 @@ def test_a_shipped_model_as_base(tmp_path):
                                 "(layer 0 is kept)"]
 
 
-@pytest.mark.slow
-def test_failed_run_is_recorded_and_the_rest_go_on(tmp_path):
-    study = StudyConfig.from_yaml(write_study(
-        tmp_path / "s.yaml", tasks=["speech_commands"],
-        upstreams=[{"name": "good", "family": "wav2vec2", "base": "tiny", "baseline": False,
-                    "similarity": {"batch_size": 32, "limit": 48}, "prune": {"objectives": ["bi"], "amounts": [1]}},
-                   {"name": "bad", "family": "wav2vec2", "base": str(tmp_path / "missing.pt"), "baseline": False,
-                    "similarity": {"batch_size": 32, "limit": 48}, "prune": {"objectives": ["bi"], "amounts": [1]}}]))
-    states, _ = run_study(study, progress=False)
-    assert states["similarity/bad"]["status"] == "failed" and "missing.pt" in states["similarity/bad"]["error"]
-    assert states["prune/bad/bi-1"]["status"] == "skipped"
-    assert states["similarity/good"]["status"] == "done" and states["prune/good/bi-1"]["status"] == "done"
-    assert yaml.safe_load(Path(states["prune/good/bi-1"]["outputs"]["spec"]).read_text())["drop_layers"]
-    rows = {run_id: status for run_id, status, _ in study_status(study)}
-    assert rows["similarity/bad"] == "failed" and rows["prune/good/bi-1"] == "done"
-
-
-@pytest.mark.slow
-def test_submitit_local_executor(tmp_path):
-    study = StudyConfig.from_yaml(write_study(
-        tmp_path / "s.yaml", upstreams=[{"name": "w", "family": "wavlm", "base": "tiny", "baseline": False,
-                                         "similarity": {"batch_size": 32, "limit": 48},
-                                         "prune": {"objectives": ["knn-bi"], "amounts": [1]}}],
-        executor={"kind": "slurm", "cluster": "local", "slurm": {"timeout_min": 10}}))
-    states, _ = run_study(study, progress=False)
-    assert all(s["status"] == "done" for s in states.values()), states
-    assert list((tmp_path / "work" / "submitit").iterdir())  # the jobs' submitit folders
-
-
-@pytest.mark.slow
-def test_resume_after_a_kill_loses_and_duplicates_nothing(tmp_path):
-    path = write_study(tmp_path / "s.yaml", seeds=[1, 2])  # base x speech_commands x 2 seeds
-    work = tmp_path / "work"
-    command = [sys.executable, "-m", "superb_redundancy.cli", "study", "run", str(path)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    first, second = (work / "state" / "downstream" / "w-base" / "speech_commands" / f"seed{s}.json" for s in (1, 2))
-    deadline = time.time() + 600
-    while time.time() < deadline and not (second.is_file() and json.loads(second.read_text())["status"] == "running"):
-        time.sleep(0.5)
-    assert json.loads(first.read_text())["status"] == "done"
-    time.sleep(3)  # well inside the second run
-    os.killpg(process.pid, signal.SIGKILL)  # the worker and its run_downstream.py child
-    process.wait()
-    finished = json.loads(first.read_text())
-    assert json.loads(second.read_text())["status"] == "running"  # interrupted
-
-    study = StudyConfig.from_yaml(path)
-    states, frame = run_study(study, progress=False)
-    assert json.loads(first.read_text()) == finished  # the finished run was not redone
-    assert states["downstream/w-base/speech_commands/seed2"]["status"] == "done"
-    records = list((work / "records").glob("*.json"))
-    assert len(records) == 2  # one per run: nothing lost, nothing duplicated
-    assert {json.loads(r.read_text())["seed"] for r in records} == {1, 2}
-    assert frame is not None and (tmp_path / "board" / "index.html").is_file()
-
-
-@pytest.mark.slow
-def test_a_cut_down_paper_study_keeps_its_invariants(tmp_path):
-    """The embedded default's shape with fewer steps: curves first, the keep95 prune amounts read off them (the
-    spec drops what the curves dropped there), step-1 mimickers and the two baselines (only the baselines train
-    their layers in step 2), mimickers on their tasks only, and every run's record in the leaderboard."""
-    import json
-
-    study = StudyConfig.from_yaml(write_study(
-        tmp_path / "s.yaml", tasks=["speech_commands", "emotion"],
-        upstreams=[{"name": "w", "family": "wav2vec2", "base": "tiny",
-                    "similarity": {"batch_size": 32, "limit": 64},
-                    "prune": {"objectives": ["knn-bi", "bi"], "amounts": ["keep95"]},
-                    "mimic": [{"kind": "linear", "n_layers": 1, "z": 8, "epochs": 1, "batch_size": 16},
-                              {"kind": "linear", "n_layers": 1, "z": 8, "step1": False}, {"n_layers": 0}],
-                    "mimic_tasks": ["speech_commands"]}],
-        curves={"task": "speech_commands", "objectives": ["forward", "bi", "knn-bi"], "repeats": 2, "subset": 0.8}))
-    states, frame = run_study(study, progress=False)
-    assert all(s["status"] == "done" for s in states.values()), {k: s for k, s in states.items()
-                                                                  if s["status"] != "done"}
-    work = Path(study.workdir)
-    curves = json.loads((work / "runs/curves/w/curves.json").read_text())
-    for objective in ("knn-bi", "bi"):
-        spec = yaml.safe_load((work / f"runs/prune/w/{objective}-keep95/spec.yaml").read_text())
-        threshold = curves["thresholds"][objective]["95%"]
-        assert spec["drop_layers"] == threshold["dropped_layers"]
-        assert spec["notes"]["amount"] == threshold["amount"] and spec["notes"]["read_off_curves"]["as"] == "keep95"
-    logs = {p.parents[2].name: p.read_text() for p in work.glob("runs/downstream/*/speech_commands/seed1337/exp.log")}
-    assert " -f " not in logs["w-mimic-linear-N1-z8"]  # step 2 leaves the mimicker as step 1 made it
-    assert " -f " in logs["w-mimic-nonmimic-linear-N1-z8"] and " -f " in logs["w-mimic-classifier-only"]
-    assert not list(work.glob("runs/downstream/w-mimic-*/emotion"))
-    assert list(work.glob("runs/downstream/w-knn-bi-keep95/emotion/seed1337/exp/log.log"))
-    # one record per evaluated model: a twin (BI choosing kNN-BI's layers) reuses the run it repeats
-    twins = [run_id for run_id, s in states.items() if s["outputs"].get("same_as")]
-    assert all(t.startswith("downstream/w-bi-keep95/") for t in twins)
-    assert len(list((work / "records").glob("*.json"))) == \
-        len([r for r in expand(study) if r.kind == "downstream"]) - len(twins)
-    assert frame is not None and len(frame) > 0
-
-
-@pytest.mark.slow
-def test_a_study_heals_and_replaces_a_block(tmp_path):
-    """Heal runs write pruned artifacts that record their healing, and the leaderboard shows them beside the
-    pruned model; a block-replacing mimicker is trained in step 1 with its own targets (not the study's layer i)
-    and evaluated through mimic_local like the whole-stack one."""
-    import torch
-
-    study = StudyConfig.from_yaml(write_study(
-        tmp_path / "s.yaml",
-        upstreams=[{"name": "w", "family": "wav2vec2", "base": "tiny", "similarity": {"batch_size": 32, "limit": 64},
-                    "prune": {"objectives": ["span"], "amounts": [1]},
-                    "heal": {"epochs": 1, "batch_size": 16, "lr": 1.0e-3},
-                    "mimic": [{"kind": "linear", "n_layers": 1, "z": 8, "epochs": 1, "batch_size": 16,
-                               "span": [1, 2]}], "mimic_select_by": "acc"}]))
-    mimic_run = {r.run_id: r for r in expand(study)}["mimic/w"]
-    assert mimic_run.params["eval_head_run"] == "downstream/w-base/speech_commands/seed1337"  # the base's experiment
-    assert mimic_run.params["eval_head_run"] in mimic_run.needs
-    states, frame = run_study(study, progress=False)
-    assert all(s["status"] == "done" for s in states.values()), {k: s for k, s in states.items()
-                                                                  if s["status"] != "done"}
-    work = Path(study.workdir)
-    healed = states["heal/w/span-1"]["outputs"]
-    assert healed["loss_after"] <= healed["loss_before"]  # epoch 0 (unhealed) is a candidate: never worse
-    artifact = torch.load(healed["artifact"], map_location="cpu", weights_only=True)
-    record = artifact["superb_redundancy"]["healed"]
-    spec = yaml.safe_load((work / "runs/prune/w/span-1/spec.yaml").read_text())
-    assert record["spec"]["drop_layers"] == spec["drop_layers"] and record["epochs"] == 1
-    mimic = torch.load(states["mimic/w"]["outputs"]["artifacts"][0], map_location="cpu", weights_only=True)
-    assert mimic["config"]["span"] == [1, 2] and mimic["config"]["layer_i"] is None
-    training = mimic["training"]  # step 1 through the base's KS head, the epoch chosen by its accuracy
-    assert training["select_by"] == "acc" and len(training["head_accuracy"]) == 2  # epochs 0 and 1
-    assert "downstream/w-base/speech_commands/seed1337/exp/" in training["eval_head"]["checkpoint"]
-    labels = set(frame[frame.task == "speech_commands"].label)
-    dropped = spec["drop_layers"]
-    assert f"pruned_wav2vec2 drop {dropped} (span)" in labels
-    assert f"pruned_wav2vec2 drop {dropped} (span) healed" in labels
-    assert "mimic linear N=1 z=8 replacing 1-2" in labels
-    log = (work / "runs/downstream/w-span-1-healed/speech_commands/seed1337/exp.log").read_text()
-    assert "pruned_wav2vec2_local" in log and healed["artifact"] in log
-
-
 def test_a_pruned_model_chosen_twice_is_a_twin(tmp_path):
     """Two prune runs that write the same model (here BI and kNN-BI choosing the same layer): the later variant's
     downstream runs are twins of the earlier's, scheduled after them; a different model or another kind is not."""
@@ -323,24 +181,181 @@ def test_a_pruned_model_chosen_twice_is_a_twin(tmp_path):
     assert _waits_for(forward, study, [bi, forward, knn], {}) == list(forward.needs)
 
 
-@pytest.mark.slow
-def test_a_twin_reuses_the_result_of_the_run_it_repeats(tmp_path):
-    """amount 1 and 0.34 of a 3-layer model drop the same layer: one head trained, one record, one row."""
+# ------------------------------------------------------------------------------------------ one study, end to end
+#: the upstreams of the end-to-end study: ``w`` the cut-down paper's shape (keep95 read off the curves, step-1
+#: mimickers and the two baselines), ``h`` healing and a block replacement chosen by the head's accuracy (on the
+#: pre-LN tiny model, so that no model is another upstream's), ``f`` two amounts dropping the same layer (a twin),
+#: ``bad`` a missing base (its runs fail or are skipped, the others go on)
+def _upstreams(preln: Path, missing: Path) -> list[dict]:
+    similarity = {"batch_size": 32, "limit": 64}
+    return [
+        {"name": "w", "family": "wav2vec2", "base": "tiny", "similarity": similarity,
+         "prune": {"objectives": ["knn-bi", "bi"], "amounts": ["keep95"]},
+         "mimic": [{"kind": "linear", "n_layers": 1, "z": 8, "epochs": 1, "batch_size": 16},
+                   {"kind": "linear", "n_layers": 1, "z": 8, "step1": False}, {"n_layers": 0}],
+         "mimic_tasks": ["speech_commands"]},
+        {"name": "h", "family": "wav2vec2", "base": str(preln), "similarity": similarity,
+         "prune": {"objectives": ["span"], "amounts": [1]}, "heal": {"epochs": 1, "batch_size": 16, "lr": 1.0e-3},
+         "mimic": [{"kind": "linear", "n_layers": 1, "z": 8, "epochs": 1, "batch_size": 16, "span": [1, 2]}],
+         "mimic_select_by": "acc", "mimic_tasks": ["speech_commands"]},
+        {"name": "f", "family": "wav2vec2", "base": "tiny", "baseline": False,
+         "similarity": {"batch_size": 32, "limit": 48}, "prune": {"objectives": ["forward"], "amounts": [1, 0.34]}},
+        {"name": "bad", "family": "wav2vec2", "base": str(missing), "baseline": False,
+         "similarity": {"batch_size": 32, "limit": 48}, "prune": {"objectives": ["bi"], "amounts": [1]}},
+    ]
+
+
+@pytest.fixture(scope="module")
+def studied(tmp_path_factory, corpus_root, tiny_preln_wav2vec2):
+    """The end-to-end study, run once (two workers) on the session's corpus: (study, states, leaderboard frame)."""
+    folder = tmp_path_factory.mktemp("e2e_study")
+    tasks = ["speech_commands", "emotion"]
     study = StudyConfig.from_yaml(write_study(
-        tmp_path / "s.yaml", upstreams=[{"name": "w", "base": "tiny", "baseline": False,
-                                         "similarity": {"batch_size": 32, "limit": 48},
-                                         "prune": {"objectives": ["forward"], "amounts": [1, 0.34]}}]))
+        folder / "s.yaml", tasks=tasks, data=corpus_data(corpus_root, tasks),
+        upstreams=_upstreams(tiny_preln_wav2vec2, folder / "missing.pt"),
+        curves={"task": "speech_commands", "objectives": ["forward", "bi", "knn-bi", "span"], "repeats": 2,
+                "subset": 0.8}, executor={"kind": "local", "workers": 2}))
     states, frame = run_study(study, progress=False)
-    first, twin = (states[f"downstream/w-forward-{a}/speech_commands/seed1337"] for a in ("1", "0p34"))
+    return study, states, frame
+
+
+def _of(states: dict, upstream: str) -> dict:
+    """The states of one upstream's runs (its id, or its variants' downstream runs)."""
+    return {run_id: state for run_id, state in states.items()
+            if run_id != "data" and (run_id.split("/")[1] == upstream or run_id.split("/")[1].startswith(f"{upstream}-"))}
+
+
+@pytest.mark.slow
+def test_failed_run_is_recorded_and_the_rest_go_on(studied):
+    study, states, _ = studied
+    assert states["similarity/bad"]["status"] == "failed" and "missing.pt" in states["similarity/bad"]["error"]
+    assert states["prune/bad/bi-1"]["status"] == "skipped"
+    assert states["similarity/f"]["status"] == "done" and states["prune/f/forward-1"]["status"] == "done"
+    assert yaml.safe_load(Path(states["prune/f/forward-1"]["outputs"]["spec"]).read_text())["drop_layers"]
+    rows = {run_id: status for run_id, status, _ in study_status(study)}
+    assert rows["similarity/bad"] == "failed" and rows["prune/f/forward-1"] == "done"
+
+
+@pytest.mark.slow
+def test_a_cut_down_paper_study_keeps_its_invariants(studied):
+    """The embedded default's shape with fewer steps: curves first, the keep95 prune amounts read off them (the
+    spec drops what the curves dropped there), step-1 mimickers and the two baselines (only the baselines train
+    their layers in step 2), mimickers on their tasks only, and every run's record in the leaderboard."""
+    import json
+
+    study, states, frame = studied
+    done = {**_of(states, "w"), **_of(states, "h"), **_of(states, "f")}
+    assert all(s["status"] == "done" for s in done.values()), {k: s for k, s in done.items() if s["status"] != "done"}
+    work = Path(study.workdir)
+    curves = json.loads((work / "runs/curves/w/curves.json").read_text())
+    for objective in ("knn-bi", "bi"):
+        spec = yaml.safe_load((work / f"runs/prune/w/{objective}-keep95/spec.yaml").read_text())
+        threshold = curves["thresholds"][objective]["95%"]
+        assert sorted(spec["drop_layers"]) == threshold["dropped_layers"]  # the spec lists them in pruning order
+        assert spec["notes"]["amount"] == threshold["amount"] and spec["notes"]["read_off_curves"]["as"] == "keep95"
+    logs = {p.parents[2].name: p.read_text() for p in work.glob("runs/downstream/*/speech_commands/seed1337/exp.log")}
+    assert " -f " not in logs["w-mimic-linear-N1-z8"]  # step 2 leaves the mimicker as step 1 made it
+    assert " -f " in logs["w-mimic-nonmimic-linear-N1-z8"] and " -f " in logs["w-mimic-classifier-only"]
+    assert not list(work.glob("runs/downstream/w-mimic-*/emotion"))
+    assert list(work.glob("runs/downstream/w-knn-bi-keep95/emotion/seed1337/exp/log.log"))
+    # one record per evaluated model: a twin (BI choosing kNN-BI's layers) reuses the run it repeats
+    twins = [run_id for run_id, s in states.items() if (s.get("outputs") or {}).get("same_as")]
+    assert all(t.startswith(("downstream/w-bi-keep95/", "downstream/f-forward-0p34/")) for t in twins)
+    evaluated = [r for r in expand(study) if r.kind == "downstream" and states[r.run_id]["status"] == "done"]
+    assert len(list((work / "records").glob("*.json"))) == len(evaluated) - len(twins)
+    assert frame is not None and len(frame) > 0
+
+
+@pytest.mark.slow
+def test_a_study_heals_and_replaces_a_block(studied):
+    """Heal runs write pruned artifacts that record their healing, and the leaderboard shows them beside the
+    pruned model; a block-replacing mimicker is trained in step 1 with its own targets (not the study's layer i)
+    and evaluated through mimic_local like the whole-stack one."""
+    import torch
+
+    study, states, frame = studied
+    mimic_run = {r.run_id: r for r in expand(study)}["mimic/h"]
+    assert mimic_run.params["eval_head_run"] == "downstream/h-base/speech_commands/seed1337"  # the base's experiment
+    assert mimic_run.params["eval_head_run"] in mimic_run.needs
+    assert all(s["status"] == "done" for s in _of(states, "h").values()), _of(states, "h")
+    work = Path(study.workdir)
+    healed = states["heal/h/span-1"]["outputs"]
+    assert healed["loss_after"] <= healed["loss_before"]  # epoch 0 (unhealed) is a candidate: never worse
+    artifact = torch.load(healed["artifact"], map_location="cpu", weights_only=True)
+    record = artifact["superb_redundancy"]["healed"]
+    spec = yaml.safe_load((work / "runs/prune/h/span-1/spec.yaml").read_text())
+    assert record["spec"]["drop_layers"] == spec["drop_layers"] and record["epochs"] == 1
+    mimic = torch.load(states["mimic/h"]["outputs"]["artifacts"][0], map_location="cpu", weights_only=True)
+    assert mimic["config"]["span"] == [1, 2] and mimic["config"]["layer_i"] is None
+    training = mimic["training"]  # step 1 through the base's KS head, the epoch chosen by its accuracy
+    assert training["select_by"] == "acc" and len(training["head_accuracy"]) == 2  # epochs 0 and 1
+    assert "downstream/h-base/speech_commands/seed1337/exp/" in training["eval_head"]["checkpoint"]
+    labels = set(frame[frame.task == "speech_commands"].label)
+    dropped = spec["drop_layers"]
+    assert f"pruned_wav2vec2 drop {dropped} (span)" in labels
+    assert f"pruned_wav2vec2 drop {dropped} (span) healed" in labels
+    assert "mimic linear N=1 z=8 replacing 1-2" in labels
+    log = (work / "runs/downstream/h-span-1-healed/speech_commands/seed1337/exp.log").read_text()
+    assert "pruned_wav2vec2_local" in log and healed["artifact"] in log
+
+
+@pytest.mark.slow
+def test_a_twin_reuses_the_result_of_the_run_it_repeats(studied):
+    """amount 1 and 0.34 of a 3-layer model drop the same layer: one head trained, one record, one row."""
+    study, states, frame = studied
+    first, twin = (states[f"downstream/f-forward-{a}/speech_commands/seed1337"] for a in ("1", "0p34"))
     assert first["status"] == twin["status"] == "done"
-    assert twin["outputs"] == {"same_as": "downstream/w-forward-1/speech_commands/seed1337",
+    assert twin["outputs"] == {"same_as": "downstream/f-forward-1/speech_commands/seed1337",
                                "metric": first["outputs"]["metric"], "value": first["outputs"]["value"]}
     work = Path(study.workdir)
-    assert not (work / "runs/downstream/w-forward-0p34/speech_commands/seed1337/exp").exists()
-    assert len(list((work / "records").glob("*.json"))) == 1 and len(frame) == 1
+    assert not (work / "runs/downstream/f-forward-0p34/speech_commands/seed1337/exp").exists()
+    records = [json.loads(p.read_text()) for p in (work / "records").glob("*.json")]
+    assert len([r for r in records if r["task"] == "speech_commands"
+                and (r["spec"].get("notes") or {}).get("objective") == "forward"]) == 1
+    assert len(frame[(frame.task == "speech_commands") & frame.label.str.endswith("(forward)")]) == 1
     rows = {run_id: detail for run_id, _, detail in study_status(study)}
-    assert rows["downstream/w-forward-0p34/speech_commands/seed1337"].endswith(
-        "the same model as downstream/w-forward-1/speech_commands/seed1337")
+    assert rows["downstream/f-forward-0p34/speech_commands/seed1337"].endswith(
+        "the same model as downstream/f-forward-1/speech_commands/seed1337")
+
+
+@pytest.mark.slow
+def test_submitit_local_executor(tmp_path, corpus_root):
+    study = StudyConfig.from_yaml(write_study(
+        tmp_path / "s.yaml", data=corpus_data(corpus_root, ["speech_commands"]),
+        upstreams=[{"name": "w", "family": "wavlm", "base": "tiny", "baseline": False,
+                    "similarity": {"batch_size": 32, "limit": 48}, "prune": {"objectives": ["knn-bi"], "amounts": [1]}}],
+        executor={"kind": "slurm", "cluster": "local", "slurm": {"timeout_min": 10}}))
+    states, _ = run_study(study, progress=False)
+    assert all(s["status"] == "done" for s in states.values()), states
+    assert list((tmp_path / "work" / "submitit").iterdir())  # the jobs' submitit folders
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_loses_and_duplicates_nothing(tmp_path, corpus_root):
+    path = write_study(tmp_path / "s.yaml", seeds=[1, 2], data=corpus_data(corpus_root, ["speech_commands"]),
+                       upstreams=[{"name": "w", "family": "wav2vec2", "base": "tiny"}])  # base x KS x 2 seeds
+    work = tmp_path / "work"
+    command = [sys.executable, "-m", "superb_redundancy.cli", "study", "run", str(path)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first, second = (work / "state" / "downstream" / "w-base" / "speech_commands" / f"seed{s}.json" for s in (1, 2))
+    deadline = time.time() + 600
+    while time.time() < deadline and not (second.is_file() and json.loads(second.read_text())["status"] == "running"):
+        time.sleep(0.5)
+    assert json.loads(first.read_text())["status"] == "done"
+    time.sleep(3)  # well inside the second run
+    os.killpg(process.pid, signal.SIGKILL)  # the worker and its run_downstream.py child
+    process.wait()
+    finished = json.loads(first.read_text())
+    assert json.loads(second.read_text())["status"] == "running"  # interrupted
+
+    study = StudyConfig.from_yaml(path)
+    states, frame = run_study(study, progress=False)
+    assert json.loads(first.read_text()) == finished  # the finished run was not redone
+    assert states["downstream/w-base/speech_commands/seed2"]["status"] == "done"
+    records = list((work / "records").glob("*.json"))
+    assert len(records) == 2  # one per run: nothing lost, nothing duplicated
+    assert {json.loads(r.read_text())["seed"] for r in records} == {1, 2}
+    assert frame is not None and (tmp_path / "board" / "index.html").is_file()
 
 
 class _FakeExecutor:

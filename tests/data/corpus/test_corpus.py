@@ -30,10 +30,9 @@ MIN_SPEAKERS_SID = 10
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic")
-    generate(root, progress=False)
-    return root
+def corpus(full_corpus) -> Path:
+    """The corpus at the main job's scale (the main job's own when the journeys ran): the sizes it must have."""
+    return full_corpus
 
 
 @pytest.fixture(autouse=True)
@@ -64,6 +63,7 @@ def assert_mono_16k_float(wav, path=None):
 
 
 # ------------------------------------------------------------------------------------------- generation itself
+@pytest.mark.slow
 def test_determinism_and_task_independence(corpus, tmp_path):
     """A second generation of some tasks, on their own, gives byte-identical files (wav and flac)."""
     again = generate(tmp_path / "again", tasks=("voxceleb1", "asr"), progress=False)
@@ -111,6 +111,7 @@ def test_cli_errors(tmp_path, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_reuses_a_complete_corpus(corpus, capsys):
     assert cli_main(["corpus", "--root", str(corpus), "--tasks", "emotion,asr", "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -146,6 +147,7 @@ def test_char_dict_file():
 
 
 # ------------------------------------------------------------------------------------------------------ layouts
+@pytest.mark.slow
 def test_speech_commands_layout(corpus):
     v1, test, v2 = (corpus / n for n in ("speech_commands_v0.01", "speech_commands_test_set_v0.01",
                                            "speech_commands_v0.02"))
@@ -165,6 +167,7 @@ def test_speech_commands_layout(corpus):
                        for line in lines)
 
 
+@pytest.mark.slow
 def test_voxceleb1_layout(corpus):
     lines = [line.split() for line in (corpus / "voxceleb1" / "iden_split.txt").read_text().splitlines()]
     assert {split for split, _ in lines} == {"1", "2", "3"}
@@ -175,6 +178,7 @@ def test_voxceleb1_layout(corpus):
     assert (corpus / "voxceleb1" / "test" / "wav").is_dir() and (corpus / "voxceleb1" / "dev" / "wav").is_dir()
 
 
+@pytest.mark.slow
 def test_emotion_layout(corpus):
     meta = corpus / "IEMOCAP" / "meta_data"
     everything = None
@@ -194,6 +198,7 @@ def test_emotion_layout(corpus):
     assert all(soundfile.info(str(corpus / "IEMOCAP" / p)).samplerate == 16000 for p in everything)
 
 
+@pytest.mark.slow
 def test_asr_layout(corpus):
     libri = corpus / "LibriSpeech"
     for split, n in (("train-clean-100", 400), ("dev-clean", 50), ("test-clean", 100)):
@@ -227,6 +232,7 @@ def _class_of(task: str, path: str, emotion_of: dict[str, str]) -> str:
     return parts[1]
 
 
+@pytest.mark.slow
 def test_plans_vary_inside_each_class(corpus):
     """Every class mixes speakers' voices, per-clip rate/pitch, levels, noise kinds and several SNRs; KS words
     also move inside their 1 s clip. The planner draws all of it, so the plan shows it (and is deterministic)."""
@@ -263,6 +269,7 @@ def test_plans_vary_inside_each_class(corpus):
         assert checked >= {"speech_commands": 31, "voxceleb1": 16, "emotion": 4, "asr": 3}[task]
 
 
+@pytest.mark.slow
 def test_keyword_audio_shows_the_variation(corpus):
     """In the rendered test set the word sits at different places and over noise floors far apart."""
     for word in ("yes", "stop", "_unknown_"):
@@ -277,6 +284,7 @@ def test_keyword_audio_shows_the_variation(corpus):
 
 
 # ------------------------------------------------------------------------------ s3prl's own classes on the corpus
+@pytest.mark.slow
 def test_s3prl_speech_commands(corpus, tmp_path):
     from s3prl.downstream.speech_commands.dataset import CLASSES
     from s3prl.downstream.speech_commands.expert import DownstreamExpert
@@ -303,6 +311,7 @@ def test_s3prl_speech_commands(corpus, tmp_path):
     assert len(wavs) == config["downstream_expert"]["datarc"]["batch_size"]
 
 
+@pytest.mark.slow
 def test_s3prl_voxceleb1(corpus):
     from s3prl.downstream.voxceleb1.dataset import SpeakerClassifiDataset
 
@@ -322,6 +331,7 @@ def test_s3prl_voxceleb1(corpus):
     assert sizes["test"] >= MIN_TEST["voxceleb1"] and 16 >= MIN_SPEAKERS_SID
 
 
+@pytest.mark.slow
 def test_s3prl_emotion(corpus, tmp_path):
     from s3prl.downstream.emotion.dataset import IEMOCAPDataset
     from s3prl.downstream.emotion.expert import DownstreamExpert
@@ -343,6 +353,7 @@ def test_s3prl_emotion(corpus, tmp_path):
     assert_mono_16k_float(fold5[3][0], Path(datarc["root"]) / fold5.meta_data[3]["path"])
 
 
+@pytest.mark.slow
 def test_s3prl_asr(corpus):
     from s3prl.downstream.asr.dataset import SequenceDataset
     from s3prl.downstream.asr.dictionary import Dictionary
