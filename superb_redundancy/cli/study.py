@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 __all__ = ["register"]
@@ -69,7 +70,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
         if args.workdir:
             study.workdir = args.workdir
         if args.leaderboard:
-            study.leaderboard = args.leaderboard
+            study.leaderboard = replace(study.leaderboard, path=args.leaderboard)
         if args.device:
             study.device = args.device
         on_disk = study.problems()
@@ -122,7 +123,7 @@ def _print_study_summary(study, states: dict, frame, elapsed: float) -> None:
         print("\n## overview (one row per upstream variant)")
         print(tabulate(overview(frame), headers="keys", tablefmt="github", showindex=False))
         _print_paper_comparison(study, frame)
-        print(f"\nleaderboard: {Path(study.leaderboard) / 'index.html'}")
+        print(f"\nleaderboard: {Path(study.leaderboard.path) / 'index.html'}")
     print(_timing_line(states) + f"; this call {elapsed:.0f} s (leaderboard included)")
 
 
@@ -134,7 +135,7 @@ def _print_paper_comparison(study, frame) -> None:
     for up in study.upstreams:
         if not up.baseline or len(study.upstreams) > 1 and up is not study.upstreams[0]:
             continue  # one comparison: the first upstream's (the paper's table is one model's)
-        text = write_comparison(frame, Path(study.workdir), up.name, Path(study.leaderboard) / "paper_comparison.md",
+        text = write_comparison(frame, Path(study.workdir), up.name, Path(study.leaderboard.path) / "paper_comparison.md",
                                 task)
         if text:
             print("\n" + text)

@@ -21,7 +21,8 @@ for i > 0 (the output of layer i-1 is the input of layer i); :func:`cache_layers
 Arrays are ``.npy`` files opened memory-mapped, float16 by default (half the disk of float32; a value outside
 float16's range is refused with a hint to use ``dtype="float32"``).
 
-Clips are run one at a time, unpadded, so cached features never depend on what a clip was batched with.
+Clips are run in batches of equal length, never padded, so a clip's cached values do not depend on what it was
+batched with (beyond float rounding, far below float16's).
 Audio: ``*.wav`` / ``*.flac`` under a folder (recursive, sorted) or a list of files (or folders), listed by
 :func:`superb_redundancy.data.splits.audio_files` and read by :mod:`superb_redundancy.core.audio` (soundfile,
 multi-channel files averaged to mono), 16 kHz (other rates are refused: resample first); :func:`step1_audio`
@@ -111,9 +112,9 @@ def _audio_samples(path: Path) -> int:
 
 # ---------------------------------------------------------------------------------------------- the teacher and the cache
 class Teacher:
-    """A teacher's stock s3prl expert, run on one clip at a time.
+    """A teacher's stock s3prl expert, run on clips of one length at a time (nothing is padded).
 
-    :meth:`run` returns the projected features (captured at the encoder's input) and the outputs of the
+    :meth:`run` returns, per clip, the projected features (captured at the encoder's input) and the outputs of the
     requested transformer layers (s3prl's ``hidden_states[t + 1]``), each ``[T, d]`` float32 on the CPU.
     """
 
@@ -124,13 +125,16 @@ class Teacher:
         self.expert.model.encoder.register_forward_pre_hook(lambda module, args: self._captured.append(args[0]))
 
     @torch.no_grad()
-    def run(self, wav: np.ndarray, layers: Sequence[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    def run(self, wavs: Sequence[np.ndarray],
+            layers: Sequence[int]) -> list[tuple[torch.Tensor, dict[int, torch.Tensor]]]:
+        if len({len(w) for w in wavs}) != 1:  # padding would change what the teacher computes
+            raise ValueError("the teacher runs clips of one length at a time")
         self._captured.clear()
-        hidden_states = self.expert([torch.from_numpy(wav).to(self.device)])["hidden_states"]
+        hidden_states = self.expert([torch.from_numpy(w).to(self.device) for w in wavs])["hidden_states"]
         features = self._captured[0]
         frames = min(features.size(1), hidden_states[0].size(1))
-        return (features[0, :frames].float().cpu(),
-                {t: hidden_states[t + 1][0, :frames].float().cpu() for t in layers})
+        return [(features[b, :frames].float().cpu(), {t: hidden_states[t + 1][b, :frames].float().cpu() for t in layers})
+                for b in range(len(wavs))]
 
 
 class TeacherCache:
@@ -285,7 +289,7 @@ def build_teacher_cache(teacher: str | os.PathLike, audio, output: str | os.Path
     runner = Teacher(path, fam, resolve_device(device))
     index, keep, skipped = _clip_index(runner, files, samples, audio)
     with atomic_dir(output, unit=CACHE_FILES) as tmp:
-        _write_arrays(tmp, runner, files, keep, index, wanted, dtype, int(record["hidden_size"]), progress)
+        _write_arrays(tmp, runner, files, keep, index, wanted, dtype, int(record["hidden_size"]), progress, samples)
         torch.save({"teacher": record, "frontend": frontend}, tmp / "frontend.pt")
         manifest = _manifest(record, wanted, dtype, index, sources, skipped)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -326,30 +330,56 @@ def _clip_index(runner: Teacher, files: Sequence[Path], samples: Sequence[int],
     return index, keep, skipped
 
 
+#: frames per teacher batch (clips x frames): 83 one-second clips, one of 80 s
+BATCH_FRAMES = 4096
+
+
+def _batches(samples: Sequence[int], frames: Sequence[int]) -> list[list[int]]:
+    """The kept clips' rows, grouped by length (so nothing is padded) into batches of at most
+    :data:`BATCH_FRAMES` frames, in row order within a length."""
+    by_length: dict[int, list[int]] = {}
+    for row, n in enumerate(samples):
+        by_length.setdefault(n, []).append(row)
+    batches = []
+    for rows in by_length.values():
+        size = max(1, BATCH_FRAMES // max(1, frames[rows[0]]))
+        batches += [rows[i:i + size] for i in range(0, len(rows), size)]
+    return batches
+
+
 def _write_arrays(folder: Path, runner: Teacher, files: Sequence[Path], keep: Sequence[int], index: np.ndarray,
-                  wanted: Sequence[int], dtype: str, d: int, progress: bool) -> None:
-    """Run the teacher on each kept clip into ``features.npy`` and ``layer_<t>.npy`` (memory-mapped), then
-    write ``index.npy``."""
+                  wanted: Sequence[int], dtype: str, d: int, progress: bool, samples: Sequence[int]) -> None:
+    """Run the teacher on the kept clips, batched by length, into ``features.npy`` and ``layer_<t>.npy``
+    (memory-mapped), then write ``index.npy``. A clip's values do not depend on its batch beyond float rounding
+    (no padding), far below the cache's float16."""
     np_dtype, total = np.dtype(dtype), int(index[:, 1].sum())
     features = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=np_dtype, shape=(total, d))
     hidden = {t: np.lib.format.open_memmap(folder / f"layer_{t}.npy", mode="w+", dtype=np_dtype, shape=(total, d))
               for t in wanted}
-    for row, k in enumerate(progress_bar(keep, progress, desc="teacher cache", unit="clip")):
-        start, length = int(index[row, 0]), int(index[row, 1])
-        feats, outs = runner.run(_read_audio(files[k]), wanted)
-        if feats.size(0) != length:
-            raise MimicError(f"{files[k]}: the teacher made {feats.size(0)} frames, expected {length}")
-        arrays = [(features, feats, "features")] + [(hidden[t], outs[t], f"layer {t}") for t in wanted]
-        for array, value, what in arrays:
-            stored = value.numpy().astype(np_dtype)
-            if not np.isfinite(stored).all():
-                raise MimicError(f"{files[k]}: teacher {what} do not fit in {dtype} (max |x| = "
-                                 f"{float(value.abs().max()):.3g}); build the cache with dtype='float32'")
-            array[start:start + length] = stored
+    bar = progress_bar(None, progress, total=len(keep), desc="teacher cache", unit="clip")
+    for rows in _batches([samples[k] for k in keep], index[:, 1]):
+        outputs = runner.run([_read_audio(files[keep[row]]) for row in rows], wanted)
+        for row, (feats, outs) in zip(rows, outputs):
+            _store(files[keep[row]], int(index[row, 0]), int(index[row, 1]), feats, outs, features, hidden, dtype)
+        bar.update(len(rows))
+    bar.close()
     for array in [features, *hidden.values()]:
         array.flush()
     del features, hidden
     np.save(folder / "index.npy", index)
+
+
+def _store(path: Path, start: int, length: int, feats: torch.Tensor, outs: dict[int, torch.Tensor],
+           features: np.ndarray, hidden: dict[int, np.ndarray], dtype: str) -> None:
+    """One clip's teacher outputs into the arrays at its frame offset, checked to fit the cache's dtype."""
+    if feats.size(0) != length:
+        raise MimicError(f"{path}: the teacher made {feats.size(0)} frames, expected {length}")
+    for array, value, what in [(features, feats, "features")] + [(hidden[t], outs[t], f"layer {t}") for t in hidden]:
+        stored = value.numpy().astype(array.dtype)
+        if not np.isfinite(stored).all():
+            raise MimicError(f"{path}: teacher {what} do not fit in {dtype} (max |x| = "
+                             f"{float(value.abs().max()):.3g}); build the cache with dtype='float32'")
+        array[start:start + length] = stored
 
 
 def _manifest(record: dict, wanted: Sequence[int], dtype: str, index: np.ndarray, sources: list[dict],

@@ -20,6 +20,7 @@ Minimal example (the embedded default is ``studies/embedded_default.yaml``)::
     seeds: [1337]
     curves: {task: speech_commands, objectives: [forward, backward, bi, knn-bi], repeats: 5}
     executor: {kind: local}    # local | slurm (submitit)
+    leaderboard: leaderboard   # or {path: leaderboard, rounds: 30, max_passes: 32}: how variants are timed
 
 Every section is a frozen dataclass checked on load: :meth:`StudyConfig.load` collects every problem of a file
 (unknown or missing fields, wrong types, bad values, duplicates, missing configs), one line each, instead of
@@ -40,7 +41,8 @@ from superb_redundancy.study.sections import StudyConfigError, is_int, typed, un
 from superb_redundancy.study.upstream_plan import (KEEP_AMOUNTS, UpstreamPlan, check_objectives, upstream_disk_problems,
                                                    upstream_plan)
 
-__all__ = ["StudyConfig", "ExecutorConfig", "CurvesPlan", "SyntheticData", "StudyConfigError", "eval_head_task"]
+__all__ = ["StudyConfig", "ExecutorConfig", "CurvesPlan", "LeaderboardPlan", "SyntheticData", "StudyConfigError",
+           "eval_head_task"]
 
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
 
@@ -65,6 +67,18 @@ class ExecutorConfig:
 
 
 @dataclass(frozen=True)
+class LeaderboardPlan:
+    """``leaderboard:`` where the study's leaderboard is written and how its variants are timed (a string: the
+    path alone). Every variant is timed in ``rounds`` interleaved rounds, each timing the mean of 1 to
+    ``max_passes`` forward passes (doubled until variants whose MACs differ by more than 10% separate)."""
+
+    path: str = "leaderboard"
+    device: Optional[str] = None  # None: the study's device
+    rounds: int = 30
+    max_passes: int = 32
+
+
+@dataclass(frozen=True)
 class SyntheticData:
     """``data.synthetic``: the arguments of :func:`superb_redundancy.data.corpus.generate`."""
 
@@ -85,7 +99,7 @@ class StudyConfig:
     device: str = "cpu"
     curves: Optional[CurvesPlan] = None
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
-    leaderboard: str = "leaderboard"
+    leaderboard: LeaderboardPlan = field(default_factory=LeaderboardPlan)
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[Optional["StudyConfig"], list[str]]:
@@ -158,6 +172,17 @@ def _executor(data, where: str, problems: list[str]) -> ExecutorConfig:
     if executor.cluster not in (None, "slurm", "local", "debug"):
         problems.append(f"{where}.cluster: {executor.cluster!r}; valid: null (auto), slurm, local, debug")
     return executor
+
+
+def _leaderboard(data, where: str, problems: list[str]) -> LeaderboardPlan:
+    plan = LeaderboardPlan(path=data) if isinstance(data, str) else \
+        typed(LeaderboardPlan, data, where, problems) or LeaderboardPlan()
+    for name in ("rounds", "max_passes"):
+        if getattr(plan, name) < 1:
+            problems.append(f"{where}.{name}: {getattr(plan, name)}; must be >= 1")
+    if plan.device is not None and not _DEVICE.fullmatch(plan.device):
+        problems.append(f"{where}.device: {plan.device!r}; valid: cpu, cuda, cuda:N, mps")
+    return plan
 
 
 def _data(data, where: str, problems: list[str]) -> dict:
@@ -272,7 +297,7 @@ def _curves_problems(study: StudyConfig) -> list[str]:
 
 def _study(data: Any, source: str, problems: list[str]) -> Optional[StudyConfig]:
     nested = {"data": _data, "upstreams": _upstreams, "tasks": _tasks, "seeds": _seeds, "curves": _curves,
-              "executor": _executor}
+              "executor": _executor, "leaderboard": _leaderboard}
     before = len(problems)
     if isinstance(data, dict) and "name" not in data:  # reported; a stand-in lets the rest be checked too
         problems.append(f"{source}: missing field(s) ['name']")

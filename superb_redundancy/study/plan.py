@@ -1,6 +1,8 @@
 """Expand a study into runs: data -> fine-tune -> similarity -> the base's downstream runs -> pruning curves ->
-prune specs, mimickers -> healing the pruned models -> the variants' downstream runs. The curves come before the
-prune specs so that a prune amount can be "the largest amount the curves show keeping 95%" (``keep95``).
+prune specs and the teacher's cached states -> mimickers (one run per configuration) and the healed pruned models
+-> the variants' downstream runs. The curves come before the prune specs so that a prune amount can be "the largest
+amount the curves show keeping 95%" (``keep95``); one teacher run per upstream caches the states that all its
+mimickers and healing runs distil from.
 
 Every run has a stable id (also its output folder under ``<workdir>/runs/``), a stage, JSON-able params, the
 ids of the runs it needs, and a ``params_hash``: the sha256 of everything that decides its outputs (its
@@ -24,9 +26,9 @@ from typing import Optional
 from superb_redundancy.study.config import StudyConfig, eval_head_task
 from superb_redundancy.study.upstream_plan import UpstreamPlan, amount_label, mimic_entry, mimic_label
 
-__all__ = ["Run", "expand", "variants", "variant_tasks", "run_id", "downstream_id", "STAGES"]
+__all__ = ["Run", "expand", "variants", "variant_tasks", "distils", "run_id", "downstream_id", "STAGES"]
 
-STAGES = ("data", "finetune", "similarity", "base", "curves", "derive", "heal", "downstream")
+STAGES = ("data", "finetune", "similarity", "base", "curves", "derive", "distil", "downstream")
 
 #: the KS corpora similarity, pruning and mimicking read (steps.split_audio)
 _KS_DATA = ("synthetic", "speech_commands", "speech_commands_35")
@@ -35,7 +37,7 @@ _KS_DATA = ("synthetic", "speech_commands", "speech_commands_35")
 @dataclass(frozen=True)
 class Run:
     run_id: str
-    kind: str  # data | finetune | similarity | prune | mimic | heal | downstream | curves
+    kind: str  # data | finetune | similarity | prune | teacher | mimic | heal | downstream | curves
     stage: int
     params: dict = field(default_factory=dict)
     needs: tuple[str, ...] = ()  # runs whose outputs this one reads (a failed one skips it)
@@ -47,8 +49,9 @@ class Run:
 
 
 def run_id(kind: str, upstream: str, detail: str = "") -> str:
-    """The id of an upstream's run of ``kind`` (finetune, similarity, curves, mimic; prune and heal with the
-    variant's ``<objective>-<amount>`` as ``detail``): every run id but data's and downstream's is built here."""
+    """The id of an upstream's run of ``kind`` (finetune, similarity, curves, teacher; prune and heal with the
+    variant's ``<objective>-<amount>`` as ``detail``, mimic with the mimicker's name): every run id but data's and
+    downstream's is built here."""
     return f"{kind}/{upstream}/{detail}" if detail else f"{kind}/{upstream}"
 
 
@@ -70,11 +73,16 @@ def variants(upstream: UpstreamPlan) -> list[dict]:
             if upstream.heal is not None:
                 found.append({"label": f"{upstream.name}-{stem}-healed", "kind": "healed",
                               "heal_run": run_id("heal", upstream.name, stem)})
-    for index, config in enumerate(upstream.mimic):
+    for config in upstream.mimic:
         _, step1 = mimic_entry(config)
-        found.append({"label": f"{upstream.name}-mimic-{mimic_label(config)}", "kind": "mimic", "mimic_index": index,
-                      "mimic_run": run_id("mimic", upstream.name), "step1": step1})
+        found.append({"label": f"{upstream.name}-mimic-{mimic_label(config)}", "kind": "mimic",
+                      "mimic_run": run_id("mimic", upstream.name, mimic_label(config)), "step1": step1})
     return found
+
+
+def distils(upstream: UpstreamPlan) -> bool:
+    """Whether the upstream has a teacher run: a mimicker trained in step 1, or healing, distils from it."""
+    return upstream.heal is not None or any(mimic_entry(config)[1] for config in upstream.mimic)
 
 
 def variant_tasks(study: StudyConfig, upstream: UpstreamPlan, variant: dict) -> tuple[str, ...]:
@@ -142,15 +150,15 @@ def _inputs(run: Run, study: StudyConfig) -> dict:
         inputs["setting"] = study.setting
     if run.kind in ("finetune", "downstream"):
         inputs["setting_sha256"] = setting_content(run.params["task"], run.params.get("setting") or study.setting)
-    if run.kind in ("similarity", "prune", "mimic", "heal"):
+    if run.kind in ("similarity", "prune", "teacher", "mimic", "heal"):
         inputs["data"] = {k: study.data.get(k) for k in _KS_DATA}
-    if run.kind == "heal":
-        inputs["audio"] = up.similarity.data
+    if run.kind in ("teacher", "heal"):
+        inputs["audio"] = up.similarity.data  # its training clips come from there when given
     if run.kind == "mimic":
         from dataclasses import asdict
 
-        inputs["configs"] = [dict(asdict(mimic_entry(c)[0]), step1=mimic_entry(c)[1]) for c in run.params["configs"]]
-        inputs["audio"] = up.similarity.data  # its training clips come from there when given
+        config, step1 = mimic_entry(run.params["config"])
+        inputs["config"] = dict(asdict(config), step1=step1)
     return inputs
 
 
@@ -166,6 +174,33 @@ def _keyed(runs: list[Run], study: StudyConfig) -> list[Run]:
         hashes[run.run_id] = digest
         keyed.append(replace(run, params_hash=digest, resolved=json.loads(json.dumps(resolved, default=str))))
     return keyed
+
+
+def _distillation(study: StudyConfig, up: UpstreamPlan, base: tuple[str, ...],
+                  similarity: tuple[str, ...]) -> list[Run]:
+    """The teacher run (its states cached once, for every mimicker and healing run of the upstream) and one mimic
+    run per configuration (the baselines are only initialised). The first similarity block, when there is one,
+    places a mimicker's layer i."""
+    runs = []
+    teacher = ()
+    if distils(up):
+        runs.append(Run(run_id("teacher", up.name), "teacher", 5,
+                        {"upstream": up.name, "configs": [c for c in up.mimic if mimic_entry(c)[1]],
+                         "heal_targets": up.heal["targets"] if up.heal is not None else None},
+                        needs=base + similarity))
+        teacher = (run_id("teacher", up.name),)
+    head: dict = {}
+    if up.mimic_select_by is not None:  # step 1 evaluated through the base's head (its experiment)
+        head = {"select_by": up.mimic_select_by,
+                "eval_head_run": downstream_id(f"{up.name}-base", eval_head_task(study), study.seeds[0])}
+    for config in up.mimic:
+        params: dict = {"upstream": up.name, "config": config}
+        needs = base + similarity
+        if mimic_entry(config)[1]:  # step 1: distilled from the cached teacher (and watched through the head)
+            params.update(head)
+            needs += teacher + ((head["eval_head_run"],) if head else ())
+        runs.append(Run(run_id("mimic", up.name, mimic_label(config)), "mimic", 6, params, needs=needs))
+    return runs
 
 
 def expand(study: StudyConfig) -> list[Run]:
@@ -201,15 +236,8 @@ def expand(study: StudyConfig) -> list[Run]:
                 if up.heal is not None:  # distil the pruned model's kept layers towards the base, on the KS audio
                     runs.append(Run(run_id("heal", up.name, stem), "heal", 6,
                                     {"upstream": up.name, "prune_run": prune_run, "config": dict(up.heal)},
-                                    needs=base + (prune_run,)))
-        if up.mimic:  # the first similarity block, when there is one, places the mimicker's layer i
-            params: dict = {"upstream": up.name, "configs": list(up.mimic)}
-            head = ()
-            if up.mimic_select_by is not None:  # step 1 evaluated through the base's head (its experiment)
-                params.update(select_by=up.mimic_select_by,
-                              eval_head_run=downstream_id(f"{up.name}-base", eval_head_task(study), study.seeds[0]))
-                head = (params["eval_head_run"],)
-            runs.append(Run(run_id("mimic", up.name), "mimic", 5, params, needs=base + similarity + head))
+                                    needs=base + (prune_run, run_id("teacher", up.name))))
+        runs.extend(_distillation(study, up, base, similarity))
         for variant in variants(up):
             source = tuple(variant[k] for k in ("prune_run", "mimic_run", "heal_run") if k in variant)
             stage = 3 if variant["kind"] == "base" else 7  # the base's runs first: the curves start from one

@@ -207,8 +207,10 @@ def _write_leaderboard(study: StudyConfig, workdir: Path):
     records = load_records(workdir / "records")
     if not records:
         return None
-    frame, timing = build(records, device=study.device)
-    write_leaderboard(frame, Path(study.leaderboard), timing=timing)
+    plan = study.leaderboard
+    frame, timing = build(records, device=plan.device or study.device, repeats=plan.rounds,
+                          max_passes=plan.max_passes)
+    write_leaderboard(frame, Path(plan.path), timing=timing)
     return frame
 
 

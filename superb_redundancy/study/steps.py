@@ -207,39 +207,68 @@ def _end_of_first_block(study: StudyConfig, up: UpstreamPlan) -> Optional[int]:
     return min(max(last_layer, 0), report.num_layers - 2)
 
 
-def _mimic(run: Run, study: StudyConfig, folder: Path) -> dict:
-    """Step 1 for the mimickers (one teacher pass for all); the baselines (non-mimicker, classifier only) are
-    only initialised. ``artifacts`` lists them in the plan's order."""
-    from superb_redundancy.mimic.baselines import baseline_name, init_artifact
-    from superb_redundancy.mimic.train import train_grid
+def _mimic_config(study: StudyConfig, up: UpstreamPlan, entry: dict):
+    """A plan's mimic entry as trained: (MimicConfig, trained in step 1), with the study's layer i (the end of the
+    first similarity block) for the whole stack; a block replacement (span) places its own targets."""
     from superb_redundancy.study.upstream_plan import mimic_entry
 
-    up = _upstream(study, run.params["upstream"])
     layer_i = _end_of_first_block(study, up)
-    # a block replacement (span) places its own targets inside the span; the block end is the whole stack's layer i
-    entries = [mimic_entry({**({"layer_i": layer_i} if layer_i is not None and "span" not in c else {}), **c})
-               for c in run.params["configs"]]
+    return mimic_entry({**({"layer_i": layer_i} if layer_i is not None and "span" not in entry else {}), **entry})
+
+
+def _teacher_cache_dir(study: StudyConfig, upstream: str) -> Path:
+    """The folder of the teacher states an upstream's mimickers and healing runs distil from."""
+    return _run_folder(study, run_id("teacher", upstream)) / "cache"
+
+
+def _teacher(run: Run, study: StudyConfig, folder: Path) -> dict:
+    """One pass of the teacher over the training audio, caching the states that every step-1 mimicker and every
+    healing run of the upstream reads (the union of their layers), so that each reads a cache instead of running
+    the teacher again."""
+    from superb_redundancy.mimic.teacher_cache import build_teacher_cache, cache_layers
+    from superb_redundancy.models.families import get_family
+
+    up = _upstream(study, run.params["upstream"])
+    teacher = base_checkpoint(study, up)
+    family = get_family(up.family)
+    layers = family.num_layers(torch.load(teacher, map_location="cpu", weights_only=True, mmap=True))
+    wanted = {t for entry in run.params["configs"] for t in cache_layers(_mimic_config(study, up, entry)[0], layers)}
+    if run.params["heal_targets"] is not None:  # the final layer; "mapped" also each kept layer's own position
+        wanted |= set(range(layers)) if run.params["heal_targets"] == "mapped" else {layers - 1}
+    cache = build_teacher_cache(teacher, split_audio(study, up, "train"), folder / "cache", layers=sorted(wanted),
+                                family=up.family, device=study.device, progress=False)
+    return {"cache": str(cache.directory), "layers": cache.layers, "clips": len(cache)}
+
+
+def _mimic(run: Run, study: StudyConfig, folder: Path) -> dict:
+    """Step 1 of one mimicker, on its upstream's cached teacher states (resumed epoch by epoch); a baseline
+    (non-mimicker, classifier only) is only initialised."""
+    from superb_redundancy.mimic.baselines import baseline_name, init_artifact
+    from superb_redundancy.mimic.train import train_mimicker
+
+    up = _upstream(study, run.params["upstream"])
+    config, step1 = _mimic_config(study, up, run.params["config"])
     teacher = str(base_checkpoint(study, up))
-    trained = [config for config, step1 in entries if step1]
+    if not step1:
+        return {"artifact": str(init_artifact(teacher, config, folder / f"{baseline_name(config)}.pt"))}
     head = None
     if run.params.get("select_by"):  # the base's experiment: its Featurizer and head, on its dev split
         head = _run_folder(study, run.params["eval_head_run"]) / "exp"
-    artifacts = iter(train_grid(teacher, split_audio(study, up, "train"), trained, folder, device=study.device,
-                                eval_head=head, select_by=run.params.get("select_by") or "mse")
-                     if trained else [])
-    paths = [next(artifacts) if step1 else init_artifact(teacher, config, folder / f"{baseline_name(config)}.pt")
-             for config, step1 in entries]
-    return {"artifacts": [str(a) for a in paths]}
+    artifact = train_mimicker(_teacher_cache_dir(study, up.name), config, folder / f"{config.name()}.pt",
+                              device=study.device, progress=False, teacher=teacher, eval_head=head,
+                              select_by=run.params.get("select_by") or "mse")
+    return {"artifact": str(artifact)}
 
 
 def _heal(run: Run, study: StudyConfig, folder: Path) -> dict:
-    """Heal one pruned variant (:mod:`superb_redundancy.pruning.heal`) on the KS training audio, towards the base."""
+    """Heal one pruned variant (:mod:`superb_redundancy.pruning.heal`) on the KS training audio, towards the base,
+    from the upstream's cached teacher states."""
     from superb_redundancy.pruning.heal import HealConfig, heal
 
     up = _upstream(study, run.params["upstream"])
     result = heal(folder / "healed.pt", family=up.family, spec=_spec_path(study, run.params["prune_run"]),
                   audio=split_audio(study, up, "train"), config=HealConfig(**run.params["config"]),
-                  cache_dir=folder / "teacher_cache", device=study.device, progress=False)
+                  cache_dir=_teacher_cache_dir(study, up.name), device=study.device, progress=False)
     record = result.record
     return {"artifact": str(result.path), "loss_before": record["loss_before"], "loss_after": record["loss_after"],
             "best_epoch": record["best_epoch"], "measured_on": record["measured_on"]}
@@ -307,13 +336,13 @@ def _downstream(run: Run, study: StudyConfig, folder: Path) -> dict:
     elif variant["kind"] == "healed":  # a pruned artifact with healed layers: -u pruned_<family>_local -k
         chosen = Variant(variant["label"], f"pruned_{family.name}_local",
                          ckpt=str(_run_folder(study, variant["heal_run"]) / "healed.pt"))
-    else:  # the mimic run lists its artifacts in the order of the plan's configurations
+    else:  # a mimicker or baseline: the artifact its mimic run wrote
         import json
 
         state = json.loads((_workdir(study) / "state" / f"{variant['mimic_run']}.json").read_text())
         # the baselines' layers learn only in step 2 (-f), as in the paper; the mimickers' stay frozen there
         # (the authors' code default)
-        chosen = Variant(variant["label"], "mimic_local", ckpt=state["outputs"]["artifacts"][variant["mimic_index"]],
+        chosen = Variant(variant["label"], "mimic_local", ckpt=state["outputs"]["artifact"],
                          extra_args=() if variant.get("step1", True) else ("-f",))
     task = run.params["task"]
     overrides = {**data_overrides(study, task), "args.seed": int(run.params["seed"])}
@@ -339,8 +368,8 @@ def _curves(run: Run, study: StudyConfig, folder: Path) -> dict:
     return {"files": {k: str(v) for k, v in result.save(folder).items()}, "thresholds": result.table()}
 
 
-_STEPS = {"data": _data, "finetune": _finetune, "similarity": _similarity, "prune": _prune, "mimic": _mimic,
-          "heal": _heal, "downstream": _downstream, "curves": _curves}
+_STEPS = {"data": _data, "finetune": _finetune, "similarity": _similarity, "prune": _prune, "teacher": _teacher,
+          "mimic": _mimic, "heal": _heal, "downstream": _downstream, "curves": _curves}
 
 
 #: test-only: a module whose ``STEPS`` (kind -> step) replace these, so that the runner's own behaviour (locks,

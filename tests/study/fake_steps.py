@@ -19,4 +19,5 @@ def _step(run, study, folder: Path) -> dict:
     return {"params_hash": run.params_hash}
 
 
-STEPS = {kind: _step for kind in ("data", "finetune", "similarity", "prune", "mimic", "downstream", "curves")}
+STEPS = {kind: _step for kind in ("data", "finetune", "similarity", "prune", "teacher", "mimic", "heal", "downstream",
+                                  "curves")}

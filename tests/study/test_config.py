@@ -45,6 +45,8 @@ _PRUNE = {"objectives": ["bi"], "amounts": [1]}
      "'workers']"),
     ({}, {"data": {"synthetic": {"scal": 2}}},
      "data.synthetic: unknown field(s) ['scal']; valid: ['scale', 'seed', 'workers']"),
+    ({}, {"leaderboard": {"round": 2}},
+     "leaderboard: unknown field(s) ['round']; valid: ['device', 'max_passes', 'path', 'rounds']"),
 ])
 def test_a_misspelt_key_is_one_line_naming_it_and_the_valid_ones(tmp_path, upstream, overrides, problem):
     path = write_study(tmp_path / "s.yaml", upstream, **overrides)
@@ -94,11 +96,24 @@ PINNED_STUDY = {
 
 def test_run_ids_and_params_hashes_are_pinned(tmp_path):
     """The hashes of a study using every section: a change here reruns every finished study (change it only on
-    purpose; last changed when the hashes took in the content of the downstream configs)."""
+    purpose; last changed when a teacher run came to cache the states every mimicker and healing run distils
+    from, and each mimicker became a run of its own)."""
     path = tmp_path / "pin.yaml"
     path.write_text(yaml.safe_dump(PINNED_STUDY))
     runs = expand(StudyConfig.from_yaml(path))
     listing = "\n".join(f"{run.run_id} {run.params_hash}" for run in runs)
-    assert len(runs) == 92
+    assert len(runs) == 95
     assert hashlib.sha256(listing.encode()).hexdigest() == \
-        "9dbf5ddeca70a1a35152521598ebd6d51c15c4464f8a2a2da92ae207739be88b", listing
+        "d0a27c62baf1bb2f4a11e3c5061f3a4ff0314ae3e3eb383c7c7d5bd06fc57bda", listing
+
+
+def test_the_leaderboard_is_a_path_or_its_settings(tmp_path):
+    """``leaderboard: PATH`` as before; a mapping adds how the variants are timed, each value checked."""
+    from superb_redundancy.study.config import LeaderboardPlan
+
+    plain = StudyConfig.from_yaml(write_study(tmp_path / "a.yaml", leaderboard="board"))
+    assert plain.leaderboard == LeaderboardPlan(path="board")
+    quick = StudyConfig.from_yaml(write_study(tmp_path / "b.yaml", leaderboard={"path": "b", "rounds": 3}))
+    assert (quick.leaderboard.path, quick.leaderboard.rounds, quick.leaderboard.max_passes) == ("b", 3, 32)
+    problems = StudyConfig.load(write_study(tmp_path / "c.yaml", leaderboard={"rounds": 0, "device": "tpu"}))[1]
+    assert problems == ["leaderboard.rounds: 0; must be >= 1", "leaderboard.device: 'tpu'; valid: cpu, cuda, cuda:N, mps"]

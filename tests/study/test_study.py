@@ -37,14 +37,18 @@ def test_expansion_of_the_shipped_studies():
     mimic_tasks = [t for t in default.tasks if t in (upstream.mimic_tasks or default.tasks)]
     assert len(downstream) == ((1 + pruned) * len(default.tasks) + len(upstream.mimic) * len(mimic_tasks)) * len(
         default.seeds)
-    assert {r.kind for r in runs} == {"data", "similarity", "prune", "mimic", "downstream", "curves"}
+    assert {r.kind for r in runs} == {"data", "similarity", "prune", "teacher", "mimic", "downstream", "curves"}
+    # one teacher run for the upstream's step-1 mimickers; one mimic run per configuration, baselines included
+    assert [r.run_id for r in runs if r.kind == "teacher"] == ["teacher/w2v2-8l"]
+    assert len([r for r in runs if r.kind == "mimic"]) == len(upstream.mimic)
     # the base's runs, then the curves, then what is read off them: the prune amounts keep95
     stage = {r.run_id: r.stage for r in runs}
     for run in runs:
         assert all(stage[n] < run.stage for n in run.needs), run.run_id
     assert all("curves/w2v2-8l" in r.needs for r in runs if r.kind == "prune")
     beyond = expand(StudyConfig.from_yaml(ROOT / "studies" / "beyond_the_paper.yaml"))
-    assert {r.kind for r in beyond} == {"data", "similarity", "curves", "prune", "heal", "mimic", "downstream"}
+    assert {r.kind for r in beyond} == {"data", "similarity", "curves", "prune", "teacher", "heal", "mimic",
+                                        "downstream"}
     paper = StudyConfig.from_yaml(ROOT / "studies" / "paper.yaml")
     assert len(paper.upstreams) == 4 and paper.executor.kind == "slurm"
     assert {r.kind for r in expand(paper)} >= {"similarity", "prune", "mimic", "downstream", "curves"}
@@ -122,13 +126,16 @@ def test_healing_and_block_replacement_in_the_plan(tmp_path):
                                          "prune": {"objectives": ["bi", "span"], "amounts": [1]},
                                          "mimic": [{"kind": "linear", "n_layers": 1, "z": 8, "span": [1, 2]}]}]))
     labels = {v["label"]: v["kind"] for v in variants(study.upstreams[0])}
-    assert "select_by" not in {r.run_id: r for r in expand(study)}["mimic/w"].params  # no head unless asked
+    runs = {r.run_id: r for r in expand(study)}
+    assert "select_by" not in runs["mimic/w/linear-N1-z8-span1-2"].params  # no head unless asked
+    # the mimicker and both healing runs distil from one teacher run's cached states
+    assert "teacher/w" in runs["mimic/w/linear-N1-z8-span1-2"].needs and "teacher/w" in runs["heal/w/bi-1"].needs
+    assert runs["teacher/w"].params["heal_targets"] == "final"
     assert labels == {"w-base": "base", "w-bi-1": "pruned", "w-bi-1-healed": "healed", "w-span-1": "pruned",
                       "w-span-1-healed": "healed", "w-mimic-linear-N1-z8-span1-2": "mimic"}
-    runs = {r.run_id: r for r in expand(study)}
     heal = runs["heal/w/span-1"]
-    assert heal.needs[-1] == "prune/w/span-1" and heal.params["config"]["epochs"] == 2
-    assert STAGES[heal.stage] == "heal" and STAGES[runs["prune/w/span-1"].stage] == "derive"
+    assert "prune/w/span-1" in heal.needs and heal.params["config"]["epochs"] == 2
+    assert STAGES[heal.stage] == "distil" and STAGES[runs["prune/w/span-1"].stage] == "derive"
     healed = runs["downstream/w-span-1-healed/speech_commands/seed1337"]
     assert "heal/w/span-1" in healed.needs and STAGES[healed.stage] == "downstream"
     # the heal settings are part of the heal run's hash, and so of the healed variant's downstream run
@@ -274,7 +281,7 @@ def test_a_study_heals_and_replaces_a_block(studied):
     import torch
 
     study, states, frame = studied
-    mimic_run = {r.run_id: r for r in expand(study)}["mimic/h"]
+    mimic_run = {r.run_id: r for r in expand(study)}["mimic/h/linear-N1-z8-span1-2"]
     assert mimic_run.params["eval_head_run"] == "downstream/h-base/speech_commands/seed1337"  # the base's experiment
     assert mimic_run.params["eval_head_run"] in mimic_run.needs
     assert all(s["status"] == "done" for s in _of(states, "h").values()), _of(states, "h")
@@ -285,7 +292,8 @@ def test_a_study_heals_and_replaces_a_block(studied):
     record = artifact["superb_redundancy"]["healed"]
     spec = yaml.safe_load((work / "runs/prune/h/span-1/spec.yaml").read_text())
     assert record["spec"]["drop_layers"] == spec["drop_layers"] and record["epochs"] == 1
-    mimic = torch.load(states["mimic/h"]["outputs"]["artifacts"][0], map_location="cpu", weights_only=True)
+    mimic = torch.load(states["mimic/h/linear-N1-z8-span1-2"]["outputs"]["artifact"], map_location="cpu",
+                       weights_only=True)
     assert mimic["config"]["span"] == [1, 2] and mimic["config"]["layer_i"] is None
     training = mimic["training"]  # step 1 through the base's KS head, the epoch chosen by its accuracy
     assert training["select_by"] == "acc" and len(training["head_accuracy"]) == 2  # epochs 0 and 1
