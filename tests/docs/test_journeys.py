@@ -29,7 +29,8 @@ DOCS = (ROOT / "README.md", ROOT / "downstream_configs" / "README.md")
 _BLOCK = re.compile(r"(?:<!-- journey: (?P<id>[\w-]+) -->\n)?```(?P<lang>[\w-]*)\n(?P<body>.*?)^```", re.S | re.M)
 RUNNABLE = ("bash", "python")
 
-pytestmark = pytest.mark.slow
+#: one xdist worker runs the journeys and then what reuses the main job's outputs (tests/conftest.py)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("main_job")]
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,7 @@ def test_corpus_training_splits(tmp_path):
                     reason="no shipped pretrained checkpoint yet: superb_redundancy/models/pretrained_w2v2_8l.train.json "
                            "is missing")
 @pytest.mark.slow
+@pytest.mark.xdist_group("main_job")  # the main job's corpus
 def test_shipped_checkpoint_command_reproduces_its_first_losses(tmp_path, tmp_path_factory, request):
     """The shipped record's command, rerun for its first updates on the corpus regenerated with the recorded
     settings (the main job's corpus when those are its settings), gives the recorded losses (relative tolerance

@@ -64,6 +64,7 @@ def assert_mono_16k_float(wav, path=None):
 
 # ------------------------------------------------------------------------------------------- generation itself
 @pytest.mark.slow
+@pytest.mark.xdist_group("main_job")  # the main job\'s corpus
 def test_determinism_and_task_independence(corpus, tmp_path):
     """A second generation of some tasks, on their own, gives byte-identical files (wav and flac)."""
     again = generate(tmp_path / "again", tasks=("voxceleb1", "asr"), progress=False)
@@ -112,6 +113,7 @@ def test_cli_errors(tmp_path, capsys, argv, message):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("main_job")  # the main job\'s corpus
 def test_cli_reuses_a_complete_corpus(corpus, capsys):
     assert cli_main(["corpus", "--root", str(corpus), "--tasks", "emotion,asr", "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -148,6 +150,7 @@ def test_char_dict_file():
 
 # ------------------------------------------------------------------------------------------------------ layouts
 @pytest.mark.slow
+@pytest.mark.xdist_group("main_job")  # the main job\'s corpus
 def test_speech_commands_layout(corpus):
     v1, test, v2 = (corpus / n for n in ("speech_commands_v0.01", "speech_commands_test_set_v0.01",
                                            "speech_commands_v0.02"))
@@ -168,6 +171,7 @@ def test_speech_commands_layout(corpus):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("main_job")  # the main job\'s corpus
 def test_voxceleb1_layout(corpus):
     lines = [line.split() for line in (corpus / "voxceleb1" / "iden_split.txt").read_text().splitlines()]
     assert {split for split, _ in lines} == {"1", "2", "3"}
@@ -179,6 +183,7 @@ def test_voxceleb1_layout(corpus):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("main_job")  # the main job\'s corpus
 def test_emotion_layout(corpus):
     meta = corpus / "IEMOCAP" / "meta_data"
     everything = None
@@ -199,6 +204,7 @@ def test_emotion_layout(corpus):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("main_job")  # the main job\'s corpus
 def test_asr_layout(corpus):
     libri = corpus / "LibriSpeech"
     for split, n in (("train-clean-100", 400), ("dev-clean", 50), ("test-clean", 100)):
@@ -233,6 +239,7 @@ def _class_of(task: str, path: str, emotion_of: dict[str, str]) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("main_job")  # the main job\'s corpus
 def test_plans_vary_inside_each_class(corpus):
     """Every class mixes speakers' voices, per-clip rate/pitch, levels, noise kinds and several SNRs; KS words
     also move inside their 1 s clip. The planner draws all of it, so the plan shows it (and is deterministic)."""
@@ -270,6 +277,7 @@ def test_plans_vary_inside_each_class(corpus):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("main_job")  # the main job\'s corpus
 def test_keyword_audio_shows_the_variation(corpus):
     """In the rendered test set the word sits at different places and over noise floors far apart."""
     for word in ("yes", "stop", "_unknown_"):
@@ -285,6 +293,7 @@ def test_keyword_audio_shows_the_variation(corpus):
 
 # ------------------------------------------------------------------------------ s3prl's own classes on the corpus
 @pytest.mark.slow
+@pytest.mark.xdist_group("main_job")  # the main job\'s corpus
 def test_s3prl_speech_commands(corpus, tmp_path):
     from s3prl.downstream.speech_commands.dataset import CLASSES
     from s3prl.downstream.speech_commands.expert import DownstreamExpert
@@ -312,6 +321,7 @@ def test_s3prl_speech_commands(corpus, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("main_job")  # the main job\'s corpus
 def test_s3prl_voxceleb1(corpus):
     from s3prl.downstream.voxceleb1.dataset import SpeakerClassifiDataset
 
@@ -332,6 +342,7 @@ def test_s3prl_voxceleb1(corpus):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("main_job")  # the main job\'s corpus
 def test_s3prl_emotion(corpus, tmp_path):
     from s3prl.downstream.emotion.dataset import IEMOCAPDataset
     from s3prl.downstream.emotion.expert import DownstreamExpert
@@ -354,6 +365,7 @@ def test_s3prl_emotion(corpus, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("main_job")  # the main job\'s corpus
 def test_s3prl_asr(corpus):
     from s3prl.downstream.asr.dataset import SequenceDataset
     from s3prl.downstream.asr.dictionary import Dictionary
