@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The checks that need a GPU, in one short run (< 5 min on one GPU): the test suite's GPU-marked tests (pruned and
 # mimic upstreams on cuda equal cpu within a stated tolerance), run_downstream.py train + evaluate of a pruned tiny
-# model on cuda, and CUDA-event latency of the Base-size original, pruned (3/12) and mimic upstreams, interleaved.
+# model on cuda, CUDA-event latency of the Base-size original, pruned (3/12) and mimic upstreams, interleaved, the
+# paper study's estimate with this GPU measured (--calibrate), and step 1 of the smallest real-size mimicker (d 768,
+# z 32, batch 128) with its data path's share of the step.
 # Without a CUDA device it says so and exits 0. Output: stdout (and, where $OUT is set, $OUT/gpu_check.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,10 +26,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$PY" -c "import torch; print('[gpu_check] device:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
 
-log "1/3 GPU-marked tests"
+log "1/5 GPU-marked tests"
 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests
 
-log "2/3 run_downstream.py train + evaluate of a pruned tiny model on cuda"
+log "2/5 run_downstream.py train + evaluate of a pruned tiny model on cuda"
 "$PY" -m superb_redundancy.cli corpus --root "$work/data" --tasks speech_commands --no-progress >/dev/null
 "$PY" -m superb_redundancy.cli tiny-models --output "$work/models" >/dev/null
 printf 'base: %s\ndrop_layers: [1]\n' "$work/models/tiny_wav2vec2.pt" > "$work/spec.yaml"
@@ -37,7 +39,7 @@ overrides=$("$PY" -m superb_redundancy.cli overrides -d speech_commands --root "
 "$PY" run_downstream.py -m evaluate -e "$work/exp/states-30.ckpt" --device cuda > "$work/evaluate.log" 2>&1
 grep -h "test at step" "$work/exp/log.log"
 
-log "3/3 CUDA-event latency at batch 1, 1 s of audio: wav2vec2 Base original, pruned 3/12, mimic (linear N=1 z=32)"
+log "3/5 CUDA-event latency at batch 1, 1 s of audio: wav2vec2 Base original, pruned 3/12, mimic (linear N=1 z=32)"
 "$PY" - "$work" <<'PY'
 import sys
 from pathlib import Path
@@ -66,4 +68,10 @@ for name, t in times.items():
     print(f"{name:<18} {t['median_s'] * 1e3:>10.2f} {t['iqr_s'] * 1e3:>8.2f} "
           f"{t['median_s'] / times['original']['median_s']:>11.3f} {macs[name] / macs['original']:>11.3f}")
 PY
+log "4/5 the paper study's cost with this GPU measured"
+"$PY" -m superb_redundancy.cli study status studies/paper.yaml --estimate --calibrate --device cuda 2>/dev/null \
+  | head -12
+
+log "5/5 step 1 at real size: the data path's share of a step (linear N=1 z=32, d 768, batch 128)"
+"$PY" benchmarks/bench_step1_data.py --device cuda --clips 4096 --steps 30
 log "done"

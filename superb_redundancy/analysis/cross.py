@@ -125,7 +125,8 @@ def cross_analyse(variant: torch.nn.Module, reference: torch.nn.Module, files: S
     ``files``, both run on the same batches of clips; ``names``: (variant, reference) for axes and text."""
 
     def batches(model: torch.nn.Module, show: bool):
-        return iter_hidden_states(model, files, settings.forward_batch_size, device, settings.max_seconds, show)
+        return iter_hidden_states(model, files, settings.forward_batch_size, device, settings.max_seconds, show,
+                                  settings.clip_seconds)
 
     matrices, num_samples = accumulate(batches(variant, progress), settings, against=batches(reference, False))
     matrices = {name: matrices[name] for name in METRICS if name in matrices}

@@ -16,6 +16,7 @@ Pruning plans read off a report live in :mod:`superb_redundancy.pruning.plan`.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -41,7 +42,8 @@ class SimilaritySettings:
     max_samples: int = 4096  # cap for averaging="whole" (memory: see SimilarityAccumulator)
     n_blocks: int = 2
     forward_batch_size: int = 8  # clips per upstream forward pass
-    max_seconds: Optional[float] = None  # crop clips (flatten needs equal lengths)
+    max_seconds: Optional[float] = None  # crop longer clips
+    clip_seconds: Optional[float] = None  # fit every clip to this length, cut or padded (flatten: 1.0, the paper's)
     include_input: bool = False  # blocks and heat maps over hidden states 0..L instead of the layer outputs 1..L
     permutations: int = 1000  # permutation-null draws per metric (0: none)
 
@@ -260,9 +262,15 @@ def analyse(upstream: torch.nn.Module, files: Sequence[Path], settings: Similari
     ``baseline_upstream`` (the same architecture, randomly initialised) is run on the same clips, so the report
     says how much of the block structure the architecture gives by itself.
     """
-    def batches(model):
-        return iter_hidden_states(model, files, settings.forward_batch_size, device, settings.max_seconds, progress)
+    fitted: Counter = Counter()
 
-    matrices, num_samples = accumulate(batches(upstream), settings)
+    def batches(model, counted=None):
+        return iter_hidden_states(model, files, settings.forward_batch_size, device, settings.max_seconds, progress,
+                                  settings.clip_seconds, counted)
+
+    matrices, num_samples = accumulate(batches(upstream, fitted), settings)
     baseline = None if baseline_upstream is None else accumulate(batches(baseline_upstream), settings)[0]
+    if settings.clip_seconds is not None:  # what fitting did to the clips (the paper: 1 s, padded or cut)
+        source = {**(source or {}), "fit": {"seconds": settings.clip_seconds, "cut": fitted["cut"],
+                                            "padded": fitted["padded"], "clips": len(files)}}
     return report_from_matrices(matrices, settings, num_samples, source, baseline)

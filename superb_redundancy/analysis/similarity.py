@@ -75,8 +75,8 @@ def pool(hidden: Tensor, lengths: Optional[Tensor] = None, mode: str = "mean") -
     if mode == "flatten":
         if bool((lengths != lengths[0]).any()):
             raise ValueError(
-                "pool mode 'flatten' needs clips of equal length (the paper's code crops to 49 frames), "
-                f"got lengths {lengths.tolist()}; crop the audio or use mode 'mean' or 'frames'"
+                "pool mode 'flatten' needs clips of equal length (the paper fits every clip to 1 s: 49 frames), "
+                f"got lengths {lengths.tolist()}; give clip_seconds (--clip-seconds 1) or use mode 'mean' or 'frames'"
             )
         return hidden[:, : int(lengths[0])].reshape(batch, -1)
     if batch == 0:

@@ -107,11 +107,11 @@ def check_output_file(path: Optional[str], flag: str) -> None:
         check_writable(Path(path).expanduser().parent, flag)
 
 
-def check_max_seconds(value: Optional[float]) -> None:
+def check_max_seconds(value: Optional[float], flag: str = "--max-seconds") -> None:
     from superb_redundancy.core.audio import MIN_SAMPLES, SAMPLE_RATE
 
     if value is not None and not value >= MIN_SAMPLES / SAMPLE_RATE:  # `not >=`: NaN fails too
-        raise ValueError(f"--max-seconds must be at least {MIN_SAMPLES / SAMPLE_RATE:g} (one frame of the "
+        raise ValueError(f"{flag} must be at least {MIN_SAMPLES / SAMPLE_RATE:g} (one frame of the "
                          f"model), got {value:g}")
 
 

@@ -33,7 +33,10 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=128, help="samples per batch (default 128)")
     p.add_argument("--k", type=int, default=8, help="neighbours for mutual kNN (default 8)")
     p.add_argument("--max-samples", type=int, default=4096, help="sample cap for --averaging whole (default 4096)")
-    p.add_argument("--max-seconds", type=float, help="crop clips to this length")
+    p.add_argument("--max-seconds", type=float, help="crop longer clips to this length")
+    p.add_argument("--clip-seconds", type=float,
+                   help="fit every clip to this length, cut or padded with zeros (--pool flatten needs one length; "
+                        "the paper: 1 for Speech Commands)")
     p.add_argument("--blocks", type=int, default=_ONE_MODEL_ONLY["blocks"][1],
                    help="number of contiguous blocks to detect (default 2)")
     p.add_argument("--include-input", action="store_true",
@@ -72,6 +75,7 @@ def _similarity_settings(args: argparse.Namespace):
 
     return SimilaritySettings(pool=args.pool, averaging=args.averaging, batch_size=args.batch_size, k=args.k,
                               max_samples=args.max_samples, n_blocks=args.blocks, max_seconds=args.max_seconds,
+                              clip_seconds=args.clip_seconds,
                               include_input=args.include_input, permutations=args.permutations)
 
 
@@ -88,6 +92,7 @@ def _cmd_similarity(args: argparse.Namespace) -> int:
 
     # every input and the output checked before the model loads and the pass starts
     check_max_seconds(args.max_seconds)
+    check_max_seconds(args.clip_seconds, "--clip-seconds")
     _check_against_args(args)
     check_output_dir(args.output)
     settings = _similarity_settings(args)

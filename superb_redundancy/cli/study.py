@@ -23,11 +23,19 @@ def register(sub) -> None:
     p.add_argument("action", choices=["run", "status"], help="run: run what is not done; status: list the runs")
     p.add_argument("study", help=f"a study YAML, or the name of one in studies/ ({', '.join(_shipped())})")
     p.add_argument("--executor", choices=["local", "slurm"], help="override the study's executor.kind")
+    p.add_argument("--estimate", action="store_true",
+                   help="status: what the runs cost, before any runs (device hours, memory, disk), offline")
+    p.add_argument("--calibrate", action="store_true",
+                   help="status --estimate: measure this machine's throughput on --device (a few real steps of a "
+                        "real-size model) instead of assuming one")
     _add_overrides(p, "run: ")
     p.set_defaults(func=_cmd_study, flush_denormals=True)
 
 
 def _add_overrides(p: argparse.ArgumentParser, prefix: str) -> None:
+    p.add_argument("--override", action="append", default=[], metavar="FILE",
+                   help="a YAML file of study keys merged over the study (repeatable; upstreams merge by name, "
+                        "name '*' into every upstream)")
     p.add_argument("--workdir", help="override the study's workdir")
     p.add_argument("--leaderboard", help="override where the leaderboard goes")
     p.add_argument("--device", help="override the study's device (cpu, cuda, cuda:N)")
@@ -64,7 +72,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from superb_redundancy.study.runner import StudyChanged
 
     # the whole plan is checked before any run: every problem of the file, then what the disk can tell
-    study, in_file = StudyConfig.load(_study_path(args.study))
+    study, in_file = StudyConfig.load(_study_path(args.study), args.override)
     on_disk: list[str] = []
     if study is not None:
         if args.workdir:
@@ -92,11 +100,35 @@ def _cmd_study(args: argparse.Namespace) -> int:
             raise ValueError(f"{changed}; to rerun them and what depends on them: {again}; nothing was run") from None
         _print_study_summary(study, states, frame, time.monotonic() - started)
         return 1 if any(s["status"] in ("failed", "skipped") for s in states.values()) else 0
-    rows = study_status(study)
-    print(tabulate(rows, headers=["run", "status", "detail"], tablefmt="github"))
+    if args.estimate:
+        _print_estimate(study, args.calibrate)
+    else:
+        rows = study_status(study)
+        print(tabulate(rows, headers=["run", "status", "detail"], tablefmt="github"))
     for problem in problems:  # what the disk lacks: the runs can be listed, not run
         print(f"problem: {problem}", file=sys.stderr)
     return 0
+
+
+def _print_estimate(study, calibrate: bool) -> None:
+    """The study's cost per run kind and in total (superb_redundancy.study.estimate)."""
+    from tabulate import tabulate
+
+    from superb_redundancy.study.estimate import ASSUMED, calibrate as measure, estimate, summarize
+
+    throughput = measure(study.device) if calibrate else ASSUMED
+    costs = estimate(study, throughput)
+    rows = [[r["kind"], r["runs"], f"{r['device_hours']:,.1f}", f"{r['device_gb']:.1f}", f"{r['host_gb']:.1f}",
+             f"{r['disk_gb']:,.1f}"] for r in summarize(costs)]
+    where = "device" if study.device != "cpu" else "CPU"
+    print(f"study {study.name}: {len(costs)} runs on {study.device}; {throughput.describe()}")
+    print(tabulate(rows, headers=["runs of kind", "count", f"{where} hours", "peak device GB", "peak host GB",
+                                  "disk GB"], tablefmt="github", disable_numparse=True))
+    notes = {}
+    for cost in costs:
+        notes.setdefault(cost.kind, cost.note)
+    for kind, note in notes.items():
+        print(f"  {kind}: e.g. {note}")
 
 
 def _print_study_summary(study, states: dict, frame, elapsed: float) -> None:

@@ -1,15 +1,19 @@
 """The audio clips of a corpus split, and of folders or files given by hand.
 
 :func:`corpus_audio` lists one split (train, dev or test) of a SUPERB task's corpus, laid out as s3prl reads it
-(the synthetic corpus or the real one); :func:`audio_files` lists folders and files (each through
+(the synthetic corpus or the real one); :func:`task_clips` is that list as a study stage reads it (:class:`Clips`:
+maybe a seeded subset, and what the run records of it); :func:`audio_files` lists folders and files (each through
 :func:`superb_redundancy.core.audio.list_audio`), as absolute paths, with an optional seeded subset. Every
 problem is one :class:`SplitError` line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -18,7 +22,7 @@ import numpy as np
 from superb_redundancy.core.audio import list_audio
 from superb_redundancy.data import tasks
 
-__all__ = ["SPLITS", "SplitError", "audio_files", "corpus_audio"]
+__all__ = ["SPLITS", "SplitError", "Clips", "audio_files", "corpus_audio", "task_clips"]
 
 SPLITS = ("train", "dev", "test")
 
@@ -117,6 +121,65 @@ def _asr(paths: dict[str, Path], split: str) -> list[Path]:
     return audio_files(paths["libri_root"] / names[split])
 
 
-#: the split listing of each task (speech_commands_35 reads the same corpus as speech_commands)
-_LISTINGS = {"speech_commands": _speech_commands, "speech_commands_35": _speech_commands, "voxceleb1": _voxceleb1,
-             "emotion": _emotion, "asr": _asr}
+def _speech_commands_35(paths: dict[str, Path], split: str) -> list[Path]:
+    """v0.02 as the KS-35 downstream splits it (its official lists; test = the test archive if given, without
+    ``_silence_``), so that a stage reads exactly the clips the downstream trains or scores on."""
+    from superb_redundancy.data.speech_commands_v2 import load_split
+
+    test_root = paths.get("speech_commands_test_root")
+    return [Path(path).resolve() for _, path in load_split(paths["speech_commands_root"], split, test_root)]
+
+
+#: the split listing of each task
+_LISTINGS = {"speech_commands": _speech_commands, "speech_commands_35": _speech_commands_35,
+             "voxceleb1": _voxceleb1, "emotion": _emotion, "asr": _asr}
+
+
+@dataclass(frozen=True)
+class Clips:
+    """The clips a study stage reads: one split of a task's corpus, maybe a seeded subset of it. What a run
+    records of them (:meth:`record`) tells which split it read, how many clips, and which (a digest of the list)."""
+
+    task: str
+    split: str
+    files: tuple[Path, ...]
+    listed: int  # the clips of the split, before a subset was drawn
+    limit: Optional[int] = None
+    too_long: int = 0  # clips of the split longer than the task's longest, left out
+
+    def record(self) -> dict:
+        """``{task, split, clips, of, too_long, sha256}``: the digest is of the clips' paths below their common
+        folder, so that the same list under another mount point digests alike."""
+        root = os.path.commonpath([str(p) for p in self.files]) if len(self.files) > 1 else ""
+        names = "\n".join(os.path.relpath(p, root) if root else Path(p).name for p in self.files)
+        return {"task": self.task, "split": self.split, "clips": len(self.files), "of": self.listed,
+                "too_long": self.too_long, "sha256": hashlib.sha256(names.encode()).hexdigest()}
+
+
+def task_clips(task: str, split: str, datarc: Optional[dict] = None, corpus_root: Optional[str | os.PathLike] = None,
+               limit: Optional[int] = None, seed: int = 0) -> Clips:
+    """One split of a task's corpus (:func:`corpus_audio`: a real corpus by its ``datarc`` keys, or one laid out like
+    the synthetic corpus under ``corpus_root``), without the clips longer than the task's longest (counted);
+    ``limit``: a subset of that many clips, seeded by ``seed``."""
+    files = corpus_audio(corpus_root, task, split, datarc=datarc)
+    listed, too_long = len(files), 0
+    longest = tasks.get_task(task).max_seconds
+    if longest is not None:
+        kept = [p for p in files if _seconds(p) <= longest + 1e-9]
+        files, too_long = kept, len(files) - len(kept)
+    if limit is not None and limit < len(files):
+        files = sorted(random.Random(seed).sample(files, limit))
+    if not files:
+        raise SplitError(f"the {split} split of {task} holds no clip of at most {longest} s" if too_long else
+                         f"the {split} split of {task} holds no clip")
+    return Clips(task, split, tuple(files), listed, limit, too_long)
+
+
+def _seconds(path: Path) -> float:
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+    except Exception as error:
+        raise SplitError(f"unreadable audio file {path}: {str(error).splitlines()[0]}") from None
+    return info.frames / info.samplerate

@@ -191,22 +191,47 @@ class TeacherCache:
                              f"cache's teacher {self.teacher['path']}: {str(expected)[:12]}...)")
         return checkpoint
 
-    def _gather(self, array: np.ndarray, ids: Sequence[int], frames: int) -> torch.Tensor:
-        out = np.zeros((len(ids), frames, array.shape[1]), dtype=np.float32)
-        for b, i in enumerate(ids):
-            start, length = int(self.offsets[i]), int(self.lengths[i])
-            out[b, :length] = array[start:start + length]
-        return torch.from_numpy(out)
-
     def batch(self, ids: Sequence[int], layers: Sequence[int], device: torch.device, source: Optional[int] = None):
         """(inputs [B,T,d], padding_mask [B,T] True=pad, [targets [B,T,d] per layer]) as float32 tensors; the
-        inputs are the projected features (``source`` None) or the output of layer ``source`` (a span's input)."""
-        lengths = torch.as_tensor(self.lengths[list(ids)])
-        frames = int(lengths.max())
-        padding_mask = torch.arange(frames)[None, :] >= lengths[:, None]
-        features = self._gather(self.features if source is None else self.hidden[source], ids, frames).to(device)
-        targets = [self._gather(self.hidden[t], ids, frames).to(device) for t in layers]
-        return features, padding_mask.to(device), targets
+        inputs are the projected features (``source`` None) or the output of layer ``source`` (a span's input).
+
+        Each array is read with one indexed read of the batch's frames (in the cache's dtype), moved to ``device``
+        as it is stored and converted and padded there, in bulk (the device does the work, the host copies half
+        the bytes of float16)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        lengths = self.lengths[ids]
+        frames, total = int(lengths.max()), int(lengths.sum())
+        starts = np.cumsum(lengths) - lengths  # each clip's first row in the gathered block
+        rows = np.arange(total) + np.repeat(self.offsets[ids] - starts, lengths)
+        clip = torch.from_numpy(np.repeat(np.arange(len(ids)), lengths)).to(device)
+        frame = torch.from_numpy(np.arange(total) - np.repeat(starts, lengths)).to(device)
+
+        def gather(array: np.ndarray) -> torch.Tensor:
+            block = torch.from_numpy(np.ascontiguousarray(array[rows])).to(device)
+            out = torch.zeros((len(ids), frames, array.shape[1]), dtype=torch.float32, device=device)
+            out[clip, frame] = block.float()
+            return out
+
+        lengths_t = torch.from_numpy(lengths).to(device)
+        padding_mask = torch.arange(frames, device=device)[None, :] >= lengths_t[:, None]
+        features = gather(self.features if source is None else self.hidden[source])
+        return features, padding_mask, [gather(self.hidden[t]) for t in layers]
+
+    def batches(self, batches: Sequence[Sequence[int]], layers: Sequence[int], device: torch.device,
+                source: Optional[int] = None):
+        """:meth:`batch` of each id list in turn, the next one read in a background thread while the caller
+        trains on the current one (reading the cache then overlaps the device's work)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not batches:
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="teacher-cache") as reader:
+            ahead = reader.submit(self.batch, batches[0], layers, device, source)
+            for index in range(len(batches)):
+                current = ahead.result()
+                if index + 1 < len(batches):
+                    ahead = reader.submit(self.batch, batches[index + 1], layers, device, source)
+                yield current
 
 
 def cache_layers(config: MimicConfig, num_layers: int) -> list[int]:

@@ -222,6 +222,7 @@ class _Step1:
         self.history: list[dict] = []
         self.best = {"epoch": None, "loss": float("inf"), "acc": None, "weights": None}
         self.start_epoch, self.steps, self.seconds = 1, 0, 0.0
+        self.resumed_after: list[int] = []  # the epochs after which an interrupted run was resumed
 
     def resume(self, state_path: Path) -> None:
         """Continue from a state written by :meth:`save_state` (only ``epochs`` may have changed)."""
@@ -242,6 +243,7 @@ class _Step1:
                      "weights": state["best_weights"]}
         self.start_epoch = int(state["epoch"]) + 1
         self.steps, self.seconds = int(state["steps"]), float(state["seconds"])
+        self.resumed_after = [*state.get("resumed_after", []), int(state["epoch"])]
 
     def evaluate_untrained(self) -> None:
         """Epoch 0: the validation loss (and head accuracy) of the freshly initialised mimicker."""
@@ -274,11 +276,11 @@ class _Step1:
         total, frames = 0.0, 0
         with torch.random.fork_rng(devices=self.cuda):
             torch.manual_seed(config.seed * 1_000_003 + epoch)
-            bar = progress_bar(batches, self.progress, desc=f"mimic {config.name()} epoch {epoch}/{config.epochs}",
-                               unit="batch", leave=False)
-            for batch in bar:
+            bar = progress_bar(self.cache.batches(batches, self.targets, self.device, self.source), self.progress,
+                               desc=f"mimic {config.name()} epoch {epoch}/{config.epochs}", unit="batch", leave=False,
+                               total=len(batches))
+            for features, mask, wanted in bar:
                 self.model.train()
-                features, mask, wanted = self.cache.batch(batch, self.targets, self.device, self.source)
                 loss = sum(_step1_terms(self.model, features, mask, wanted, config.teacher_forcing))
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -317,7 +319,7 @@ class _Step1:
             "seconds": self.seconds, "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(), "history": self.history, "selection": self.selection,
             "best_epoch": self.best["epoch"], "best_loss": self.best["loss"], "best_acc": self.best["acc"],
-            "best_weights": self.best["weights"],
+            "best_weights": self.best["weights"], "resumed_after": self.resumed_after,
         }, state_path)
 
     def write_artifact(self) -> Path:
@@ -349,6 +351,8 @@ class _Step1:
             "teacher_forcing": self.config.teacher_forcing,
             "cache": dict(self.cache_id, path=str(self.cache.directory)),
         }
+        if self.resumed_after:
+            training["resumed_after_epochs"] = self.resumed_after
         if self.evaluator is not None:
             training.update(best_accuracy=self.best["acc"], eval_head=self.evaluator.describe(),
                             head_accuracy=[h.get("head_acc") for h in self.history])

@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 from superb_redundancy.data import tasks as task_defs
 from superb_redundancy.results.metrics import MetricNotFound, read_test_metric
 
-__all__ = ["Variant", "run_downstream", "train_and_evaluate"]
+__all__ = ["Variant", "run_downstream", "train_and_evaluate", "resumable_states"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,10 @@ def _shown(args: Sequence[str]) -> str:
     return "$ " + " ".join([sys.executable, *args]) + "\n"
 
 
+#: the largest peak resident memory (KB) of the s3prl children since a caller reset it to 0 (a study's run state)
+CHILD_PEAK_KB = [0]
+
+
 def _child(args: Sequence[str], log: Path, signum: int = signal.SIGKILL, shown: bool = True) -> None:
     """``python ARGS`` in a child process writing into ``log`` (after its ``$`` line, unless the child writes
     its own: ``shown=False``); a failure raises with the log's last line."""
@@ -90,12 +94,20 @@ def _child(args: Sequence[str], log: Path, signum: int = signal.SIGKILL, shown: 
         if shown:
             out.write(_shown(args))
             out.flush()
-        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(),
-                                preexec_fn=die_with_parent if prctl else None,
-                                pass_fds=(int(lock),) if lock else ())
-    if result.returncode != 0:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(),
+                                   preexec_fn=die_with_parent if prctl else None,
+                                   pass_fds=(int(lock),) if lock else ())
+        try:  # wait4: the child's own peak memory (what a study records of the run)
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        process.returncode = os.waitstatus_to_exitcode(status)
+        CHILD_PEAK_KB[0] = max(CHILD_PEAK_KB[0], usage.ru_maxrss)
+    if process.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-        raise RuntimeError(f"run_downstream.py exited with {result.returncode}: {tail[0]} (log: {log})")
+        raise RuntimeError(f"run_downstream.py exited with {process.returncode}: {tail[0]} (log: {log})")
 
 
 def _evaluation(expdir: Path, task: str, device: str) -> list[str]:
@@ -114,24 +126,45 @@ def _checkpoint_to_evaluate(expdir: Path) -> Path:
     return states[-1]
 
 
+def resumable_states(expdir: Path) -> Optional[Path]:
+    """The last ``states-*.ckpt`` of an interrupted experiment that loads whole (s3prl's ``-a`` resumes from the
+    last one it finds, so a broken one, from a version that wrote checkpoints in place, is removed); None: none."""
+    from superb_redundancy.core.files import load_checkpoint
+
+    states = sorted(expdir.glob("states-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]))
+    while states:
+        try:
+            load_checkpoint(states[-1], "s3prl checkpoint", RuntimeError, safe_globals=[argparse.Namespace])
+            return states[-1]
+        except (RuntimeError, OSError, ValueError):
+            states.pop().unlink()
+    return None
+
+
 def train_and_evaluate(variant: Variant, task: str, corpus_root: Path, expdir: Path, setting: str = "tiny",
-                       device: str = "cpu", extra_overrides: Optional[dict] = None) -> float:
+                       device: str = "cpu", extra_overrides: Optional[dict] = None, resume: bool = False) -> float:
     """Train the downstream head on ``variant`` and evaluate on test; returns the test metric.
 
-    A run whose metric is already there is not repeated; a run interrupted before its metric is started afresh.
+    A run whose metric is already there is not repeated. An interrupted run starts afresh, or with ``resume``
+    continues through s3prl's own resume (``-a``) from its last checkpoint (s3prl restores the weights, optimizer,
+    scheduler and step exactly, but restarts the epoch it was in and reseeds: the rest of the run is not bit for
+    bit the uninterrupted one).
     """
     try:
         return read_test_metric(expdir, task).value
     except MetricNotFound:
         pass
-    if expdir.exists():
-        shutil.rmtree(expdir)
     config = task_defs.config_path(task, setting)
     overrides = task_defs.format_overrides({**task_defs.data_overrides(task, corpus_root), **(extra_overrides or {})})
     log = expdir.parent / f"{expdir.name}.log"
-    log.unlink(missing_ok=True)
-    train = ["-m", "train", *variant.args(), "-d", task, "-c", str(config), "-p", str(expdir), "--device", device,
-             "-o", overrides]
+    if resume and expdir.is_dir() and resumable_states(expdir) is not None:
+        train = ["-m", "train", "-a", "-p", str(expdir), "--device", device, "-o", overrides]
+    else:
+        if expdir.exists():
+            shutil.rmtree(expdir)
+        log.unlink(missing_ok=True)
+        train = ["-m", "train", *variant.args(), "-d", task, "-c", str(config), "-p", str(expdir), "--device",
+                 device, "-o", overrides]
     if _gpus() > 1:
         run_downstream(train, log)
         run_downstream(_evaluation(expdir, task, device), log)

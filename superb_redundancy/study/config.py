@@ -34,15 +34,15 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-from superb_redundancy.core.config_io import read_yaml
+from superb_redundancy.study.overrides import read_study
 from superb_redundancy.study.sections import StudyConfigError, is_int, typed, unique
 from superb_redundancy.study.upstream_plan import (KEEP_AMOUNTS, UpstreamPlan, check_objectives, upstream_disk_problems,
                                                    upstream_plan)
 
 __all__ = ["StudyConfig", "ExecutorConfig", "CurvesPlan", "LeaderboardPlan", "SyntheticData", "StudyConfigError",
-           "eval_head_task"]
+           "audio_task", "eval_head_task"]
 
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
 
@@ -102,10 +102,12 @@ class StudyConfig:
     leaderboard: LeaderboardPlan = field(default_factory=LeaderboardPlan)
 
     @classmethod
-    def load(cls, path: str | Path) -> tuple[Optional["StudyConfig"], list[str]]:
-        """The study and every problem found in the file (one line each); None when it cannot be built."""
+    def load(cls, path: str | Path,
+             overrides: Sequence[str | Path] = ()) -> tuple[Optional["StudyConfig"], list[str]]:
+        """The study and every problem found in the file (one line each); None when it cannot be built. The file is
+        read with what it ``extends:`` and the ``overrides`` merged over it (:mod:`superb_redundancy.study.overrides`)."""
         try:
-            data = read_yaml(path, "study file", StudyConfigError)
+            data = read_study(path, overrides)
         except StudyConfigError as error:
             return None, error.problems
         problems: list[str] = []
@@ -113,8 +115,8 @@ class StudyConfig:
         return study, problems
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "StudyConfig":
-        study, problems = cls.load(path)
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str | Path] = ()) -> "StudyConfig":
+        study, problems = cls.load(path, overrides)
         if problems or study is None:
             raise StudyConfigError(problems)
         return study
@@ -132,10 +134,28 @@ class StudyConfig:
             found.append(f"device: {self.device!r}; valid: cpu, cuda, cuda:N, mps")
         for up in self.upstreams:
             found.extend(upstream_disk_problems(up))
+        if self.executor.kind == "local" and _DEVICE.fullmatch(str(self.device)):
+            from superb_redundancy.study.devices import check_workers
+
+            try:
+                check_workers(self.executor.workers, self.device)
+            except ValueError as error:
+                found.append(str(error))
         return found
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def audio_task(study: "StudyConfig", up: UpstreamPlan) -> str:
+    """The task whose official splits an upstream's analysis reads (dev: similarity and pruning orders; train: step 1
+    of mimicking and healing): its ``audio_task``, else the task it is fine-tuned on, else the curves', else
+    keyword spotting."""
+    if up.audio_task:
+        return up.audio_task
+    if up.finetune:
+        return up.finetune.task
+    return study.curves.task if study.curves else "speech_commands"
 
 
 def eval_head_task(study: "StudyConfig") -> str:
@@ -274,8 +294,13 @@ def _curves_problems(study: StudyConfig) -> list[str]:
     """The curves against what reads them: their task, the base they start from, ``keep95``-like amounts."""
     problems = []
     if study.curves:
+        from superb_redundancy.pruning.curves.settings import SUPPORTED_TASKS
+
         if study.curves.task not in study.tasks:
             problems.append(f"curves.task: {study.curves.task!r} is not among the study's tasks {list(study.tasks)}")
+        if study.curves.task not in SUPPORTED_TASKS:
+            problems.append(f"curves.task: {study.curves.task!r} has no accuracy to draw curves of; valid: "
+                            f"{', '.join(SUPPORTED_TASKS)}")
         if not any(u.baseline for u in study.upstreams):
             problems.append("curves: no upstream has baseline: true, and curves start from the base's experiment")
     for up in study.upstreams:
@@ -319,6 +344,11 @@ def _study(data: Any, source: str, problems: list[str]) -> Optional[StudyConfig]
         if missing:
             problems.append(f"data: no corpus root for {missing}; give data.synthetic or a root per task")
     problems.extend(_settings_problems(study))
+    if "synthetic" not in study.data:
+        for up in study.upstreams:
+            if audio_task(study, up) not in study.data:
+                problems.append(f"upstreams[{up.name}]: its analysis reads the splits of {audio_task(study, up)}, "
+                                f"which has no corpus root; give data.{audio_task(study, up)} (or set audio_task)")
     if len(problems) == before:  # a plan that expands: its run ids must be distinct
         from superb_redundancy.study.plan import expand
 

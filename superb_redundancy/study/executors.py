@@ -14,12 +14,14 @@ alone while its job still runs.
 from __future__ import annotations
 
 import concurrent.futures
+import multiprocessing
 import os
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 from superb_redundancy.study.config import StudyConfig
+from superb_redundancy.study.devices import check_workers, local_gpus, worker_gpus
 from superb_redundancy.study.plan import Run
 from superb_redundancy.study.state import execute_and_record
 
@@ -30,27 +32,32 @@ def _execute(run: Run, study: StudyConfig):
     return execute_and_record(run, study)
 
 
-def _worker_init(parent: int, threads: int) -> None:
+def _worker_init(parent: int, threads: int, gpus=None) -> None:
     """A pool worker: dies with the runner, and shares the cores with the other workers. Without the thread
     cap, N workers each running torch's default of one thread per core oversubscribe the machine, and torch's
-    spinning thread pools then run many times slower than one worker alone."""
+    spinning thread pools then run many times slower than one worker alone. ``gpus``: a queue of GPU indices, one
+    taken per worker, which then sees (and its s3prl children see) that GPU alone."""
     from superb_redundancy.study.guard import die_with_parent
 
     die_with_parent(parent)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # read by the s3prl child process at its start
         os.environ[name] = str(threads)
+    if gpus is not None:  # before anything here touches CUDA (the worker is spawned, not forked)
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
     import torch  # a forked worker inherits the runner's torch, which read the variables already
 
     torch.set_num_threads(threads)
 
 
 class LocalExecutor:
-    """Runs in a pool of ``workers`` processes with a share of the cores each (one worker: in this process)."""
+    """Runs in a pool of ``workers`` processes with a share of the cores each (one worker: in this process); on a
+    GPU study each worker has a GPU of its own."""
 
-    def __init__(self, workers: int = 1):
+    def __init__(self, workers: int = 1, device: str = "cpu"):
         if workers < 1:
             raise ValueError(f"executor.workers must be >= 1, got {workers}")
-        self.workers = workers
+        check_workers(workers, device)
+        self.workers, self.device = workers, device
         self.capacity = workers  # runs at a time
         self._pool: Optional[concurrent.futures.ProcessPoolExecutor] = None
 
@@ -66,8 +73,15 @@ class LocalExecutor:
         if self._pool is None:
             # the workers die with this process: a killed runner leaves none behind (nor, through them, s3prl's child)
             threads = max(1, (os.cpu_count() or 1) // self.workers)
-            self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, initializer=_worker_init,
-                                                                initargs=(os.getpid(), threads))
+            gpus, context = None, None
+            if local_gpus(self.device) is not None:  # CUDA cannot start again in a forked child: spawn, a GPU each
+                context = multiprocessing.get_context("spawn")
+                gpus = context.Queue()
+                for gpu in worker_gpus(self.workers):
+                    gpus.put(gpu)
+            self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context,
+                                                                initializer=_worker_init,
+                                                                initargs=(os.getpid(), threads, gpus))
         return self._pool.submit(_execute, run, study)
 
     def wait(self, handles: Sequence[concurrent.futures.Future]) -> list[concurrent.futures.Future]:
@@ -130,7 +144,7 @@ def make_executor(study: StudyConfig, workdir: Path, override: Optional[str] = N
     config = study.executor
     kind = override or config.kind
     if kind == "local":
-        return LocalExecutor(config.workers)
+        return LocalExecutor(config.workers, study.device)
     if kind == "slurm":
         folder = Path(config.folder) if config.folder else workdir / "submitit"
         parameters = dict(config.slurm)

@@ -23,15 +23,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from superb_redundancy.study.config import StudyConfig, eval_head_task
+from superb_redundancy.study.config import StudyConfig, audio_task, eval_head_task
 from superb_redundancy.study.upstream_plan import UpstreamPlan, amount_label, mimic_entry, mimic_label
 
 __all__ = ["Run", "expand", "variants", "variant_tasks", "distils", "run_id", "downstream_id", "STAGES"]
 
 STAGES = ("data", "finetune", "similarity", "base", "curves", "derive", "distil", "downstream")
-
-#: the KS corpora similarity, pruning and mimicking read (steps.split_audio)
-_KS_DATA = ("synthetic", "speech_commands", "speech_commands_35")
 
 
 @dataclass(frozen=True)
@@ -150,10 +147,9 @@ def _inputs(run: Run, study: StudyConfig) -> dict:
         inputs["setting"] = study.setting
     if run.kind in ("finetune", "downstream"):
         inputs["setting_sha256"] = setting_content(run.params["task"], run.params.get("setting") or study.setting)
-    if run.kind in ("similarity", "prune", "teacher", "mimic", "heal"):
-        inputs["data"] = {k: study.data.get(k) for k in _KS_DATA}
-    if run.kind in ("teacher", "heal"):
-        inputs["audio"] = up.similarity.data  # its training clips come from there when given
+    if run.kind in ("similarity", "prune", "teacher", "mimic", "heal"):  # the clips of a split of the audio task
+        task = audio_task(study, up)
+        inputs["audio"] = {"task": task, "data": {k: study.data.get(k) for k in ("synthetic", task)}}
     if run.kind == "mimic":
         from dataclasses import asdict
 

@@ -12,7 +12,9 @@ Guards (issue 11): one runner per workdir (``<workdir>/.lock``; a second one is 
 waits); one process per run folder (``<run folder>/.lock``, taken where the run executes: a Slurm job still
 running from an earlier call keeps its folder); a done run whose params_hash changed is not reused: the call
 is refused, naming what changed, unless ``rerun_changed``, which reruns it and everything downstream of it.
-``study.json`` records the study next to the runs on disk and the hash each run was made with.
+``studies/<name>.json`` records the study next to the runs on disk and the hash each run was made with; studies
+may share a workdir (one extending another: the runs they have in common are one run), and each leaderboard shows
+its own study's runs.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from superb_redundancy.study.executors import make_executor
 from superb_redundancy.study.plan import Run, expand
 from superb_redundancy.study.state import RunState, execute_and_record, read_state, recorded_hash
 
-__all__ = ["run_study", "study_status", "execute_and_record", "changed_runs", "StudyChanged", "RunState"]
+__all__ = ["run_study", "study_status", "execute_and_record", "changed_runs", "StudyChanged", "RunState",
+           "study_record_path"]
 
 
 class StudyChanged(ValueError):
@@ -86,14 +89,20 @@ def _to_rerun(runs: list[Run], states: dict[str, RunState], changed: set[str]) -
     return {r for r in rerun if states[r]["status"] == "done"}
 
 
+def study_record_path(study: StudyConfig) -> Path:
+    """``<workdir>/studies/<name>.json``: one per study, as studies may share a workdir (one extending another)."""
+    return Path(study.workdir).resolve() / "studies" / f"{study.name}.json"
+
+
 def _write_record(study: StudyConfig, workdir: Path, runs: list[Run]) -> None:
-    """``study.json``: the study and, per run, the status and params_hash its state on disk has."""
+    """The study's record (:func:`study_record_path`): the study and, per run, the status and params_hash its state
+    on disk has."""
     on_disk = {}
     for run in runs:
         state = read_state(workdir, run)
         on_disk[run.run_id] = {"status": state["status"], "params_hash": recorded_hash(state),
                                "current": recorded_hash(state) == run.params_hash}
-    write_json(workdir / "study.json", {"study": study.to_dict(), "runs": on_disk})
+    write_json(study_record_path(study), {"study": study.to_dict(), "runs": on_disk})
 
 
 def run_study(study: StudyConfig, executor_override: Optional[str] = None, progress: bool = True,
@@ -124,7 +133,7 @@ def run_study(study: StudyConfig, executor_override: Optional[str] = None, progr
         finally:
             executor.close()
             bar.close()
-        return states, _write_leaderboard(study, workdir)
+        return states, _write_leaderboard(study, workdir, states)
 
 
 def _schedule(todo: list[Run], states: dict[str, RunState], failed: set[str], study: StudyConfig, executor, bar,
@@ -200,11 +209,14 @@ def _waits_for(run: Run, study: StudyConfig, waiting: list[Run], running: dict) 
     return wait
 
 
-def _write_leaderboard(study: StudyConfig, workdir: Path):
+def _write_leaderboard(study: StudyConfig, workdir: Path, states: dict[str, RunState]):
+    """The leaderboard of this study's runs (a workdir may hold another study's records too)."""
     from superb_redundancy.results.leaderboard import build, write_leaderboard
     from superb_redundancy.results.records import load_records
 
-    records = load_records(workdir / "records")
+    ours = {Path(state["outputs"]["record"]).name for state in states.values()
+            if state.get("status") == "done" and (state.get("outputs") or {}).get("record")}
+    records = [r for r in load_records(workdir / "records") if f"{r.record_id}.json" in ours]
     if not records:
         return None
     plan = study.leaderboard

@@ -53,23 +53,70 @@ def execute_and_record(run: Run, study: StudyConfig) -> RunState:
     path = state_path(workdir, run)
     try:
         with guard.hold(run.folder(workdir) / ".lock", f"run {run.run_id}") as lock:
-            previous = read_state(workdir, run).get("outputs") or {}
+            before = read_state(workdir, run)
+            previous = before.get("outputs") or {}
             if previous.get("record"):  # the old result must not outlive its rerun in the leaderboard
                 Path(previous["record"]).unlink(missing_ok=True)
+            # an attempt with the same key that did not finish (killed, failed, timed out): continue from its
+            # checkpoints; a changed key starts afresh
+            resume = before.get("status") in ("running", "failed") and recorded_hash(before) == run.params_hash
             started = time.time()
+            _reset_peak_memory()
             write_json(path, {"status": "running", "run": asdict(run), "started": started, "pid": os.getpid()})
             os.environ[guard.RUN_LOCK_FD] = str(lock.fileno())  # handed on to s3prl's child (experiment.py)
             try:
-                outputs = execute(run, study)
+                outputs = execute(run, study, resume=resume)
             except Exception as error:
                 state = {"status": "failed", "run": asdict(run), "started": started, "finished": time.time(),
                          "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(limit=8)}
             else:
                 state = {"status": "done", "run": asdict(run), "started": started, "finished": time.time(),
-                         "outputs": outputs}
+                         "outputs": outputs, "peak_memory_gb": _peak_memory_gb()}
             finally:
                 os.environ.pop(guard.RUN_LOCK_FD, None)
             write_json(path, state)
             return state
     except guard.Held as held:
         return {"status": "failed", "run": asdict(run), "error": f"not started: {held}"}
+
+
+# ------------------------------------------------------------------------------------------ peak memory of a run
+def _reset_peak_memory() -> None:
+    """Start measuring a run's peak memory: this process's peak resident set is reset (Linux: ``clear_refs`` 5), and
+    so is the peak of the s3prl children it starts (:data:`superb_redundancy.results.experiment.CHILD_PEAK_KB`)."""
+    from superb_redundancy.results import experiment
+
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # not Linux, or not allowed: the process's lifetime peak is recorded instead
+        pass
+    experiment.CHILD_PEAK_KB[0] = 0
+    import sys
+
+    if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+        sys.modules["torch"].cuda.reset_peak_memory_stats()
+
+
+def _peak_memory_gb() -> dict:
+    """``{host, children, device}``: the run's peak resident memory in this process (GB), that of the s3prl children
+    it ran (None: none), and the device's peak in this process."""
+    import resource
+
+    from superb_redundancy.results import experiment
+
+    host = None
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                host = int(line.split()[1]) / 1024 ** 2
+    except OSError:
+        host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    children = experiment.CHILD_PEAK_KB[0]
+    device = None
+    import sys
+
+    if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+        device = sys.modules["torch"].cuda.max_memory_allocated() / 1024 ** 3
+    return {"host": None if host is None else round(host, 3),
+            "children": round(children / 1024 ** 2, 3) if children else None,
+            "device": None if device is None else round(device, 3)}

@@ -16,7 +16,8 @@ from typing import Optional
 
 import torch
 
-from superb_redundancy.study.config import StudyConfig
+from superb_redundancy.data.splits import Clips
+from superb_redundancy.study.config import StudyConfig, audio_task
 from superb_redundancy.study.plan import Run, downstream_id, run_id
 from superb_redundancy.study.upstream_plan import UpstreamPlan
 
@@ -64,30 +65,20 @@ def data_overrides(study: StudyConfig, task: str) -> dict[str, str]:
     return tasks.data_overrides(task, _synthetic_root(study))
 
 
-def split_audio(study: StudyConfig, up: UpstreamPlan, split: str, limit: Optional[int] = None) -> list[Path]:
-    """Keyword-spotting audio of one split (dev: similarity and pruning orders, as the paper's code takes
-    validation batches; train: mimicking): the plan's ``similarity.data`` folder if it names one, else the
-    study's KS corpus (real or synthetic) split as s3prl splits it. ``limit``: a seeded subset."""
-    from superb_redundancy.core.audio import list_audio
-    from superb_redundancy.data.splits import corpus_audio
+def split_audio(study: StudyConfig, up: UpstreamPlan, split: str, limit: Optional[int] = None) -> Clips:
+    """The clips of one official split of the upstream's audio task (dev: similarity and pruning orders, as the
+    paper's code takes validation batches; train: step 1 and healing; test is only ever scored): the study's
+    corpus of that task, real (its ``data:`` roots) or synthetic. ``limit``: a seeded subset."""
+    from superb_redundancy.data.splits import task_clips
 
-    if up.similarity.data:
-        return list_audio(up.similarity.data, limit=limit, seed=0)
-    for task in ("speech_commands", "speech_commands_35"):
-        if task in study.data:
-            files = corpus_audio(None, task, split, datarc=study.data[task])
-            break
-    else:
-        files = corpus_audio(_synthetic_root(study), "speech_commands", split)
-    if limit is not None and limit < len(files):
-        import random
-
-        files = sorted(random.Random(0).sample(files, limit))
-    return files
+    task = audio_task(study, up)
+    datarc = study.data.get(task)
+    return task_clips(task, split, datarc=datarc, corpus_root=None if datarc else _synthetic_root(study),
+                      limit=limit, seed=0)
 
 
 # ---------------------------------------------------------------------------------------------- the steps
-def _data(run: Run, study: StudyConfig, folder: Path) -> dict:
+def _data(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> dict:
     from superb_redundancy.models.tiny import write_all
 
     outputs = {"models": {k: str(v) for k, v in write_all(_workdir(study) / "models").items()}}
@@ -100,24 +91,34 @@ def _data(run: Run, study: StudyConfig, folder: Path) -> dict:
     return outputs
 
 
-def _finetune(run: Run, study: StudyConfig, folder: Path) -> dict:
+def _finetune(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> dict:
     """Fine-tune the whole upstream (s3prl's -f) on a task, then export it as a stock checkpoint."""
+    import yaml
+
     from superb_redundancy.core.files import load_checkpoint
     from superb_redundancy.data import tasks
     from superb_redundancy.models.families import get_family
-    from superb_redundancy.results.experiment import run_downstream
+    from superb_redundancy.results.experiment import resumable_states, run_downstream
 
     up = _upstream(study, run.params["upstream"])
     family = get_family(up.family)
     start = base_checkpoint(study, replace(up, finetune=None))
     task = run.params["task"]
-    overrides = {**data_overrides(study, task), "config.runner.total_steps": int(run.params["steps"]),
+    steps = int(run.params["steps"])
+    runner = yaml.safe_load(tasks.config_path(task, run.params["setting"]).read_text())["runner"]
+    # s3prl saves (and evaluates dev) only every save_step (eval_step) steps: fewer steps would leave no checkpoint
+    overrides = {**data_overrides(study, task), "config.runner.total_steps": steps,
+                 "config.runner.save_step": min(int(runner["save_step"]), steps),
+                 "config.runner.eval_step": min(int(runner["eval_step"]), steps),
                  "args.upstream_trainable": True, "config.optimizer.lr": float(run.params["lr"])}
     expdir = folder / "exp"
-    run_downstream(["-m", "train", "-u", family.local_hub_name, "-k", str(start), "-d", task,
-                    "-c", str(tasks.config_path(task, run.params["setting"])),
-                    "-p", str(expdir), "--device", study.device, "-o", tasks.format_overrides(overrides)],
-                   folder / "finetune.log")
+    where = ["-p", str(expdir), "--device", study.device, "-o", tasks.format_overrides(overrides)]
+    resumed = resumable_states(expdir) if resume and expdir.is_dir() else None
+    if resumed is not None:  # s3prl's own resume
+        run_downstream(["-m", "train", "-a", *where], folder / "finetune.log")
+    else:
+        run_downstream(["-m", "train", "-u", family.local_hub_name, "-k", str(start), "-d", task,
+                        "-c", str(tasks.config_path(task, run.params["setting"])), *where], folder / "finetune.log")
     # early stopping by the dev split: s3prl keeps the dev-best checkpoint beside the last states (a small model
     # on a small corpus overfits its training split long before the last step)
     states = expdir / "dev-best.ckpt"
@@ -133,10 +134,11 @@ def _finetune(run: Run, study: StudyConfig, folder: Path) -> dict:
     from superb_redundancy.core.files import torch_save
 
     torch_save(checkpoint, folder / "base.pt")
-    return {"checkpoint": str(folder / "base.pt"), "from": str(states)}
+    return {"checkpoint": str(folder / "base.pt"), "from": str(states),
+            **({"resumed_from": resumed.name} if resumed is not None else {})}
 
 
-def _similarity(run: Run, study: StudyConfig, folder: Path) -> dict:
+def _similarity(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> dict:
     from superb_redundancy.analysis.report import SimilaritySettings, analyse, random_init_upstream
     from superb_redundancy.hub.install import build_upstream
     from superb_redundancy.models.families import get_family
@@ -144,17 +146,20 @@ def _similarity(run: Run, study: StudyConfig, folder: Path) -> dict:
     up = _upstream(study, run.params["upstream"])
     settings_keys = set(SimilaritySettings.__dataclass_fields__)
     settings = SimilaritySettings(**{k: v for k, v in run.params.items() if k in settings_keys})
-    files = split_audio(study, up, "dev", limit=run.params.get("limit"))
+    clips = split_audio(study, up, "dev", limit=run.params.get("limit"))
     base = base_checkpoint(study, up)
     name = get_family(up.family).local_hub_name
     upstream = build_upstream(name, str(base))
-    report = analyse(upstream, files, settings, device=study.device, baseline_upstream=random_init_upstream(name, str(base)),
-                     source={"upstream": up.name, "ckpt": str(base), "clips": len(files), "split": "dev"})
+    report = analyse(upstream, list(clips.files), settings, device=study.device,
+                     baseline_upstream=random_init_upstream(name, str(base)),
+                     source={"upstream": up.name, "ckpt": str(base), "clips": len(clips.files), "split": "dev",
+                             "audio": clips.record()})
     paths = report.save(folder, title=f"{up.name} ({report.num_samples} clips)")
-    return {"report": str(paths["json"]), "figure": str(paths["figure"]), "blocks": report.blocks}
+    return {"report": str(paths["json"]), "figure": str(paths["figure"]), "blocks": report.blocks,
+            "audio": clips.record()}
 
 
-def _prune(run: Run, study: StudyConfig, folder: Path) -> dict:
+def _prune(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> dict:
     from superb_redundancy.analysis.report import SimilarityReport, analyse
     from superb_redundancy.pruning.plan import plan_pruning
     from superb_redundancy.pruning.spec import PruneSpec
@@ -163,11 +168,12 @@ def _prune(run: Run, study: StudyConfig, folder: Path) -> dict:
     up = _upstream(study, run.params["upstream"])
     base = str(base_checkpoint(study, up))
     report = SimilarityReport.load(_run_folder(study, run_id("similarity", up.name)))
-    reanalyse = None
+    reanalyse, audio = None, {}
     if run.params.get("iterative"):
-        files = split_audio(study, up, "dev", limit=up.similarity.limit)
+        clips = split_audio(study, up, "dev", limit=up.similarity.limit)
+        audio = {"audio": clips.record()}
         reanalyse = lambda dropped: analyse(build_pruned(up.family, PruneSpec(base=base, drop_layers=dropped)),
-                                            files, report.settings, device=study.device, progress=False)
+                                            list(clips.files), report.settings, device=study.device, progress=False)
     amount, read_off = _prune_amount(study, up, run.params["objective"], run.params["amount"])
     plan = plan_pruning(report, run.params["objective"], amount, reanalyse=reanalyse)
     # the same layers: the plan lists them in pruning order, the curves sorted
@@ -177,7 +183,7 @@ def _prune(run: Run, study: StudyConfig, folder: Path) -> dict:
                            f"{read_off['dropped_layers']} at {amount} layers: the two read different orders")
     read_off_notes = {"read_off_curves": {"as": run.params["amount"], **read_off}} if read_off else {}
     spec = plan.to_spec(base, amount, **read_off_notes)
-    return {"spec": str(spec.to_yaml(folder / "spec.yaml")), "drop_layers": plan.drop_layers}
+    return {"spec": str(spec.to_yaml(folder / "spec.yaml")), "drop_layers": plan.drop_layers, **audio}
 
 
 def _prune_amount(study: StudyConfig, up: UpstreamPlan, objective: str, amount) -> tuple[int | float, Optional[dict]]:
@@ -221,7 +227,7 @@ def _teacher_cache_dir(study: StudyConfig, upstream: str) -> Path:
     return _run_folder(study, run_id("teacher", upstream)) / "cache"
 
 
-def _teacher(run: Run, study: StudyConfig, folder: Path) -> dict:
+def _teacher(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> dict:
     """One pass of the teacher over the training audio, caching the states that every step-1 mimicker and every
     healing run of the upstream reads (the union of their layers), so that each reads a cache instead of running
     the teacher again."""
@@ -235,12 +241,13 @@ def _teacher(run: Run, study: StudyConfig, folder: Path) -> dict:
     wanted = {t for entry in run.params["configs"] for t in cache_layers(_mimic_config(study, up, entry)[0], layers)}
     if run.params["heal_targets"] is not None:  # the final layer; "mapped" also each kept layer's own position
         wanted |= set(range(layers)) if run.params["heal_targets"] == "mapped" else {layers - 1}
-    cache = build_teacher_cache(teacher, split_audio(study, up, "train"), folder / "cache", layers=sorted(wanted),
+    clips = split_audio(study, up, "train")
+    cache = build_teacher_cache(teacher, list(clips.files), folder / "cache", layers=sorted(wanted),
                                 family=up.family, device=study.device, progress=False)
-    return {"cache": str(cache.directory), "layers": cache.layers, "clips": len(cache)}
+    return {"cache": str(cache.directory), "layers": cache.layers, "clips": len(cache), "audio": clips.record()}
 
 
-def _mimic(run: Run, study: StudyConfig, folder: Path) -> dict:
+def _mimic(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> dict:
     """Step 1 of one mimicker, on its upstream's cached teacher states (resumed epoch by epoch); a baseline
     (non-mimicker, classifier only) is only initialised."""
     from superb_redundancy.mimic.baselines import baseline_name, init_artifact
@@ -255,23 +262,25 @@ def _mimic(run: Run, study: StudyConfig, folder: Path) -> dict:
     if run.params.get("select_by"):  # the base's experiment: its Featurizer and head, on its dev split
         head = _run_folder(study, run.params["eval_head_run"]) / "exp"
     artifact = train_mimicker(_teacher_cache_dir(study, up.name), config, folder / f"{config.name()}.pt",
-                              device=study.device, progress=False, teacher=teacher, eval_head=head,
+                              resume=resume, device=study.device, progress=False, teacher=teacher, eval_head=head,
                               select_by=run.params.get("select_by") or "mse")
     return {"artifact": str(artifact)}
 
 
-def _heal(run: Run, study: StudyConfig, folder: Path) -> dict:
+def _heal(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> dict:
     """Heal one pruned variant (:mod:`superb_redundancy.pruning.heal`) on the KS training audio, towards the base,
     from the upstream's cached teacher states."""
     from superb_redundancy.pruning.heal import HealConfig, heal
 
     up = _upstream(study, run.params["upstream"])
+    clips = split_audio(study, up, "train")
     result = heal(folder / "healed.pt", family=up.family, spec=_spec_path(study, run.params["prune_run"]),
-                  audio=split_audio(study, up, "train"), config=HealConfig(**run.params["config"]),
-                  cache_dir=_teacher_cache_dir(study, up.name), device=study.device, progress=False)
+                  audio=list(clips.files), config=HealConfig(**run.params["config"]),
+                  cache_dir=_teacher_cache_dir(study, up.name), device=study.device, resume=resume,
+                  progress=False)
     record = result.record
     return {"artifact": str(result.path), "loss_before": record["loss_before"], "loss_after": record["loss_after"],
-            "best_epoch": record["best_epoch"], "measured_on": record["measured_on"]}
+            "best_epoch": record["best_epoch"], "measured_on": record["measured_on"], "audio": clips.record()}
 
 
 def _spec_path(study: StudyConfig, prune_run: str) -> Path:
@@ -311,9 +320,9 @@ def twin_run(run: Run, study: StudyConfig) -> Optional[str]:
     return None
 
 
-def _downstream(run: Run, study: StudyConfig, folder: Path) -> dict:
+def _downstream(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> dict:
     from superb_redundancy.models.families import get_family
-    from superb_redundancy.results.experiment import Variant, train_and_evaluate
+    from superb_redundancy.results.experiment import Variant, resumable_states, train_and_evaluate
     from superb_redundancy.results.records import harvest_expdir
 
     twin = twin_run(run, study)
@@ -347,16 +356,18 @@ def _downstream(run: Run, study: StudyConfig, folder: Path) -> dict:
     task = run.params["task"]
     overrides = {**data_overrides(study, task), "args.seed": int(run.params["seed"])}
     expdir = folder / "exp"
+    resumed = resumable_states(expdir) if resume and expdir.is_dir() else None
     train_and_evaluate(chosen, task, _synthetic_root(study), expdir, setting=study.setting, device=study.device,
-                       extra_overrides=overrides)
+                       extra_overrides=overrides, resume=resume)
     record = harvest_expdir(expdir)
     from superb_redundancy.core.files import write_json
 
     path = write_json(_workdir(study) / "records" / f"{record.record_id}.json", record.to_dict())
-    return {"expdir": str(expdir), "metric": record.metric, "value": record.value, "record": str(path)}
+    return {"expdir": str(expdir), "metric": record.metric, "value": record.value, "record": str(path),
+            **({"resumed_from": resumed.name} if resumed is not None else {})}
 
 
-def _curves(run: Run, study: StudyConfig, folder: Path) -> dict:
+def _curves(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> dict:
     from superb_redundancy.pruning.curves import CurveSettings, pruning_curves
 
     up = _upstream(study, run.params["upstream"])
@@ -377,13 +388,21 @@ _STEPS = {"data": _data, "finetune": _finetune, "similarity": _similarity, "prun
 STEPS_OVERRIDE = "SUPERB_REDUNDANCY_STUDY_STEPS"
 
 
-def execute(run: Run, study: StudyConfig) -> dict:
-    """Run one step into a clean folder; returns its outputs (the runner records them). The caller holds the
-    run's lock (``<folder>/.lock``), so no live process still writes into what is wiped here."""
+#: the runs that continue from their last checkpoint when restarted with the same key: s3prl's experiments (its
+#: own resume, from the last states-*.ckpt), step 1 and healing (epoch by epoch); the teacher's cache is reused
+#: once complete and verified. The others take minutes and start afresh.
+RESUMABLE = ("finetune", "downstream", "mimic", "heal", "teacher")
+
+
+def execute(run: Run, study: StudyConfig, resume: bool = False) -> dict:
+    """Run one step; returns its outputs (the runner records them). ``resume`` (an earlier attempt with the same
+    key, killed or failed): a resumable run continues from what that attempt checkpointed; else the folder is
+    wiped first. The caller holds the run's lock (``<folder>/.lock``), so no live process still writes into it."""
     if study.executor.gpus_per_run > 1:
         os.environ["SUPERB_REDUNDANCY_GPUS_PER_RUN"] = str(study.executor.gpus_per_run)  # read by experiment.py
     folder = run.folder(_workdir(study))
-    if folder.exists() and run.kind != "data":  # an interrupted, failed or changed attempt: start afresh
+    resume = resume and run.kind in RESUMABLE
+    if folder.exists() and run.kind != "data" and not resume:  # a changed or not resumable attempt: afresh
         for entry in folder.iterdir():
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -393,4 +412,17 @@ def execute(run: Run, study: StudyConfig) -> dict:
     steps = dict(_STEPS)
     if os.environ.get(STEPS_OVERRIDE):
         steps.update(importlib.import_module(os.environ[STEPS_OVERRIDE]).STEPS)
-    return steps[run.kind](run, study, folder)
+    try:
+        return steps[run.kind](run, study, folder, resume=resume)
+    finally:
+        _free_device_memory()
+
+
+def _free_device_memory() -> None:
+    """Give CUDA's cached blocks back after a step that ran in this process: the next run (another model, another
+    process on the same GPU) gets the memory, not torch's cache of this one."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

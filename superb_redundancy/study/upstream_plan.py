@@ -44,10 +44,9 @@ class FinetunePlan:
 
 @dataclass(frozen=True)
 class SimilarityPlan:
-    """``data``: an audio folder instead of the study's KS corpus; ``limit``: a seeded subset of clips; the
-    other keys of the YAML section are :class:`superb_redundancy.analysis.report.SimilaritySettings` fields."""
+    """``limit``: a seeded subset of the dev clips; the other keys of the YAML section are
+    :class:`superb_redundancy.analysis.report.SimilaritySettings` fields."""
 
-    data: Optional[str] = None
     limit: Optional[int] = None
     settings: dict = field(default_factory=dict)  # the given SimilaritySettings fields
 
@@ -55,7 +54,7 @@ class SimilarityPlan:
         """Every setting resolved (defaults filled in): what a similarity run is keyed by."""
         from superb_redundancy.analysis.report import SimilaritySettings
 
-        return {"data": self.data, "limit": self.limit, **asdict(SimilaritySettings(**self.settings))}
+        return {"limit": self.limit, **asdict(SimilaritySettings(**self.settings))}
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,11 @@ class UpstreamPlan:
     #: a HealConfig mapping: heal every pruned variant (kept layers distilled towards the base) and evaluate the
     #: healed model beside the pruned one
     heal: Optional[dict] = None
+    #: the task whose official splits the analysis reads: dev for similarity and pruning orders, train for step 1
+    #: and healing (None: the fine-tuning task, else the curves' task, else speech_commands; see ``audio_task``)
+    audio_task: Optional[str] = None
+    #: MimicConfig keys every ``mimic`` entry takes unless it gives its own (``{epochs: 50, lr: 1.0e-3}``)
+    mimic_defaults: Optional[dict] = None
 
 
 def amount_label(amount) -> str:
@@ -135,6 +139,9 @@ def _similarity(data, where: str, problems: list[str]) -> SimilarityPlan:
         problems.append(f"{where}.limit: {plan.limit}; must be >= 1 (clips analysed)")
     if settings.pool not in POOL_MODES:
         problems.append(f"{where}.pool: {settings.pool!r}; valid: {list(POOL_MODES)}")
+    if settings.pool == "flatten" and settings.clip_seconds is None:  # a split's clips have many lengths
+        problems.append(f"{where}.pool: 'flatten' needs every clip of one length; give clip_seconds (the paper fits "
+                        "Speech Commands clips to 1.0 s, padded or cut)")
     if settings.averaging not in AVERAGING_MODES:
         problems.append(f"{where}.averaging: {settings.averaging!r}; valid: {list(AVERAGING_MODES)}")
     for f in fields(SimilaritySettings):  # counts: >= 0 (e.g. permutations: 0 is none), sizes: >= 1
@@ -144,7 +151,7 @@ def _similarity(data, where: str, problems: list[str]) -> SimilarityPlan:
         elif isinstance(value, float) and not (math.isfinite(value) and value > 0):
             problems.append(f"{where}.{f.name}: {value}; must be > 0")
     given = {k: v for k, v in data.items() if k not in own and k in {f.name for f in fields(SimilaritySettings)}}
-    return SimilarityPlan(plan.data, plan.limit, {k: getattr(settings, k) for k in given})
+    return SimilarityPlan(plan.limit, {k: getattr(settings, k) for k in given})
 
 
 def _prune(data, where: str, problems: list[str]) -> PrunePlan:
@@ -218,13 +225,34 @@ def _heal(data, where: str, problems: list[str]) -> Optional[dict]:
     return None if config is None else config.to_dict()
 
 
+def _with_mimic_defaults(data, where: str, problems: list[str]):
+    """The entry with ``mimic_defaults`` filled into each ``mimic`` entry (an entry's own keys win), so that the
+    runs are keyed by each mimicker's whole config, as if every entry gave the keys itself."""
+    defaults = data.get("mimic_defaults") if isinstance(data, dict) else None
+    if defaults is None:
+        return data
+    if not isinstance(defaults, dict):
+        problems.append(f"{where}.mimic_defaults: expected a mapping of mimic config keys, got {defaults!r}")
+        return {k: v for k, v in data.items() if k != "mimic_defaults"}
+    entries = data.get("mimic")
+    if isinstance(entries, list):
+        data = {**data, "mimic": [{**defaults, **e} if isinstance(e, dict) else e for e in entries]}
+    return data
+
+
 # ------------------------------------------------------------------------------------------------ the plan
 def upstream_plan(data, where: str, problems: list[str]) -> Optional[UpstreamPlan]:
     """One ``upstreams:`` entry, its problems appended; None when it cannot be built."""
+    from superb_redundancy.data.tasks import TASKS
     from superb_redundancy.models.families import FAMILIES
 
     nested = {"finetune": _finetune, "similarity": _similarity, "prune": _prune, "mimic": _mimic, "heal": _heal}
-    up = typed(UpstreamPlan, data, where, problems, nested=nested)
+    if isinstance(data, dict) and "data" in (data.get("similarity") or {}):
+        problems.append(f"{where}.similarity.data: a study reads a task's official splits (dev for similarity and "
+                        "pruning orders, train for mimicking and healing), not a folder; name the task with "
+                        "audio_task (a folder of loose audio is for the single commands: similarity --data)")
+        data = {**data, "similarity": {k: v for k, v in data["similarity"].items() if k != "data"}}
+    up = typed(UpstreamPlan, _with_mimic_defaults(data, where, problems), where, problems, nested=nested)
     if up is None:
         return None
     if not _NAME.fullmatch(up.name):
@@ -244,11 +272,11 @@ def upstream_plan(data, where: str, problems: list[str]) -> Optional[UpstreamPla
     if up.heal is not None and not up.prune.objectives:
         problems.append(f"{where}.heal: nothing to heal; it heals the pruned variants, and prune names none")
     if up.mimic_tasks is not None:
-        from superb_redundancy.data.tasks import TASKS
-
         for task in up.mimic_tasks:
             if task not in TASKS:
                 problems.append(f"{where}.mimic_tasks: {task!r}; valid: {sorted(TASKS)}")
+    if up.audio_task is not None and up.audio_task not in TASKS:
+        problems.append(f"{where}.audio_task: {up.audio_task!r}; valid: {sorted(TASKS)}")
     return up
 
 
@@ -283,8 +311,6 @@ def upstream_disk_problems(up: UpstreamPlan) -> list[str]:
     """What the disk tells about one upstream now (its similarity data, its base checkpoint, prune amounts
     against the base's layer count), one line each."""
     found, where = [], f"upstreams[{up.name}]"
-    if up.similarity.data and not Path(up.similarity.data).expanduser().exists():
-        found.append(f"{where}.similarity.data: {up.similarity.data} not found")
     if up.base != "tiny" and not is_shipped(up.base) and is_path_like(up.base) \
             and not Path(up.base).expanduser().is_file():
         found.append(f"{where}.base: checkpoint {up.base} not found")

@@ -116,3 +116,29 @@ def test_iterative_plan_reanalyses_the_pruned_model(report, tiny_ckpts, audio_di
 def test_bad_objective(report):
     with pytest.raises(ValueError, match=r"unknown pruning objective 'middle'; valid: "):
         plan_pruning(report, "middle", 1)
+
+
+def test_flatten_fits_clips_of_any_length_as_the_paper_did(tiny_ckpts, audio_dir, tmp_path):
+    """``pool: flatten`` on clips of 0.5, 0.75 and 1 s (as real Speech Commands has): refused without a clip length
+    (fails on the main before issue 25 with clip_seconds, which did not exist: it cropped and never padded); with
+    ``clip_seconds`` the clips are zero-padded at the end, counted in the report, and the matrices are those of
+    clips padded by hand."""
+    import soundfile
+
+    from superb_redundancy.core.audio import list_audio
+
+    files = list_audio(audio_dir)
+    model = build_pruned("wav2vec2", PruneSpec(base=str(tiny_ckpts["wav2vec2"]), drop_layers=[]))
+    settings = dict(pool="flatten", batch_size=16, forward_batch_size=8)
+    with pytest.raises(ValueError):
+        analyse(model, files, SimilaritySettings(**settings), progress=False)
+    fitted = analyse(model, files, SimilaritySettings(**settings, clip_seconds=1.0), progress=False)
+    assert fitted.source["fit"] == {"seconds": 1.0, "cut": 0, "padded": 27, "clips": 40}  # i % 3 in (0, 1): short
+    for path in files:
+        wav, rate = soundfile.read(str(path), dtype="float32")
+        soundfile.write(str(tmp_path / path.name), np.pad(wav, (0, rate - len(wav))), rate, subtype="FLOAT")
+    by_hand = analyse(model, list_audio(tmp_path), SimilaritySettings(**settings), progress=False)
+    for metric, matrix in by_hand.matrices.items():
+        np.testing.assert_allclose(fitted.matrices[metric], matrix, atol=1e-6, err_msg=metric)
+    cut = analyse(model, files, SimilaritySettings(**settings, clip_seconds=0.5), progress=False)
+    assert (cut.source["fit"]["cut"], cut.source["fit"]["padded"]) == (26, 0)

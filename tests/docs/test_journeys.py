@@ -153,13 +153,28 @@ def check_template(out: Optional[Outcome], box: Path) -> None:
 
 
 def check_paper_study(out: Outcome, box: Path) -> None:
-    # `study status` lists every run; `study run` without the paper's corpora is refused before any run starts
-    assert "pending" in out.stdout
+    """Both studies' cost offline, per run kind and in total (the corpora are absent: the released sizes); `study
+    run` without the paper's corpora is refused before any run starts."""
+    totals = [line for line in out.stdout.splitlines() if line.startswith("| total")]
+    assert "study paper: 237 runs on cuda" in out.stdout and "study paper-superb: 381 runs on cuda" in out.stdout
+    assert len(totals) == 2 and all(float(line.split("|")[3].replace(",", "")) > 100 for line in totals)
     assert out.returncode == 2, out.tail()
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert any(line.startswith("problem: data.") and "/data/" in line and "not found" in line for line in lines)
     assert lines[-1].endswith("nothing was run"), out.tail()
     assert not (box / "work/paper/runs").exists()
+
+
+def check_paper_rehearsal(out: Optional[Outcome], box: Path) -> None:
+    """Run by tests/study/test_rehearsal.py (killed once and resumed, on the session's corpus): the block names the
+    files that test runs."""
+    block = next(b for b in doc_blocks() if b.id == "paper-rehearsal")
+    command = block.body.split("#")[0].split()
+    assert command == ["superb-redundancy", "study", "run", "studies/paper.yaml", "--override",
+                       "studies/rehearsals/paper_cpu.yaml"]
+    test = (ROOT / "tests" / "study" / "test_rehearsal.py").read_text()
+    assert 'PAPER, REHEARSAL = ROOT / "studies" / "paper.yaml", ROOT / "studies" / "rehearsals" / "paper_cpu.yaml"' \
+        in test and '"study", "run", str(PAPER), "--override", str(REHEARSAL)' in test
 
 
 def check_beyond(out: Outcome, box: Path) -> None:
@@ -211,6 +226,7 @@ JOURNEYS = {
                                                    "SETTING": "tiny"}),
     "python-api": Journey(check_python_api),
     "paper-study": Journey(check_paper_study),
+    "paper-rehearsal": Journey(check_paper_rehearsal, run=False),
     "beyond": Journey(check_beyond, timeout=1800),
     "template": Journey(check_template, run=False),
     "configs-synthetic": Journey(check_configs_synthetic),

@@ -108,6 +108,31 @@ def test_cache_reuse_and_rebuild(tiny_ckpts, audio, tmp_path, counted):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # no temp dirs left behind
 
 
+def test_a_batch_is_the_clips_frames_padded_with_zeros(cache):
+    """The bulk read (one indexed read per array, converted and padded in one go) against reading clip by clip;
+    :meth:`TeacherCache.batches` yields the same batches, each read ahead of its use."""
+    def by_clip(array, ids, frames):
+        out = np.zeros((len(ids), frames, array.shape[1]), dtype=np.float32)
+        for b, i in enumerate(ids):
+            start, length = int(cache.offsets[i]), int(cache.lengths[i])
+            out[b, :length] = array[start:start + length]
+        return torch.from_numpy(out)
+
+    ids = [3, 0, 7, 7, 1]
+    frames = int(cache.lengths[ids].max())
+    features, mask, targets = cache.batch(ids, cache.layers, torch.device("cpu"))
+    assert torch.equal(features, by_clip(cache.features, ids, frames))
+    for layer, target in zip(cache.layers, targets):
+        assert torch.equal(target, by_clip(cache.hidden[layer], ids, frames))
+    assert torch.equal(mask, torch.arange(frames)[None, :] >= torch.as_tensor(cache.lengths[ids])[:, None])
+    source = cache.layers[0]
+    assert torch.equal(cache.batch(ids, [], torch.device("cpu"), source)[0], by_clip(cache.hidden[source], ids, frames))
+    lists = [[0, 1], [2], [9, 4, 5]]
+    for got, ids in zip(cache.batches(lists, cache.layers, torch.device("cpu")), lists, strict=True):
+        want = cache.batch(ids, cache.layers, torch.device("cpu"))
+        assert torch.equal(got[0], want[0]) and all(torch.equal(a, b) for a, b in zip(got[2], want[2]))
+
+
 def test_step1_loss_falls(cache, tmp_path):
     for config in (MimicConfig.tiny(n_layers=2, layer_i=0, epochs=8),
                    MimicConfig.tiny(kind="transformer", epochs=8)):

@@ -40,6 +40,13 @@ def test_wilson_hand_values():
     assert wilson(0, 10) == pytest.approx((0.0, 3.8414588 / 13.8414588), abs=1e-7)
 
 
+@pytest.mark.parametrize("n", [1, 7, 35, 408, 4482])
+def test_wilson_holds_an_accuracy_of_zero_or_one_exactly(n):
+    """An interval holds its own estimate at the ends too (rounding put the lower end of 0 of 35 at 7e-18, and the
+    leaderboard's figure refused the negative error bar: seen in the paper study's CPU rehearsal)."""
+    assert wilson(0, n)[0] == 0.0 and wilson(n, n)[1] == 1.0
+
+
 def test_bootstrap_wer_of_two_utterances_spans_their_wers():
     # resamples are {a, a} (10%), {a, b} / {b, a} (30%) and {b, b} (50%): the 2.5% and 97.5% points are 10 and 50
     assert bootstrap_wer([1, 5], [10, 10]) == pytest.approx((10.0, 50.0))

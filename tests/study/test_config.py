@@ -27,7 +27,7 @@ _PRUNE = {"objectives": ["bi"], "amounts": [1]}
     ({"prune": {"amountz": [0.5]}}, {},
      "upstreams[w].prune: unknown field(s) ['amountz']; valid: ['amounts', 'iterative', 'objectives']"),
     ({"similarity": {"pooll": "frames"}}, {},
-     "upstreams[w].similarity: unknown field(s) ['pooll']; valid: ['averaging', 'batch_size', 'data', "
+     "upstreams[w].similarity: unknown field(s) ['pooll']; valid: ['averaging', 'batch_size', 'clip_seconds', "
      "'forward_batch_size', 'include_input', 'k', 'limit', 'max_samples', 'max_seconds', 'n_blocks', "
      "'permutations', 'pool']"),
     ({"finetune": {"stepz": 3}}, {},
@@ -36,8 +36,8 @@ _PRUNE = {"objectives": ["bi"], "amounts": [1]}
      "upstreams[w].heal: unknown field(s) ['epochz']; valid: ['batch_size', 'epochs', 'lr', 'max_val_clips', "
      "'seed', 'targets', 'val_fraction']"),
     ({"basee": "tiny"}, {},
-     "upstreams[w]: unknown field(s) ['basee']; valid: ['base', 'baseline', 'family', 'finetune', 'heal', 'mimic', "
-     "'mimic_select_by', 'mimic_tasks', 'name', 'prune', 'similarity']"),
+     "upstreams[w]: unknown field(s) ['basee']; valid: ['audio_task', 'base', 'baseline', 'family', 'finetune', "
+     "'heal', 'mimic', 'mimic_defaults', 'mimic_select_by', 'mimic_tasks', 'name', 'prune', 'similarity']"),
     ({}, {"curves": {"repeat": 2}},
      "curves: unknown field(s) ['repeat']; valid: ['objectives', 'repeats', 'subset', 'task']"),
     ({}, {"executor": {"worker": 2}},
@@ -96,15 +96,15 @@ PINNED_STUDY = {
 
 def test_run_ids_and_params_hashes_are_pinned(tmp_path):
     """The hashes of a study using every section: a change here reruns every finished study (change it only on
-    purpose; last changed when a teacher run came to cache the states every mimicker and healing run distils
-    from, and each mimicker became a run of its own)."""
+    purpose; last changed when every stage came to read its audio from a task's official split, recorded in
+    the runs' inputs)."""
     path = tmp_path / "pin.yaml"
     path.write_text(yaml.safe_dump(PINNED_STUDY))
     runs = expand(StudyConfig.from_yaml(path))
     listing = "\n".join(f"{run.run_id} {run.params_hash}" for run in runs)
     assert len(runs) == 95
     assert hashlib.sha256(listing.encode()).hexdigest() == \
-        "d0a27c62baf1bb2f4a11e3c5061f3a4ff0314ae3e3eb383c7c7d5bd06fc57bda", listing
+        "4ec512b3857567dc9cd65c2c9f253e075da3723333e8706d389cbb673ee75ca2", listing
 
 
 def test_the_leaderboard_is_a_path_or_its_settings(tmp_path):
@@ -117,3 +117,17 @@ def test_the_leaderboard_is_a_path_or_its_settings(tmp_path):
     assert (quick.leaderboard.path, quick.leaderboard.rounds, quick.leaderboard.max_passes) == ("b", 3, 32)
     problems = StudyConfig.load(write_study(tmp_path / "c.yaml", leaderboard={"rounds": 0, "device": "tpu"}))[1]
     assert problems == ["leaderboard.rounds: 0; must be >= 1", "leaderboard.device: 'tpu'; valid: cpu, cuda, cuda:N, mps"]
+
+
+def test_curves_on_a_task_without_an_accuracy_are_refused_up_front(tmp_path):
+    """Curves need an accuracy: ASR is refused in one line before any run, KS-35 (the paper's task) is accepted
+    (on the main before issue 25 the KS-35 curves run failed after the fine-tune with UnsupportedTaskError, and the
+    up-front check let the file through)."""
+    curves = {"task": "asr", "objectives": ["bi"]}
+    upstream = {"baseline": True}
+    problems = StudyConfig.load(write_study(tmp_path / "a.yaml", upstream, tasks=["asr"], curves=curves))[1]
+    assert problems == ["curves.task: 'asr' has no accuracy to draw curves of; valid: speech_commands, "
+                        "speech_commands_35, voxceleb1, emotion"]
+    ks35 = write_study(tmp_path / "b.yaml", upstream, tasks=["speech_commands_35"],
+                       curves={**curves, "task": "speech_commands_35"})
+    assert StudyConfig.load(ks35)[1] == []

@@ -207,13 +207,13 @@ def test_a_changed_parameter_reruns_exactly_the_affected_runs(tmp_path, fake_cli
         data = yaml.safe_load(path.read_text())
         change(data)
         path.write_text(yaml.safe_dump(data))
-        record = (work / "study.json").read_bytes()
+        record = (work / "studies" / "g.json").read_bytes()
         refused = fake_cli("study", "run", str(path))
         assert refused.returncode == 2, refused.stderr
         lines = [line for line in refused.stderr.splitlines() if line.startswith("changed: ")]
         assert {line.split(": ")[1] for line in lines} == expected  # named, one line each
         assert refused.stderr.strip().splitlines()[-1].endswith("nothing was run")
-        assert executed(work) == everything and (work / "study.json").read_bytes() == record  # untouched
+        assert executed(work) == everything and (work / "studies" / "g.json").read_bytes() == record  # untouched
         if status:  # `study status` shows the same runs as changed
             shown = fake_cli("study", "status", str(path)).stdout.splitlines()
             assert {line.split("|")[1].strip() for line in shown if "| changed" in line} == expected
@@ -221,7 +221,7 @@ def test_a_changed_parameter_reruns_exactly_the_affected_runs(tmp_path, fake_cli
         assert accepted.returncode == 0, accepted.stderr
         assert sorted(executed(work)[len(everything):]) == sorted(expected)  # exactly those, once
         everything[:] = executed(work)
-        on_disk = json.loads((work / "study.json").read_text())
+        on_disk = json.loads((work / "studies" / "g.json").read_text())
         assert all(run["status"] == "done" and run["current"] for run in on_disk["runs"].values())
         return refused.stderr, on_disk
 

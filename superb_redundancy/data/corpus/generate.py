@@ -50,15 +50,17 @@ __all__ = [
     "settings_hash",
 ]
 
-CORPUS_VERSION = 3  # bump when the generator's output changes (2: the sizes and variation of issue 12; 3: 6k KS
-# training clips, SNR 10-30 dB)
+CORPUS_VERSION = 4  # bump when the generator's output changes (2: the sizes and variation of issue 12; 3: 6k KS
+# training clips, SNR 10-30 dB; 4: Speech Commands v0.02 as released: 10 speakers, a quarter of the clips under 1 s,
+# six ~1-minute background recordings, README.md / LICENSE, and its separate test archive; v0.01 unchanged)
 MARKER = ".complete"
 
 # generate()'s return keys -> path relative to the corpus root
 _PATHS = {
     "speech_commands": {"speech_commands": "speech_commands_v0.01",
                         "speech_commands_test": "speech_commands_test_set_v0.01",
-                        "speech_commands_v0.02": "speech_commands_v0.02"},
+                        "speech_commands_v0.02": "speech_commands_v0.02",
+                        "speech_commands_test_v0.02": "speech_commands_test_set_v0.02"},
     "voxceleb1": {"voxceleb1": "voxceleb1", "voxceleb1_meta_data": "voxceleb1/iden_split.txt"},
     "emotion": {"emotion": "IEMOCAP", "emotion_meta_data": "IEMOCAP/meta_data"},
     "asr": {"asr": "LibriSpeech", "asr_bucket_file": "len_for_bucket"},
@@ -178,6 +180,7 @@ def generate(root: Union[str, Path], tasks: Iterable[str] = TASKS, scale: float 
     """Generate (or reuse) the synthetic corpus for ``tasks`` under ``root``; return the data roots.
 
     Returned keys: ``speech_commands`` (v0.01 train root), ``speech_commands_test``, ``speech_commands_v0.02``,
+    ``speech_commands_test_v0.02`` (v0.02's separate test archive),
     ``voxceleb1``, ``voxceleb1_meta_data``, ``emotion`` (IEMOCAP root), ``emotion_meta_data``, ``asr``
     (LibriSpeech root), ``asr_bucket_file`` (only those of the requested tasks). ``scale`` multiplies the clip
     counts; ``workers`` caps the synthesis processes (default: CPU count); ``force`` rebuilds regardless.

@@ -26,6 +26,7 @@ def _torch_mean(values: Sequence[float]) -> float:  # voxceleb1's and emotion's 
 #: tasks whose expert reports a per-sample accuracy in records["acc"] -> how its log_records averages it
 SUPPORTED_TASKS: dict[str, Callable[[Sequence[float]], float]] = {
     "speech_commands": _python_mean,
+    "speech_commands_35": _python_mean,  # ours (downstreams/speech_commands_35): logs as speech_commands does
     "voxceleb1": _torch_mean,
     "emotion": _torch_mean,
 }

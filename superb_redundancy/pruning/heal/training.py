@@ -122,9 +122,9 @@ def _train_epoch(upstream: PrunedUpstream, optimizer: torch.optim.Optimizer, cac
     order = np.random.default_rng([config.seed, epoch]).permutation(train_ids)
     batches = [order[s:s + config.batch_size] for s in range(0, len(order), config.batch_size)]
     total, frames = 0.0, 0
-    for batch in tqdm(batches, disable=not progress, file=sys.stderr, leave=False, unit="batch",
-                      desc=f"heal epoch {epoch}/{config.epochs}"):
-        features, mask, wanted = cache.batch(batch, [t for t, _ in pairs], device)
+    for features, mask, wanted in tqdm(cache.batches(batches, [t for t, _ in pairs], device), total=len(batches),
+                                       disable=not progress, file=sys.stderr, leave=False, unit="batch",
+                                       desc=f"heal epoch {epoch}/{config.epochs}"):
         loss = sum(distillation_terms(upstream, features, mask, wanted, pairs))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

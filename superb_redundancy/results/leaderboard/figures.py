@@ -28,7 +28,9 @@ def task_figure(group: pd.DataFrame, task: str):
         data = group.dropna(subset=[column]).sort_values(column)
         for _, row in data.iterrows():
             x = row[column] / scale
-            ax.errorbar(x, row.value, yerr=[[row.value - row.low], [row.high - row.value]], fmt="none",
+            # a percentile interval need not hold its point estimate: a bar never goes below zero length
+            below, above = max(0.0, row.value - row.low), max(0.0, row.high - row.value)
+            ax.errorbar(x, row.value, yerr=[[below], [above]], fmt="none",
                         ecolor=colours[row.label], alpha=0.7, capsize=3)
             ax.scatter(x, row.value, s=70 if row[f"pareto_{column}"] else 35, marker="*" if row.is_base else "o",
                        facecolors="none" if row.at_chance else colours[row.label], edgecolors=colours[row.label],
