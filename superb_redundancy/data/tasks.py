@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["Task", "TASKS", "get_task", "config_path", "data_overrides", "format_overrides"]
+__all__ = ["Task", "TASKS", "get_task", "config_path", "load_config", "data_overrides", "format_overrides"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,13 @@ def config_path(task: str, setting: str = "tiny") -> Path:
         valid = sorted(p.stem for p in (configs_dir() / task).glob("*.yaml"))
         raise ValueError(f"no {setting!r} config for {task}; valid settings: {valid}")
     return path
+
+
+def load_config(task: str, setting: str = "tiny") -> dict:
+    """A downstream config (``downstream_configs/<task>/<setting>.yaml``) as parsed YAML."""
+    import yaml
+
+    return yaml.safe_load(config_path(task, setting).read_text())
 
 
 def data_overrides(task: str, corpus_root: str | Path) -> dict[str, str]:

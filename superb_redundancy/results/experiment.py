@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 from superb_redundancy.data import tasks as task_defs
 from superb_redundancy.results.metrics import MetricNotFound, read_test_metric
 
-__all__ = ["Variant", "run_downstream", "train_and_evaluate", "resumable_states"]
+__all__ = ["Variant", "run_downstream", "train_and_evaluate", "resumable_states", "trained_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -113,14 +113,20 @@ def _child(args: Sequence[str], log: Path, signum: int = signal.SIGKILL, shown: 
 def _evaluation(expdir: Path, task: str, device: str) -> list[str]:
     """The test evaluation of what training in ``expdir`` chose (dev-best, else the last states)."""
     split = "test-clean" if task == "asr" else "test"
-    return ["-m", "evaluate", "-e", str(_checkpoint_to_evaluate(expdir)), "-t", split, "--device", device]
+    return ["-m", "evaluate", "-e", str(trained_checkpoint(expdir)), "-t", split, "--device", device]
 
 
-def _checkpoint_to_evaluate(expdir: Path) -> Path:
+def _states(expdir: Path) -> list[Path]:
+    """An experiment's ``states-*.ckpt`` by step, the last last."""
+    return sorted(expdir.glob("states-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]))
+
+
+def trained_checkpoint(expdir: Path) -> Path:
+    """What an experiment's training chose: ``dev-best.ckpt``, else its last states (MetricNotFound: neither)."""
     best = expdir / "dev-best.ckpt"
     if best.is_file():
         return best
-    states = sorted(expdir.glob("states-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]))
+    states = _states(expdir)
     if not states:
         raise MetricNotFound(f"{expdir}: training left no states-*.ckpt")
     return states[-1]
@@ -131,7 +137,7 @@ def resumable_states(expdir: Path) -> Optional[Path]:
     last one it finds, so a broken one, from a version that wrote checkpoints in place, is removed); None: none."""
     from superb_redundancy.core.files import load_checkpoint
 
-    states = sorted(expdir.glob("states-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]))
+    states = _states(expdir)
     while states:
         try:
             load_checkpoint(states[-1], "s3prl checkpoint", RuntimeError, safe_globals=[argparse.Namespace])

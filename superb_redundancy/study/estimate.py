@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Optional
 
 from superb_redundancy.compute.analytic import Shape
+from superb_redundancy.data.tasks import load_config
 from superb_redundancy.study.config import StudyConfig, audio_task
 from superb_redundancy.study.plan import Run, expand
-from superb_redundancy.study.upstream_plan import UpstreamPlan
+from superb_redundancy.study.upstream_plan import UpstreamPlan, mimic_entry
 
 __all__ = ["Throughput", "ASSUMED", "Split", "RELEASED", "RunCost", "estimate", "summarize", "calibrate"]
 
@@ -146,14 +147,6 @@ def split_sizes(study: StudyConfig, task: str) -> dict[str, Split]:
     return sizes
 
 
-def _config(task: str, setting: str) -> dict:
-    import yaml
-
-    from superb_redundancy.data import tasks
-
-    return yaml.safe_load(tasks.config_path(task, setting).read_text())
-
-
 def _batches(config: dict) -> tuple[int, int]:
     """(clips per forward batch, batches per optimizer step) of a downstream config."""
     datarc = config["downstream_expert"]["datarc"]
@@ -165,11 +158,7 @@ def _batches(config: dict) -> tuple[int, int]:
 def _parameters(shape: Shape) -> int:
     d, f = shape.dim, shape.ffn_dim
     layer = 4 * d * d + 4 * d + 2 * d * f + d + f + 4 * d
-    channels, cnn = 1, 0
-    for out, kernel, _ in shape.conv:
-        cnn += out * channels * kernel
-        channels = out
-    return shape.layers * layer + cnn + channels * d + d * (d // shape.conv_pos_groups) * shape.conv_pos
+    return shape.layers * layer + _frontend_params(shape) + d * (d // shape.conv_pos_groups) * shape.conv_pos
 
 
 def _activations_gb(shape: Shape, clips: int, seconds: float, layers: int, training: bool) -> float:
@@ -188,11 +177,6 @@ def _forward_macs(shape: Shape, seconds: float, layers: Optional[int] = None) ->
     parts = shape.macs(max(1, int(round(seconds * 16000))))
     stack = parts["stack"] * (shape.layers if layers is None else layers) / shape.layers
     return parts["total"] - parts["stack"] + stack
-
-
-def _mimicker_params(config, d: int) -> int:
-    z, n = config.z, config.n_layers
-    return n * (2 * d * z if config.kind == "linear" else 4 * d * d + 2 * d * z)
 
 
 def _frontend_params(shape: Shape) -> int:
@@ -258,7 +242,7 @@ class _Pricer:
     def _finetune(self, run: Run) -> RunCost:
         shape = self.shape(run.params["upstream"])
         task, steps = run.params["task"], int(run.params["steps"])
-        config = _config(task, run.params["setting"])
+        config = load_config(task, run.params["setting"])
         batch, accumulate = _batches(config)
         sizes = self.sizes(task)
         train = steps * batch * accumulate * _forward_macs(shape, sizes["train"].seconds)
@@ -301,8 +285,6 @@ class _Pricer:
     def _cached_layers(self, run: Run, shape: Shape) -> int:
         """Layer outputs the teacher run stores: the last, a span's input and output, and for two-layer mimickers
         the end of the first similarity block (one more layer: which one, the similarity run tells)."""
-        from superb_redundancy.study.upstream_plan import mimic_entry
-
         if run.params.get("heal_targets") == "mapped":
             return shape.layers
         layers: set = {shape.layers - 1}
@@ -326,8 +308,6 @@ class _Pricer:
                        f"{train.clips} training clips, once, cached in float16")
 
     def _mimic(self, run: Run) -> RunCost:
-        from superb_redundancy.study.upstream_plan import mimic_entry
-
         up, shape = self._up(run), self.shape(run.params["upstream"])
         config, step1 = mimic_entry(run.params["config"])
         if not step1:
@@ -345,7 +325,10 @@ class _Pricer:
                                                                     else "compute") + " bound"
         # the artifact (the mimicker and the teacher's front end) and the resume state (weights, Adam's two
         # moments, the best weights)
-        disk = (_mimicker_params(config, shape.dim) * 5 + _frontend_params(shape)) * 4 / GB
+        from superb_redundancy.mimic.modules import mimicker_parameter_count
+
+        size = mimicker_parameter_count(config.kind, config.n_layers, shape.dim, config.z)
+        disk = (size * 5 + _frontend_params(shape)) * 4 / GB
         return RunCost(run.run_id, run.kind, hours, device + PROCESS_DEVICE_GB, PROCESS_HOST_GB + batch * 4, disk, note)
 
     def _heal(self, run: Run) -> RunCost:
@@ -359,8 +342,6 @@ class _Pricer:
 
     def _variant_macs(self, run: Run, shape: Shape, seconds: float) -> tuple[float, float, str]:
         """(forward MACs of the variant's upstream, of which trained in step 2, what it is)."""
-        from superb_redundancy.study.upstream_plan import mimic_entry
-
         variant = run.params["variant"]
         if variant["kind"] == "mimic":
             up = self._up(run)
@@ -385,7 +366,7 @@ class _Pricer:
 
     def _downstream(self, run: Run) -> RunCost:
         shape, task = self.shape(run.params["upstream"]), run.params["task"]
-        config = _config(task, self.study.setting)
+        config = load_config(task, self.study.setting)
         batch, accumulate = _batches(config)
         sizes = self.sizes(task)
         seconds = min(sizes["train"].seconds, _SID_CROP_SECONDS) if task == "voxceleb1" else sizes["train"].seconds

@@ -119,12 +119,10 @@ def base_content(base: str) -> Optional[str]:
 def setting_content(task: str, setting: str) -> Optional[str]:
     """The sha256 of a downstream config's content, comments aside (``downstream_configs/<task>/<setting>.yaml``,
     parsed): a run trained with an edited setting (more steps, the feature cache) is not the run on disk."""
-    import yaml
-
     from superb_redundancy.data import tasks
 
     try:
-        config = yaml.safe_load(tasks.config_path(task, setting).read_text())
+        config = tasks.load_config(task, setting)
     except (ValueError, OSError):  # no such task or setting: the config check names it
         return None
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()

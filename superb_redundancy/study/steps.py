@@ -93,19 +93,17 @@ def _data(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> d
 
 def _finetune(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> dict:
     """Fine-tune the whole upstream (s3prl's -f) on a task, then export it as a stock checkpoint."""
-    import yaml
-
     from superb_redundancy.core.files import load_checkpoint
     from superb_redundancy.data import tasks
     from superb_redundancy.models.families import get_family
-    from superb_redundancy.results.experiment import resumable_states, run_downstream
+    from superb_redundancy.results.experiment import resumable_states, run_downstream, trained_checkpoint
 
     up = _upstream(study, run.params["upstream"])
     family = get_family(up.family)
     start = base_checkpoint(study, replace(up, finetune=None))
     task = run.params["task"]
     steps = int(run.params["steps"])
-    runner = yaml.safe_load(tasks.config_path(task, run.params["setting"]).read_text())["runner"]
+    runner = tasks.load_config(task, run.params["setting"])["runner"]
     # s3prl saves (and evaluates dev) only every save_step (eval_step) steps: fewer steps would leave no checkpoint
     overrides = {**data_overrides(study, task), "config.runner.total_steps": steps,
                  "config.runner.save_step": min(int(runner["save_step"]), steps),
@@ -121,9 +119,7 @@ def _finetune(run: Run, study: StudyConfig, folder: Path, resume: bool = False) 
                         "-c", str(tasks.config_path(task, run.params["setting"])), *where], folder / "finetune.log")
     # early stopping by the dev split: s3prl keeps the dev-best checkpoint beside the last states (a small model
     # on a small corpus overfits its training split long before the last step)
-    states = expdir / "dev-best.ckpt"
-    if not states.is_file():
-        states = sorted(expdir.glob("states-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]))[-1]
+    states = trained_checkpoint(expdir)
     trained = load_checkpoint(states, "s3prl checkpoint", RuntimeError, safe_globals=[argparse.Namespace])["Upstream"]
     checkpoint = torch.load(start, map_location="cpu", weights_only=True)
     weights = {k[len("model."):]: v for k, v in trained.items() if k.startswith("model.")}
