@@ -78,7 +78,13 @@ def test_more_epochs_or_a_faster_device_scale_the_hours():
 
 
 @pytest.mark.slow
-def test_calibrate_measures_this_machine(tmp_path):
+def test_calibrate_measures_this_machine(tmp_path, monkeypatch):
+    import functools
+
+    from superb_redundancy.study import estimate as module
+
+    # one clip, one step of each: the flag's path, not a good measurement (the default is 8 clips, 3 steps)
+    monkeypatch.setattr(module, "calibrate", functools.partial(module.calibrate, batch=1, steps=1))
     result = in_process("study", "status", PAPER, "--estimate", "--calibrate", "--device", "cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0]
