@@ -121,3 +121,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real one-node Slurm cluster (tests/helpers/slurm.py), started once per session (about 3 s) and stopped at
+    its end; ``SLURM_CONF`` points this process's Slurm commands (and submitit's) at it. Skips, saying why, where
+    it cannot start. Tests using it belong to ``xdist_group("slurm")``, so one worker starts it."""
+    from helpers.slurm import Cluster, why_not
+
+    reason = why_not()
+    if reason:
+        pytest.skip(reason)
+    cluster = Cluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except Exception:
+        cluster.stop()
+        raise
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLURM_CONF", str(cluster.conf))
+        yield cluster
+    cluster.stop()
