@@ -20,7 +20,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("study", help="run a study file (resumable; local or Slurm), or show its status",
                        description="Expand a study YAML into runs and run them (resumable), or list their status.")
-    p.add_argument("action", choices=["run", "status"], help="run: run what is not done; status: list the runs")
+    p.add_argument("action", choices=["run", "status", "cancel"],
+                   help="run: run what is not done; status: list the runs (on Slurm: what each asks for, its job "
+                        "and the job's state); cancel: cancel the study's Slurm jobs that are queued or running")
     p.add_argument("study", help=f"a study YAML, or the name of one in studies/ ({', '.join(_shipped())})")
     p.add_argument("--executor", choices=["local", "slurm"], help="override the study's executor.kind")
     p.add_argument("--estimate", action="store_true",
@@ -99,12 +101,27 @@ def _cmd_study(args: argparse.Namespace) -> int:
                      else f"superb-redundancy study run {args.study} --rerun-changed")
             raise ValueError(f"{changed}; to rerun them and what depends on them: {again}; nothing was run") from None
         _print_study_summary(study, states, frame, time.monotonic() - started)
-        return 1 if any(s["status"] in ("failed", "skipped") for s in states.values()) else 0
+        return 1 if any(s["status"] in ("failed", "skipped", "refused") for s in states.values()) else 0
+    if args.action == "cancel":
+        from superb_redundancy.study.runner import cancel_study
+
+        cancelled = cancel_study(study)
+        for run_id, job in cancelled:
+            print(f"cancelled job {job} ({run_id})")
+        print(f"study {study.name}: {len(cancelled)} job(s) cancelled")
+        return 0
     if args.estimate:
         _print_estimate(study, args.calibrate)
     else:
         rows = study_status(study)
-        print(tabulate(rows, headers=["run", "status", "detail"], tablefmt="github"))
+        headers = ["run", "status", "detail"]
+        if (args.executor or study.executor.kind) == "slurm":
+            from superb_redundancy.study.runner import study_jobs
+
+            jobs = study_jobs(study)
+            rows = [(*row, *jobs[row[0]]) for row in rows]
+            headers += ["asks for", "job (Slurm state)"]
+        print(tabulate(rows, headers=headers, tablefmt="github"))
     for problem in problems:  # what the disk lacks: the runs can be listed, not run
         print(f"problem: {problem}", file=sys.stderr)
     return 0
@@ -139,7 +156,7 @@ def _print_study_summary(study, states: dict, frame, elapsed: float) -> None:
         counts[state["status"]] = counts.get(state["status"], 0) + 1
     print(f"\nstudy {study.name}: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     for run_id, state in states.items():
-        if state["status"] in ("failed", "skipped"):
+        if state["status"] in ("failed", "skipped", "refused"):
             print(f"  {state['status']}: {run_id}: {state.get('error') or state.get('reason')}", file=sys.stderr)
         elif (state.get("outputs") or {}).get("same_as"):
             print(f"  {run_id}: the same model as {state['outputs']['same_as']} (evaluated once)")

@@ -62,7 +62,12 @@ class ExecutorConfig:
     workers: int = 1  # local: parallel processes
     folder: Optional[str] = None  # submitit logs (default <workdir>/submitit)
     cluster: Optional[str] = None  # submitit: None = auto (slurm when available), "local", "debug"
-    slurm: dict = field(default_factory=dict)  # e.g. {slurm_partition: gpu, gpus_per_node: 1, timeout_min: 600}
+    slurm: dict = field(default_factory=dict)  # every run's submitit parameters, e.g. {slurm_partition: gpu}
+    # per run kind (data, prune, ..., downstream) or downstream/<task>: submitit parameters over ``slurm``
+    resources: dict = field(default_factory=dict)
+    margin: float = 2.0  # time and memory asked for: the run's cost estimate times this (study/resources.py)
+    max_jobs: Optional[int] = None  # Slurm: jobs in flight at a time (None: no cap)
+    max_requeues: int = 10  # Slurm: how often a run that reaches its time limit is requeued to continue
     gpus_per_run: int = 0  # > 1: s3prl's runner under torchrun
 
 
@@ -191,6 +196,17 @@ def _executor(data, where: str, problems: list[str]) -> ExecutorConfig:
         problems.append(f"{where}.gpus_per_run: {executor.gpus_per_run}; must be >= 0")
     if executor.cluster not in (None, "slurm", "local", "debug"):
         problems.append(f"{where}.cluster: {executor.cluster!r}; valid: null (auto), slurm, local, debug")
+    if executor.margin < 1:
+        problems.append(f"{where}.margin: {executor.margin}; must be >= 1 (the estimate times the margin)")
+    if executor.max_jobs is not None and executor.max_jobs < 1:
+        problems.append(f"{where}.max_jobs: {executor.max_jobs}; must be >= 1 (or null: no cap)")
+    if executor.max_requeues < 0:
+        problems.append(f"{where}.max_requeues: {executor.max_requeues}; must be >= 0")
+    from superb_redundancy.study.resources import check_parameters
+
+    check_parameters(executor.slurm, f"{where}.slurm", problems)
+    for key, value in executor.resources.items():
+        check_parameters(value, f"{where}.resources.{key}", problems, kind=key)
     return executor
 
 

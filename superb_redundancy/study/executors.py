@@ -5,8 +5,9 @@ records the run's state itself, so a job that dies leaves ``running`` behind and
 (:mod:`superb_redundancy.study.runner`) hands a run over as soon as every run it needs is done: ``submit`` gives
 a handle, ``wait`` the handles that finished, ``outcome`` a finished handle's state; ``capacity`` is how many
 runs at a time (None: no limit), and ``run_alone`` runs one with every core when nothing else could run.
-submitit's own ``local`` cluster runs the same path in subprocesses (the tests use it); on a cluster,
-``executor.slurm`` holds submitit's ``slurm_*`` / ``gpus_per_node`` / ``timeout_min`` parameters. Jobs outlive
+submitit's own ``local`` cluster runs the same path in subprocesses (the tests use it); on a cluster, each run
+asks for its own resources (:mod:`superb_redundancy.study.resources`: its cost estimate, ``executor.slurm``,
+``executor.resources`` per kind) and is requeued to continue when it reaches its time limit (:class:`RunJob`). Jobs outlive
 a killed runner there (they run elsewhere); each holds its run folder's lock, so a later call leaves a folder
 alone while its job still runs.
 """
@@ -14,18 +15,21 @@ alone while its job still runs.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import multiprocessing
 import os
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from submitit.helpers import Checkpointable
+
 from superb_redundancy.study.config import StudyConfig
 from superb_redundancy.study.devices import check_workers, local_gpus, worker_gpus
 from superb_redundancy.study.plan import Run
 from superb_redundancy.study.state import execute_and_record
 
-__all__ = ["LocalExecutor", "SubmititExecutor", "make_executor"]
+__all__ = ["LocalExecutor", "SubmititExecutor", "RunJob", "Refused", "make_executor"]
 
 
 def _execute(run: Run, study: StudyConfig):
@@ -101,28 +105,93 @@ class LocalExecutor:
             self._pool = None
 
 
+class RunJob(Checkpointable):
+    """One run as a submitit job. Checkpointable: at Slurm's time-limit signal (USR2, ``slurm_signal_delay_s``
+    before the limit) submitit calls :meth:`checkpoint` (the same call again), requeues the job and exits; the
+    requeued job finds the run's state ``running`` with the same key and resumes it (execute_and_record; the
+    resumable kinds continue from their last checkpoint, steps.RESUMABLE). ``executor.max_requeues`` bounds it."""
+
+    def __call__(self, run: Run, study: StudyConfig) -> dict:
+        return execute_and_record(run, study)
+
+
+class Refused:
+    """A submission the cluster refused after every retry: done at once, its outcome the state ``refused``."""
+
+    job_id = None
+
+    def __init__(self, run: Run, error: str):
+        self.run, self.error = run, error
+
+    @staticmethod
+    def done() -> bool:
+        return True
+
+
 class SubmititExecutor:
-    """Runs as submitit jobs (Slurm, or submitit's local cluster), as many at a time as are ready."""
+    """Runs as submitit jobs (Slurm, or submitit's local cluster), each asking for its own resources
+    (:mod:`superb_redundancy.study.resources`), at most ``max_jobs`` in flight (None: the cluster's queue decides).
+    A refused submission is retried after each of :attr:`BACKOFF` seconds, then given the state ``refused``; each
+    job's id is recorded (:mod:`superb_redundancy.study.jobs`)."""
 
-    #: seconds between looks at the jobs' states
+    #: seconds between looks at the jobs' result files
     POLL = 2.0
+    #: seconds between asking Slurm (sacct) for the jobs' states: a job that died leaves no result file
+    STATE_POLL = 15.0
+    #: seconds to wait before each retry of a refused submission
+    BACKOFF = (5.0, 20.0, 60.0)
 
-    def __init__(self, folder: Path, cluster: Optional[str] = None, parameters: Optional[dict] = None):
+    def __init__(self, folder: Path, workdir: Path, cluster: Optional[str] = None,
+                 requests: Optional[dict] = None, max_jobs: Optional[int] = None, max_requeues: int = 10):
+        self.folder, self.workdir, self.cluster = folder, workdir, cluster
+        self.requests = requests or {}
+        self.max_requeues = max_requeues
+        self.capacity = max_jobs
+        self._executors: dict = {}
+        self._last_look = 0.0
+
+    def _executor(self, request: dict):
         import submitit
 
-        self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
-        self.executor.update_parameters(**(parameters or {}))
-        self.capacity = None  # the cluster's queue decides
+        key = json.dumps(request, sort_keys=True, default=str)
+        if key not in self._executors:  # a fresh one per request: parameters set for one run never leak to another
+            executor = submitit.AutoExecutor(folder=str(self.folder), cluster=self.cluster,
+                                             slurm_max_num_timeout=self.max_requeues)
+            executor.update_parameters(**request)
+            self._executors[key] = executor
+        return self._executors[key]
+
+    def request(self, run: Run) -> dict:
+        return {"name": run.run_id, **self.requests.get(run.run_id, {})}
 
     def run_alone(self, run: Run, study: StudyConfig) -> dict:
         job = self.submit(run, study)
         return self.outcome(job)
 
     def submit(self, run: Run, study: StudyConfig):
-        return self.executor.submit(_execute, run, study)
+        from superb_redundancy.study.jobs import record_job
+
+        request = self.request(run)
+        executor = self._executor(request)
+        errors = []
+        for delay in (*self.BACKOFF, None):
+            try:
+                job = executor.submit(RunJob(), run, study)
+            except Exception as error:  # sbatch refused it (a job limit, a bad partition, the controller down)
+                errors.append(" ".join(str(error).split())[-300:])
+                if delay is None:
+                    return Refused(run, f"submission refused {len(errors)} times; last: {errors[-1]}")
+                time.sleep(delay)
+            else:
+                record_job(self.workdir, run, job.job_id, request)
+                return job
 
     def wait(self, handles: Sequence) -> list:
         while True:
+            jobs = [job for job in handles if not isinstance(job, Refused)]
+            if jobs and time.time() - self._last_look > self.STATE_POLL:
+                type(jobs[0]).watcher.update()  # one sacct call for every job
+                self._last_look = time.time()
             done = [job for job in handles if job.done()]
             if done:
                 return done
@@ -130,10 +199,14 @@ class SubmititExecutor:
 
     @staticmethod
     def outcome(job) -> dict:
+        if isinstance(job, Refused):
+            return {"status": "refused", "error": job.error}
         try:
             return job.result()
-        except Exception as error:  # the job failed outside execute_and_record (killed, out of memory)
-            return {"status": "failed", "error": f"job {job.job_id} failed: {str(error).splitlines()[0]}"}
+        except Exception as error:  # the job ended outside execute_and_record (cancelled, node failure, memory)
+            state = job.watcher.get_state(job.job_id, mode="force")
+            return {"status": "failed", "slurm_state": state, "job_id": job.job_id,
+                    "error": f"job {job.job_id} ended {state}: {str(error).splitlines()[0]}"}
 
     def close(self) -> None:
         pass
@@ -146,10 +219,9 @@ def make_executor(study: StudyConfig, workdir: Path, override: Optional[str] = N
     if kind == "local":
         return LocalExecutor(config.workers, study.device)
     if kind == "slurm":
+        from superb_redundancy.study.resources import run_requests
+
         folder = Path(config.folder) if config.folder else workdir / "submitit"
-        parameters = dict(config.slurm)
-        parameters.setdefault("timeout_min", 600)
-        if config.gpus_per_run:
-            parameters.setdefault("gpus_per_node", config.gpus_per_run)
-        return SubmititExecutor(folder, cluster=config.cluster, parameters=parameters)
+        return SubmititExecutor(folder, workdir, cluster=config.cluster, requests=run_requests(study),
+                                max_jobs=config.max_jobs, max_requeues=config.max_requeues)
     raise ValueError(f"unknown executor {kind!r}; valid: ['local', 'slurm']")

@@ -28,9 +28,9 @@ from superb_redundancy.study import guard
 from superb_redundancy.study.config import StudyConfig
 from superb_redundancy.study.executors import make_executor
 from superb_redundancy.study.plan import Run, expand
-from superb_redundancy.study.state import RunState, execute_and_record, read_state, recorded_hash
+from superb_redundancy.study.state import RunState, execute_and_record, read_state, record_outside, recorded_hash
 
-__all__ = ["run_study", "study_status", "execute_and_record", "changed_runs", "StudyChanged", "RunState",
+__all__ = ["run_study", "study_status", "study_jobs", "cancel_study", "execute_and_record", "changed_runs", "StudyChanged", "RunState",
            "study_record_path"]
 
 
@@ -123,7 +123,7 @@ def run_study(study: StudyConfig, executor_override: Optional[str] = None, progr
             raise StudyChanged([f"{run_id}: {what}" for run_id, what in changed.items()])
         rerun = _to_rerun(runs, states, set(changed))
         _write_record(study, workdir, runs)
-        failed = {rid for rid, s in states.items() if s["status"] == "failed"}
+        failed = {rid for rid, s in states.items() if s["status"] in ("failed", "refused")}
         executor = make_executor(study, workdir, executor_override)
         bar = tqdm(total=len(runs), desc=f"study {study.name}", unit="run", disable=not progress,
                    initial=sum(s["status"] == "done" and rid not in rerun for rid, s in states.items()))
@@ -148,12 +148,14 @@ def _schedule(todo: list[Run], states: dict[str, RunState], failed: set[str], st
     running: dict = {}  # handle -> run
 
     def finish(run: Run, state: RunState) -> None:
+        if state["status"] == "refused" or "slurm_state" in state:  # the worker could not record it
+            state = record_outside(workdir, run, state)
         states[run.run_id] = state
         pending.discard(run.run_id)
-        if state["status"] in ("failed", "skipped"):
+        if state["status"] in ("failed", "skipped", "refused"):
             failed.add(run.run_id)
-            if state["status"] == "failed":
-                tqdm.write(f"  failed {run.run_id}: {state['error']}")
+            if state["status"] != "skipped":
+                tqdm.write(f"  {state['status']} {run.run_id}: {state['error']}")
         else:
             failed.discard(run.run_id)
         _write_record(study, workdir, runs)
@@ -164,7 +166,7 @@ def _schedule(todo: list[Run], states: dict[str, RunState], failed: set[str], st
         for run in list(waiting):
             blocker = _blocked_by(run, failed - pending)  # a run failed in an earlier call may be retried now
             if blocker:  # and what needs this one is skipped in turn
-                outcome = "failed" if states[blocker]["status"] == "failed" else "was skipped"
+                outcome = {"failed": "failed", "refused": "was refused"}.get(states[blocker]["status"], "was skipped")
                 waiting.remove(run)
                 finish(run, {"status": "skipped", "reason": f"needs {blocker}, which {outcome}"})
             elif not any(n in pending for n in _waits_for(run, study, waiting, running)):
@@ -247,3 +249,25 @@ def study_status(study: StudyConfig) -> list[tuple[str, str, str]]:
                 detail += f", the same model as {outputs['same_as']}"
         rows.append((run.run_id, state["status"], detail))
     return rows
+
+
+def study_jobs(study: StudyConfig) -> dict[str, tuple[str, str]]:
+    """{run id: (what its job asks for, its last job's id and Slurm state)} (:mod:`superb_redundancy.study.jobs`)."""
+    from superb_redundancy.study.jobs import read_job, slurm_states
+    from superb_redundancy.study.resources import describe, run_requests
+
+    workdir = Path(study.workdir).resolve()
+    runs = expand(study)
+    requests = run_requests(study, runs)
+    jobs = {run.run_id: record["job_id"] for run in runs if (record := read_job(workdir, run))}
+    states = slurm_states(sorted(set(jobs.values())))
+    return {run.run_id: (describe(requests[run.run_id]),
+                         f"{jobs[run.run_id]} ({states.get(jobs[run.run_id], 'not known to Slurm')})"
+                         if run.run_id in jobs else "") for run in runs}
+
+
+def cancel_study(study: StudyConfig) -> list[tuple[str, str]]:
+    """Cancel the study's jobs that are queued or running; [(run id, job id)]. Their runs are rerun next call."""
+    from superb_redundancy.study.jobs import cancel_jobs
+
+    return cancel_jobs(Path(study.workdir).resolve(), expand(study))

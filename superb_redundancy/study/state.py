@@ -21,7 +21,7 @@ from superb_redundancy.study import guard
 from superb_redundancy.study.config import StudyConfig
 from superb_redundancy.study.plan import Run
 
-__all__ = ["RunState", "state_path", "read_state", "recorded_hash", "execute_and_record"]
+__all__ = ["RunState", "state_path", "read_state", "recorded_hash", "execute_and_record", "record_outside"]
 
 RunState = dict
 
@@ -58,8 +58,10 @@ def execute_and_record(run: Run, study: StudyConfig) -> RunState:
             if previous.get("record"):  # the old result must not outlive its rerun in the leaderboard
                 Path(previous["record"]).unlink(missing_ok=True)
             # an attempt with the same key that did not finish (killed, failed, timed out): continue from its
-            # checkpoints; a changed key starts afresh
-            resume = before.get("status") in ("running", "failed") and recorded_hash(before) == run.params_hash
+            # checkpoints (a job that died, or a refused resubmission, was recorded by the runner with the run's key);
+            # a changed key starts afresh
+            resume = before.get("status") in ("running", "failed", "refused") and \
+                recorded_hash(before) == run.params_hash
             started = time.time()
             _reset_peak_memory()
             write_json(path, {"status": "running", "run": asdict(run), "started": started, "pid": os.getpid()})
@@ -78,6 +80,18 @@ def execute_and_record(run: Run, study: StudyConfig) -> RunState:
             return state
     except guard.Held as held:
         return {"status": "failed", "run": asdict(run), "error": f"not started: {held}"}
+
+
+def record_outside(workdir: Path, run: Run, state: RunState) -> RunState:
+    """Record what happened to a run outside its worker: a job that died (cancelled, its node lost, out of memory:
+    ``failed`` with Slurm's state) or a submission refused (``refused``). Kept with the run (its key), so the next
+    call reruns it and a resumable run continues from its last checkpoint, as after a kill."""
+    before = read_state(workdir, run)
+    state = {**state, "run": asdict(run), "finished": time.time()}
+    if "started" in before:
+        state["started"] = before["started"]
+    write_json(state_path(workdir, run), state)
+    return state
 
 
 # ------------------------------------------------------------------------------------------ peak memory of a run

@@ -173,6 +173,8 @@ PidFile={r / 'slurmdbd.pid'}
 LogFile={r / 'slurmdbd.log'}
 """)
         dbd.chmod(0o600)  # slurmdbd refuses a config others can read
+        # one GPU the node says it has (no device behind it): the jobs' GPU requests are scheduled and shown as asked
+        (r / "gres.conf").write_text(f"NodeName={self.host} Name=gpu File=/dev/null\n")
         # cred_expire: a requeued job waits this long before it may start again (default 120 s)
         self.conf.write_text(f"""ClusterName={CLUSTER}
 SlurmctldHost={self.host}(127.0.0.1)
@@ -204,11 +206,14 @@ JobRequeue=1
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort={self.ports['dbd']}
+# the munge socket for the connections to slurmdbd (Slurm reads AuthInfo for the others)
 AccountingStoragePass={self.munge_socket}
 AccountingStorageEnforce=limits
+AccountingStorageTRES=gres/gpu
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN
+GresTypes=gpu
+NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} Gres=gpu:1 State=UNKNOWN
 PartitionName={PARTITION} Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
 """)
 

@@ -41,8 +41,8 @@ _PRUNE = {"objectives": ["bi"], "amounts": [1]}
     ({}, {"curves": {"repeat": 2}},
      "curves: unknown field(s) ['repeat']; valid: ['objectives', 'repeats', 'subset', 'task']"),
     ({}, {"executor": {"worker": 2}},
-     "executor: unknown field(s) ['worker']; valid: ['cluster', 'folder', 'gpus_per_run', 'kind', 'slurm', "
-     "'workers']"),
+     "executor: unknown field(s) ['worker']; valid: ['cluster', 'folder', 'gpus_per_run', 'kind', 'margin', "
+     "'max_jobs', 'max_requeues', 'resources', 'slurm', 'workers']"),
     ({}, {"data": {"synthetic": {"scal": 2}}},
      "data.synthetic: unknown field(s) ['scal']; valid: ['scale', 'seed', 'workers']"),
     ({}, {"leaderboard": {"round": 2}},
@@ -131,3 +131,47 @@ def test_curves_on_a_task_without_an_accuracy_are_refused_up_front(tmp_path):
     ks35 = write_study(tmp_path / "b.yaml", upstream, tasks=["speech_commands_35"],
                        curves={**curves, "task": "speech_commands_35"})
     assert StudyConfig.load(ks35)[1] == []
+
+
+@pytest.mark.parametrize("executor, problem", [
+    ({"resources": {"pruning": {"mem_gb": 2}}},
+     "executor.resources.pruning: unknown run kind 'pruning'; valid: ['data', 'finetune', 'similarity', 'prune', "
+     "'teacher', 'mimic', 'heal', 'downstream', 'curves'] or downstream/<task>"),
+    ({"resources": {"downstream/asr": {"mem": 2}}},
+     "executor.resources.downstream/asr: unknown submitit parameter(s) ['mem']; valid: ['cpus_per_task', "
+     "'gpus_per_node', 'mem_gb', 'name', 'nodes', 'stderr_to_stdout', 'tasks_per_node', 'timeout_min'] or "
+     "slurm_<name> for submitit's Slurm parameters (e.g. slurm_partition)"),
+    ({"slurm": {"slurm_partitio": "gpu"}},
+     "executor.slurm: unknown submitit parameter(s) ['slurm_partitio']; valid: ['cpus_per_task', 'gpus_per_node', "
+     "'mem_gb', 'name', 'nodes', 'stderr_to_stdout', 'tasks_per_node', 'timeout_min'] or slurm_<name> for "
+     "submitit's Slurm parameters (e.g. slurm_partition)"),
+    ({"margin": 0.5}, "executor.margin: 0.5; must be >= 1 (the estimate times the margin)"),
+    ({"max_jobs": 0}, "executor.max_jobs: 0; must be >= 1 (or null: no cap)"),
+])
+def test_a_bad_slurm_setting_is_one_line(tmp_path, executor, problem):
+    path = write_study(tmp_path / "s.yaml", executor={"kind": "slurm", **executor})
+    assert StudyConfig.load(path)[1] == [problem]
+
+
+def test_each_run_asks_for_what_its_kind_needs(tmp_path):
+    """The three layers of study/resources.py, without a cluster: estimate x margin, executor.slurm, per kind."""
+    from superb_redundancy.study.estimate import estimate
+    from superb_redundancy.study.resources import CPU_KINDS, run_requests
+
+    path = write_study(tmp_path / "s.yaml", {"prune": {"objectives": ["knn-bi"], "amounts": [1]}}, device="cuda",
+                       executor={"kind": "slurm", "margin": 2, "gpus_per_run": 2,
+                                 "slurm": {"slurm_partition": "gpu", "gpus_per_node": 4, "timeout_min": 60},
+                                 "resources": {"prune": {"slurm_partition": "cpu"}, "similarity": {"timeout_min": 5},
+                                               "downstream/speech_commands": {"mem_gb": 3}}})
+    study = StudyConfig.from_yaml(path)
+    requests = run_requests(study)
+    costs = {c.run_id: c for c in estimate(study)}
+    assert {c.kind for c in costs.values() if c.device_hours == 0} == set(CPU_KINDS)  # the estimate agrees
+    for run_id, request in requests.items():
+        kind = run_id.split("/")[0]
+        assert request["slurm_partition"] == ("cpu" if kind == "prune" else "gpu")
+        assert ("gpus_per_node" in request) == (kind not in CPU_KINDS)  # CPU-only kinds ask for no GPU
+        assert request.get("gpus_per_node", 4) == 4  # executor.slurm over the estimate's gpus_per_run
+        assert request["timeout_min"] == (5 if kind == "similarity" else 60)
+        want = 3 if kind == "downstream" else max(4, -(-costs[run_id].host_gb * 2 // 1))
+        assert request["mem_gb"] == want, run_id
