@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from submitit.helpers import Checkpointable
+from submitit.slurm.slurm import SlurmJob
 
 from superb_redundancy.study.config import StudyConfig
 from superb_redundancy.study.devices import check_workers, local_gpus, worker_gpus
@@ -188,9 +189,9 @@ class SubmititExecutor:
 
     def wait(self, handles: Sequence) -> list:
         while True:
-            jobs = [job for job in handles if not isinstance(job, Refused)]
-            if jobs and time.time() - self._last_look > self.STATE_POLL:
-                type(jobs[0]).watcher.update()  # one sacct call for every job
+            slurm = [job for job in handles if isinstance(job, SlurmJob)]
+            if slurm and time.time() - self._last_look > self.STATE_POLL:
+                SlurmJob.watcher.update()  # one sacct call for every job
                 self._last_look = time.time()
             done = [job for job in handles if job.done()]
             if done:
@@ -204,9 +205,11 @@ class SubmititExecutor:
         try:
             return job.result()
         except Exception as error:  # the job ended outside execute_and_record (cancelled, node failure, memory)
-            state = job.watcher.get_state(job.job_id, mode="force")
+            if not isinstance(job, SlurmJob):
+                return {"status": "failed", "error": f"job {job.job_id} failed: {str(error).splitlines()[0]}"}
+            state = job.watcher.get_state(job.job_id, mode="force")  # Slurm's reason: CANCELLED by 0, NODE_FAIL ...
             return {"status": "failed", "slurm_state": state, "job_id": job.job_id,
-                    "error": f"job {job.job_id} ended {state}: {str(error).splitlines()[0]}"}
+                    "error": f"Slurm job {job.job_id} ended {state}: {str(error).splitlines()[0]}"}
 
     def close(self) -> None:
         pass

@@ -195,6 +195,8 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
+# a requeued job becomes eligible at a time (cred_expire) without an event: schedule every few seconds, not minute
+SchedulerParameters=sched_interval=3,bf_interval=3
 MpiDefault=none
 ReturnToService=2
 MinJobAge=10

@@ -32,14 +32,24 @@ def fake_steps(monkeypatch):
 
 def slurm_study(tmp_path: Path, executor: dict, **overrides) -> Path:
     """A study of two runs (data, downstream/w-base/...) as Slurm jobs on the test cluster."""
-    return write_study(tmp_path / "s.yaml", name="slurm", seeds=[1],
-                       executor={"kind": "slurm", "cluster": "slurm", **executor}, **overrides)
+    return write_study(tmp_path / "s.yaml", **{"name": "slurm", "seeds": [1], **overrides,
+                                               "executor": {"kind": "slurm", "cluster": "slurm", **executor}})
 
 
 def job_ids(study: StudyConfig) -> dict[str, str]:
     work = Path(study.workdir)
     return {run.run_id: json.loads((work / "jobs" / f"{run.run_id}.json").read_text())["job_id"]
             for run in expand(study) if (work / "jobs" / f"{run.run_id}.json").is_file()}
+
+
+def wait_for_state(cluster, job: str, state: str, timeout: float = 30) -> bool:
+    """Whether sacct says ``state`` of the job within ``timeout`` (accounting lags a little behind the job)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if sacct(cluster, job, "State")["State"].startswith(state):
+            return True
+        time.sleep(1)
+    return False
 
 
 def sacct(cluster, job: str, fields: str) -> dict[str, str]:
@@ -97,3 +107,130 @@ def test_each_run_asks_the_cluster_for_its_own_resources(slurm_cluster, tmp_path
     assert "no GPU, 1 CPUs, 1 GB, 0:03 h" in line and f"{jobs['data']} (COMPLETED)" in line, line
     line = next(line for line in status.stdout.splitlines() if line.startswith(f"| {downstream} "))
     assert "1 GPU, 1 CPUs" in line and "0:07 h" in line, line
+
+
+@pytest.mark.slow
+def test_a_run_longer_than_its_time_limit_is_requeued_until_done(slurm_cluster, tmp_path, fake_steps, monkeypatch):
+    """2.5 minutes of work (150 units of a sleeping second: light on CPU) in jobs of 1 minute: at Slurm's signal
+    (USR2, asked for 5 s before the limit; Slurm sends it up to its 30 s check period earlier) submitit requeues the
+    job and the run continues from its last checkpoint: at least 3 attempts."""
+    import fake_steps as steps
+
+    monkeypatch.setenv("FAKE_STEPS_WORK", "150")
+    path = slurm_study(tmp_path, {"slurm": {"cpus_per_task": 1, "mem_gb": 1},
+                                  "resources": {"downstream": {"timeout_min": 1, "slurm_signal_delay_s": 5}}})
+    study = StudyConfig.from_yaml(path)
+    started = time.time()
+    states, _ = run_study(study, progress=False)
+    run = next(r for r in expand(study) if r.kind == "downstream")
+    assert states[run.run_id]["status"] == "done", states[run.run_id]
+    attempts = (Path(study.workdir) / "attempts.txt").read_text().split("\n")[:-1]
+    starts = [int(line.split("from=")[1]) for line in attempts]
+    assert len(starts) >= 3 and starts[0] == 0 and starts == sorted(set(starts)), attempts  # each went further
+    job = job_ids(study)[run.run_id]
+    assert wait_for_state(slurm_cluster, job, "COMPLETED")
+    attempts_seen = slurm_cluster.command("sacct", "-D", "-X", "-n", "-P", "-o", "State", "-j", job).split()
+    assert attempts_seen.count("REQUEUED") >= 2, attempts_seen
+    # the result of the same work done at once, uninterrupted
+    monkeypatch.setenv("FAKE_STEPS_UNIT_S", "0")
+    (tmp_path / "once").mkdir()
+    once = steps.long_work(run, study, tmp_path / "once", resume=False)
+    assert states[run.run_id]["outputs"]["value"] == once["value"]
+    print(f"{len(starts)} attempts, {time.time() - started:.0f} s")
+
+
+@pytest.fixture
+def quick_polls(monkeypatch):
+    """The runner looks at its jobs every second and retries a refused submission at once (a study's defaults:
+    2 s, sacct every 15 s, retries after 5, 20 and 60 s), and gives a dead job's result file 2 s to appear."""
+    from submitit.slurm.slurm import SlurmJob
+
+    from superb_redundancy.study.executors import SubmititExecutor
+
+    monkeypatch.setattr(SubmititExecutor, "POLL", 0.5)
+    monkeypatch.setattr(SubmititExecutor, "STATE_POLL", 1.0)
+    monkeypatch.setattr(SubmititExecutor, "BACKOFF", (0.2, 0.2))
+    monkeypatch.setattr(SlurmJob, "_results_timeout_s", 2)
+
+
+def downstream_id(study: StudyConfig) -> str:
+    return next(r.run_id for r in expand(study) if r.kind == "downstream")
+
+
+@pytest.mark.slow
+def test_a_refused_submission_is_recorded_and_submitted_again_next_call(slurm_cluster, tmp_path, fake_steps,
+                                                                       quick_polls):
+    from superb_redundancy.study.state import read_state
+
+    common = {"slurm": {"cpus_per_task": 1, "mem_gb": 1}}
+    study = StudyConfig.from_yaml(slurm_study(tmp_path, {**common, "resources": {
+        "downstream": {"slurm_partition": "nowhere"}}}))
+    run = downstream_id(study)
+    states, _ = run_study(study, progress=False)  # no crash
+    assert states["data"]["status"] == "done"
+    refused = read_state(Path(study.workdir), next(r for r in expand(study) if r.run_id == run))
+    assert refused["status"] == states[run]["status"] == "refused" and refused["error"] == states[run]["error"]
+    assert refused["run"]["params_hash"] == states[run]["run"]["params_hash"]  # kept with the run's key
+    assert "submission refused 3 times" in refused["error"] and "invalid partition" in refused["error"].lower()
+    status = in_process("study", "status", str(tmp_path / "s.yaml"))
+    assert any(line.startswith(f"| {run} ") and "| refused " in line for line in status.stdout.splitlines())
+
+    study = StudyConfig.from_yaml(slurm_study(tmp_path, common))  # the partition fixed
+    states, _ = run_study(study, progress=False)
+    assert states[run]["status"] == "done"
+
+
+@pytest.mark.slow
+def test_no_more_jobs_in_flight_than_max_jobs(slurm_cluster, tmp_path, fake_steps, quick_polls, monkeypatch):
+    monkeypatch.setenv("FAKE_STEPS_SLEEP", "3")
+    study = StudyConfig.from_yaml(slurm_study(tmp_path, {"slurm": {"cpus_per_task": 1, "mem_gb": 1},
+                                                         "max_jobs": 1}, seeds=[1, 2, 3]))
+    states, _ = run_study(study, progress=False)
+    assert {s["status"] for s in states.values()} == {"done"}
+    jobs = [job for run_id, job in job_ids(study).items() if run_id.startswith("downstream/")]
+    assert len(jobs) == 3  # the node runs two 1-CPU jobs at once: only the cap keeps them one at a time
+    spans = sorted((s["started"], s["finished"]) for run_id, s in states.items() if run_id.startswith("downstream/"))
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), spans
+
+
+@pytest.mark.slow
+def test_a_cancelled_job_is_recorded_failed_with_slurms_reason_and_rerun(slurm_cluster, tmp_path, fake_steps,
+                                                                         quick_polls, monkeypatch):
+    """``study cancel`` mid-run: the run is recorded failed (CANCELLED), the next call resumes it from what the
+    cancelled attempt checkpointed (written atomically; nothing half-written), and its result is an
+    uninterrupted run's."""
+    import threading
+
+    import fake_steps as steps
+
+    from superb_redundancy.study.state import read_state
+
+    monkeypatch.setenv("FAKE_STEPS_WORK", "60")
+    monkeypatch.setenv("FAKE_STEPS_UNIT_S", "0.5")
+    path = slurm_study(tmp_path, {"slurm": {"cpus_per_task": 1, "mem_gb": 1}})
+    study = StudyConfig.from_yaml(path)
+    run = next(r for r in expand(study) if r.kind == "downstream")
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(states=run_study(study, progress=False)[0]))
+    runner.start()
+    progress = run.folder(Path(study.workdir).resolve()) / "progress.json"
+    deadline = time.time() + 120
+    while not progress.is_file() and time.time() < deadline:
+        time.sleep(0.5)
+    cancelled = in_process("study", "cancel", str(path))
+    runner.join(timeout=120)
+    job = job_ids(study)[run.run_id]
+    assert f"cancelled job {job} ({run.run_id})" in cancelled.stdout, cancelled
+    state = read_state(Path(study.workdir), run)
+    assert state["status"] == "failed" and state["slurm_state"].startswith("CANCELLED"), state
+    assert outcome["states"][run.run_id]["status"] == "failed"
+    status = in_process("study", "status", str(path)).stdout
+    assert any(line.startswith(f"| {run.run_id} ") and f"{job} (CANCELLED" in line for line in status.splitlines())
+
+    monkeypatch.setenv("FAKE_STEPS_UNIT_S", "0")
+    states, _ = run_study(study, progress=False)
+    assert states[run.run_id]["status"] == "done"
+    attempts = (Path(study.workdir) / "attempts.txt").read_text().split()
+    assert len(attempts) == 6 and attempts[-1] != "from=0", attempts  # resumed, not restarted
+    (tmp_path / "once").mkdir()
+    assert states[run.run_id]["outputs"]["value"] == steps.long_work(run, study, tmp_path / "once")["value"]
