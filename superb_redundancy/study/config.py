@@ -79,6 +79,8 @@ class LeaderboardPlan:
 
     path: str = "leaderboard"
     device: Optional[str] = None  # None: the study's device
+    where: Optional[str] = None  # job (a Slurm job of its own) | here (the runner's process); None: job on Slurm
+    retime: bool = False  # time every variant again (else the profiles cached in <workdir>/profiles are reused)
     rounds: int = 30
     max_passes: int = 32
 
@@ -139,6 +141,14 @@ class StudyConfig:
             found.append(f"device: {self.device!r}; valid: cpu, cuda, cuda:N, mps")
         for up in self.upstreams:
             found.extend(upstream_disk_problems(up))
+        board = str(self.leaderboard.device or self.device)
+        if leaderboard_where(self) == "here" and _DEVICE.fullmatch(board) and board.startswith("cuda"):
+            from superb_redundancy.study.devices import local_gpus
+
+            gpus = local_gpus(board) or 0
+            if gpus <= (int(board.split(":")[1]) if ":" in board else 0):
+                found.append(f"leaderboard.device: {board}, but this machine has {gpus} GPU(s) to time the variants "
+                             "on; set leaderboard.device: cpu, or leaderboard.where: job (built on the cluster)")
         if self.executor.kind == "local" and _DEVICE.fullmatch(str(self.device)):
             from superb_redundancy.study.devices import check_workers
 
@@ -218,7 +228,16 @@ def _leaderboard(data, where: str, problems: list[str]) -> LeaderboardPlan:
             problems.append(f"{where}.{name}: {getattr(plan, name)}; must be >= 1")
     if plan.device is not None and not _DEVICE.fullmatch(plan.device):
         problems.append(f"{where}.device: {plan.device!r}; valid: cpu, cuda, cuda:N, mps")
+    if plan.where not in (None, "job", "here"):
+        problems.append(f"{where}.where: {plan.where!r}; valid: job, here (null: job on Slurm, else here)")
     return plan
+
+
+def leaderboard_where(study: "StudyConfig", executor: Optional[str] = None) -> str:
+    """Where the leaderboard is built: ``job`` or ``here`` (``executor``: the command line's override)."""
+    if study.leaderboard.where:
+        return study.leaderboard.where
+    return "job" if (executor or study.executor.kind) == "slurm" else "here"
 
 
 def _data(data, where: str, problems: list[str]) -> dict:

@@ -163,7 +163,11 @@ class SubmititExecutor:
         return self._executors[key]
 
     def request(self, run: Run) -> dict:
-        return {"name": run.run_id, **self.requests.get(run.run_id, {})}
+        request = {"name": run.run_id, **self.requests.get(run.run_id, {})}
+        # --requeue: clusters with JobRequeue=0 refuse the requeue at a time limit (and after a node failure) else
+        request["slurm_additional_parameters"] = {"requeue": True,
+                                                  **(request.get("slurm_additional_parameters") or {})}
+        return request
 
     def run_alone(self, run: Run, study: StudyConfig) -> dict:
         job = self.submit(run, study)
@@ -186,6 +190,19 @@ class SubmititExecutor:
             else:
                 record_job(self.workdir, run, job.job_id, request)
                 return job
+
+    def call(self, function, *args, request: dict):
+        """``function(*args)`` as one job asking for ``request``; its result, or the one-line error it failed with
+        (a ``str``)."""
+        try:
+            job = self._executor(request).submit(function, *args)
+        except Exception as error:
+            return f"submission refused: {' '.join(str(error).split())[-300:]}"
+        self.wait([job])
+        try:
+            return job.result()
+        except Exception as error:
+            return f"job {job.job_id} failed: {str(error).splitlines()[0]}"
 
     def wait(self, handles: Sequence) -> list:
         while True:

@@ -61,7 +61,8 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     out = _run(["squeue", "-h", "-o", "%i|%T|%r", "-j", ",".join(job_ids)])
     for line in (out or "").splitlines():
         job, state, reason = (line.split("|") + ["", ""])[:3]
-        if job in job_ids:
+        # squeue: why a queued job waits; a job that ended stays as sacct says (squeue may still show COMPLETING)
+        if job in job_ids and states.get(job, "PENDING").split(" ")[0] in ACTIVE:
             states[job] = f"{state} ({reason})" if reason and reason != "None" else state
     return states
 

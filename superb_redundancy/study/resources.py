@@ -10,6 +10,9 @@ Three layers, each over the one before:
 2. ``executor.slurm``: what every run asks for (partition, account, CPUs ...).
 3. ``executor.resources``: per run kind, then per ``downstream/<task>``.
 
+The leaderboard's job (:func:`leaderboard_request`) asks for :data:`LEADERBOARD`, a GPU where it times on one,
+``executor.slurm`` and ``executor.resources.leaderboard``.
+
 A CPU-only run drops the GPU parameters the layers above gave it unless its own kind's entry asks for one. Where
 the estimate cannot be made (a base whose shape cannot be told offline) the first layer is :data:`FALLBACK`.
 """
@@ -23,7 +26,7 @@ from superb_redundancy.study.config import StudyConfig
 from superb_redundancy.study.plan import Run, expand
 
 __all__ = ["CPU_KINDS", "FLOOR", "FALLBACK", "KINDS", "GPU_PARAMETERS", "run_requests", "describe",
-           "check_parameters"]
+           "check_parameters", "leaderboard_request", "LEADERBOARD"]
 
 KINDS = ("data", "finetune", "similarity", "prune", "teacher", "mimic", "heal", "downstream", "curves")
 #: kinds whose work is seconds of CPU (estimate.py prices them at 0 device hours)
@@ -44,8 +47,9 @@ def check_parameters(parameters, where: str, problems: list[str], kind: Optional
     """One line per problem: not a mapping, an unknown run kind (``kind``), an unknown submitit parameter."""
     if kind is not None:
         task_kind, _, task = kind.partition("/")
-        if task_kind not in KINDS or (task and task_kind != "downstream"):
-            problems.append(f"{where}: unknown run kind {kind!r}; valid: {list(KINDS)} or downstream/<task>")
+        if (task_kind not in KINDS and kind != "leaderboard") or (task and task_kind != "downstream"):
+            problems.append(f"{where}: unknown run kind {kind!r}; valid: {list(KINDS)}, downstream/<task> or "
+                            "leaderboard")
     if not isinstance(parameters, dict):
         problems.append(f"{where}: {parameters!r}; a mapping of submitit parameters")
         return
@@ -100,6 +104,21 @@ def run_requests(study: StudyConfig, runs: Optional[list[Run]] = None) -> dict[s
             request = {k: v for k, v in request.items() if k not in GPU_PARAMETERS}
         requests[run.run_id] = {**request, **own}
     return requests
+
+
+#: the leaderboard's job before ``executor.slurm`` and ``executor.resources.leaderboard``: timing every variant
+#: of a study (30 rounds, up to 32 passes each) takes minutes, not hours
+LEADERBOARD = {"timeout_min": 120, "mem_gb": 16}
+
+
+def leaderboard_request(study: StudyConfig) -> dict:
+    """What the leaderboard's job asks for: :data:`LEADERBOARD`, a GPU when it times on one, ``executor.slurm``,
+    then ``executor.resources.leaderboard``."""
+    request = dict(LEADERBOARD)
+    if str(study.leaderboard.device or study.device).startswith("cuda"):
+        request["gpus_per_node"] = 1
+    return {**request, **study.executor.slurm, **(study.executor.resources.get("leaderboard") or {}),
+            "name": f"{study.name}/leaderboard"}
 
 
 def describe(request: dict) -> str:

@@ -6,7 +6,8 @@ State lives in ``<workdir>/state/<run id>.json`` (:mod:`superb_redundancy.study.
 raises, each with the run's params_hash. A new call skips ``done`` runs and reruns the others (an interrupted
 run is still ``running``: its folder is wiped and it starts afresh), so killing a study at any point loses no
 finished run and duplicates none. A failed run does not stop the others; the runs that depend on it are skipped
-and say why. The leaderboard is rebuilt from the records at the end of every call.
+and say why. The leaderboard is rebuilt from the records at the end of every call (on Slurm as a job of its own),
+re-timing only the variants not timed before (profiles cached in ``<workdir>/profiles``).
 
 Guards (issue 11): one runner per workdir (``<workdir>/.lock``; a second one is refused, naming the holder, or
 waits); one process per run folder (``<run folder>/.lock``, taken where the run executes: a Slurm job still
@@ -30,7 +31,7 @@ from superb_redundancy.study.executors import make_executor
 from superb_redundancy.study.plan import Run, expand
 from superb_redundancy.study.state import RunState, execute_and_record, read_state, record_outside, recorded_hash
 
-__all__ = ["run_study", "study_status", "study_jobs", "cancel_study", "execute_and_record", "changed_runs", "StudyChanged", "RunState",
+__all__ = ["run_study", "study_status", "study_jobs", "cancel_study", "build_leaderboard", "execute_and_record", "changed_runs", "StudyChanged", "RunState",
            "study_record_path"]
 
 
@@ -133,7 +134,7 @@ def run_study(study: StudyConfig, executor_override: Optional[str] = None, progr
         finally:
             executor.close()
             bar.close()
-        return states, _write_leaderboard(study, workdir, states)
+        return states, _write_leaderboard(study, workdir, states, executor, executor_override)
 
 
 def _schedule(todo: list[Run], states: dict[str, RunState], failed: set[str], study: StudyConfig, executor, bar,
@@ -211,19 +212,41 @@ def _waits_for(run: Run, study: StudyConfig, waiting: list[Run], running: dict) 
     return wait
 
 
-def _write_leaderboard(study: StudyConfig, workdir: Path, states: dict[str, RunState]):
-    """The leaderboard of this study's runs (a workdir may hold another study's records too)."""
-    from superb_redundancy.results.leaderboard import build, write_leaderboard
+def _write_leaderboard(study: StudyConfig, workdir: Path, states: dict[str, RunState], executor=None,
+                       executor_override: Optional[str] = None):
+    """The leaderboard of this study's runs (a workdir may hold another study's records too): built in a job of
+    its own on Slurm (``leaderboard.where: job``, the default there), else here."""
+    from superb_redundancy.study.config import leaderboard_where
+    from superb_redundancy.study.executors import SubmititExecutor
+    from superb_redundancy.study.resources import leaderboard_request
+
+    ours = sorted({Path(state["outputs"]["record"]).name for state in states.values()
+                   if state.get("status") == "done" and (state.get("outputs") or {}).get("record")})
+    if not ours:
+        return None
+    if leaderboard_where(study, executor_override) == "job" and isinstance(executor, SubmititExecutor):
+        frame = executor.call(build_leaderboard, study, workdir, ours, request=leaderboard_request(study))
+        if isinstance(frame, str):  # the job failed: the runs stay done, the next call builds it again
+            print(f"leaderboard not built: {frame}")
+            return None
+        return frame
+    return build_leaderboard(study, workdir, ours)
+
+
+def build_leaderboard(study: StudyConfig, workdir: Path, record_files: list[str]):
+    """Build and write the leaderboard of these records (``<record id>.json`` in ``<workdir>/records``): each
+    variant's profile from ``<workdir>/profiles`` where timed there before on this machine (unless
+    ``leaderboard.retime``). Returns the frame (None: no record left)."""
+    from superb_redundancy.results.leaderboard import build, profile_variants, write_leaderboard
     from superb_redundancy.results.records import load_records
 
-    ours = {Path(state["outputs"]["record"]).name for state in states.values()
-            if state.get("status") == "done" and (state.get("outputs") or {}).get("record")}
-    records = [r for r in load_records(workdir / "records") if f"{r.record_id}.json" in ours]
+    records = [r for r in load_records(workdir / "records") if f"{r.record_id}.json" in set(record_files)]
     if not records:
         return None
     plan = study.leaderboard
-    frame, timing = build(records, device=plan.device or study.device, repeats=plan.rounds,
-                          max_passes=plan.max_passes)
+    frame, timing = build(records, profile=profile_variants, device=plan.device or study.device,
+                          repeats=plan.rounds, max_passes=plan.max_passes, cache=workdir / "profiles",
+                          retime=plan.retime)
     write_leaderboard(frame, Path(plan.path), timing=timing)
     return frame
 

@@ -53,6 +53,13 @@ def _memory_mb() -> int:
     raise RuntimeError("no MemTotal in /proc/meminfo")
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _wait_for(check, what: str, log: Path, timeout: float = 60.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -110,8 +117,7 @@ class Cluster:
         self.command("sacctmgr", "-i", "add", "cluster", CLUSTER)
         self._spawn("slurmctld", [_program("slurmctld"), "-D", "-i", "-f", str(self.conf)])
         self._wait_port("slurmctld", self.ports["ctld"])
-        self._spawn("slurmd", [_program("slurmd"), "-D", "-f", str(self.conf), "-N", self.host])
-        _wait_for(self._node_up, "the node", self.root / "slurmd.log")
+        self.start_slurmd()
         self.startup_s = time.time() - started
         return self
 
@@ -204,7 +210,8 @@ KillWait=5
 InactiveLimit=0
 SlurmdTimeout=20
 MessageTimeout=5
-JobRequeue=1
+# no requeue unless a job asks for it (--requeue), as on many clusters: the study's jobs must ask
+JobRequeue=0
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort={self.ports['dbd']}
@@ -218,6 +225,37 @@ GresTypes=gpu
 NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} Gres=gpu:1 State=UNKNOWN
 PartitionName={PARTITION} Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
 """)
+
+    # ------------------------------------------------------------------------------------------------- the node
+    def lose_node(self, job_id: str) -> None:
+        """The node dies under a job: slurmd stops and every process of the job (its slurmstepd and what it
+        started) is killed."""
+        proc = self.procs.pop("slurmd")
+        proc.terminate()
+        proc.wait(timeout=30)
+        parents = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                    parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+        steps = [pid for pid in parents if _cmdline(pid).startswith(f"slurmstepd: [{job_id}")]
+        doomed, frontier = set(steps), list(steps)
+        while frontier:
+            children = [pid for pid, parent in parents.items() if parent in frontier and pid not in doomed]
+            doomed.update(children)
+            frontier = children
+        for pid in doomed:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
+    def start_slurmd(self) -> None:
+        self._spawn("slurmd", [_program("slurmd"), "-D", "-f", str(self.conf), "-N", self.host])
+        _wait_for(self._node_up, "the node", self.root / "slurmd.log", timeout=120)
 
     # ------------------------------------------------------------------------------------------------- stop
     def stop(self) -> None:
@@ -246,7 +284,7 @@ if __name__ == "__main__":  # a manual check: start, run one job, stop
         cluster.start()
         print(f"started in {cluster.startup_s:.1f} s under {cluster.root}")
         t = time.time()
-        job = cluster.command("sbatch", "--parsable", "--wrap", "hostname").strip()
+        job = cluster.command("sbatch", "--parsable", "-o", "/dev/null", "--wrap", "hostname").strip()
         while "COMPLETED" not in cluster.command("sacct", "-n", "-X", "-o", "State", "-j", job):
             time.sleep(0.5)
         print(f"job {job} completed {time.time() - t:.1f} s after sbatch")

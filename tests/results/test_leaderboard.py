@@ -179,3 +179,36 @@ def test_every_column_sorts_both_ways_in_chromium(records, tmp_path):
     tables = page.count("class='sortable'") + page.count('class="dataframe sortable"')
     assert tables >= 3 and len({v.split()[0] for v in verdicts}) == tables  # the overview and one per task
     assert verdicts and all(v.endswith("OK") for v in verdicts), [v for v in verdicts if not v.endswith("OK")]
+
+
+def test_profiles_are_cached_per_variant_and_machine(tiny_ckpts, tiny_preln_wav2vec2, tmp_path, hub, monkeypatch):
+    """A rebuild times only the variants not timed before (a model of the same content, timed the same way on the
+    same machine, is not timed again); a changed checkpoint is timed again, and so is every variant with retime."""
+    import shutil
+
+    from superb_redundancy.results.leaderboard import profile_variants, profiles
+
+    def tiny(variant: str, ckpt) -> RunRecord:
+        return RunRecord(record_id=variant, expdir=f"/exp/{variant}", task="ks", upstream="wav2vec2_local",
+                         upstream_ckpt=str(ckpt), upstream_model_config=None, upstream_sha256=None,
+                         model_config_sha256=None, variant=variant, metric="acc", value=0.9, higher_is_better=True,
+                         seed=1, config=None, config_sha256=None, step=1, evaluated_at="2026-01-01T00:00:00")
+
+    timed = []
+    real = profiles.time_variants
+    monkeypatch.setattr(profiles, "time_variants", lambda records, *a: timed.append(
+        sorted({r.variant for r in records})) or real(records, *a))
+    base, copy = tiny_ckpts["wav2vec2"], tmp_path / "copy.pt"
+    shutil.copy(base, copy)
+    kwargs = {"repeats": 2, "max_passes": 1, "warmup": 0, "cache": tmp_path / "profiles"}
+    first, info = profile_variants([tiny("a", base)], **kwargs)
+    assert timed == [["a"]] and info["cached"] == 0 and first["a"].latency_ms > 0
+    again, info = profile_variants([tiny("a", base), tiny("b", copy)], **kwargs)  # b: a's bytes
+    assert timed == [["a"]] and info["cached"] == 2 and again == {"a": first["a"], "b": first["a"]}
+    shutil.copy(tiny_preln_wav2vec2, copy)  # another model in b's file
+    again, info = profile_variants([tiny("a", base), tiny("b", copy)], **kwargs)
+    assert timed[1:] == [["b"]] and info["cached"] == 1 and again["b"] != first["a"]
+    profile_variants([tiny("a", base)], **kwargs, retime=True)
+    monkeypatch.setattr(profiles, "_machine", lambda: "another machine")
+    profile_variants([tiny("a", base)], **kwargs)
+    assert timed[2:] == [["a"], ["a"]]

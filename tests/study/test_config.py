@@ -136,7 +136,7 @@ def test_curves_on_a_task_without_an_accuracy_are_refused_up_front(tmp_path):
 @pytest.mark.parametrize("executor, problem", [
     ({"resources": {"pruning": {"mem_gb": 2}}},
      "executor.resources.pruning: unknown run kind 'pruning'; valid: ['data', 'finetune', 'similarity', 'prune', "
-     "'teacher', 'mimic', 'heal', 'downstream', 'curves'] or downstream/<task>"),
+     "'teacher', 'mimic', 'heal', 'downstream', 'curves'], downstream/<task> or leaderboard"),
     ({"resources": {"downstream/asr": {"mem": 2}}},
      "executor.resources.downstream/asr: unknown submitit parameter(s) ['mem']; valid: ['cpus_per_task', "
      "'gpus_per_node', 'mem_gb', 'name', 'nodes', 'stderr_to_stdout', 'tasks_per_node', 'timeout_min'] or "
@@ -175,3 +175,19 @@ def test_each_run_asks_for_what_its_kind_needs(tmp_path):
         assert request["timeout_min"] == (5 if kind == "similarity" else 60)
         want = 3 if kind == "downstream" else max(4, -(-costs[run_id].host_gb * 2 // 1))
         assert request["mem_gb"] == want, run_id
+
+
+def test_a_leaderboard_device_missing_here_is_one_line_before_any_work(tmp_path):
+    """Built here (``where: here``, or a local study) on a GPU this machine lacks: one line; built as a job on
+    Slurm (the default there): no problem here."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    here = StudyConfig.from_yaml(write_study(tmp_path / "a.yaml", leaderboard={"device": "cuda", "where": "here"},
+                                             executor={"kind": "slurm"}))
+    assert [p for p in here.problems() if p.startswith("leaderboard")] == [
+        "leaderboard.device: cuda, but this machine has 0 GPU(s) to time the variants on; set leaderboard.device: "
+        "cpu, or leaderboard.where: job (built on the cluster)"]
+    job = StudyConfig.from_yaml(write_study(tmp_path / "b.yaml", device="cuda", executor={"kind": "slurm"}))
+    assert job.problems() == []

@@ -225,7 +225,7 @@ def test_a_cancelled_job_is_recorded_failed_with_slurms_reason_and_rerun(slurm_c
     assert state["status"] == "failed" and state["slurm_state"].startswith("CANCELLED"), state
     assert outcome["states"][run.run_id]["status"] == "failed"
     status = in_process("study", "status", str(path)).stdout
-    assert any(line.startswith(f"| {run.run_id} ") and f"{job} (CANCELLED" in line for line in status.splitlines())
+    assert any(line.startswith(f"| {run.run_id} ") and f"{job} (CANCELLED" in line for line in status.splitlines()), status
 
     monkeypatch.setenv("FAKE_STEPS_UNIT_S", "0")
     states, _ = run_study(study, progress=False)
@@ -234,3 +234,83 @@ def test_a_cancelled_job_is_recorded_failed_with_slurms_reason_and_rerun(slurm_c
     assert len(attempts) == 6 and attempts[-1] != "from=0", attempts  # resumed, not restarted
     (tmp_path / "once").mkdir()
     assert states[run.run_id]["outputs"]["value"] == steps.long_work(run, study, tmp_path / "once")["value"]
+
+
+@pytest.mark.slow
+def test_a_job_whose_node_dies_is_requeued_and_resumed(slurm_cluster, tmp_path, fake_steps, quick_polls,
+                                                        monkeypatch):
+    """slurmd stopped and the job's processes killed mid-run: Slurm marks the node down and the job NODE_FAIL, and
+    requeues it (the study's jobs ask for --requeue); once the node is back the run continues from its last
+    checkpoint and ends with an uninterrupted run's result, in the same call."""
+    import threading
+
+    import fake_steps as steps
+
+    monkeypatch.setenv("FAKE_STEPS_WORK", "40")
+    monkeypatch.setenv("FAKE_STEPS_UNIT_S", "0.5")
+    path = slurm_study(tmp_path, {"slurm": {"cpus_per_task": 1, "mem_gb": 1}})
+    study = StudyConfig.from_yaml(path)
+    run = next(r for r in expand(study) if r.kind == "downstream")
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(states=run_study(study, progress=False)[0]))
+    runner.start()
+    progress = run.folder(Path(study.workdir).resolve()) / "progress.json"
+    deadline = time.time() + 120
+    while not progress.is_file() and time.time() < deadline:
+        time.sleep(0.5)
+    job = job_ids(study)[run.run_id]
+    try:
+        slurm_cluster.lose_node(job)
+        deadline = time.time() + 120
+        while "down" not in slurm_cluster.command("sinfo", "-h", "-N", "-o", "%T") and time.time() < deadline:
+            time.sleep(1)
+    finally:
+        slurm_cluster.start_slurmd()  # the other tests need the node
+    runner.join(timeout=180)
+    assert outcome["states"][run.run_id]["status"] == "done", outcome
+    assert "NODE_FAIL" in slurm_cluster.command("sacct", "-D", "-X", "-n", "-P", "-o", "State", "-j", job).split()
+    attempts = (Path(study.workdir) / "attempts.txt").read_text().split()
+    assert len(attempts) == 6 and attempts[-1] != "from=0", attempts  # resumed, not restarted
+    monkeypatch.setenv("FAKE_STEPS_UNIT_S", "0")
+    (tmp_path / "once").mkdir()
+    assert outcome["states"][run.run_id]["outputs"]["value"] == steps.long_work(run, study, tmp_path / "once")["value"]
+
+
+@pytest.mark.slow
+def test_the_leaderboard_is_built_as_a_job_and_times_only_new_variants(slurm_cluster, tmp_path, tiny_ckpts,
+                                                                       quick_polls):
+    """On Slurm the leaderboard is built by a job of its own (the runner's machine may lack the study's device);
+    its variants' profiles are cached, so the next build times nothing again."""
+    from superb_redundancy.core.files import write_json
+    from superb_redundancy.results.evidence import TestItems
+    from superb_redundancy.results.records import RunRecord
+    from superb_redundancy.study.executors import make_executor
+    from superb_redundancy.study.runner import _write_leaderboard
+
+    path = slurm_study(tmp_path, {"slurm": {"cpus_per_task": 1, "mem_gb": 2},
+                                  "resources": {"leaderboard": {"timeout_min": 5}}})
+    study = StudyConfig.from_yaml(path)
+    work = Path(study.workdir).resolve()
+    states = {}
+    for variant, correct in (("w-base", 9), ("w-copy", 8)):
+        items = [TestItems("accuracy", tuple(f"u{i}" for i in range(10)), correct=(1,) * correct + (0,) * (10 - correct),
+                           truth=tuple(str(i % 2) for i in range(10))).to_dict()]
+        record = RunRecord(record_id=variant, expdir=f"/exp/{variant}", task="speech_commands",
+                           upstream="wav2vec2_local", upstream_ckpt=str(tiny_ckpts["wav2vec2"]),
+                           upstream_model_config=None, upstream_sha256=None, model_config_sha256=None,
+                           variant=variant, metric="acc", value=correct / 10, higher_is_better=True, seed=1,
+                           config=None, config_sha256=None, step=30, evaluated_at="2026-01-01T00:00:00", items=items,
+                           n=10)
+        write_json(work / "records" / f"{variant}.json", record.to_dict())
+        states[variant] = {"status": "done", "outputs": {"record": str(work / "records" / f"{variant}.json")}}
+
+    frame = _write_leaderboard(study, work, states, make_executor(study, work))
+    assert frame is not None and len(frame) == 2 and frame.latency_ms.notna().all()
+    assert (Path(study.leaderboard.path) / "index.html").is_file()
+    jobs = slurm_cluster.command("sacct", "-X", "-n", "-P", "-o", "JobID,State", "--name", "slurm/leaderboard")
+    (job,) = [line.split("|")[0] for line in jobs.split()]  # one job
+    assert wait_for_state(slurm_cluster, job, "COMPLETED")
+    cached = {p: p.stat().st_mtime_ns for p in (work / "profiles").glob("*.json")}
+    assert len(cached) == 1  # the two variants are the one model
+    _write_leaderboard(study, work, states, make_executor(study, work))
+    assert {p: p.stat().st_mtime_ns for p in (work / "profiles").glob("*.json")} == cached  # nothing re-timed

@@ -1,17 +1,23 @@
 """The leaderboard's compute axis: each variant's parameters and MACs, and the latency of all of them timed together
-in one process (interleaved), with how it was timed."""
+in one process (interleaved), with how it was timed.
+
+With a ``cache`` folder each variant's profile is kept there under a key of what it is (its checkpoint's content,
+model config, upstream and pruning spec) and where and how it was timed (machine, device, threads, rounds, most
+passes): a rebuild times only the variants not timed there before (``retime``: all of them again)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 from superb_redundancy.results.records import RunRecord
 
-__all__ = ["Profile", "profile_variants"]
+__all__ = ["Profile", "profile_variants", "time_variants", "profile_key"]
 
 
 @dataclass(frozen=True)
@@ -68,8 +74,63 @@ def _built(records: Sequence[RunRecord], device: str) -> tuple[dict, dict, dict]
     return models, profiles, failures
 
 
+def _file_sha(path: Optional[str], memo: dict = {}) -> Optional[str]:  # noqa: B006 - a per-process memo
+    """sha256 of a file's bytes (memoised by path, size and mtime), None for no file."""
+    if not path or not Path(path).is_file():
+        return None
+    stat = Path(path).stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in memo:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        memo[key] = digest.hexdigest()
+    return memo[key]
+
+
+def profile_key(record: RunRecord, timing: dict) -> str:
+    """The cache key of a variant's profile: what the model is and where and how it is timed."""
+    what = {"upstream": record.upstream, "ckpt": _file_sha(record.upstream_ckpt) or record.upstream_sha256,
+            "model_config": _file_sha(record.upstream_model_config) or record.model_config_sha256,
+            "spec": record.spec, "machine": _machine(), **timing}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
 def profile_variants(records: Sequence[RunRecord], repeats: int = 30, max_passes: int = 32, device: str = "cpu",
-                     threads: Optional[int] = 1, warmup: int = 5) -> tuple[dict[str, Profile], dict]:
+                     threads: Optional[int] = 1, warmup: int = 5, cache: Optional[Path] = None,
+                     retime: bool = False) -> tuple[dict[str, Profile], dict]:
+    """:func:`time_variants`, each variant's profile read from ``cache`` where it was made before with the same key
+    (:func:`profile_key`), unless ``retime``; the new ones written there. The timing info says how many came from
+    the cache (``cached``)."""
+    if cache is None:
+        return time_variants(records, repeats, max_passes, device, threads, warmup)
+    from superb_redundancy.core.files import write_json
+
+    timing = {"device": device, "threads": threads, "rounds": repeats, "max_passes": max_passes, "warmup": warmup}
+    keys = {}
+    for record in records:
+        keys.setdefault(record.variant, profile_key(record, timing))
+    cached = {}
+    for variant, key in keys.items():
+        path = Path(cache) / f"{key}.json"
+        if not retime and path.is_file():
+            entry = json.loads(path.read_text())
+            cached[variant] = (Profile(**entry["profile"]), entry["info"])
+    todo = [r for r in records if r.variant not in cached]
+    profiles, info = time_variants(todo, repeats, max_passes, device, threads, warmup) if todo else ({}, None)
+    for variant, profile in profiles.items():
+        if profile.latency_ms is not None:
+            write_json(Path(cache) / f"{keys[variant]}.json", {"variant": variant, "profile": asdict(profile),
+                                                              "info": info})
+    if info is None:  # every variant from the cache: the info of one of them
+        info = dict(next(iter(cached.values()))[1]) if cached else {"unprofiled": {}}
+    info = {**info, "cached": len(cached), "timed": len(profiles)}
+    return {**{v: p for v, (p, _) in cached.items()}, **profiles}, info
+
+
+def time_variants(records: Sequence[RunRecord], repeats: int = 30, max_passes: int = 32, device: str = "cpu",
+                  threads: Optional[int] = 1, warmup: int = 5) -> tuple[dict[str, Profile], dict]:
     """Parameters and MACs of each variant, and the latency of all of them timed together (interleaved).
 
     ``repeats`` rounds time every variant once each, in a fresh random order. One timing is the mean of
