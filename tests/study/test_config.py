@@ -46,7 +46,8 @@ _PRUNE = {"objectives": ["bi"], "amounts": [1]}
     ({}, {"data": {"synthetic": {"scal": 2}}},
      "data.synthetic: unknown field(s) ['scal']; valid: ['scale', 'seed', 'workers']"),
     ({}, {"leaderboard": {"round": 2}},
-     "leaderboard: unknown field(s) ['round']; valid: ['device', 'max_passes', 'path', 'rounds']"),
+     "leaderboard: unknown field(s) ['round']; valid: ['device', 'max_passes', 'path', 'retime', 'rounds', "
+         "'where']"),
 ])
 def test_a_misspelt_key_is_one_line_naming_it_and_the_valid_ones(tmp_path, upstream, overrides, problem):
     path = write_study(tmp_path / "s.yaml", upstream, **overrides)
