@@ -60,6 +60,40 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _parents() -> dict[int, int]:
+    """{pid: parent pid} of every process."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return parents
+
+
+def _kill_trees(roots: list[int]) -> None:
+    """SIGKILL these processes and all their descendants."""
+    parents = _parents()
+    doomed, frontier = set(roots), list(roots)
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier and pid not in doomed]
+        doomed.update(children)
+        frontier = children
+    for pid in doomed - {os.getpid()}:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
+
+
 def _wait_for(check, what: str, log: Path, timeout: float = 60.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -233,25 +267,7 @@ PartitionName={PARTITION} Nodes={self.host} Default=YES MaxTime=INFINITE State=U
         proc = self.procs.pop("slurmd")
         proc.terminate()
         proc.wait(timeout=30)
-        parents = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                    parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-        steps = [pid for pid in parents if _cmdline(pid).startswith(f"slurmstepd: [{job_id}")]
-        doomed, frontier = set(steps), list(steps)
-        while frontier:
-            children = [pid for pid, parent in parents.items() if parent in frontier and pid not in doomed]
-            doomed.update(children)
-            frontier = children
-        for pid in doomed:
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
+        _kill_trees([pid for pid in _parents() if _cmdline(pid).startswith(f"slurmstepd: [{job_id}")])
 
     def start_slurmd(self) -> None:
         self._spawn("slurmd", [_program("slurmd"), "-D", "-f", str(self.conf), "-N", self.host])
@@ -259,7 +275,7 @@ PartitionName={PARTITION} Nodes={self.host} Default=YES MaxTime=INFINITE State=U
 
     # ------------------------------------------------------------------------------------------------- stop
     def stop(self) -> None:
-        """Every daemon, the last started first; jobs still on the node die with slurmd's session."""
+        """Every daemon, the last started first, then the job steps left on the node."""
         for name in reversed(list(self.procs)):
             proc = self.procs[name]
             if proc.poll() is None:
@@ -270,6 +286,10 @@ PartitionName={PARTITION} Nodes={self.host} Default=YES MaxTime=INFINITE State=U
                     os.killpg(proc.pid, 9)
                     proc.wait()
         self.procs.clear()
+        # job steps outlive slurmd (their own sessions), e.g. one still reporting its end to a stopped controller
+        mark = f"SLURM_CONF={self.conf}".encode() + b"\0"
+        _kill_trees([pid for pid in _parents() if _cmdline(pid).startswith("slurmstepd")
+                     and mark in _environ(pid)])
 
 
 if __name__ == "__main__":  # a manual check: start, run one job, stop
