@@ -85,7 +85,7 @@ def _costs(study: StudyConfig) -> dict:
 
     try:
         return {cost.run_id: cost for cost in estimate(study)}
-    except (ValueError, OSError):
+    except Exception:  # noqa: BLE001 - an estimate that cannot be made must not stop the runs: FALLBACK instead
         return {}
 
 
