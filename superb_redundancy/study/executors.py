@@ -133,7 +133,8 @@ class SubmititExecutor:
     """Runs as submitit jobs (Slurm, or submitit's local cluster), each asking for its own resources
     (:mod:`superb_redundancy.study.resources`), at most ``max_jobs`` in flight (None: the cluster's queue decides).
     A refused submission is retried after each of :attr:`BACKOFF` seconds, then given the state ``refused``; each
-    job's id is recorded (:mod:`superb_redundancy.study.jobs`)."""
+    job's id is recorded (:mod:`superb_redundancy.study.jobs`), and a run whose job from an earlier call is still
+    queued or running is waited for, not submitted again."""
 
     #: seconds between looks at the jobs' result files
     POLL = 2.0
@@ -150,6 +151,7 @@ class SubmititExecutor:
         self.capacity = max_jobs
         self._executors: dict = {}
         self._last_look = 0.0
+        self._live: Optional[dict] = None  # {run id: job record} of earlier calls' jobs still queued or running
 
     def _executor(self, request: dict):
         import submitit
@@ -174,8 +176,14 @@ class SubmititExecutor:
         return self.outcome(job)
 
     def submit(self, run: Run, study: StudyConfig):
-        from superb_redundancy.study.jobs import record_job
+        from superb_redundancy.study.jobs import live_jobs, record_job
 
+        if self._live is None:
+            self._live = live_jobs(self.workdir) if self.cluster != "local" else {}
+        live = self._live.pop(run.run_id, None)
+        if live is not None and live.get("params_hash") == run.params_hash:
+            # an earlier call's job for this run is still queued or running (that runner was stopped): wait for it
+            return SlurmJob(folder=self.folder, job_id=live["job_id"])
         request = self.request(run)
         executor = self._executor(request)
         errors = []

@@ -1,7 +1,8 @@
 """A study's Slurm jobs: which job each run was last submitted as, what Slurm says of it, and cancelling them.
 
 ``<workdir>/jobs/<run id>.json`` (written atomically when the job is submitted) holds the job id, what the job asked
-for and when. Slurm's states come from ``sacct`` (accounting; what submitit reads too), else ``squeue`` for the
+for, when, and the run's params_hash: a later call whose runner finds that job still queued or running waits for it
+instead of submitting the run again. Slurm's states come from ``sacct`` (accounting; what submitit reads too), else ``squeue`` for the
 jobs still queued or running.
 """
 
@@ -16,7 +17,7 @@ from typing import Optional
 from superb_redundancy.core.files import write_json
 from superb_redundancy.study.plan import Run
 
-__all__ = ["job_path", "record_job", "read_job", "slurm_states", "cancel_jobs", "ACTIVE"]
+__all__ = ["job_path", "record_job", "read_job", "live_jobs", "slurm_states", "cancel_jobs", "ACTIVE"]
 
 #: the Slurm states of a job that may still run (cancelling it means something)
 ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUE_HOLD",
@@ -28,7 +29,20 @@ def job_path(workdir: Path, run: Run) -> Path:
 
 
 def record_job(workdir: Path, run: Run, job_id: str, request: dict) -> None:
-    write_json(job_path(workdir, run), {"job_id": str(job_id), "request": request, "submitted": time.time()})
+    write_json(job_path(workdir, run), {"job_id": str(job_id), "request": request, "submitted": time.time(),
+                                        "params_hash": run.params_hash})
+
+
+def live_jobs(workdir: Path) -> dict[str, dict]:
+    """{run id: its job record} for the recorded jobs Slurm says may still run (one sacct call for all)."""
+    records = {}
+    for path in (workdir / "jobs").rglob("*.json"):
+        try:
+            records[path.relative_to(workdir / "jobs").with_suffix("").as_posix()] = json.loads(path.read_text())
+        except (json.JSONDecodeError, OSError):
+            continue
+    states = slurm_states(sorted({r["job_id"] for r in records.values()}))
+    return {run_id: r for run_id, r in records.items() if states.get(r["job_id"], "").split(" ")[0] in ACTIVE}
 
 
 def read_job(workdir: Path, run: Run) -> Optional[dict]:

@@ -314,3 +314,34 @@ def test_the_leaderboard_is_built_as_a_job_and_times_only_new_variants(slurm_clu
     assert len(cached) == 1  # the two variants are the one model
     _write_leaderboard(study, work, states, make_executor(study, work))
     assert {p: p.stat().st_mtime_ns for p in (work / "profiles").glob("*.json")} == cached  # nothing re-timed
+
+
+@pytest.mark.slow
+def test_a_new_runner_waits_for_the_jobs_of_a_stopped_one(slurm_cluster, tmp_path, fake_steps, quick_polls,
+                                                          monkeypatch):
+    """The runner is killed while its job runs on (jobs outlive their runner): the next ``study run`` waits for that
+    job instead of submitting the run again."""
+    import signal
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("FAKE_STEPS_WORK", "30")
+    monkeypatch.setenv("FAKE_STEPS_UNIT_S", "0.5")
+    path = slurm_study(tmp_path, {"slurm": {"cpus_per_task": 1, "mem_gb": 1}})
+    study = StudyConfig.from_yaml(path)
+    run = next(r for r in expand(study) if r.kind == "downstream")
+    runner = subprocess.Popen([sys.executable, "-m", "superb_redundancy.cli", "study", "run", str(path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    progress = run.folder(Path(study.workdir).resolve()) / "progress.json"
+    deadline = time.time() + 120
+    while not progress.is_file() and time.time() < deadline:
+        time.sleep(0.5)
+    os.killpg(runner.pid, signal.SIGKILL)
+    runner.wait()
+    job = job_ids(study)[run.run_id]
+    states, _ = run_study(study, progress=False)
+    assert states[run.run_id]["status"] == "done"
+    assert job_ids(study)[run.run_id] == job  # no second job
+    assert (Path(study.workdir) / "attempts.txt").read_text().split() == [run.run_id, "attempt", "from=0"]
+    submitted = sorted(p.name.split("_")[0] for p in (Path(study.workdir) / "submitit").glob("*_submission.sh"))
+    assert len(submitted) == 2 and job in submitted  # the data run's job and this one
