@@ -212,6 +212,11 @@ def _upstreams(preln: Path, missing: Path) -> list[dict]:
     ]
 
 
+#: the tests of the end-to-end study: slow, and on one xdist worker, which runs the study once for them all
+def STUDIED(test):
+    return pytest.mark.slow(pytest.mark.xdist_group("studied")(test))
+
+
 @pytest.fixture(scope="module")
 def studied(tmp_path_factory, corpus_root, tiny_preln_wav2vec2):
     """The end-to-end study, run once (two workers) on the session's corpus: (study, states, leaderboard frame)."""
@@ -232,7 +237,7 @@ def _of(states: dict, upstream: str) -> dict:
             if run_id != "data" and (run_id.split("/")[1] == upstream or run_id.split("/")[1].startswith(f"{upstream}-"))}
 
 
-@pytest.mark.slow
+@STUDIED
 def test_failed_run_is_recorded_and_the_rest_go_on(studied):
     study, states, _ = studied
     assert states["similarity/bad"]["status"] == "failed" and "missing.pt" in states["similarity/bad"]["error"]
@@ -243,7 +248,7 @@ def test_failed_run_is_recorded_and_the_rest_go_on(studied):
     assert rows["similarity/bad"] == "failed" and rows["prune/f/forward-1"] == "done"
 
 
-@pytest.mark.slow
+@STUDIED
 def test_a_cut_down_paper_study_keeps_its_invariants(studied):
     """The embedded default's shape with fewer steps: curves first, the keep95 prune amounts read off them (the
     spec drops what the curves dropped there), step-1 mimickers and the two baselines (only the baselines train
@@ -273,7 +278,7 @@ def test_a_cut_down_paper_study_keeps_its_invariants(studied):
     assert frame is not None and len(frame) > 0
 
 
-@pytest.mark.slow
+@STUDIED
 def test_a_study_heals_and_replaces_a_block(studied):
     """Heal runs write pruned artifacts that record their healing, and the leaderboard shows them beside the
     pruned model; a block-replacing mimicker is trained in step 1 with its own targets (not the study's layer i)
@@ -307,7 +312,7 @@ def test_a_study_heals_and_replaces_a_block(studied):
     assert "pruned_wav2vec2_local" in log and healed["artifact"] in log
 
 
-@pytest.mark.slow
+@STUDIED
 def test_a_twin_reuses_the_result_of_the_run_it_repeats(studied):
     """amount 1 and 0.34 of a 3-layer model drop the same layer: one head trained, one record, one row."""
     study, states, frame = studied
