@@ -6,11 +6,12 @@ configuration and every epoch then reads the cache, so training the paper's grid
 the sum over mimicking layers of the masked MSE to their target layers (:func:`masked_mse`), Adam, a seeded
 held-out validation subset (:func:`split_clips`), the best weights kept, resumable after every epoch.
 
-The mimicker's own accuracy during step 1 (as the authors' code tracks it): with ``eval_head`` (an s3prl
-experiment trained on the teacher) every epoch also evaluates the mimicker through that experiment's trained
-Featurizer and head on its dev split (:class:`~superb_redundancy.mimic.eval_head.HeadEvaluator`), with the upstream
-in the teacher's L+1 positions; ``select_by="acc"`` keeps the weights of the best accuracy instead of the best
-validation MSE.
+The mimicker's own accuracy during step 1: with ``eval_head`` (an s3prl experiment trained on the teacher; for a
+whole-stack mimicker one whose head reads the teacher's last hidden state only) every epoch also evaluates the
+mimicker through that experiment's trained Featurizer and head on its dev split
+(:class:`~superb_redundancy.mimic.eval_head.HeadEvaluator`, which says what this measures), with the upstream in the
+teacher's L+1 positions; ``select_by="acc"`` keeps the weights of the best accuracy instead of the best validation
+MSE.
 
 Baselines without step 1 (non-mimicker, classifier only): :mod:`superb_redundancy.mimic.baselines`.
 """
@@ -163,9 +164,10 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
     checkpoint the cache was built from: a path, checked by content, or the loaded dict; default: the path the
     cache records). The whole stack reads nothing else and trains exactly as it always did.
 
-    ``eval_head`` (an s3prl experiment trained on the teacher, or a :class:`HeadEvaluator`): the mimicker's
-    accuracy through that head on ``eval_split`` at epoch 0 and after every epoch (``head_acc`` in the history,
-    the curve in ``head_accuracy``); ``select_by="acc"`` keeps the weights of the best accuracy (the earliest
+    ``eval_head`` (an s3prl experiment trained on the teacher, or a :class:`HeadEvaluator`; for the whole stack
+    its head must read the teacher's last hidden state only, see :mod:`~superb_redundancy.mimic.eval_head`): the
+    mimicker's accuracy through that head on ``eval_split`` at epoch 0 and after every epoch (``head_acc`` in the
+    history, the curve in ``head_accuracy``); ``select_by="acc"`` keeps the weights of the best accuracy (the earliest
     epoch on ties) instead of the best validation loss (``"mse"``, the default). The record says which epoch and
     by which criterion (``best_epoch``, ``select_by``, ``selected_by``).
 
@@ -213,6 +215,8 @@ class _Step1:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
         self.evaluator = eval_head if isinstance(eval_head, HeadEvaluator) or eval_head is None else \
             HeadEvaluator(eval_head, self.cache, self.device, eval_split, progress)
+        if self.evaluator is not None:
+            self.evaluator.check_config(self.config)
         self.probe = None if self.evaluator is None else probe_upstream(
             self.cache, self.config, self.model, self.targets, self.encoder, self.device)
         head = None if self.evaluator is None else str(self.evaluator.experiment.checkpoint)
@@ -376,6 +380,10 @@ def train_grid(teacher: str | os.PathLike, audio, configs: Sequence[MimicConfig]
         _check_trainable(config)
     check_unique_names([config.name() for config in configs])
     _check_selection(select_by, eval_head)
+    # the head before any teacher pass: a head that cannot score a configuration is refused first
+    evaluator = None if eval_head is None else HeadEvaluator(eval_head, None, resolve_device(device), progress=progress)
+    for config in configs if evaluator is not None else ():
+        evaluator.check_config(config)
     _, fam, checkpoint = teacher_checkpoint(teacher, family)
     L = fam.num_layers(checkpoint)
     layers = sorted({t for config in configs for t in cache_layers(config, L)})
@@ -384,8 +392,8 @@ def train_grid(teacher: str | os.PathLike, audio, configs: Sequence[MimicConfig]
         checkpoint = None  # the whole stack needs no teacher weights beyond the cache's front end
     cache = build_teacher_cache(teacher, audio, cache_dir or output_dir / "teacher_cache", layers=layers,
                                 family=fam.name, dtype=dtype, device=device, progress=progress)
-    evaluator = None if eval_head is None else \
-        HeadEvaluator(eval_head, cache, resolve_device(device), progress=progress)
+    if evaluator is not None:
+        evaluator.check_teacher(cache)
     return [train_mimicker(cache, config, output_dir / f"{config.name()}.pt", resume=resume, device=device,
                            progress=progress, teacher=checkpoint, eval_head=evaluator,
                            select_by=select_by) for config in configs]

@@ -269,6 +269,10 @@ def upstream_plan(data, where: str, problems: list[str]) -> Optional[UpstreamPla
                             + ", ".join(SELECT_BY))
         elif not up.baseline:
             problems.append(f"{where}.mimic_select_by: the head is the base's experiment, which needs baseline: true")
+        whole = [mimic_label(e) for e in up.mimic if "span" not in e and mimic_entry(e)[1]]
+        if whole:  # the base's head weights every layer: it cannot score a mimicker that replaces them all
+            problems.append(f"{where}.mimic_select_by: the base's head weights all the teacher's layers, so it cannot "
+                            f"score whole-stack mimickers {whole}; give them a span or leave mimic_select_by out")
     if up.heal is not None and not up.prune.objectives:
         problems.append(f"{where}.heal: nothing to heal; it heals the pruned variants, and prune names none")
     if up.mimic_tasks is not None:

@@ -87,6 +87,9 @@ _KEEP = {"name": "w", "base": "tiny", "prune": {"objectives": ["knn-bi"], "amoun
     ({"upstreams": [{"name": "w", "mimic_select_by": "best"}]},
      r"mimic_select_by: 'best'; valid: null \(no head\), mse, acc"),
     ({"upstreams": [{"name": "w", "mimic_select_by": "acc", "baseline": False}]}, r"needs baseline: true"),
+    ({"upstreams": [{"name": "w", "mimic_select_by": "acc", "mimic": [{"kind": "linear", "n_layers": 1, "z": 8}]}]},
+     r"mimic_select_by: the base's head weights all the teacher's layers, so it cannot score whole-stack "
+     r"mimickers \['linear-N1-z8'\]; give them a span"),
     ({"upstreams": [{"name": "w", "mimic_select_by": "acc"}], "tasks": ["emotion"]},
      r"the base's experiment on speech_commands, which is not among the study's tasks \['emotion'\]"),
 ])
