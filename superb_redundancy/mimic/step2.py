@@ -67,18 +67,19 @@ def head_init(teacher_experiment: str | os.PathLike, output: str | os.PathLike) 
     return Path(output).expanduser()
 
 
-def step2_arguments(kind: str, step1: bool, n_layers: int,
-                    init: Optional[Path] = None) -> tuple[tuple[str, ...], bool]:
+def step2_arguments(kind: str, step1: bool, n_layers: int, init: Optional[Path] = None,
+                    frontend: bool = False) -> tuple[tuple[str, ...], bool]:
     """``(run_downstream.py training arguments besides -u -k -g, whether the front end must be frozen by -g)`` of
     a mimic variant's step 2.
 
     ``weighted_sum``: nothing for a mimicker, ``-f`` for a baseline (its layers, the feature projection and its
     LayerNorm train). ``paper``: ``-s last_hidden_state -i INIT``; a non-mimicker adds ``-f`` with its front end
-    frozen (``frozen_frontend: true`` in ``-g``), so that only its layers train with the head."""
+    frozen (``frozen_frontend: true`` in ``-g``), so that only its layers train with the head; ``frontend`` (a
+    ceiling, a reference row) trains the front end's projection and LayerNorm with them."""
     if kind not in STEP2:
         raise MimicError(f"step 2 {kind!r} is invalid; valid: {', '.join(STEP2)}")
     if kind == "weighted_sum":
         return (() if step1 else ("-f",)), False
     args: tuple[str, ...] = ("-s", "last_hidden_state") + (("-i", str(init)) if init is not None else ())
     trains_layers = not step1 and n_layers > 0
-    return (args + ("-f",) if trains_layers else args), trains_layers
+    return (args + ("-f",) if trains_layers else args), trains_layers and not frontend

@@ -251,7 +251,9 @@ def _mimic_summary(artifact: str) -> dict:
     try:
         data = torch.load(artifact, map_location="cpu", weights_only=True, mmap=True)
         teacher = data.get("teacher", {})
-        return {"mimic": dict(data.get("config", {})), "training": (data.get("training") or {}).get("training"),
+        training = data.get("training") or {}
+        return {"mimic": dict(data.get("config", {})), "training": training.get("training"),
+                **({"baseline": training["baseline"]} if training.get("baseline") else {}),
                 "base": teacher.get("path"),
                 "teacher_sha256": teacher.get("content_sha256") or teacher.get("sha256")}
     except Exception:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from superb_redundancy.study.config import StudyConfig, audio_task, eval_head_task
-from superb_redundancy.study.upstream_plan import UpstreamPlan, amount_label, mimic_entry, mimic_label
+from superb_redundancy.study.upstream_plan import UpstreamPlan, amount_label, is_ceiling, mimic_entry, mimic_label
 
 __all__ = ["Run", "expand", "variants", "variant_tasks", "distils", "run_id", "downstream_id", "last_layer_head_label",
            "STAGES"]
@@ -78,6 +78,8 @@ def variants(upstream: UpstreamPlan) -> list[dict]:
         mimicker, step1 = mimic_entry(config)
         variant = {"label": f"{upstream.name}-mimic-{mimic_label(config)}", "kind": "mimic",
                    "mimic_run": run_id("mimic", upstream.name, mimic_label(config)), "step1": step1}
+        if is_ceiling(config):  # a reference: trained with labels, front end projection included
+            variant["ceiling"] = True
         if paper:  # (the weighted sum, s3prl's, adds nothing: its runs keep the keys they always had)
             variant.update(step2=asdict(upstream.mimic_step2), head=last_layer_head_label(upstream),
                            n_layers=mimicker.n_layers)

@@ -248,10 +248,14 @@ def _mimic(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> 
     (non-mimicker, classifier only) is only initialised."""
     from superb_redundancy.mimic.baselines import baseline_name, init_artifact
     from superb_redundancy.mimic.train import train_mimicker
+    from superb_redundancy.study.upstream_plan import is_ceiling
 
     up = _upstream(study, run.params["upstream"])
     config, step1 = _mimic_config(study, up, run.params["config"])
     teacher = str(base_checkpoint(study, up))
+    if is_ceiling(run.params["config"]):
+        return {"artifact": str(init_artifact(teacher, config, folder / f"ceiling-{config.name()}.pt",
+                                              baseline="ceiling"))}
     if not step1:
         return {"artifact": str(init_artifact(teacher, config, folder / f"{baseline_name(config)}.pt"))}
     head = None
@@ -383,7 +387,8 @@ def _mimic_variant(study: StudyConfig, run: Run, folder: Path):
         return Variant(variant["label"], "mimic_local", ckpt=state["outputs"]["artifact"], extra_args=args), {}
     head = _run_folder(study, downstream_id(variant["head"], run.params["task"], run.params["seed"])) / "exp"
     init = head_init(head, folder / "head_init.ckpt")
-    args, frozen = step2_arguments("paper", step1, int(variant["n_layers"]), init)
+    args, frozen = step2_arguments("paper", step1, int(variant["n_layers"]), init,
+                                   frontend=bool(variant.get("ceiling")))
     model_config = None
     if frozen:
         model_config = folder / "frozen_frontend.yaml"

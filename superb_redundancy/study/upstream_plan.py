@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the annotation only: mimic imports torch
     from superb_redundancy.mimic.config import MimicConfig
 
 __all__ = ["UpstreamPlan", "FinetunePlan", "SimilarityPlan", "PrunePlan", "Step2Plan", "KEEP_AMOUNTS", "amount_label",
-           "mimic_entry", "mimic_label", "check_objectives", "upstream_plan", "upstream_disk_problems"]
+           "mimic_entry", "mimic_label", "is_ceiling", "check_objectives", "upstream_plan", "upstream_disk_problems"]
 
 #: prune amounts read off the study's pruning curves: the ratio of the unpruned metric their mean keeps
 KEEP_AMOUNTS = {"keep95": "95%", "keep50": "50%"}
@@ -199,7 +199,9 @@ def _prune(data, where: str, problems: list[str]) -> PrunePlan:
 def mimic_entry(entry: dict, where: str = "mimic") -> tuple["MimicConfig", bool]:
     """A study's mimic entry: its :class:`~superb_redundancy.mimic.MimicConfig` and whether step 1 trains it.
     ``step1: false`` makes the paper's non-mimicker (initialised, not distilled); ``n_layers: 0`` (classifier
-    only) has no step 1 either. Both are trained only in step 2 (s3prl's runner with ``-f``)."""
+    only) has no step 1 either. Both are trained only in step 2 (s3prl's runner with ``-f``). ``ceiling: true``
+    (with ``step1: false``) makes a reference row instead: the same untrained layers, trained in step 2 with labels
+    together with the front end's projection and LayerNorm (:func:`is_ceiling`)."""
     from superb_redundancy.mimic.config import MimicConfig, MimicError
 
     if not isinstance(entry, dict):
@@ -207,8 +209,20 @@ def mimic_entry(entry: dict, where: str = "mimic") -> tuple["MimicConfig", bool]
     step1 = entry.get("step1", True)
     if not isinstance(step1, bool):
         raise MimicError(f"{where}.step1: {step1!r}; valid: true (distil in step 1) or false (the non-mimicker)")
-    config = MimicConfig.from_dict({k: v for k, v in entry.items() if k != "step1"}, where)
+    ceiling = entry.get("ceiling", False)
+    if not isinstance(ceiling, bool):
+        raise MimicError(f"{where}.ceiling: {ceiling!r}; valid: true (a reference trained with labels) or false")
+    config = MimicConfig.from_dict({k: v for k, v in entry.items() if k not in ("step1", "ceiling")}, where)
+    if ceiling and (step1 or config.classifier_only):
+        raise MimicError(f"{where}.ceiling: a ceiling is trained with labels only, from layers of its own; give it "
+                         "step1: false and n_layers >= 1")
     return config, step1 and not config.classifier_only
+
+
+def is_ceiling(entry: dict) -> bool:
+    """Whether a mimic entry is a ceiling: the best its layers on the teacher's front end do when trained with
+    labels (step 2 only, front end projection included), a reference row rather than a baseline."""
+    return bool(entry.get("ceiling", False))
 
 
 def mimic_label(entry: dict) -> str:
@@ -216,6 +230,8 @@ def mimic_label(entry: dict) -> str:
     from superb_redundancy.mimic.baselines import baseline_name
 
     config, step1 = mimic_entry(entry)
+    if is_ceiling(entry):
+        return f"ceiling-{config.name()}"
     return config.name() if step1 else baseline_name(config)
 
 

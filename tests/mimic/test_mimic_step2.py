@@ -36,6 +36,7 @@ def test_the_arguments_of_each_step2():
     assert step2_arguments("paper", True, 2, "h.ckpt") == (init, False)
     assert step2_arguments("paper", False, 1, "h.ckpt") == (init + ("-f",), True)
     assert step2_arguments("paper", False, 0, "h.ckpt") == (init, False)
+    assert step2_arguments("paper", False, 1, "h.ckpt", frontend=True) == (init + ("-f",), False)  # a ceiling
     with pytest.raises(MimicError, match=r"step 2 'papers' is invalid; valid: weighted_sum, paper"):
         step2_arguments("papers", True, 1)
 
@@ -65,6 +66,16 @@ def test_a_frozen_frontend_gets_no_gradient(tiny_ckpts, tmp_path):
     options.write_text("frozen_frontend: maybe\n")
     with pytest.raises(MimicError, match="frozen_frontend='maybe' is invalid; valid: true, false or unset"):
         hub_entry_local(str(path), str(options))
+
+
+def test_a_ceiling_is_an_untrained_artifact_recorded_as_such(tiny_ckpts, tmp_path):
+    config = MimicConfig.tiny(kind="transformer")
+    ceiling = _load(init_artifact(tiny_ckpts["wav2vec2"], config, tmp_path / "c.pt", baseline="ceiling"))
+    plain = _load(init_artifact(tiny_ckpts["wav2vec2"], config, tmp_path / "n.pt"))
+    assert ceiling["training"]["baseline"].startswith("ceiling") and plain["training"]["baseline"] == "non-mimicker"
+    assert all(torch.equal(ceiling["mimicker"][k], v) for k, v in plain["mimicker"].items())
+    with pytest.raises(MimicError, match="baseline='roof' is invalid; valid: non-mimicker, ceiling"):
+        init_artifact(tiny_ckpts["wav2vec2"], config, tmp_path / "x.pt", baseline="roof")
 
 
 def test_head_init_refuses_a_weighted_sum_head(ks_experiment, tmp_path):

@@ -87,6 +87,10 @@ _KEEP = {"name": "w", "base": "tiny", "prune": {"objectives": ["knn-bi"], "amoun
     ({"upstreams": [{"name": "w", "mimic_select_by": "best"}]},
      r"mimic_select_by: 'best'; valid: null \(no head\), mse, acc"),
     ({"upstreams": [{"name": "w", "mimic_select_by": "acc", "baseline": False}]}, r"needs baseline: true"),
+    ({"upstreams": [{"name": "w", "mimic": [{"kind": "linear", "ceiling": True}]}]},
+     r"mimic\[0\].ceiling: a ceiling is trained with labels only, from layers of its own; give it step1: false"),
+    ({"upstreams": [{"name": "w", "mimic": [{"kind": "linear", "step1": False, "ceiling": "yes"}]}]},
+     r"mimic\[0\].ceiling: 'yes'; valid: true"),
     ({"upstreams": [{"name": "w", "mimic_step2": "papers"}]},
      r"upstreams\[w\].mimic_step2: 'papers'; valid: weighted_sum, paper \(or a mapping"),
     ({"upstreams": [{"name": "w", "mimic_step2": {"kind": "paper", "patience": 0}}]},
@@ -129,6 +133,12 @@ def test_the_paper_step2_is_an_option_of_the_plan(tmp_path):
     for label in ("w-mimic-linear-N1-z8", "w-mimic-nonmimic-linear-N1-z8"):
         needs = runs[f"downstream/{label}/speech_commands/seed1337"].needs
         assert "downstream/w-last-layer-head/speech_commands/seed1337" in needs
+    ceiling = StudyConfig.from_yaml(write_study(tmp_path / "d.yaml", upstreams=[
+        {"name": "w", "base": "tiny", "mimic_step2": "paper",
+         "mimic": mimic + [{"kind": "linear", "n_layers": 1, "z": 8, "step1": False, "ceiling": True}]}]))
+    found = {v["label"]: v for v in variants(ceiling.upstreams[0])}
+    assert found["w-mimic-ceiling-linear-N1-z8"]["ceiling"] and "ceiling" not in found["w-mimic-nonmimic-linear-N1-z8"]
+    assert "mimic/w/ceiling-linear-N1-z8" in {run.run_id for run in expand(ceiling)}
     mapping = StudyConfig.from_yaml(write_study(tmp_path / "c.yaml", upstreams=[
         {"name": "w", "base": "tiny", "mimic": mimic, "mimic_step2": {"kind": "paper", "patience": 2}}]))
     assert mapping.upstreams[0].mimic_step2 == Step2Plan("paper", patience=2)

@@ -60,6 +60,9 @@ def _variant_label(record: RunRecord) -> str:
     if mimic:
         if not mimic.get("n_layers"):
             return "classifier only (no layers)"
+        if str(spec.get("baseline", "")).startswith("ceiling"):  # a reference: layers trained with labels only
+            return (f"reference: ceiling, {mimic.get('kind')} N={mimic.get('n_layers')} z={mimic.get('z')} trained "
+                    "with labels on the front end")
         prefix = "non-mimicker" if spec.get("training") == "none" else "mimic"
         label = f"{prefix} {mimic.get('kind')} N={mimic.get('n_layers')} z={mimic.get('z')}"
         span = mimic.get("span")
