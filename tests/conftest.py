@@ -112,6 +112,19 @@ def ks_experiment(tmp_path_factory, tiny_ckpts, corpus_root):
     return built_once(tmp_path_factory, "ks_experiment", build) / "exp"
 
 
+@pytest.fixture(scope="session")
+def ks_last_layer_experiment(tmp_path_factory, tiny_ckpts, corpus_root):
+    """The tiny keyword-spotting experiment of :func:`ks_experiment` with a head on the teacher's last hidden state
+    only (``-s last_hidden_state``: no weighted sum over the layers), the head a whole-stack mimicker is scored
+    through: its expdir. Read-only, like :func:`ks_experiment`."""
+    from superb_redundancy.results.experiment import Variant, train_and_evaluate
+
+    expdir = tmp_path_factory.mktemp("ks_last_layer_experiment") / "exp"
+    train_and_evaluate(Variant("base-last", "wav2vec2_local", ckpt=str(tiny_ckpts["wav2vec2"]),
+                               extra_args=("-s", "last_hidden_state")), "speech_commands", corpus_root, expdir)
+    return expdir
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 
