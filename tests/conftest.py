@@ -119,10 +119,12 @@ def ks_last_layer_experiment(tmp_path_factory, tiny_ckpts, corpus_root):
     through: its expdir. Read-only, like :func:`ks_experiment`."""
     from superb_redundancy.results.experiment import Variant, train_and_evaluate
 
-    expdir = tmp_path_factory.mktemp("ks_last_layer_experiment") / "exp"
-    train_and_evaluate(Variant("base-last", "wav2vec2_local", ckpt=str(tiny_ckpts["wav2vec2"]),
-                               extra_args=("-s", "last_hidden_state")), "speech_commands", corpus_root, expdir)
-    return expdir
+    def build(folder: Path) -> None:
+        train_and_evaluate(Variant("base-last", "wav2vec2_local", ckpt=str(tiny_ckpts["wav2vec2"]),
+                                   extra_args=("-s", "last_hidden_state")), "speech_commands", corpus_root,
+                           folder / "exp")
+
+    return built_once(tmp_path_factory, "ks_last_layer_experiment", build) / "exp"
 
 
 def pytest_collection_modifyitems(config, items):
