@@ -11,9 +11,11 @@ then there for the tests that need the same thing.
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
 import pytest
 
-from helpers.session import MAIN_CORPUS, SMALL_SCALE
+from helpers.session import MAIN_CORPUS, SMALL_SCALE, built_once
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a model hub
 os.environ.setdefault("SUPERB_REDUNDANCY_OFFLINE", "1")
@@ -40,9 +42,7 @@ def one_thread():
 def tiny_dir(tmp_path_factory):
     from superb_redundancy.models.tiny import write_all
 
-    directory = tmp_path_factory.mktemp("tiny_models")
-    write_all(directory)
-    return directory
+    return built_once(tmp_path_factory, "tiny_models", write_all)
 
 
 @pytest.fixture(scope="session")
@@ -58,8 +58,11 @@ def tiny_preln_wav2vec2(tmp_path_factory):
     from superb_redundancy.models.config import ModelConfig
     from superb_redundancy.models.tiny import write_tiny_checkpoint
 
-    return write_tiny_checkpoint("wav2vec2", tmp_path_factory.mktemp("preln") / "tiny_preln.pt",
-                                 ModelConfig(layer_norm_first=True, num_layers=4), seed=1)
+    def build(folder: Path) -> None:
+        write_tiny_checkpoint("wav2vec2", folder / "tiny_preln.pt", ModelConfig(layer_norm_first=True, num_layers=4),
+                              seed=1)
+
+    return built_once(tmp_path_factory, "preln", build) / "tiny_preln.pt"
 
 
 @pytest.fixture(scope="session")
@@ -75,12 +78,10 @@ def hub():
 @pytest.fixture(scope="session")
 def corpus_root(tmp_path_factory):
     """The synthetic corpus for all four tasks at :data:`SMALL_SCALE` (every layout, list file and split of the
-    main job's corpus; KS: 600 training clips, 30 dev, 36 test): generated once per session."""
+    main job's corpus; KS: 600 training clips, 30 dev, 36 test): generated once per test run, shared by the xdist workers."""
     from superb_redundancy.data.corpus import generate
 
-    root = tmp_path_factory.mktemp("corpus")
-    generate(root, scale=SMALL_SCALE, progress=False)
-    return root
+    return built_once(tmp_path_factory, "corpus", lambda root: generate(root, scale=SMALL_SCALE, progress=False))
 
 
 @pytest.fixture(scope="session")
@@ -104,17 +105,40 @@ def ks_experiment(tmp_path_factory, tiny_ckpts, corpus_root):
     (an evaluation of its head goes to a folder of its own)."""
     from superb_redundancy.results.experiment import Variant, train_and_evaluate
 
-    expdir = tmp_path_factory.mktemp("ks_experiment") / "exp"
-    train_and_evaluate(Variant("base", "wav2vec2_local", ckpt=str(tiny_ckpts["wav2vec2"])), "speech_commands",
-                       corpus_root, expdir)
-    return expdir
+    def build(folder: Path) -> None:
+        train_and_evaluate(Variant("base", "wav2vec2_local", ckpt=str(tiny_ckpts["wav2vec2"])), "speech_commands",
+                           corpus_root, folder / "exp")
+
+    return built_once(tmp_path_factory, "ks_experiment", build) / "exp"
+
+
+@pytest.fixture(scope="session")
+def ks_last_layer_experiment(tmp_path_factory, tiny_ckpts, corpus_root):
+    """The tiny keyword-spotting experiment of :func:`ks_experiment` with a head on the teacher's last hidden state
+    only (``-s last_hidden_state``: no weighted sum over the layers), the head a whole-stack mimicker is scored
+    through: its expdir. Read-only, like :func:`ks_experiment`."""
+    from superb_redundancy.results.experiment import Variant, train_and_evaluate
+
+    def build(folder: Path) -> None:
+        train_and_evaluate(Variant("base-last", "wav2vec2_local", ckpt=str(tiny_ckpts["wav2vec2"]),
+                                   extra_args=("-s", "last_hidden_state")), "speech_commands", corpus_root,
+                           folder / "exp")
+
+    return built_once(tmp_path_factory, "ks_last_layer_experiment", build) / "exp"
 
 
 def pytest_collection_modifyitems(config, items):
     import torch
 
-    # the journeys first: the main job's corpus then serves the tests that need one at its scale (full_corpus)
-    items.sort(key=lambda item: not item.nodeid.startswith("tests/docs/test_journeys.py"))
+    # The journeys first: the main job's corpus then serves the tests that need one at its scale (full_corpus).
+    # Then the other xdist groups (modules whose module fixture runs a study: one worker builds it once), then
+    # the rest: the longest units are handed out first and the short tests fill in at the end.
+    def order(item) -> int:
+        if item.nodeid.startswith("tests/docs/test_journeys.py"):
+            return 0
+        return 1 if item.get_closest_marker("xdist_group") else 2
+
+    items.sort(key=order)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (scripts/gpu_check.sh runs these where there is one)")

@@ -31,7 +31,9 @@ def register(sub) -> None:
                    "replaces transformer layers I..J only (0-based, inclusive), the teacher's others kept frozen "
                    "(default: the whole stack)")
     a.add_argument("--eval-head", metavar="EXPDIR", help="an s3prl experiment trained on the teacher: the "
-                   "mimicker's accuracy through its head on the dev split after every epoch")
+                   "mimicker's accuracy through its head on the dev split after every epoch (a whole-stack "
+                   "mimicker needs a head on the teacher's last layer only, trained with -s last_hidden_state: "
+                   "it then scores what that head scores on the mimicker's last output; a span, any head)")
     a.add_argument("--select-by", choices=["mse", "acc"], default="mse",
                    help="keep the weights of the best validation MSE (default) or the best --eval-head accuracy")
     a.add_argument("--cache-dir", help="teacher cache (default: OUTPUT/teacher_cache; reused when it matches)")

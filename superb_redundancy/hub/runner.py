@@ -3,7 +3,7 @@
 s3prl stores no upstream in its experiment checkpoints and resolves ``-u`` by name on every call, so the
 registration has to happen on every call, evaluate (``-m evaluate -e``) and resume (``-a``) included.
 
-Seven things differ from calling s3prl's ``run_downstream.py`` directly, each but the last said in one line when it
+Eight things differ from calling s3prl's ``run_downstream.py`` directly, each but the last said in one line when it
 applies:
 
 * ``--device`` defaults to ``cpu`` where CUDA is not available (s3prl's ``cuda`` default fails there).
@@ -22,6 +22,8 @@ applies:
 * Subnormal floats (below 1.2e-38) are flushed to zero, as our training commands do and GPUs do by default
   (:mod:`superb_redundancy.core.numerics`): they made a CPU's LSTM backward pass ten times slower. A run's numbers
   can then differ from s3prl's in the last digits, as they do between thread counts.
+* A config with ``runner.early_stopping_patience: P`` stops training once P dev evaluations in a row brought no
+  new best (:mod:`superb_redundancy.hub.early_stopping`); ``total_steps`` is then the cap.
 * Checkpoints are written atomically and older ones removed only after the newer is in place
   (:mod:`superb_redundancy.hub.atomic_states`), so that a run killed at any moment resumes (``-a``).
 """
@@ -303,7 +305,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     from superb_redundancy.core.numerics import flush_denormals
-    from superb_redundancy.hub import atomic_states, feature_cache, padded_rnn
+    from superb_redundancy.hub import atomic_states, early_stopping, feature_cache, padded_rnn
     from superb_redundancy.hub.install import install
 
     flush_denormals()  # before torch starts its threads (core/numerics.py says why)
@@ -311,6 +313,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     feature_cache.enable(_note)
     padded_rnn.enable(_note)
     atomic_states.enable()
+    early_stopping.enable(_note)
     from s3prl import run_downstream
 
     from superb_redundancy.hub.compat import UnsafeCheckpointError

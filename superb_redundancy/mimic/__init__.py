@@ -59,7 +59,8 @@ The package, one concept per module (every public name is re-exported here):
 * :mod:`~superb_redundancy.mimic.upstream`: :class:`MimicUpstream` and the hub entries ``mimic``, ``mimic_local``;
 * :mod:`~superb_redundancy.mimic.artifact`: saving, reading, describing and loading artifacts;
 * :mod:`~superb_redundancy.mimic.teacher_cache`: the teacher feature cache of step 1;
-* :mod:`~superb_redundancy.mimic.eval_head`: the mimicker's accuracy through the teacher's head during step 1;
+* :mod:`~superb_redundancy.mimic.eval_head`: the mimicker's accuracy during step 1 through a head fine-tuned on the
+  teacher (for the whole stack, one on its last layer only);
 * :mod:`~superb_redundancy.mimic.train`: step 1 (:func:`train_mimicker`, :func:`train_grid`);
 * :mod:`~superb_redundancy.mimic.baselines`: the non-mimicker and classifier-only artifacts.
 """

@@ -205,7 +205,8 @@ def load_mimic_artifact(path: str | os.PathLike, teacher: Optional[str] = None,
 # The hub entries ``mimic`` and ``mimic_local`` are named functions in upstreams/mimic/hubconf.py (s3prl's shape);
 # these are their bodies. One family serves every teacher family: the artifact records its teacher. The optional
 # ``-g`` YAML may name ``teacher:`` (a checkpoint path or hub name whose sha256 must match the artifact's teacher),
-# ``teacher_sha256:``, ``family:`` and ``compact:`` (the hidden-state layout, overriding the artifact's).
+# ``teacher_sha256:``, ``family:`` and ``compact:`` (the hidden-state layout, overriding the artifact's);
+# ``frozen_frontend: true`` keeps the front end out of training under ``-f`` (the paper's step 2 of a non-mimicker).
 def hub_entry(ckpt: Optional[str] = None, model_config: Optional[str] = None) -> MimicUpstream:
     """``mimic -k ARTIFACT`` or ``-g CONFIG.yaml`` naming ``artifact:``."""
     options = upstream_options(model_config)
@@ -226,5 +227,9 @@ def hub_entry_local(ckpt: Optional[str] = None, model_config: Optional[str] = No
 
 
 def _load(artifact: str, options: dict) -> MimicUpstream:
-    return load_mimic_artifact(artifact, teacher=options.get("teacher"), teacher_sha256=options.get("teacher_sha256"),
-                               family=options.get("family"), compact=options.get("compact"))
+    upstream = load_mimic_artifact(artifact, teacher=options.get("teacher"),
+                                   teacher_sha256=options.get("teacher_sha256"), family=options.get("family"),
+                                   compact=options.get("compact"))
+    if options.get("frozen_frontend"):
+        upstream.freeze_frontend()
+    return upstream

@@ -16,7 +16,7 @@ import torch
 
 from superb_redundancy.core.files import sha256_file
 from superb_redundancy.mimic.artifact import save_artifact
-from superb_redundancy.mimic.config import MimicConfig, as_config, check_unique_names
+from superb_redundancy.mimic.config import MimicConfig, MimicError, as_config, check_unique_names
 from superb_redundancy.mimic.encoder import encoder_state
 from superb_redundancy.mimic.frontend import frontend_state, teacher_checkpoint, teacher_record
 from superb_redundancy.mimic.modules import Mimicker
@@ -29,15 +29,24 @@ def baseline_name(config: MimicConfig) -> str:
     return config.name() if config.classifier_only else f"nonmimic-{config.name()}"
 
 
+#: what a baseline artifact's training record calls it
+BASELINES = {"non-mimicker": "non-mimicker", "ceiling": "ceiling (trained with labels only, on the front end)"}
+
+
 def init_artifact(teacher: str | os.PathLike, config: MimicConfig | dict | str | os.PathLike,
-                  output: str | os.PathLike, family: Optional[str] = None, refresh: bool = False) -> Path:
+                  output: str | os.PathLike, family: Optional[str] = None, refresh: bool = False,
+                  baseline: str = "non-mimicker") -> Path:
     """Write a baseline artifact without step 1: the paper's "non-mimicker" (mimicking layers freshly initialised
     with ``torch.manual_seed(config.seed)``, exactly the weights :func:`~superb_redundancy.mimic.train.train_mimicker`
     starts from) or, with ``n_layers: 0``, "classifier only" (no mimicking layer). Its training record says
     ``training: none``; the layers are trained only in step 2 (s3prl's runner with ``-f``).
 
-    ``teacher``: a stock checkpoint path (family inferred), or with ``family`` an s3prl hub name.
+    ``teacher``: a stock checkpoint path (family inferred), or with ``family`` an s3prl hub name. ``baseline``:
+    ``ceiling`` records the same untrained layers as a ceiling, a reference row whose step 2 also trains the front
+    end's projection (:mod:`superb_redundancy.mimic.step2`).
     """
+    if baseline not in BASELINES:
+        raise MimicError(f"baseline={baseline!r} is invalid; valid: {', '.join(BASELINES)}")
     config = as_config(config)
     path, fam, checkpoint = teacher_checkpoint(teacher, family, refresh=refresh)
     record = teacher_record(checkpoint, fam, path, sha256_file(path))
@@ -50,7 +59,7 @@ def init_artifact(teacher: str | os.PathLike, config: MimicConfig | dict | str |
         model = Mimicker.from_config(config, int(record["hidden_size"]))
     training = {
         "training": "none",
-        "baseline": "classifier only" if config.classifier_only else "non-mimicker",
+        "baseline": "classifier only" if config.classifier_only else BASELINES[baseline],
         "init_seed": config.seed,
         "history": [],
         "best_epoch": None,

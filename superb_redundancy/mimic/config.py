@@ -64,6 +64,12 @@ class MimicConfig:
     upstream). The targets then lie in the span: ``layer_i`` (m_f's target, 2 layers; not to be confused with
     the span's i) in i..j, default ``i + default_layer_i(j - i + 1)``; ``target_layers`` in i..j, ending at j.
 
+    ``normalize_terms`` (default true): each step-1 MSE term is divided by its target's variance over the training
+    frames (recorded per term as ``target_variance``), so that every term weighs as the paper's equal-weight sum
+    does on its post-LN Base teachers, whose layer outputs all have a comparable scale. On a pre-LN teacher the
+    raw residual stream at layer i is tens of times larger than the final output, and the unnormalised sum (``false``,
+    the authors' code) is almost only m_f's term.
+
     ``compact``: which hidden states the upstream returns. Unset: compact for the whole stack (today's
     ``[projected features, m_1, ..., m_N]``), full for a partial span (the L+1 positions a head trained on the
     teacher expects). See :class:`~superb_redundancy.mimic.upstream.MimicUpstream`.
@@ -85,6 +91,7 @@ class MimicConfig:
     max_val_clips: int = 1024
     span: Optional[list] = None
     compact: Optional[bool] = None
+    normalize_terms: bool = True
 
     def __post_init__(self):
         self.validate()
@@ -129,6 +136,9 @@ class MimicConfig:
                 bad("target_layers", self.target_layers, "non-decreasing transformer layer indices 0..L-1")
         if not isinstance(self.teacher_forcing, bool):
             bad("teacher_forcing", self.teacher_forcing, "true (paper formula) or false (authors' code)")
+        if not isinstance(self.normalize_terms, bool):
+            bad("normalize_terms", self.normalize_terms, "true (each term over its target's variance) or false "
+                "(the raw sum)")
         if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
             bad("dropout", self.dropout, "a number in [0, 1)")
         if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or not self.lr > 0:

@@ -217,6 +217,24 @@ class TeacherCache:
         features = gather(self.features if source is None else self.hidden[source])
         return features, padding_mask, [gather(self.hidden[t]) for t in layers]
 
+    def target_variance(self, ids: Sequence[int], layer: int, chunk: int = 256) -> float:
+        """The variance of layer ``layer``'s output over the frames of clips ``ids``, per dimension about its own
+        mean, averaged over the dimensions: the MSE of the best constant prediction (float64, two passes)."""
+        array = self.hidden[layer]
+        ids = np.sort(np.asarray(ids, dtype=np.int64))
+        if len(ids) == 0:
+            raise MimicError(f"teacher cache {self.directory}: no clip to take layer {layer}'s variance over")
+
+        def blocks():
+            for start in range(0, len(ids), chunk):
+                part = ids[start:start + chunk]
+                rows = np.concatenate([np.arange(o, o + n) for o, n in zip(self.offsets[part], self.lengths[part])])
+                yield np.asarray(array[rows], dtype=np.float64)
+
+        frames = int(self.lengths[ids].sum())
+        mean = sum(block.sum(axis=0) for block in blocks()) / frames
+        return float((sum(((block - mean) ** 2).sum(axis=0) for block in blocks()) / frames).mean())
+
     def batches(self, batches: Sequence[Sequence[int]], layers: Sequence[int], device: torch.device,
                 source: Optional[int] = None):
         """:meth:`batch` of each id list in turn, the next one read in a background thread while the caller

@@ -3,14 +3,17 @@
 The teacher runs ONCE per clip, when the cache is built (:mod:`superb_redundancy.mimic.teacher_cache`); every
 configuration and every epoch then reads the cache, so training the paper's grid of 12 configurations
 (:func:`train_grid`) costs a single teacher pass. :func:`train_mimicker` trains one configuration:
-the sum over mimicking layers of the masked MSE to their target layers (:func:`masked_mse`), Adam, a seeded
+the sum over mimicking layers of the masked MSE to their target layers (:func:`masked_mse`), each divided by its
+target's variance over the training frames (``normalize_terms``, the default; see
+:class:`~superb_redundancy.mimic.config.MimicConfig`), Adam, a seeded
 held-out validation subset (:func:`split_clips`), the best weights kept, resumable after every epoch.
 
-The mimicker's own accuracy during step 1 (as the authors' code tracks it): with ``eval_head`` (an s3prl
-experiment trained on the teacher) every epoch also evaluates the mimicker through that experiment's trained
-Featurizer and head on its dev split (:class:`~superb_redundancy.mimic.eval_head.HeadEvaluator`), with the upstream
-in the teacher's L+1 positions; ``select_by="acc"`` keeps the weights of the best accuracy instead of the best
-validation MSE.
+The mimicker's own accuracy during step 1: with ``eval_head`` (an s3prl experiment trained on the teacher; for a
+whole-stack mimicker one whose head reads the teacher's last hidden state only) every epoch also evaluates the
+mimicker through that experiment's trained Featurizer and head on its dev split
+(:class:`~superb_redundancy.mimic.eval_head.HeadEvaluator`, which says what this measures), with the upstream in the
+teacher's L+1 positions; ``select_by="acc"`` keeps the weights of the best accuracy instead of the best validation
+MSE.
 
 Baselines without step 1 (non-mimicker, classifier only): :mod:`superb_redundancy.mimic.baselines`.
 """
@@ -38,7 +41,8 @@ from superb_redundancy.mimic.teacher_cache import (TeacherCache, build_teacher_c
                                                    resolve_device)
 from superb_redundancy.models.families import get_family
 
-__all__ = ["SELECT_BY", "masked_mse", "split_clips", "resume_state_path", "train_mimicker", "train_grid"]
+__all__ = ["SELECT_BY", "masked_mse", "target_variances", "split_clips", "resume_state_path", "train_mimicker",
+           "train_grid"]
 
 #: how step 1 picks the weights it keeps: the best validation MSE, or the best accuracy through an eval head
 SELECT_BY = ("mse", "acc")
@@ -53,10 +57,28 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, padding_mask: Opt
     return ((prediction - target) ** 2 * valid).sum() / (valid.sum() * prediction.size(-1)).clamp_min(1)
 
 
-def _step1_terms(model: Mimicker, features, padding_mask, targets, teacher_forcing: bool) -> list[torch.Tensor]:
+def _step1_terms(model: Mimicker, features, padding_mask, targets, teacher_forcing: bool,
+                 scales: Sequence[float]) -> list[torch.Tensor]:
+    """Each mimicking layer's MSE to its target, divided by its scale (the target's variance, or 1)."""
     teacher_inputs = targets[:-1] if teacher_forcing and len(targets) > 1 else None
     outputs = model(features, padding_mask, teacher_inputs=teacher_inputs)[1:]
-    return [masked_mse(o, t, padding_mask) for o, t in zip(outputs, targets)]
+    return [masked_mse(o, t, padding_mask) / scale for o, t, scale in zip(outputs, targets, scales)]
+
+
+def target_variances(cache: TeacherCache, targets: Sequence[int], train_ids: Sequence[int]) -> list[float]:
+    """Each term's target variance over the training clips' frames (:meth:`TeacherCache.target_variance`).
+
+    Why the variance: the paper sums the two terms with equal weight, which on its post-LN Base teachers (every
+    layer output after a LayerNorm) weighs both alike. On a pre-LN teacher layer i's raw residual output is tens
+    of times larger than the final one, and the raw sum is then almost only m_f's term. Dividing each MSE by its
+    target's variance (the MSE of the best constant guess) restores the weighting the paper intends while keeping
+    its targets, which taking layer i's output after a LayerNorm would change (m_g reads m_f's output)."""
+    variances = [cache.target_variance(train_ids, t) for t in targets]
+    for target, variance in zip(targets, variances):
+        if not variance > 0:
+            raise MimicError(f"teacher cache {cache.directory}: layer {target}'s output is constant over the training "
+                             "frames (variance 0), so its term cannot be normalised; set normalize_terms: false")
+    return variances
 
 
 def split_clips(num_clips: int, config) -> tuple[np.ndarray, np.ndarray]:
@@ -71,8 +93,10 @@ def split_clips(num_clips: int, config) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def _evaluate(model, cache, ids, targets, config, device, source: Optional[int] = None) -> Optional[list[float]]:
-    """Per-term validation MSE over all valid frames of ``ids`` (frame-weighted), or None without ids."""
+def _evaluate(model, cache, ids, targets, config, device, source: Optional[int] = None,
+              scales: Optional[Sequence[float]] = None) -> Optional[list[float]]:
+    """Per-term validation loss (MSE over its scale) over all valid frames of ``ids`` (frame-weighted), or None
+    without ids."""
     if len(ids) == 0:
         return None
     model.eval()
@@ -82,7 +106,7 @@ def _evaluate(model, cache, ids, targets, config, device, source: Optional[int] 
         batch = ids[start:start + config.batch_size]
         features, mask, wanted = cache.batch(batch, targets, device, source)
         valid = int((~mask).sum())
-        terms = _step1_terms(model, features, mask, wanted, config.teacher_forcing)
+        terms = _step1_terms(model, features, mask, wanted, config.teacher_forcing, scales or [1.0] * len(targets))
         sums += np.array([float(t) for t in terms]) * valid
         count += valid
     return [float(x) for x in sums / max(count, 1)]
@@ -153,8 +177,9 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
                    eval_split: str = "dev") -> Path:
     """Train one mimicker on a teacher cache (step 1) and write its artifact; returns the artifact path.
 
-    Loss: the sum over mimicking layers of the masked MSE between its output and its target layer's output
-    (equal weights, as the authors' code); Adam at ``config.lr``; a seeded held-out validation subset
+    Loss: the sum over mimicking layers of the masked MSE between its output and its target layer's output, each
+    divided by its target's variance over the training frames (:func:`target_variances`; ``normalize_terms:
+    false``: the raw sum with equal weights, as the authors' code); Adam at ``config.lr``; a seeded held-out validation subset
     (``val_fraction`` of the clips, at most ``max_val_clips``) evaluated before training (epoch 0) and after each
     epoch; the best weights by validation loss (training loss without a validation subset) go in the artifact.
 
@@ -163,9 +188,10 @@ def train_mimicker(cache: TeacherCache | str | os.PathLike, config: MimicConfig 
     checkpoint the cache was built from: a path, checked by content, or the loaded dict; default: the path the
     cache records). The whole stack reads nothing else and trains exactly as it always did.
 
-    ``eval_head`` (an s3prl experiment trained on the teacher, or a :class:`HeadEvaluator`): the mimicker's
-    accuracy through that head on ``eval_split`` at epoch 0 and after every epoch (``head_acc`` in the history,
-    the curve in ``head_accuracy``); ``select_by="acc"`` keeps the weights of the best accuracy (the earliest
+    ``eval_head`` (an s3prl experiment trained on the teacher, or a :class:`HeadEvaluator`; for the whole stack
+    its head must read the teacher's last hidden state only, see :mod:`~superb_redundancy.mimic.eval_head`): the
+    mimicker's accuracy through that head on ``eval_split`` at epoch 0 and after every epoch (``head_acc`` in the
+    history, the curve in ``head_accuracy``); ``select_by="acc"`` keeps the weights of the best accuracy (the earliest
     epoch on ties) instead of the best validation loss (``"mse"``, the default). The record says which epoch and
     by which criterion (``best_epoch``, ``select_by``, ``selected_by``).
 
@@ -206,6 +232,9 @@ class _Step1:
         self.train_ids, self.val_ids = split_clips(len(self.cache), self.config)
         if len(self.train_ids) == 0:
             raise MimicError(f"teacher cache {self.cache.directory} has no clip left to train on")
+        self.variances = target_variances(self.cache, self.targets, self.train_ids) \
+            if self.config.normalize_terms else None
+        self.scales = self.variances or [1.0] * len(self.targets)
         self.cuda = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=self.cuda):
             torch.manual_seed(self.config.seed)
@@ -213,6 +242,8 @@ class _Step1:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
         self.evaluator = eval_head if isinstance(eval_head, HeadEvaluator) or eval_head is None else \
             HeadEvaluator(eval_head, self.cache, self.device, eval_split, progress)
+        if self.evaluator is not None:
+            self.evaluator.check_config(self.config)
         self.probe = None if self.evaluator is None else probe_upstream(
             self.cache, self.config, self.model, self.targets, self.encoder, self.device)
         head = None if self.evaluator is None else str(self.evaluator.experiment.checkpoint)
@@ -236,6 +267,9 @@ class _Step1:
         if written != self.selection:
             raise MimicError(f"{state_path} was trained with selection {written}, not {self.selection} "
                              "(only epochs may change on resume)")
+        if "target_variance" not in state and self.config.normalize_terms:
+            raise MimicError(f"{state_path} was trained on the raw sum of the step-1 terms, before they were "
+                             "normalised by their targets' variance; start afresh or set normalize_terms: false")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.history = list(state["history"])
@@ -249,7 +283,7 @@ class _Step1:
         """Epoch 0: the validation loss (and head accuracy) of the freshly initialised mimicker."""
         val = self._validate()
         self.history.append({"epoch": 0, "train_loss": None, "val_loss": None if val is None else sum(val),
-                             "val_terms": val})
+                             "val_terms": val, "val_mse": self._mse(val)})
         self._head_accuracy(self.history[-1])
 
     def train_epoch(self, epoch: int) -> None:
@@ -260,7 +294,7 @@ class _Step1:
         score = float(sum(val)) if val is not None else float(train_loss)
         self.seconds += time.time() - began
         self.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": None if val is None else sum(val),
-                             "val_terms": val, "seconds": round(time.time() - began, 3)})
+                             "val_terms": val, "val_mse": self._mse(val), "seconds": round(time.time() - began, 3)})
         acc = self._head_accuracy(self.history[-1])
         self._keep_if_best(epoch, score, acc)
         if self.progress:
@@ -281,7 +315,7 @@ class _Step1:
                                total=len(batches))
             for features, mask, wanted in bar:
                 self.model.train()
-                loss = sum(_step1_terms(self.model, features, mask, wanted, config.teacher_forcing))
+                loss = sum(_step1_terms(self.model, features, mask, wanted, config.teacher_forcing, self.scales))
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
@@ -293,7 +327,12 @@ class _Step1:
         return total / max(frames, 1)
 
     def _validate(self) -> Optional[list[float]]:
-        return _evaluate(self.model, self.cache, self.val_ids, self.targets, self.config, self.device, self.source)
+        return _evaluate(self.model, self.cache, self.val_ids, self.targets, self.config, self.device, self.source,
+                         self.scales)
+
+    def _mse(self, terms: Optional[list[float]]) -> Optional[list[float]]:
+        """The raw per-term MSE of (normalised) validation terms."""
+        return None if terms is None else [t * s for t, s in zip(terms, self.scales)]
 
     def _head_accuracy(self, entry: dict) -> Optional[float]:
         if self.probe is None:
@@ -320,6 +359,7 @@ class _Step1:
             "optimizer": self.optimizer.state_dict(), "history": self.history, "selection": self.selection,
             "best_epoch": self.best["epoch"], "best_loss": self.best["loss"], "best_acc": self.best["acc"],
             "best_weights": self.best["weights"], "resumed_after": self.resumed_after,
+            "target_variance": self.variances,
         }, state_path)
 
     def write_artifact(self) -> Path:
@@ -347,7 +387,10 @@ class _Step1:
             "steps": self.steps,
             "seconds": round(self.seconds, 3),
             "device": str(self.device),
-            "loss": "sum over mimicking layers of the MSE over valid frames",
+            "loss": ("sum over mimicking layers of the MSE over valid frames, each divided by its target's variance "
+                     "over the training frames" if self.variances else
+                     "sum over mimicking layers of the MSE over valid frames"),
+            "target_variance": self.variances,
             "teacher_forcing": self.config.teacher_forcing,
             "cache": dict(self.cache_id, path=str(self.cache.directory)),
         }
@@ -376,6 +419,10 @@ def train_grid(teacher: str | os.PathLike, audio, configs: Sequence[MimicConfig]
         _check_trainable(config)
     check_unique_names([config.name() for config in configs])
     _check_selection(select_by, eval_head)
+    # the head before any teacher pass: a head that cannot score a configuration is refused first
+    evaluator = None if eval_head is None else HeadEvaluator(eval_head, None, resolve_device(device), progress=progress)
+    for config in configs if evaluator is not None else ():
+        evaluator.check_config(config)
     _, fam, checkpoint = teacher_checkpoint(teacher, family)
     L = fam.num_layers(checkpoint)
     layers = sorted({t for config in configs for t in cache_layers(config, L)})
@@ -384,8 +431,8 @@ def train_grid(teacher: str | os.PathLike, audio, configs: Sequence[MimicConfig]
         checkpoint = None  # the whole stack needs no teacher weights beyond the cache's front end
     cache = build_teacher_cache(teacher, audio, cache_dir or output_dir / "teacher_cache", layers=layers,
                                 family=fam.name, dtype=dtype, device=device, progress=progress)
-    evaluator = None if eval_head is None else \
-        HeadEvaluator(eval_head, cache, resolve_device(device), progress=progress)
+    if evaluator is not None:
+        evaluator.check_teacher(cache)
     return [train_mimicker(cache, config, output_dir / f"{config.name()}.pt", resume=resume, device=device,
                            progress=progress, teacher=checkpoint, eval_head=evaluator,
                            select_by=select_by) for config in configs]

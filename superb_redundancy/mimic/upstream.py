@@ -26,7 +26,7 @@ from superb_redundancy.models.families import get_family
 
 __all__ = ["MimicUpstream", "upstream_options", "DOWNSAMPLE_RATE", "UPSTREAM_CONFIG_KEYS"]
 
-UPSTREAM_CONFIG_KEYS = ("artifact", "teacher", "teacher_sha256", "family", "compact")
+UPSTREAM_CONFIG_KEYS = ("artifact", "teacher", "teacher_sha256", "family", "compact", "frozen_frontend")
 
 
 class MimicUpstream(nn.Module):
@@ -54,7 +54,8 @@ class MimicUpstream(nn.Module):
     ``states-*.ckpt`` holds no ``Upstream``; with ``-f`` the mimicking layers, ``frontend.layer_norm`` and
     ``frontend.post_extract_proj`` train (the CNN runs under ``no_grad`` and stays frozen, like the stock
     experts; the kept teacher layers ``encoder.*`` stay frozen too) and ``states-*.ckpt`` stores ``Upstream``
-    (``frontend.*``, ``mimicker.*``, ``encoder.*``).
+    (``frontend.*``, ``mimicker.*``, ``encoder.*``). After :meth:`freeze_frontend` (``frozen_frontend: true`` in
+    ``-g``) only the mimicking layers train under ``-f``, as the paper's step 2 of a non-mimicker does.
     """
 
     def __init__(self, frontend: TeacherFrontend, mimicker: Mimicker, config: MimicConfig,
@@ -63,6 +64,7 @@ class MimicUpstream(nn.Module):
                  compact: Optional[bool] = None):
         super().__init__()
         self.frontend = frontend
+        self.frozen_frontend = False
         self.mimicker = mimicker
         self.encoder = encoder
         self.config = config
@@ -80,6 +82,13 @@ class MimicUpstream(nn.Module):
         if not self.compact and mimicker.n_layers == 0:
             self.compact = True  # classifier only: no mimicking layer to fill the teacher's positions
 
+    def freeze_frontend(self) -> "MimicUpstream":
+        """Keep the front end (CNN, LayerNorm, feature projection) out of training: no gradient, never updated."""
+        self.frozen_frontend = True
+        for parameter in self.frontend.parameters():
+            parameter.requires_grad_(False)
+        return self
+
     def get_downsample_rates(self, key: str) -> int:
         return DOWNSAMPLE_RATE
 
@@ -93,7 +102,8 @@ class MimicUpstream(nn.Module):
         device = wavs[0].device
         lengths = torch.tensor([len(w) for w in wavs], device=device)
         wav_padding_mask = torch.arange(int(lengths.max()), device=device)[None, :] >= lengths[:, None]
-        features, padding_mask = self.frontend(pad_sequence(list(wavs), batch_first=True), wav_padding_mask)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_frontend):
+            features, padding_mask = self.frontend(pad_sequence(list(wavs), batch_first=True), wav_padding_mask)
         prefix, pos_bias = self.encoder.prefix(features, padding_mask) if self.encoder is not None else ([features], None)
         outputs = self.mimicker(prefix[-1], padding_mask)[1:]
         suffix = self.encoder.suffix(outputs[-1], padding_mask, pos_bias) if self.encoder is not None else []
@@ -123,7 +133,8 @@ def _position_source(targets: Sequence[int], layer: int, last: int) -> int:
 
 def upstream_options(model_config: Optional[str]) -> dict:
     """The optional ``-g`` YAML: artifact (path), teacher (checkpoint path or hub name), teacher_sha256, family,
-    compact (true/false: the hidden-state layout, overriding the artifact's)."""
+    compact (true/false: the hidden-state layout, overriding the artifact's), frozen_frontend (true: the front end
+    does not train under ``-f``)."""
     if not model_config:
         return {}
     path = Path(model_config).expanduser()
@@ -138,6 +149,7 @@ def upstream_options(model_config: Optional[str]) -> dict:
         raise MimicError(f"{path}: unknown key(s) {unknown}; valid: {list(UPSTREAM_CONFIG_KEYS)}")
     if values.get("family") is not None:
         get_family(values["family"])
-    if values.get("compact") is not None and not isinstance(values["compact"], bool):
-        raise MimicError(f"{path}: compact={values['compact']!r} is invalid; valid: true, false or unset")
+    for key in ("compact", "frozen_frontend"):
+        if values.get(key) is not None and not isinstance(values[key], bool):
+            raise MimicError(f"{path}: {key}={values[key]!r} is invalid; valid: true, false or unset")
     return values

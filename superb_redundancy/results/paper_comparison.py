@@ -44,7 +44,10 @@ PAPER_CLASSIFIER_ONLY = 0.79
 PAPER_BASE_ACCURACY = 0.976
 
 
-_MIMIC_LABEL = re.compile(r"(mimic|non-mimicker) (linear|transformer) N=(\d+) z=(\d+)")
+#: a whole-stack mimicker's or non-mimicker's label, with the step 2 that trained its head where the record says
+_MIMIC_LABEL = re.compile(r"(mimic|non-mimicker) (linear|transformer) N=(\d+) z=(\d+)(?:, step 2: .+)?")
+#: the reference rows (leaderboard._label): a head on the teacher's last layer, the front end's ceilings
+REFERENCE = "reference: "
 
 
 def _paper_key(label: str) -> Optional[str]:
@@ -93,7 +96,8 @@ def comparison_table(frame: pd.DataFrame, task: str = "speech_commands") -> pd.D
             "acc [95% CI]": f"{row.value:.3f} [{row.low:.3f}, {row.high:.3f}]",
             "% of base [95% CI]": "100" if row.is_base else
             f"{row.retention:.1f} [{row.retention_low:.1f}, {row.retention_high:.1f}]",
-            "keeps 95%?": "-" if row.is_base else verdict(row.retention_low, row.retention_high),
+            "keeps 95%?": "-" if row.is_base else "(reference)" if row.label.startswith(REFERENCE) else
+            verdict(row.retention_low, row.retention_high),
             "paper: param red.": "-" if not paper or key == "base" else _pct(100 * (1 - paper.params / 94_577_571)),
             "paper: time ratio": f"{paper.time_ratio:.2f}" if paper else "",
             "paper: acc": f"{paper.accuracy:.3f}" if paper else
@@ -165,9 +169,18 @@ def claims(frame: pd.DataFrame, workdir: Path, upstream: str, task: str = "speec
     group = frame[(frame.task == task) & ~frame.is_base]
     # whole-stack mimickers (not the non-mimicker, not a block replacement "... replacing i-j")
     mimics = group[group.label.map(lambda label: bool(_MIMIC_LABEL.fullmatch(label)) and label.startswith("mimic "))]
+    references = group[group.label.str.startswith(REFERENCE)]
+    for _, row in references.iterrows():  # what the model allows, which the paper does not show
+        lines.append(f"- {row.label}: {row.value:.3f} [{row.low:.3f}, {row.high:.3f}], {row.retention:.1f}% "
+                     f"[{row.retention_low:.1f}, {row.retention_high:.1f}] of the base")
+    ceilings = references[references.label.str.startswith(f"{REFERENCE}ceiling")]
+    ceiling = None if ceilings.empty else ceilings.loc[ceilings.value.idxmax()]
     for _, row in mimics.iterrows():
+        against = "" if ceiling is None else \
+            f"; {100 * row.value / ceiling.value:.1f}% of the front end's best ceiling ({ceiling.value:.3f})"
         lines.append(f"- {row.label}: {row.retention:.1f}% [{row.retention_low:.1f}, {row.retention_high:.1f}] of the "
-                     f"base -> keeps 95%: {verdict(row.retention_low, row.retention_high)} (paper: 94-96% for z = 32)")
+                     f"base -> keeps 95%: {verdict(row.retention_low, row.retention_high)} (paper: 94-96% for z = 32)"
+                     + against)
     only = group[group.label.str.startswith("classifier only")]
     if not only.empty and not mimics.empty:
         worse = only.iloc[0].high < mimics.low.max()

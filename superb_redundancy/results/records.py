@@ -80,9 +80,29 @@ def file_sha256(path: Optional[str]) -> Optional[str]:
     return _HASHES[key]
 
 
-def variant_key(upstream: str, ckpt_sha: Optional[str], config_sha: Optional[str]) -> str:
+def variant_key(upstream: str, ckpt_sha: Optional[str], config_sha: Optional[str],
+                reads: Optional[str] = None) -> str:
+    """What the leaderboard groups by: the upstream, its -k and -g by content, and what the head reads when it is
+    not s3prl's weighted sum of every hidden state (``s:last_hidden_state``)."""
     parts = [upstream] + [f"{name}:{sha[:12]}" for name, sha in (("k", ckpt_sha), ("g", config_sha)) if sha]
-    return " ".join(parts)
+    return " ".join(parts + ([f"s:{reads}"] if reads else []))
+
+
+def _reading(upstream: str, args: dict, configs: list) -> dict:
+    """What the head read and, for a mimicker, which step 2 trained it (:mod:`superb_redundancy.mimic.step2`):
+    ``reads`` (absent for s3prl's weighted sum of every hidden state), ``step2`` (mimickers only)."""
+    selection = args.get("upstream_feature_selection") or "hidden_states"
+    layer = args.get("upstream_layer_selection")
+    reads = None if selection == "hidden_states" and layer is None else \
+        (selection if layer is None else f"{selection}[{layer}]")
+    found = {"reads": reads} if reads else {}
+    if upstream.startswith("mimic"):
+        runner = ((configs[0][1] if configs else {}) or {}).get("runner") or {}
+        paper = reads == "last_hidden_state" and runner.get("early_stopping_patience") is not None
+        found["step2"] = "paper" if paper else "weighted_sum" if reads is None else f"reads {reads}"
+        if paper:
+            found.update(head_init=args.get("init_ckpt"), patience=runner["early_stopping_patience"])
+    return found
 
 
 def _yaml_calls(expdir: Path, prefix: str) -> list[tuple[Path, dict]]:
@@ -159,8 +179,8 @@ def harvest_expdir(expdir: str | Path) -> RunRecord:
                            f"({from_items:.6g}): evaluated twice with different checkpoints?")
     upstream, ckpt, model_config = first["upstream"], first.get("upstream_ckpt"), first.get("upstream_model_config")
     ckpt_sha, config_sha = model_identity(ckpt), file_sha256(model_config)
-    spec = _variant_spec(upstream, ckpt, model_config)
     configs = _yaml_calls(expdir, "config")
+    spec = {**_variant_spec(upstream, ckpt, model_config), **_reading(upstream, first, configs)}
     config_text = json.dumps(configs[0][1], sort_keys=True) if configs else None
     fold = None
     if task == "emotion" and configs:
@@ -171,7 +191,7 @@ def harvest_expdir(expdir: str | Path) -> RunRecord:
     return RunRecord(
         record_id=record_id, expdir=str(expdir.resolve()), task=task, upstream=upstream, upstream_ckpt=ckpt,
         upstream_model_config=model_config, upstream_sha256=ckpt_sha, model_config_sha256=config_sha,
-        variant=variant_key(upstream, ckpt_sha, config_sha), metric=metric.name, value=metric.value,
+        variant=variant_key(upstream, ckpt_sha, config_sha, spec.get("reads")), metric=metric.name, value=metric.value,
         higher_is_better=metric.higher_is_better, seed=first.get("seed"), config=first.get("config"),
         config_sha256=hashlib.sha256(config_text.encode()).hexdigest() if config_text else None,
         step=_evaluated_step(last.get("init_ckpt")), evaluated_at=when, fold=fold, spec=spec,
@@ -188,8 +208,8 @@ def _variant_spec(upstream: str, ckpt: Optional[str], model_config: Optional[str
             spec = loaded if isinstance(loaded, dict) else {}
         except yaml.YAMLError:
             spec = {}
-    if not spec and upstream.startswith("mimic") and ckpt:
-        spec = _mimic_summary(ckpt)
+    if upstream.startswith("mimic") and ckpt:  # its -g (layout, a frozen front end) beside what the artifact is
+        spec = {**spec, **_mimic_summary(ckpt)}
     if not spec and upstream.startswith("pruned_") and upstream.endswith("_local") and ckpt:
         spec = _pruned_summary(ckpt)
     return spec
@@ -231,7 +251,9 @@ def _mimic_summary(artifact: str) -> dict:
     try:
         data = torch.load(artifact, map_location="cpu", weights_only=True, mmap=True)
         teacher = data.get("teacher", {})
-        return {"mimic": dict(data.get("config", {})), "training": (data.get("training") or {}).get("training"),
+        training = data.get("training") or {}
+        return {"mimic": dict(data.get("config", {})), "training": training.get("training"),
+                **({"baseline": training["baseline"]} if training.get("baseline") else {}),
                 "base": teacher.get("path"),
                 "teacher_sha256": teacher.get("content_sha256") or teacher.get("sha256")}
     except Exception:

@@ -23,6 +23,7 @@ from superb_redundancy.compute.analytic import Shape
 from superb_redundancy.data.tasks import load_config
 from superb_redundancy.study.config import StudyConfig, audio_task
 from superb_redundancy.study.plan import Run, expand
+from superb_redundancy.study.upstream_plan import Step2Plan
 from superb_redundancy.study.upstream_plan import UpstreamPlan, mimic_entry
 
 __all__ = ["Throughput", "ASSUMED", "Split", "RELEASED", "RunCost", "estimate", "summarize", "calibrate"]
@@ -367,6 +368,10 @@ class _Pricer:
     def _downstream(self, run: Run) -> RunCost:
         shape, task = self.shape(run.params["upstream"]), run.params["task"]
         config = load_config(task, self.study.setting)
+        step2 = run.params["variant"].get("step2")
+        if step2 and step2["kind"] == "paper":  # early stopping: priced at its cap
+            found = Step2Plan(**step2).runner_overrides(config["runner"])
+            config = {**config, "runner": {**config["runner"], **{k.split(".")[-1]: v for k, v in found.items()}}}
         batch, accumulate = _batches(config)
         sizes = self.sizes(task)
         seconds = min(sizes["train"].seconds, _SID_CROP_SECONDS) if task == "voxceleb1" else sizes["train"].seconds

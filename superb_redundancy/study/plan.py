@@ -19,14 +19,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
 from superb_redundancy.study.config import StudyConfig, audio_task, eval_head_task
-from superb_redundancy.study.upstream_plan import UpstreamPlan, amount_label, mimic_entry, mimic_label
+from superb_redundancy.study.upstream_plan import UpstreamPlan, amount_label, is_ceiling, mimic_entry, mimic_label
 
-__all__ = ["Run", "expand", "variants", "variant_tasks", "distils", "run_id", "downstream_id", "STAGES"]
+__all__ = ["Run", "expand", "variants", "variant_tasks", "distils", "run_id", "downstream_id", "last_layer_head_label",
+           "STAGES"]
 
 STAGES = ("data", "finetune", "similarity", "base", "curves", "derive", "distil", "downstream")
 
@@ -70,11 +71,25 @@ def variants(upstream: UpstreamPlan) -> list[dict]:
             if upstream.heal is not None:
                 found.append({"label": f"{upstream.name}-{stem}-healed", "kind": "healed",
                               "heal_run": run_id("heal", upstream.name, stem)})
+    paper = upstream.mimic and upstream.mimic_step2.kind == "paper"
+    if paper:  # the teacher's head on its last layer: the paper's step 2 starts from it; a reference row
+        found.append({"label": last_layer_head_label(upstream), "kind": "reference", "reads": "last_hidden_state"})
     for config in upstream.mimic:
-        _, step1 = mimic_entry(config)
-        found.append({"label": f"{upstream.name}-mimic-{mimic_label(config)}", "kind": "mimic",
-                      "mimic_run": run_id("mimic", upstream.name, mimic_label(config)), "step1": step1})
+        mimicker, step1 = mimic_entry(config)
+        variant = {"label": f"{upstream.name}-mimic-{mimic_label(config)}", "kind": "mimic",
+                   "mimic_run": run_id("mimic", upstream.name, mimic_label(config)), "step1": step1}
+        if is_ceiling(config):  # a reference: trained with labels, front end projection included
+            variant["ceiling"] = True
+        if paper:  # (the weighted sum, s3prl's, adds nothing: its runs keep the keys they always had)
+            variant.update(step2=asdict(upstream.mimic_step2), head=last_layer_head_label(upstream),
+                           n_layers=mimicker.n_layers)
+        found.append(variant)
     return found
+
+
+def last_layer_head_label(upstream: UpstreamPlan) -> str:
+    """The variant of the head trained on the teacher's last hidden state alone (``-s last_hidden_state``)."""
+    return f"{upstream.name}-last-layer-head"
 
 
 def distils(upstream: UpstreamPlan) -> bool:
@@ -85,7 +100,7 @@ def distils(upstream: UpstreamPlan) -> bool:
 def variant_tasks(study: StudyConfig, upstream: UpstreamPlan, variant: dict) -> tuple[str, ...]:
     """The study's tasks a variant is evaluated on: all of them, except mimickers when ``mimic_tasks`` narrows
     theirs (a grid of mimickers on every task is what costs most)."""
-    if variant["kind"] == "mimic" and upstream.mimic_tasks is not None:
+    if variant["kind"] in ("mimic", "reference") and upstream.mimic_tasks is not None:
         return tuple(t for t in study.tasks if t in upstream.mimic_tasks)
     return study.tasks
 
@@ -234,11 +249,12 @@ def expand(study: StudyConfig) -> list[Run]:
         runs.extend(_distillation(study, up, base, similarity))
         for variant in variants(up):
             source = tuple(variant[k] for k in ("prune_run", "mimic_run", "heal_run") if k in variant)
-            stage = 3 if variant["kind"] == "base" else 7  # the base's runs first: the curves start from one
+            stage = 3 if variant["kind"] in ("base", "reference") else 7  # the base's runs first (curves, heads)
             for task in variant_tasks(study, up, variant):
                 for seed in study.seeds:
+                    head = (downstream_id(variant["head"], task, seed),) if variant.get("head") else ()
                     runs.append(Run(downstream_id(variant["label"], task, seed), "downstream", stage,
                                     {"upstream": up.name, "variant": variant, "task": task, "seed": seed},
-                                    needs=base + source))
+                                    needs=base + source + head))
     runs.sort(key=lambda run: run.stage)  # stable: the order within a stage is the order above
     return _keyed(runs, study)

@@ -19,7 +19,7 @@ import torch
 from superb_redundancy.data.splits import Clips
 from superb_redundancy.study.config import StudyConfig, audio_task
 from superb_redundancy.study.plan import Run, downstream_id, run_id
-from superb_redundancy.study.upstream_plan import UpstreamPlan
+from superb_redundancy.study.upstream_plan import Step2Plan, UpstreamPlan
 
 __all__ = ["execute", "base_checkpoint", "data_overrides", "split_audio", "twin_run"]
 
@@ -248,10 +248,14 @@ def _mimic(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> 
     (non-mimicker, classifier only) is only initialised."""
     from superb_redundancy.mimic.baselines import baseline_name, init_artifact
     from superb_redundancy.mimic.train import train_mimicker
+    from superb_redundancy.study.upstream_plan import is_ceiling
 
     up = _upstream(study, run.params["upstream"])
     config, step1 = _mimic_config(study, up, run.params["config"])
     teacher = str(base_checkpoint(study, up))
+    if is_ceiling(run.params["config"]):
+        return {"artifact": str(init_artifact(teacher, config, folder / f"ceiling-{config.name()}.pt",
+                                              baseline="ceiling"))}
     if not step1:
         return {"artifact": str(init_artifact(teacher, config, folder / f"{baseline_name(config)}.pt"))}
     head = None
@@ -333,8 +337,13 @@ def _downstream(run: Run, study: StudyConfig, folder: Path, resume: bool = False
     up = _upstream(study, run.params["upstream"])
     variant = run.params["variant"]
     family = get_family(up.family)
+    task = run.params["task"]
+    overrides = {**data_overrides(study, task), "args.seed": int(run.params["seed"])}
     if variant["kind"] == "base":
         chosen = Variant(variant["label"], family.local_hub_name, ckpt=str(base_checkpoint(study, up)))
+    elif variant["kind"] == "reference":  # the teacher's head on its last hidden state alone
+        chosen = Variant(variant["label"], family.local_hub_name, ckpt=str(base_checkpoint(study, up)),
+                         extra_args=("-s", variant["reads"]))
     elif variant["kind"] == "pruned":
         chosen = Variant(variant["label"], f"pruned_{family.name}",
                          model_config=str(_spec_path(study, variant["prune_run"])))
@@ -342,15 +351,8 @@ def _downstream(run: Run, study: StudyConfig, folder: Path, resume: bool = False
         chosen = Variant(variant["label"], f"pruned_{family.name}_local",
                          ckpt=str(_run_folder(study, variant["heal_run"]) / "healed.pt"))
     else:  # a mimicker or baseline: the artifact its mimic run wrote
-        import json
-
-        state = json.loads((_workdir(study) / "state" / f"{variant['mimic_run']}.json").read_text())
-        # the baselines' layers learn only in step 2 (-f), as in the paper; the mimickers' stay frozen there
-        # (the authors' code default)
-        chosen = Variant(variant["label"], "mimic_local", ckpt=state["outputs"]["artifact"],
-                         extra_args=() if variant.get("step1", True) else ("-f",))
-    task = run.params["task"]
-    overrides = {**data_overrides(study, task), "args.seed": int(run.params["seed"])}
+        chosen, more = _mimic_variant(study, run, folder)
+        overrides.update(more)
     expdir = folder / "exp"
     resumed = resumable_states(expdir) if resume and expdir.is_dir() else None
     train_and_evaluate(chosen, task, _synthetic_root(study), expdir, setting=study.setting, device=study.device,
@@ -361,6 +363,40 @@ def _downstream(run: Run, study: StudyConfig, folder: Path, resume: bool = False
     path = write_json(_workdir(study) / "records" / f"{record.record_id}.json", record.to_dict())
     return {"expdir": str(expdir), "metric": record.metric, "value": record.value, "record": str(path),
             **({"resumed_from": resumed.name} if resumed is not None else {})}
+
+
+def _mimic_variant(study: StudyConfig, run: Run, folder: Path):
+    """A mimic variant's step 2 (:mod:`superb_redundancy.mimic.step2`): (the Variant, its -o overrides). The
+    baselines' layers learn only in step 2, as in the paper; the mimickers' stay frozen there (the authors' code
+    default). The paper's step 2 starts its head from the teacher's last-layer head run (``variant["head"]``)."""
+    import json
+
+    import yaml
+
+    from superb_redundancy.core.files import write_text
+    from superb_redundancy.data.tasks import load_config
+    from superb_redundancy.mimic.step2 import head_init, step2_arguments
+    from superb_redundancy.results.experiment import Variant
+
+    variant = run.params["variant"]
+    state = json.loads((_workdir(study) / "state" / f"{variant['mimic_run']}.json").read_text())
+    step2 = variant.get("step2") or {"kind": "weighted_sum"}
+    step1 = variant.get("step1", True)
+    if step2["kind"] == "weighted_sum":
+        args, _ = step2_arguments("weighted_sum", step1, 1)
+        return Variant(variant["label"], "mimic_local", ckpt=state["outputs"]["artifact"], extra_args=args), {}
+    head = _run_folder(study, downstream_id(variant["head"], run.params["task"], run.params["seed"])) / "exp"
+    init = head_init(head, folder / "head_init.ckpt")
+    args, frozen = step2_arguments("paper", step1, int(variant["n_layers"]), init,
+                                   frontend=bool(variant.get("ceiling")))
+    model_config = None
+    if frozen:
+        model_config = folder / "frozen_frontend.yaml"
+        write_text(model_config, yaml.safe_dump({"frozen_frontend": True}))
+    runner = load_config(run.params["task"], study.setting)["runner"]
+    overrides = Step2Plan(**step2).runner_overrides(runner)
+    return Variant(variant["label"], "mimic_local", ckpt=state["outputs"]["artifact"],
+                   model_config=None if model_config is None else str(model_config), extra_args=args), overrides
 
 
 def _curves(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> dict:

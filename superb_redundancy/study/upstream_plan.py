@@ -24,8 +24,8 @@ from superb_redundancy.study.sections import is_int, typed, unique
 if TYPE_CHECKING:  # the annotation only: mimic imports torch
     from superb_redundancy.mimic.config import MimicConfig
 
-__all__ = ["UpstreamPlan", "FinetunePlan", "SimilarityPlan", "PrunePlan", "KEEP_AMOUNTS", "amount_label",
-           "mimic_entry", "mimic_label", "check_objectives", "upstream_plan", "upstream_disk_problems"]
+__all__ = ["UpstreamPlan", "FinetunePlan", "SimilarityPlan", "PrunePlan", "Step2Plan", "KEEP_AMOUNTS", "amount_label",
+           "mimic_entry", "mimic_label", "is_ceiling", "check_objectives", "upstream_plan", "upstream_disk_problems"]
 
 #: prune amounts read off the study's pruning curves: the ratio of the unpruned metric their mean keeps
 KEEP_AMOUNTS = {"keep95": "95%", "keep50": "50%"}
@@ -67,6 +67,31 @@ class PrunePlan:
 
 
 @dataclass(frozen=True)
+class Step2Plan:
+    """Step 2 of the mimickers (:mod:`superb_redundancy.mimic.step2`): ``kind`` ``weighted_sum`` (s3prl's weighted
+    sum over [features, m_1..m_N], fresh head, the setting's fixed steps) or ``paper`` (the head reads m_N, starts
+    from the head of a run on the teacher's last layer, stops after ``patience`` dev evaluations without a new
+    best; ``eval_step``: steps between them, null: the setting's; ``max_steps``: the cap, null: ten times the
+    setting's steps). A study gives ``mimic_step2: paper`` or the mapping."""
+
+    kind: str = "weighted_sum"
+    patience: int = 5
+    eval_step: Optional[int] = None
+    max_steps: Optional[int] = None
+
+    #: the cap when none is given: this many times the setting's fixed number of steps
+    MAX_STEPS_FACTOR = 10
+
+    def runner_overrides(self, runner: dict) -> dict:
+        """The ``-o`` overrides of the paper's step 2 given the setting's ``runner`` section: the cap, a dev
+        evaluation and a checkpoint every ``eval_step`` steps, and the patience (in dev evaluations)."""
+        every = int(self.eval_step or runner["eval_step"])
+        cap = int(self.max_steps or self.MAX_STEPS_FACTOR * int(runner["total_steps"]))
+        return {"config.runner.total_steps": cap, "config.runner.eval_step": min(every, cap),
+                "config.runner.save_step": min(every, cap), "config.runner.early_stopping_patience": int(self.patience)}
+
+
+@dataclass(frozen=True)
 class UpstreamPlan:
     name: str
     family: str = "wav2vec2"
@@ -89,6 +114,8 @@ class UpstreamPlan:
     audio_task: Optional[str] = None
     #: MimicConfig keys every ``mimic`` entry takes unless it gives its own (``{epochs: 50, lr: 1.0e-3}``)
     mimic_defaults: Optional[dict] = None
+    #: step 2 of the mimickers: s3prl's weighted sum (the default) or the paper's (:class:`Step2Plan`)
+    mimic_step2: Step2Plan = field(default_factory=Step2Plan)
 
 
 def amount_label(amount) -> str:
@@ -172,7 +199,9 @@ def _prune(data, where: str, problems: list[str]) -> PrunePlan:
 def mimic_entry(entry: dict, where: str = "mimic") -> tuple["MimicConfig", bool]:
     """A study's mimic entry: its :class:`~superb_redundancy.mimic.MimicConfig` and whether step 1 trains it.
     ``step1: false`` makes the paper's non-mimicker (initialised, not distilled); ``n_layers: 0`` (classifier
-    only) has no step 1 either. Both are trained only in step 2 (s3prl's runner with ``-f``)."""
+    only) has no step 1 either. Both are trained only in step 2 (s3prl's runner with ``-f``). ``ceiling: true``
+    (with ``step1: false``) makes a reference row instead: the same untrained layers, trained in step 2 with labels
+    together with the front end's projection and LayerNorm (:func:`is_ceiling`)."""
     from superb_redundancy.mimic.config import MimicConfig, MimicError
 
     if not isinstance(entry, dict):
@@ -180,8 +209,20 @@ def mimic_entry(entry: dict, where: str = "mimic") -> tuple["MimicConfig", bool]
     step1 = entry.get("step1", True)
     if not isinstance(step1, bool):
         raise MimicError(f"{where}.step1: {step1!r}; valid: true (distil in step 1) or false (the non-mimicker)")
-    config = MimicConfig.from_dict({k: v for k, v in entry.items() if k != "step1"}, where)
+    ceiling = entry.get("ceiling", False)
+    if not isinstance(ceiling, bool):
+        raise MimicError(f"{where}.ceiling: {ceiling!r}; valid: true (a reference trained with labels) or false")
+    config = MimicConfig.from_dict({k: v for k, v in entry.items() if k not in ("step1", "ceiling")}, where)
+    if ceiling and (step1 or config.classifier_only):
+        raise MimicError(f"{where}.ceiling: a ceiling is trained with labels only, from layers of its own; give it "
+                         "step1: false and n_layers >= 1")
     return config, step1 and not config.classifier_only
+
+
+def is_ceiling(entry: dict) -> bool:
+    """Whether a mimic entry is a ceiling: the best its layers on the teacher's front end do when trained with
+    labels (step 2 only, front end projection included), a reference row rather than a baseline."""
+    return bool(entry.get("ceiling", False))
 
 
 def mimic_label(entry: dict) -> str:
@@ -189,6 +230,8 @@ def mimic_label(entry: dict) -> str:
     from superb_redundancy.mimic.baselines import baseline_name
 
     config, step1 = mimic_entry(entry)
+    if is_ceiling(entry):
+        return f"ceiling-{config.name()}"
     return config.name() if step1 else baseline_name(config)
 
 
@@ -212,6 +255,26 @@ def _mimic(data, where: str, problems: list[str]) -> tuple[dict, ...]:
         names[name] = index
         kept.append(entry)
     return tuple(kept)
+
+
+def _step2(data, where: str, problems: list[str]) -> Step2Plan:
+    """``mimic_step2:`` a kind (``paper``) or a :class:`Step2Plan` mapping, every bad value one problem."""
+    from superb_redundancy.mimic.step2 import STEP2
+
+    if data is None:
+        return Step2Plan()
+    plan = Step2Plan(kind=data) if isinstance(data, str) else typed(Step2Plan, data, where, problems)
+    if plan is None:
+        return Step2Plan()
+    if plan.kind not in STEP2:
+        problems.append(f"{where}: {plan.kind!r}; valid: {', '.join(STEP2)} (or a mapping with kind, patience, "
+                        "eval_step, max_steps)")
+    for name in ("patience", "eval_step", "max_steps"):
+        value = getattr(plan, name)
+        if (value is not None or name == "patience") and not (is_int(value) and value >= 1):
+            problems.append(f"{where}.{name}: {value!r}; valid: an integer >= 1"
+                            + ("" if name == "patience" else " or null (the setting's)"))
+    return plan
 
 
 def _heal(data, where: str, problems: list[str]) -> Optional[dict]:
@@ -246,7 +309,8 @@ def upstream_plan(data, where: str, problems: list[str]) -> Optional[UpstreamPla
     from superb_redundancy.data.tasks import TASKS
     from superb_redundancy.models.families import FAMILIES
 
-    nested = {"finetune": _finetune, "similarity": _similarity, "prune": _prune, "mimic": _mimic, "heal": _heal}
+    nested = {"finetune": _finetune, "similarity": _similarity, "prune": _prune, "mimic": _mimic, "heal": _heal,
+              "mimic_step2": _step2}
     if isinstance(data, dict) and "data" in (data.get("similarity") or {}):
         problems.append(f"{where}.similarity.data: a study reads a task's official splits (dev for similarity and "
                         "pruning orders, train for mimicking and healing), not a folder; name the task with "
@@ -269,6 +333,10 @@ def upstream_plan(data, where: str, problems: list[str]) -> Optional[UpstreamPla
                             + ", ".join(SELECT_BY))
         elif not up.baseline:
             problems.append(f"{where}.mimic_select_by: the head is the base's experiment, which needs baseline: true")
+        whole = [mimic_label(e) for e in up.mimic if "span" not in e and mimic_entry(e)[1]]
+        if whole:  # the base's head weights every layer: it cannot score a mimicker that replaces them all
+            problems.append(f"{where}.mimic_select_by: the base's head weights all the teacher's layers, so it cannot "
+                            f"score whole-stack mimickers {whole}; give them a span or leave mimic_select_by out")
     if up.heal is not None and not up.prune.objectives:
         problems.append(f"{where}.heal: nothing to heal; it heals the pruned variants, and prune names none")
     if up.mimic_tasks is not None:

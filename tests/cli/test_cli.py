@@ -166,13 +166,17 @@ def test_building_the_parser_does_not_import_torch():
     assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr[-2000:]
 
 
-def test_console_script_help_exits_0():
+@pytest.mark.parametrize("command", [["superb-redundancy"], ["-m", "superb_redundancy"], ["-m", "superb_redundancy.cli"]],
+                         ids=" ".join)
+def test_console_script_help_exits_0(command):
     from pathlib import Path
 
-    script = Path(sys.executable).parent / "superb-redundancy"
-    command = [str(script)] if script.is_file() else [sys.executable, "-m", "superb_redundancy.cli"]
+    if command[0] == "superb-redundancy":
+        command = [str(Path(sys.executable).parent / "superb-redundancy")]
+    else:
+        command = [sys.executable, *command]
     result = subprocess.run([*command, "-h"], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and "COMMAND" in result.stdout and "similarity" in result.stdout
+    assert result.returncode == 0 and "COMMAND" in result.stdout and "similarity" in result.stdout, result.stderr
 
 
 @pytest.mark.parametrize("words", [w for w in _commands() if w[0] != "run-downstream"],

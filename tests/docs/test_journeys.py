@@ -77,8 +77,9 @@ def check_main(out: Outcome, box: Path) -> None:
 
 
 def check_leaderboard_evidence(board: Path) -> None:
-    """Every row carries n and an interval; no row at chance is on a Pareto frontier; a variant with >10% fewer
-    MACs than its base has the lower median latency (all variants are timed together, interleaved)."""
+    """Every task has its unpruned base and a pruned variant, all profiled; every row carries n and an interval; no
+    row at chance is on a Pareto frontier; a variant with >10% fewer MACs than its base has the lower median latency
+    (all variants are timed together, interleaved)."""
     import math
 
     import pandas as pd
@@ -86,6 +87,8 @@ def check_leaderboard_evidence(board: Path) -> None:
     tables = [pd.read_csv(path) for path in sorted(board.glob("*.csv")) if path.stem != "overview"]
     assert {t.task.iloc[0] for t in tables} == {"speech_commands", "voxceleb1", "emotion", "asr"}
     for table in tables:
+        assert table.is_base.sum() == 1 and table.label.str.contains(" drop ").any(), table.label
+        assert table.params.notna().all() and table.macs.notna().all(), table[["label", "params", "macs"]]
         assert (table.n > 0).all() and table[["low", "high"]].notna().all().all(), table
         assert ((table.low <= table.value) & (table.value <= table.high)).all(), table
         pareto = table[["pareto_params", "pareto_macs", "pareto_latency_ms"]].any(axis=1)
@@ -212,6 +215,9 @@ class Journey:
     env: dict = field(default_factory=dict)  # values: relative to the sandbox when they start with "work/"
     run: bool = True
     timeout: int = 900
+    #: blocks of one chain run in document order in one sandbox; chains are independent (the beyond study makes
+    #: its own corpus), so the xdist workers can run them side by side
+    chain: str = "main"
 
 
 #: the layer count of the BASE model the real-models block is given (drop_layers [3, 4, 5] needs >= 6)
@@ -227,7 +233,7 @@ JOURNEYS = {
     "python-api": Journey(check_python_api),
     "paper-study": Journey(check_paper_study),
     "paper-rehearsal": Journey(check_paper_rehearsal, run=False),
-    "beyond": Journey(check_beyond, timeout=1800),
+    "beyond": Journey(check_beyond, timeout=1800, chain="beyond"),
     "template": Journey(check_template, run=False),
     "configs-synthetic": Journey(check_configs_synthetic),
     "configs-real": Journey(check_configs_real, env={"VOXCELEB1": "work/study/data/voxceleb1", "SETTING": "tiny"}),
@@ -293,15 +299,15 @@ def _share_main_corpus(config, box: Path, outcome: Optional[Outcome]) -> None:
         config.stash[MAIN_CORPUS] = corpus
 
 
-@pytest.fixture(scope="module")
-def journeys(request, tmp_path_factory) -> tuple[Path, dict[str, Outcome]]:
+def _run_chain(chain: str, request, tmp_path_factory) -> tuple[Path, dict[str, Outcome]]:
     _check_bootstrapped()
-    box = _sandbox(tmp_path_factory.mktemp("journeys"))
-    _user_model(box)
+    box = _sandbox(tmp_path_factory.mktemp(f"journeys-{chain}"))
+    if chain == "main":
+        _user_model(box)
     outcomes: dict[str, Outcome] = {}
     for block in doc_blocks():
         journey = JOURNEYS.get(block.id)
-        if journey is None or not journey.run:
+        if journey is None or not journey.run or journey.chain != chain:
             continue
         if block.lang == "bash":
             command = ["bash", "-euo", "pipefail", "-c", block.body]
@@ -318,14 +324,34 @@ def journeys(request, tmp_path_factory) -> tuple[Path, dict[str, Outcome]]:
             outcomes[block.id] = Outcome(result.returncode, result.stdout, result.stderr)
         except subprocess.TimeoutExpired as error:
             outcomes[block.id] = Outcome(-1, str(error.stdout or ""), f"timed out after {journey.timeout} s")
-    _share_main_corpus(request.config, box, outcomes.get("main"))
+    if chain == "main":
+        _share_main_corpus(request.config, box, outcomes.get("main"))
     return box, outcomes
 
 
-@pytest.mark.parametrize("journey", sorted(JOURNEYS))
-def test_journey(journey, journeys):
-    box, outcomes = journeys
+@pytest.fixture(scope="module")
+def chains(request, tmp_path_factory):
+    """Each chain's sandbox and outcomes, run when its first journey is tested (on the xdist worker of its group)."""
+    done: dict[str, tuple[Path, dict[str, Outcome]]] = {}
+
+    def get(chain: str) -> tuple[Path, dict[str, Outcome]]:
+        if chain not in done:
+            done[chain] = _run_chain(chain, request, tmp_path_factory)
+        return done[chain]
+
+    return get
+
+
+def _journey_params() -> list:
+    """The journeys by id; each chain but the main one in an xdist group of its own."""
+    return [pytest.param(name, marks=() if JOURNEYS[name].chain == "main" else
+                         pytest.mark.xdist_group(f"journeys-{JOURNEYS[name].chain}")) for name in sorted(JOURNEYS)]
+
+
+@pytest.mark.parametrize("journey", _journey_params())
+def test_journey(journey, chains):
     spec = JOURNEYS[journey]
+    box, outcomes = chains(spec.chain)
     if spec.run:
         assert journey in outcomes, f"no block ran for {journey}"
     spec.check(outcomes.get(journey), box)

@@ -51,25 +51,6 @@ def test_pruned_wavlm_train_evaluate_resume(tmp_path, tiny_ckpts, corpus_root):
     assert metric.step == 0 and 0.0 <= metric.value <= 1.0  # evaluate mode logs step 0
 
 
-def test_study_leaderboard_has_every_task_for_pruned_and_unpruned(tmp_path, corpus_root):
-    """The main command's shape, smaller: base and a pruned variant on all four SUPERB tasks, one leaderboard."""
-    from superb_redundancy.study import StudyConfig, run_study
-
-    four = [task for task in tasks.TASKS if task != "speech_commands_35"]
-    study_file = write_study(tmp_path / "study.yaml", name="four-tasks", tasks=four, data=corpus_data(corpus_root, four),
-                             executor={"kind": "local", "workers": 2},
-                             upstreams=[{"name": "w", "family": "wav2vec2", "base": "tiny",
-                                         "similarity": {"batch_size": 32, "limit": 64},
-                                         "prune": {"objectives": ["knn-bi"], "amounts": [1]}}])
-    states, frame = run_study(StudyConfig.from_yaml(study_file), progress=False)
-    assert all(s["status"] == "done" for s in states.values()), {k: s for k, s in states.items() if s["status"] != "done"}
-    for task in four:
-        rows = frame[frame.task == task]
-        assert len(rows) == 2 and rows.is_base.sum() == 1, task  # the unpruned base and the pruned variant
-        assert rows.params.notna().all() and rows.macs.notna().all()
-    assert (tmp_path / "board" / "index.html").is_file()
-
-
 @pytest.fixture(scope="module")
 def ks_head(ks_experiment):
     """The session's KS experiment on the unpruned tiny wav2vec2: (expdir, the checkpoint its test score is of)."""

@@ -18,7 +18,8 @@ from superb_redundancy.mimic.baselines import init_artifact
 from superb_redundancy.mimic.train import train_grid
 from superb_redundancy.results.experiment import Variant, train_and_evaluate
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread"),
+              pytest.mark.xdist_group("mimic_downstream")]  # one worker trains the module's variants once
 
 TASK = "speech_commands"
 STEPS = 4

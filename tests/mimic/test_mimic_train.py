@@ -238,7 +238,8 @@ def test_non_mimicker_artifact(tiny_ckpts, cache, tmp_path, hub):
     model = Mimicker.from_config(config, 64)
     model.load_state_dict(weights["random.pt"])
     _, val_ids = mimic_train.split_clips(len(cache), config)
-    val = mimic_train._evaluate(model, cache, val_ids, [2], config, torch.device("cpu"))
+    val = mimic_train._evaluate(model, cache, val_ids, [2], config, torch.device("cpu"),
+                                scales=trained["target_variance"])
     assert sum(val) == pytest.approx(trained["history"][0]["val_loss"], rel=1e-6)
     upstream = hub.mimic_local(ckpt=str(path)).eval()
     assert upstream.training_record["training"] == "none"
@@ -328,3 +329,53 @@ def test_cli_mimic_bad_input_is_one_line(args, message, tiny_ckpts, audio, tmp_p
     code = main(["mimic", *args, "--teacher", str(tiny_ckpts["wav2vec2"]), "--output", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0] and err[0].startswith("superb-redundancy mimic: error:")
+
+
+# ---------------------------------------------------------------------------------------------- loss balance
+@pytest.fixture(scope="module")
+def preln_cache(tiny_preln_wav2vec2, audio, tmp_path_factory):
+    """A pre-LN teacher whose layer 1 writes 200 times its feed-forward output into the residual stream: the raw
+    scale of layer 1's output is then >= 40 times the final output's (after the encoder's LayerNorm)."""
+    folder = tmp_path_factory.mktemp("preln_scaled")
+    checkpoint = torch.load(tiny_preln_wav2vec2, weights_only=True)
+    for key in ("encoder.layers.1.fc2.weight", "encoder.layers.1.fc2.bias"):
+        checkpoint["model_weight"][key] = checkpoint["model_weight"][key] * 200
+    torch.save(checkpoint, folder / "scaled.pt")
+    return build_teacher_cache(folder / "scaled.pt", audio, folder / "cache", layers=[1, 3], dtype="float32",
+                               progress=False)
+
+
+def test_normalised_terms_balance_a_preln_teacher(preln_cache, tmp_path):
+    """Each step-1 term is divided by its target's variance over the training frames: on a pre-LN teacher whose
+    two targets differ 40x in raw scale, the two terms of an untrained mimicker are within a factor of 3 of each
+    other (the raw MSEs differ over 100x), and the recorded variances are the targets' (relative 1e-6)."""
+    cache = preln_cache
+    rms = [float(np.sqrt(np.mean(np.asarray(cache.hidden[layer], dtype=np.float64) ** 2))) for layer in (1, 3)]
+    assert rms[0] >= 40 * rms[1], rms
+    config = MimicConfig.tiny(n_layers=2, layer_i=1, epochs=1)
+    path = train_mimicker(cache, config, tmp_path / "m.pt", progress=False)
+    training = torch.load(path, weights_only=True)["training"]
+    train_ids, _ = mimic_train.split_clips(len(cache), config)
+    rows = np.concatenate([np.arange(o, o + n) for o, n in zip(cache.offsets[train_ids], cache.lengths[train_ids])])
+    expected = [torch.from_numpy(np.asarray(cache.hidden[layer])[rows]).double().var(dim=0, unbiased=False).mean()
+                for layer in (1, 3)]
+    assert training["target_variance"] == pytest.approx([float(v) for v in expected], rel=1e-6)
+    first, final = training["history"][0]["val_terms"]
+    raw = training["history"][0]["val_mse"]
+    assert raw[0] > 100 * raw[1], raw
+    assert 1 / 3 < first / final < 3, (first, final)
+    assert raw == pytest.approx([t * v for t, v in zip((first, final), training["target_variance"])], rel=1e-9)
+    assert "divided by its target's variance" in training["loss"]
+    # the raw sum (the authors' code) is kept as an option, and records no variance
+    raw_run = torch.load(train_mimicker(cache, MimicConfig.tiny(n_layers=2, layer_i=1, epochs=1,
+                                                                normalize_terms=False), tmp_path / "r.pt",
+                                        progress=False), weights_only=True)["training"]
+    assert raw_run["target_variance"] is None
+    assert raw_run["history"][0]["val_terms"] == pytest.approx(raw, rel=1e-6)
+    # a state written before the terms were normalised is not resumed with normalised terms
+    state_path = tmp_path / "m.pt.state.pt"
+    state = torch.load(state_path, weights_only=True)
+    del state["target_variance"]
+    torch.save(state, state_path)
+    with pytest.raises(MimicError, match="trained on the raw sum of the step-1 terms"):
+        train_mimicker(cache, config, tmp_path / "m.pt", resume=True, progress=False)

@@ -212,3 +212,31 @@ def test_profiles_are_cached_per_variant_and_machine(tiny_ckpts, tiny_preln_wav2
     monkeypatch.setattr(profiles, "_machine", lambda: "another machine")
     profile_variants([tiny("a", base)], **kwargs)
     assert timed[2:] == [["a"], ["a"]]
+
+
+def test_step2_and_reference_rows_are_labelled(records):
+    """A mimic row says which step 2 trained its head; a head on the teacher's last layer is a reference row, with
+    its retention against the base, and is never taken for the base."""
+    last = [1] * 188 + [0] * 12
+    extra = [
+        record("speech_commands", "wav2vec2_local", accuracy_items(last), "base s:last_hidden_state",
+               spec={"reads": "last_hidden_state"}),
+        record("speech_commands", "mimic_local", accuracy_items([1, 1, 0, 0] * 50), "mimic-paper",
+               spec={"teacher_sha256": "base-sha", "mimic": {"kind": "linear", "n_layers": 1, "z": 32},
+                     "reads": "last_hidden_state", "step2": "paper"}),
+    ]
+    extra.append(record("speech_commands", "mimic_local", accuracy_items([1, 1, 1, 0] * 50), "ceiling",
+                        spec={"teacher_sha256": "base-sha", "training": "none", "step2": "paper",
+                              "baseline": "ceiling (trained with labels only, on the front end)",
+                              "mimic": {"kind": "transformer", "n_layers": 1, "z": 512}}))
+    records[3].spec["step2"] = "weighted_sum"
+    frame = records_frame(records + extra, {**PROFILES, "base s:last_hidden_state": PROFILES["base"],
+                                            "mimic-paper": PROFILES["mimic"], "ceiling": PROFILES["mimic"]})
+    ks = frame[frame.task == "speech_commands"].set_index("variant")
+    assert ks.loc["mimic", "label"] == "mimic linear N=1 z=32, step 2: weighted sum (s3prl)"
+    assert ks.loc["mimic-paper", "label"] == "mimic linear N=1 z=32, step 2: paper (m_N, teacher's head, early stopping)"
+    assert ks.loc["ceiling", "label"] == ("reference: ceiling, transformer N=1 z=512 trained with labels on the front "
+                                          "end, step 2: paper (m_N, teacher's head, early stopping)")
+    reference = ks.loc["base s:last_hidden_state"]
+    assert reference["label"] == "reference: head on wav2vec2's last hidden state" and not reference["is_base"]
+    assert bool(ks.loc["base", "is_base"]) and reference["retention"] == pytest.approx(100 * 188 / 190)

@@ -37,7 +37,8 @@ _PRUNE = {"objectives": ["bi"], "amounts": [1]}
      "'seed', 'targets', 'val_fraction']"),
     ({"basee": "tiny"}, {},
      "upstreams[w]: unknown field(s) ['basee']; valid: ['audio_task', 'base', 'baseline', 'family', 'finetune', "
-     "'heal', 'mimic', 'mimic_defaults', 'mimic_select_by', 'mimic_tasks', 'name', 'prune', 'similarity']"),
+     "'heal', 'mimic', 'mimic_defaults', 'mimic_select_by', 'mimic_step2', 'mimic_tasks', 'name', 'prune',"
+     " 'similarity']"),
     ({}, {"curves": {"repeat": 2}},
      "curves: unknown field(s) ['repeat']; valid: ['objectives', 'repeats', 'subset', 'task']"),
     ({}, {"executor": {"worker": 2}},
@@ -83,9 +84,10 @@ PINNED_STUDY = {
          "similarity": {"pool": "mean", "limit": 64, "batch_size": 16, "k": 5},
          "prune": {"objectives": ["bi", "knn-bi"], "amounts": [1, 0.5, "keep95"], "iterative": True},
          "heal": {"epochs": 2, "lr": 0.0003, "targets": "mapped"},
-         "mimic": [{"kind": "linear", "n_layers": 1, "z": 8}, {"kind": "linear", "n_layers": 1, "z": 8, "step1": False},
+         "mimic": [{"kind": "linear", "n_layers": 1, "z": 8, "span": [0, 1]},
+                   {"kind": "linear", "n_layers": 1, "z": 8, "step1": False},
                    {"kind": "linear", "n_layers": 1, "z": 8, "span": [1, 2]}],
-         "mimic_select_by": "acc"},
+         "mimic_select_by": "acc", "mimic_step2": {"kind": "paper", "patience": 3, "eval_step": 10}},
         {"name": "h", "family": "hubert", "base": "tiny", "baseline": True,
          "prune": {"objectives": ["forward"], "amounts": [2]}},
     ],
@@ -98,14 +100,15 @@ PINNED_STUDY = {
 def test_run_ids_and_params_hashes_are_pinned(tmp_path):
     """The hashes of a study using every section: a change here reruns every finished study (change it only on
     purpose; last changed when every stage came to read its audio from a task's official split, recorded in
-    the runs' inputs)."""
+    the runs' inputs; then when step 1's terms were normalised (a MimicConfig field) and the paper's step 2 came,
+    with the runs of the head on the teacher's last layer)."""
     path = tmp_path / "pin.yaml"
     path.write_text(yaml.safe_dump(PINNED_STUDY))
     runs = expand(StudyConfig.from_yaml(path))
     listing = "\n".join(f"{run.run_id} {run.params_hash}" for run in runs)
-    assert len(runs) == 95
+    assert len(runs) == 99
     assert hashlib.sha256(listing.encode()).hexdigest() == \
-        "4ec512b3857567dc9cd65c2c9f253e075da3723333e8706d389cbb673ee75ca2", listing
+        "d5e50e7170989e8eb4659fd93d693b8d32deb38327404bc72ed4cbdf5cc0acd6", listing
 
 
 def test_the_leaderboard_is_a_path_or_its_settings(tmp_path):

@@ -22,7 +22,8 @@ from helpers.commands import CLI
 from helpers.studies import corpus_data
 from superb_redundancy.data.splits import task_clips
 
-pytestmark = pytest.mark.slow
+#: one xdist worker builds the module fixture (a study) once for all its tests
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("rehearsal")]
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER, REHEARSAL = ROOT / "studies" / "paper.yaml", ROOT / "studies" / "rehearsals" / "paper_cpu.yaml"

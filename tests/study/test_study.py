@@ -87,12 +87,61 @@ _KEEP = {"name": "w", "base": "tiny", "prune": {"objectives": ["knn-bi"], "amoun
     ({"upstreams": [{"name": "w", "mimic_select_by": "best"}]},
      r"mimic_select_by: 'best'; valid: null \(no head\), mse, acc"),
     ({"upstreams": [{"name": "w", "mimic_select_by": "acc", "baseline": False}]}, r"needs baseline: true"),
+    ({"upstreams": [{"name": "w", "mimic": [{"kind": "linear", "ceiling": True}]}]},
+     r"mimic\[0\].ceiling: a ceiling is trained with labels only, from layers of its own; give it step1: false"),
+    ({"upstreams": [{"name": "w", "mimic": [{"kind": "linear", "step1": False, "ceiling": "yes"}]}]},
+     r"mimic\[0\].ceiling: 'yes'; valid: true"),
+    ({"upstreams": [{"name": "w", "mimic_step2": "papers"}]},
+     r"upstreams\[w\].mimic_step2: 'papers'; valid: weighted_sum, paper \(or a mapping"),
+    ({"upstreams": [{"name": "w", "mimic_step2": {"kind": "paper", "patience": 0}}]},
+     r"upstreams\[w\].mimic_step2.patience: 0; valid: an integer >= 1$"),
+    ({"upstreams": [{"name": "w", "mimic_step2": {"kind": "paper", "max_steps": -3}}]},
+     r"mimic_step2.max_steps: -3; valid: an integer >= 1 or null \(the setting's\)"),
+    ({"upstreams": [{"name": "w", "mimic_step2": {"kind": "paper", "patience_": 3}}]},
+     r"mimic_step2: unknown field\(s\) \['patience_'\]"),
+    ({"upstreams": [{"name": "w", "mimic_select_by": "acc", "mimic": [{"kind": "linear", "n_layers": 1, "z": 8}]}]},
+     r"mimic_select_by: the base's head weights all the teacher's layers, so it cannot score whole-stack "
+     r"mimickers \['linear-N1-z8'\]; give them a span"),
     ({"upstreams": [{"name": "w", "mimic_select_by": "acc"}], "tasks": ["emotion"]},
      r"the base's experiment on speech_commands, which is not among the study's tasks \['emotion'\]"),
 ])
 def test_bad_study_plans(tmp_path, change, message):
     with pytest.raises(StudyConfigError, match=message):
         StudyConfig.from_yaml(write_study(tmp_path / "s.yaml", **change))
+
+
+def test_the_paper_step2_is_an_option_of_the_plan(tmp_path):
+    """``mimic_step2: paper`` adds the teacher's last-layer head run on the mimickers' tasks (a reference row) and
+    each mimic run of step 2 needs it; the default (s3prl's weighted sum) adds nothing and leaves the runs' keys."""
+    from superb_redundancy.study.plan import variants
+    from superb_redundancy.study.upstream_plan import Step2Plan
+
+    mimic = [{"kind": "linear", "n_layers": 1, "z": 8}, {"kind": "linear", "n_layers": 1, "z": 8, "step1": False}]
+    plain = StudyConfig.from_yaml(write_study(tmp_path / "a.yaml", upstreams=[
+        {"name": "w", "base": "tiny", "mimic": mimic, "mimic_tasks": ["speech_commands"]}]))
+    paper = StudyConfig.from_yaml(write_study(tmp_path / "b.yaml", tasks=["speech_commands", "emotion"], upstreams=[
+        {"name": "w", "base": "tiny", "mimic": mimic, "mimic_tasks": ["speech_commands"], "mimic_step2": "paper"}]))
+    assert plain.upstreams[0].mimic_step2 == Step2Plan() and paper.upstreams[0].mimic_step2 == Step2Plan("paper")
+    assert all("step2" not in v for v in variants(plain.upstreams[0]))
+    found = {v["label"]: v for v in variants(paper.upstreams[0])}
+    assert found["w-last-layer-head"] == {"label": "w-last-layer-head", "kind": "reference",
+                                         "reads": "last_hidden_state"}
+    assert found["w-mimic-nonmimic-linear-N1-z8"]["step2"] == {"kind": "paper", "patience": 5, "eval_step": None,
+                                                                "max_steps": None}
+    runs = {run.run_id: run for run in expand(paper)}
+    assert "downstream/w-last-layer-head/emotion/seed1337" not in runs  # the mimickers' tasks only
+    for label in ("w-mimic-linear-N1-z8", "w-mimic-nonmimic-linear-N1-z8"):
+        needs = runs[f"downstream/{label}/speech_commands/seed1337"].needs
+        assert "downstream/w-last-layer-head/speech_commands/seed1337" in needs
+    ceiling = StudyConfig.from_yaml(write_study(tmp_path / "d.yaml", upstreams=[
+        {"name": "w", "base": "tiny", "mimic_step2": "paper",
+         "mimic": mimic + [{"kind": "linear", "n_layers": 1, "z": 8, "step1": False, "ceiling": True}]}]))
+    found = {v["label"]: v for v in variants(ceiling.upstreams[0])}
+    assert found["w-mimic-ceiling-linear-N1-z8"]["ceiling"] and "ceiling" not in found["w-mimic-nonmimic-linear-N1-z8"]
+    assert "mimic/w/ceiling-linear-N1-z8" in {run.run_id for run in expand(ceiling)}
+    mapping = StudyConfig.from_yaml(write_study(tmp_path / "c.yaml", upstreams=[
+        {"name": "w", "base": "tiny", "mimic": mimic, "mimic_step2": {"kind": "paper", "patience": 2}}]))
+    assert mapping.upstreams[0].mimic_step2 == Step2Plan("paper", patience=2)
 
 
 def test_baselines_and_mimic_tasks_in_the_plan(tmp_path):
@@ -212,6 +261,11 @@ def _upstreams(preln: Path, missing: Path) -> list[dict]:
     ]
 
 
+#: the tests of the end-to-end study: slow, and on one xdist worker, which runs the study once for them all
+def STUDIED(test):
+    return pytest.mark.slow(pytest.mark.xdist_group("studied")(test))
+
+
 @pytest.fixture(scope="module")
 def studied(tmp_path_factory, corpus_root, tiny_preln_wav2vec2):
     """The end-to-end study, run once (two workers) on the session's corpus: (study, states, leaderboard frame)."""
@@ -232,7 +286,7 @@ def _of(states: dict, upstream: str) -> dict:
             if run_id != "data" and (run_id.split("/")[1] == upstream or run_id.split("/")[1].startswith(f"{upstream}-"))}
 
 
-@pytest.mark.slow
+@STUDIED
 def test_failed_run_is_recorded_and_the_rest_go_on(studied):
     study, states, _ = studied
     assert states["similarity/bad"]["status"] == "failed" and "missing.pt" in states["similarity/bad"]["error"]
@@ -243,7 +297,7 @@ def test_failed_run_is_recorded_and_the_rest_go_on(studied):
     assert rows["similarity/bad"] == "failed" and rows["prune/f/forward-1"] == "done"
 
 
-@pytest.mark.slow
+@STUDIED
 def test_a_cut_down_paper_study_keeps_its_invariants(studied):
     """The embedded default's shape with fewer steps: curves first, the keep95 prune amounts read off them (the
     spec drops what the curves dropped there), step-1 mimickers and the two baselines (only the baselines train
@@ -273,7 +327,7 @@ def test_a_cut_down_paper_study_keeps_its_invariants(studied):
     assert frame is not None and len(frame) > 0
 
 
-@pytest.mark.slow
+@STUDIED
 def test_a_study_heals_and_replaces_a_block(studied):
     """Heal runs write pruned artifacts that record their healing, and the leaderboard shows them beside the
     pruned model; a block-replacing mimicker is trained in step 1 with its own targets (not the study's layer i)
@@ -307,7 +361,7 @@ def test_a_study_heals_and_replaces_a_block(studied):
     assert "pruned_wav2vec2_local" in log and healed["artifact"] in log
 
 
-@pytest.mark.slow
+@STUDIED
 def test_a_twin_reuses_the_result_of_the_run_it_repeats(studied):
     """amount 1 and 0.34 of a 3-layer model drop the same layer: one head trained, one record, one row."""
     study, states, frame = studied

@@ -41,19 +41,34 @@ def _is_base(record: RunRecord) -> bool:
     spec = _spec(record)
     pruned_nothing = "drop_layers" in spec and not spec["drop_layers"] and not spec.get("healed")
     stock = record.upstream.endswith("_local") and not record.upstream.startswith(("pruned_", "mimic"))
-    return stock or pruned_nothing
+    return (stock or pruned_nothing) and not spec.get("reads")  # a head on one layer is a reference, not the base
 
 
 def _label(record: RunRecord) -> str:
+    label = _variant_label(record)
+    step2 = _spec(record).get("step2")
+    return f"{label}, step 2: {STEP2_LABELS.get(step2, step2)}" if step2 else label
+
+
+#: how a mimic row names the step 2 that trained its head (superb_redundancy.mimic.step2, kept here in words)
+STEP2_LABELS = {"weighted_sum": "weighted sum (s3prl)", "paper": "paper (m_N, teacher's head, early stopping)"}
+
+
+def _variant_label(record: RunRecord) -> str:
     spec = _spec(record)
     mimic = spec.get("mimic")
     if mimic:
         if not mimic.get("n_layers"):
             return "classifier only (no layers)"
+        if str(spec.get("baseline", "")).startswith("ceiling"):  # a reference: layers trained with labels only
+            return (f"reference: ceiling, {mimic.get('kind')} N={mimic.get('n_layers')} z={mimic.get('z')} trained "
+                    "with labels on the front end")
         prefix = "non-mimicker" if spec.get("training") == "none" else "mimic"
         label = f"{prefix} {mimic.get('kind')} N={mimic.get('n_layers')} z={mimic.get('z')}"
         span = mimic.get("span")
         return f"{label} replacing {span[0]}-{span[1]}" if span else label  # block replacement
+    if spec.get("reads") and not spec.get("drop_layers"):
+        return f"reference: head on {record.upstream.removesuffix('_local')}'s {spec['reads'].replace('_', ' ')}"
     healed = " healed" if spec.get("healed") else ""
     if spec.get("drop_layers") is not None and spec.get("drop_layers"):
         label = f"{record.upstream.removesuffix('_local')} drop {list(spec['drop_layers'])}"
