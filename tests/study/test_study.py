@@ -35,8 +35,11 @@ def test_expansion_of_the_shipped_studies():
     upstream = default.upstreams[0]
     pruned = len(upstream.prune.objectives) * len(upstream.prune.amounts)
     mimic_tasks = [t for t in default.tasks if t in (upstream.mimic_tasks or default.tasks)]
-    assert len(downstream) == ((1 + pruned) * len(default.tasks) + len(upstream.mimic) * len(mimic_tasks)) * len(
-        default.seeds)
+    # with the paper's step 2, a head on the base's last layer per mimic task (the mimickers' heads start from it)
+    last_layer_heads = 1 if upstream.mimic_step2.kind == "paper" else 0
+    assert upstream.mimic_step2.kind == "paper"
+    assert len(downstream) == ((1 + pruned) * len(default.tasks) + (len(upstream.mimic) + last_layer_heads) * len(
+        mimic_tasks)) * len(default.seeds)
     assert {r.kind for r in runs} == {"data", "similarity", "prune", "teacher", "mimic", "downstream", "curves"}
     # one teacher run for the upstream's step-1 mimickers; one mimic run per configuration, baselines included
     assert [r.run_id for r in runs if r.kind == "teacher"] == ["teacher/w2v2-8l"]
