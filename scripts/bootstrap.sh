@@ -5,8 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-# the tests' Slurm cluster: its programs from apt (instant when installed; before the stamp, as it is not in .venv)
-bash scripts/slurm_setup.sh
 want=$(cat setup.cfg setup.py scripts/bootstrap.sh | sha1sum | cut -d' ' -f1)
 stamp="$VENV/.superb_redundancy_stamp"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

@@ -359,7 +359,7 @@ def test_a_study_heals_and_replaces_a_block(studied):
     dropped = spec["drop_layers"]
     assert f"pruned_wav2vec2 drop {dropped} (span)" in labels
     assert f"pruned_wav2vec2 drop {dropped} (span) healed" in labels
-    assert "mimic linear N=1 z=8 replacing 1-2" in labels
+    assert "mimic linear N=1 z=8 replacing 1-2, step 2: weighted sum (s3prl)" in labels  # the study's default step 2
     log = (work / "runs/downstream/h-span-1-healed/speech_commands/seed1337/exp.log").read_text()
     assert "pruned_wav2vec2_local" in log and healed["artifact"] in log
 
