@@ -193,30 +193,38 @@ def test_no_more_jobs_in_flight_than_max_jobs(slurm_cluster, tmp_path, fake_step
     assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), spans
 
 
-@pytest.mark.slow
-def test_a_cancelled_job_is_recorded_failed_with_slurms_reason_and_rerun(slurm_cluster, tmp_path, fake_steps,
-                                                                         quick_polls, monkeypatch):
-    """``study cancel`` mid-run: the run is recorded failed (CANCELLED), the next call resumes it from what the
-    cancelled attempt checkpointed (written atomically; nothing half-written), and its result is an
-    uninterrupted run's."""
+def _study_checkpointing_in_a_thread(tmp_path: Path, monkeypatch, units: int):
+    """A one-run study of ``units`` checkpointed half-second units, its runner started in a thread: returned
+    (study file, study, the downstream run, the thread, the dict its states land in) once the run has written its
+    first checkpoint (or after 2 minutes)."""
     import threading
 
-    import fake_steps as steps
-
-    from superb_redundancy.study.state import read_state
-
-    monkeypatch.setenv("FAKE_STEPS_WORK", "60")
+    monkeypatch.setenv("FAKE_STEPS_WORK", str(units))
     monkeypatch.setenv("FAKE_STEPS_UNIT_S", "0.5")
     path = slurm_study(tmp_path, {"slurm": {"cpus_per_task": 1, "mem_gb": 1}})
     study = StudyConfig.from_yaml(path)
     run = next(r for r in expand(study) if r.kind == "downstream")
-    outcome = {}
+    outcome: dict = {}
     runner = threading.Thread(target=lambda: outcome.update(states=run_study(study, progress=False)[0]))
     runner.start()
     progress = run.folder(Path(study.workdir).resolve()) / "progress.json"
     deadline = time.time() + 120
     while not progress.is_file() and time.time() < deadline:
         time.sleep(0.5)
+    return path, study, run, runner, outcome
+
+
+@pytest.mark.slow
+def test_a_cancelled_job_is_recorded_failed_with_slurms_reason_and_rerun(slurm_cluster, tmp_path, fake_steps,
+                                                                         quick_polls, monkeypatch):
+    """``study cancel`` mid-run: the run is recorded failed (CANCELLED), the next call resumes it from what the
+    cancelled attempt checkpointed (written atomically; nothing half-written), and its result is an
+    uninterrupted run's."""
+    import fake_steps as steps
+
+    from superb_redundancy.study.state import read_state
+
+    path, study, run, runner, outcome = _study_checkpointing_in_a_thread(tmp_path, monkeypatch, units=60)
     cancelled = in_process("study", "cancel", str(path))
     runner.join(timeout=120)
     job = job_ids(study)[run.run_id]
@@ -242,22 +250,9 @@ def test_a_job_whose_node_dies_is_requeued_and_resumed(slurm_cluster, tmp_path, 
     """slurmd stopped and the job's processes killed mid-run: Slurm marks the node down and the job NODE_FAIL, and
     requeues it (the study's jobs ask for --requeue); once the node is back the run continues from its last
     checkpoint and ends with an uninterrupted run's result, in the same call."""
-    import threading
-
     import fake_steps as steps
 
-    monkeypatch.setenv("FAKE_STEPS_WORK", "40")
-    monkeypatch.setenv("FAKE_STEPS_UNIT_S", "0.5")
-    path = slurm_study(tmp_path, {"slurm": {"cpus_per_task": 1, "mem_gb": 1}})
-    study = StudyConfig.from_yaml(path)
-    run = next(r for r in expand(study) if r.kind == "downstream")
-    outcome = {}
-    runner = threading.Thread(target=lambda: outcome.update(states=run_study(study, progress=False)[0]))
-    runner.start()
-    progress = run.folder(Path(study.workdir).resolve()) / "progress.json"
-    deadline = time.time() + 120
-    while not progress.is_file() and time.time() < deadline:
-        time.sleep(0.5)
+    path, study, run, runner, outcome = _study_checkpointing_in_a_thread(tmp_path, monkeypatch, units=40)
     job = job_ids(study)[run.run_id]
     try:
         slurm_cluster.lose_node(job)
