@@ -37,9 +37,7 @@ STEP2 = ("weighted_sum", "paper")
 
 
 def _read(path: Path) -> dict:
-    from superb_redundancy.core.files import load_checkpoint
-
-    return load_checkpoint(path, "s3prl checkpoint", MimicError, safe_globals=[argparse.Namespace])
+    return atomic.load_checkpoint(path, "s3prl checkpoint", MimicError, safe_globals=[argparse.Namespace])
 
 
 def head_init(teacher_experiment: str | os.PathLike, output: str | os.PathLike) -> Path:
