@@ -13,7 +13,8 @@ frames s3prl would pass on (``round(len / downsample_rate)``, at most what the u
 the first batch the clip came in, zero-padded to the batch. Plain s3prl recomputes a clip inside each new batch:
 its valid frames agree with the cached ones to float rounding (padding is masked), and a frame past the clip's
 own output, which s3prl computes over the batch's padding, is zero here. A run that fine-tunes the upstream
-(``-f``) is not cached. s3prl's own ``run_downstream.py`` ignores the key and computes everything every time.
+(``-f``) is not cached, except the part of it that stays frozen where the upstream offers that
+(``cache_frozen_part(max_bytes)``: a non-mimicker's front end, :class:`~superb_redundancy.mimic.frontend.FrontendCache`). s3prl's own ``run_downstream.py`` ignores the key and computes everything every time.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-__all__ = ["FeatureCache", "FeatureCacheError", "CONFIG_KEY", "cache_budget", "enable", "CACHES"]
+__all__ = ["FeatureCache", "FeatureCacheError", "CONFIG_KEY", "cache_budget", "clip_key", "enable", "CACHES"]
 
 #: the key in a downstream config's ``runner`` section: the cache's size limit in GiB (0 or absent: no cache)
 CONFIG_KEY = "feature_cache_gb"
@@ -45,7 +46,7 @@ def cache_budget(config: dict) -> float:
     return float(value)
 
 
-def _key(wav: torch.Tensor) -> bytes:
+def clip_key(wav: torch.Tensor) -> bytes:
     """A clip's identity: its samples (the dataloader makes new tensors every epoch, so no pointer would do)."""
     data = wav.detach().to("cpu", torch.float32).contiguous().numpy()
     return hashlib.blake2b(data.tobytes(), digest_size=16, person=str(data.size).encode()[:16]).digest()
@@ -104,7 +105,7 @@ class FeatureCache(nn.Module):
     def forward(self, wavs: list[torch.Tensor]) -> dict:
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.upstream.parameters()):
             raise RuntimeError("the feature cache holds a frozen upstream's features; this upstream is being trained")
-        keys = [_key(wav) for wav in wavs]
+        keys = [clip_key(wav) for wav in wavs]
         missing = [i for i, key in enumerate(keys) if key not in self._store]
         self.hits += len(wavs) - len(missing)
         self.misses += len(missing)
@@ -153,7 +154,15 @@ def enable(note: Callable[[str], None]) -> None:
         if not budget:
             return entry
         if entry.trainable:
-            note("feature cache off: the upstream is fine-tuned (-f), so its features change as it trains")
+            # an upstream whose trained layers sit on a frozen part may keep that part's output per clip instead
+            frozen = getattr(entry.model, "cache_frozen_part", None)
+            cache = frozen(int(budget * 2 ** 30)) if callable(frozen) else None
+            if cache is None:
+                note("feature cache off: the upstream is fine-tuned (-f), so its features change as it trains")
+                return entry
+            CACHES.append(cache)
+            note(f"feature cache on the upstream's frozen part only: {cache.part} of each clip kept after its "
+                 f"first batch, up to {budget:g} GiB (runner.{CONFIG_KEY}); the upstream is fine-tuned (-f)")
             return entry
         entry.model.eval()
         cache = FeatureCache(entry.model, _selection(self.args, entry.model), int(budget * 2 ** 30))

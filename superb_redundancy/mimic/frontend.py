@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from superb_redundancy.core.files import load_checkpoint, model_sha256
+from superb_redundancy.hub.feature_cache import clip_key
 from superb_redundancy.mimic.config import MimicError
 from superb_redundancy.models.checkpoints import CheckpointError, load_base_checkpoint, resolve_base
 from superb_redundancy.models.families import ModelFamily, check_checkpoint, get_family
 
-__all__ = ["FRONTEND_MODULES", "TeacherFrontend", "build_frontend", "frontend_state", "teacher_checkpoint",
+__all__ = ["FRONTEND_MODULES", "FrontendCache", "TeacherFrontend", "build_frontend", "frontend_state", "teacher_checkpoint",
            "teacher_config", "teacher_record", "stock_model", "json_plain"]
 
 FRONTEND_MODULES = ("feature_extractor", "layer_norm", "post_extract_proj")
@@ -92,12 +93,20 @@ class TeacherFrontend(nn.Module):
         return frames - frames % self.crop_seq_to_multiple
 
     def forward(self, wav: torch.Tensor, wav_padding_mask: Optional[torch.Tensor] = None):
+        return self.project(self.extract(wav), wav_padding_mask)
+
+    def extract(self, wav: torch.Tensor) -> torch.Tensor:
+        """The CNN's features of a padded batch [B, S]: [B, T, C] (without gradients unless ``feature_grad_mult``)."""
         if self.feature_grad_mult > 0:
             features = self.feature_extractor(wav)
         else:
             with torch.no_grad():
                 features = self.feature_extractor(wav)
-        features = self.layer_norm(features.transpose(1, 2))
+        return features.transpose(1, 2)
+
+    def project(self, features: torch.Tensor, wav_padding_mask: Optional[torch.Tensor] = None):
+        """The CNN's features [B, T, C] -> (LayerNorm, the frame padding mask, the feature projection)."""
+        features = self.layer_norm(features)
         B, T = features.shape[:2]
         padding_mask = None
         if wav_padding_mask is not None and wav_padding_mask.any():
@@ -120,6 +129,58 @@ class TeacherFrontend(nn.Module):
 
     def extra_repr(self) -> str:
         return f"family={self.family}, normalize={self.normalize}"
+
+
+class FrontendCache:
+    """The CNN features of each clip, kept after the batch the clip first came in (``max_bytes`` at most), for a
+    step 2 that trains what sits above the CNN (a non-mimicker's layers; a ceiling's feature projection too).
+
+    ``__call__(wavs: list of 1-D tensors) -> (features [B, T, d], padding_mask [B, T] or None)``, what
+    :class:`TeacherFrontend` gives the padded batch. A batch with a clip not seen before runs the CNN as usual (and
+    keeps the new clips' frames); a batch of clips all seen before takes each clip's CNN frames as computed in its
+    first batch, zero-padded; the LayerNorm, the frame mask and the projection then run as usual. A padded frame
+    (masked) is the CNN's output over the padding in the first case and zero in the second. Keyed by the samples'
+    content (:func:`~superb_redundancy.hub.feature_cache.clip_key`)."""
+
+    part = "the CNN's features"
+
+    def __init__(self, frontend: TeacherFrontend, max_bytes: int):
+        self.frontend = frontend
+        self.max_bytes = int(max_bytes)
+        self.bytes = self.hits = self.misses = 0
+        self.full = False
+        self._store: dict[bytes, torch.Tensor] = {}
+
+    def __call__(self, wavs: list[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        lengths = torch.tensor([len(w) for w in wavs], device=wavs[0].device)
+        wav_padding_mask = torch.arange(int(lengths.max()), device=lengths.device)[None, :] >= lengths[:, None]
+        keys = [clip_key(wav) for wav in wavs]
+        missing = [i for i, key in enumerate(keys) if key not in self._store]
+        self.hits += len(wavs) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            features = self.frontend.extract(nn.utils.rnn.pad_sequence(list(wavs), batch_first=True)).detach()
+            frames = self.frontend.output_lengths(lengths).clamp(max=features.size(1))
+            for i in missing:
+                self._keep(keys[i], features[i, :int(frames[i])].clone())
+        else:
+            features = nn.utils.rnn.pad_sequence([self._store[key] for key in keys], batch_first=True)
+        return self.frontend.project(features, wav_padding_mask)
+
+    def _keep(self, key: bytes, clip: torch.Tensor) -> None:
+        size = clip.numel() * clip.element_size()
+        if self.bytes + size > self.max_bytes:
+            self.full = True
+            return
+        self._store[key] = clip
+        self.bytes += size
+
+    def summary(self) -> str:
+        total = self.hits + self.misses
+        share = f"{100 * self.hits / total:.0f}%" if total else "-"
+        limit = f", limit {self.max_bytes / 2 ** 30:g} GiB reached" if self.full else ""
+        return (f"front-end cache: {len(self._store)} clips, {self.bytes / 2 ** 20:.0f} MiB{limit}; {self.hits} of "
+                f"{total} clip passes from memory ({share})")
 
 
 def teacher_config(checkpoint: dict, family: ModelFamily) -> dict:

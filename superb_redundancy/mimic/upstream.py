@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import pad_sequence
 from superb_redundancy.hub.contract import DOWNSAMPLE_RATE, upstream_output
 from superb_redundancy.mimic.config import MimicConfig, MimicError
 from superb_redundancy.mimic.encoder import TeacherEncoder
-from superb_redundancy.mimic.frontend import TeacherFrontend
+from superb_redundancy.mimic.frontend import FrontendCache, TeacherFrontend
 from superb_redundancy.mimic.modules import Mimicker
 from superb_redundancy.models.families import get_family
 
@@ -65,6 +65,7 @@ class MimicUpstream(nn.Module):
         super().__init__()
         self.frontend = frontend
         self.frozen_frontend = False
+        self.frontend_cache: Optional[FrontendCache] = None
         self.mimicker = mimicker
         self.encoder = encoder
         self.config = config
@@ -89,6 +90,15 @@ class MimicUpstream(nn.Module):
             parameter.requires_grad_(False)
         return self
 
+    def cache_frozen_part(self, max_bytes: int) -> Optional[FrontendCache]:
+        """Keep the CNN's features per clip (our runner's feature cache under ``-f``); None, and nothing kept,
+        where the CNN trains (``feature_grad_mult``) or has dropout: its output would then change."""
+        cnn = self.frontend.feature_extractor
+        if self.frontend.feature_grad_mult > 0 or any(isinstance(m, nn.Dropout) and m.p > 0 for m in cnn.modules()):
+            return None
+        self.frontend_cache = FrontendCache(self.frontend, max_bytes)
+        return self.frontend_cache
+
     def get_downsample_rates(self, key: str) -> int:
         return DOWNSAMPLE_RATE
 
@@ -99,11 +109,16 @@ class MimicUpstream(nn.Module):
             raise MimicError(f"mimic upstream: each waveform must be 1-D, got shapes {[tuple(w.shape) for w in wavs]}")
         if self.frontend.normalize:
             wavs = [F.layer_norm(wav, wav.shape) for wav in wavs]
-        device = wavs[0].device
-        lengths = torch.tensor([len(w) for w in wavs], device=device)
-        wav_padding_mask = torch.arange(int(lengths.max()), device=device)[None, :] >= lengths[:, None]
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_frontend):
-            features, padding_mask = self.frontend(pad_sequence(list(wavs), batch_first=True), wav_padding_mask)
+        if self.frontend_cache is not None:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_frontend):
+                features, padding_mask = self.frontend_cache(list(wavs))
+        else:
+            device = wavs[0].device
+            lengths = torch.tensor([len(w) for w in wavs], device=device)
+            wav_padding_mask = torch.arange(int(lengths.max()), device=device)[None, :] >= lengths[:, None]
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_frontend):
+                features, padding_mask = self.frontend(pad_sequence(list(wavs), batch_first=True),
+                                                       wav_padding_mask)
         prefix, pos_bias = self.encoder.prefix(features, padding_mask) if self.encoder is not None else ([features], None)
         outputs = self.mimicker(prefix[-1], padding_mask)[1:]
         suffix = self.encoder.suffix(outputs[-1], padding_mask, pos_bias) if self.encoder is not None else []
