@@ -30,6 +30,10 @@ TRIGGERS = {
     "sox_effects": ("import s3prl.downstream.speech_commands.dataset", "torchaudio.sox_effects"),
     "hf_hub_names": ("from s3prl import run_downstream", "HfFolder"),
     "catalyst_sampler": ("import s3prl.downstream.speech_commands.expert", "catalyst"),
+    "deferred_transformers_upstreams": (
+        "import sys, s3prl.hub; assert 'transformers' not in sys.modules, 'transformers imported by s3prl.hub'",
+        "transformers imported by s3prl.hub",
+    ),
     "namespace_safe_global": (
         """
         import argparse, io, torch, s3prl
@@ -96,6 +100,15 @@ def test_apply_is_idempotent_and_a_noop_where_names_exist():
     assert compat.apply() == first  # nothing new the second time
     for name in compat.FIXES:
         assert compat.FIXES[name]() is False, f"{name} changed something on a second application"
+
+
+def test_a_deferred_upstream_entry_calls_s3prls_own_when_called():
+    """The stand-in hf_wav2vec2_custom is s3prl's: called, it imports s3prl's expert, which goes for the model
+    (offline here: transformers' OSError)."""
+    entry = compat._deferred_entry("hf_wav2vec2", "hf_wav2vec2_custom")
+    with pytest.raises(OSError):
+        entry("/nonexistent/model")
+    assert sys.modules["s3prl.upstream.hf_wav2vec2.expert"].UpstreamExpert.__module__.startswith("s3prl.")
 
 
 def test_unknown_fix_name_is_refused():
