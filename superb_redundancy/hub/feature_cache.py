@@ -11,10 +11,13 @@ take them from memory.
 What a head sees: the feature s3prl's Featurizer selects (``-s``, default ``hidden_states``), for each clip the
 frames s3prl would pass on (``round(len / downsample_rate)``, at most what the upstream returned) as computed in
 the first batch the clip came in, zero-padded to the batch. Plain s3prl recomputes a clip inside each new batch:
-its valid frames agree with the cached ones to float rounding (padding is masked), and a frame past the clip's
-own output, which s3prl computes over the batch's padding, is zero here. A run that fine-tunes the upstream
-(``-f``) is not cached, except the part of it that stays frozen where the upstream offers that
-(``cache_frozen_part(max_bytes)``: a non-mimicker's front end, :class:`~superb_redundancy.mimic.frontend.FrontendCache`). s3prl's own ``run_downstream.py`` ignores the key and computes everything every time.
+its valid frames agree with the cached ones to float rounding (padding is masked) where the upstream treats each
+clip on its own, and a frame past the clip's own output, which s3prl computes over the batch's padding, is zero
+here. (A CNN that normalises over time, wav2vec 2.0 Base's GroupNorm, sees a batch's padding: there a clip padded
+in a batch gets slightly other frames in another batch, with or without the cache.) A run that fine-tunes the
+upstream (``-f``) is not cached, except the part that stays frozen where the upstream offers that
+(``cache_frozen_part(max_bytes)``: a mimicker's CNN, :class:`~superb_redundancy.mimic.frontend.FrontendCache`).
+s3prl's own ``run_downstream.py`` ignores the key and computes everything every time.
 """
 
 from __future__ import annotations

@@ -136,11 +136,12 @@ class FrontendCache:
     step 2 that trains what sits above the CNN (a non-mimicker's layers; a ceiling's feature projection too).
 
     ``__call__(wavs: list of 1-D tensors) -> (features [B, T, d], padding_mask [B, T] or None)``, what
-    :class:`TeacherFrontend` gives the padded batch. A batch with a clip not seen before runs the CNN as usual (and
-    keeps the new clips' frames); a batch of clips all seen before takes each clip's CNN frames as computed in its
-    first batch, zero-padded; the LayerNorm, the frame mask and the projection then run as usual. A padded frame
-    (masked) is the CNN's output over the padding in the first case and zero in the second. Keyed by the samples'
-    content (:func:`~superb_redundancy.hub.feature_cache.clip_key`)."""
+    :class:`TeacherFrontend` gives the padded batch: the CNN runs on the clips not seen before (padded among
+    themselves), the others' CNN frames come from memory as computed in their first batch, zero-padded; the
+    LayerNorm, the frame mask and the projection then run on the batch as usual. A valid frame agrees with the
+    uncached front end's to float rounding (bit for bit where a batch's clips have one length, as keyword
+    spotting's do), a padded (masked) frame is zero here. Keyed by the samples' content
+    (:func:`~superb_redundancy.hub.feature_cache.clip_key`); like our runner's feature cache."""
 
     part = "the CNN's features"
 
@@ -158,14 +159,15 @@ class FrontendCache:
         missing = [i for i, key in enumerate(keys) if key not in self._store]
         self.hits += len(wavs) - len(missing)
         self.misses += len(missing)
-        if missing:
-            features = self.frontend.extract(nn.utils.rnn.pad_sequence(list(wavs), batch_first=True)).detach()
-            frames = self.frontend.output_lengths(lengths).clamp(max=features.size(1))
-            for i in missing:
-                self._keep(keys[i], features[i, :int(frames[i])].clone())
-        else:
-            features = nn.utils.rnn.pad_sequence([self._store[key] for key in keys], batch_first=True)
-        return self.frontend.project(features, wav_padding_mask)
+        fresh = {}
+        if missing:  # the CNN runs on the new clips only: in a mixed batch it would redo the others' work
+            computed = self.frontend.extract(nn.utils.rnn.pad_sequence([wavs[i] for i in missing], batch_first=True))
+            frames = self.frontend.output_lengths(lengths[missing]).clamp(max=computed.size(1))
+            for j, i in enumerate(missing):
+                fresh[i] = computed[j, :int(frames[j])].detach().clone()
+                self._keep(keys[i], fresh[i])
+        clips = [fresh[i] if i in fresh else self._store[key] for i, key in enumerate(keys)]
+        return self.frontend.project(nn.utils.rnn.pad_sequence(clips, batch_first=True), wav_padding_mask)
 
     def _keep(self, key: bytes, clip: torch.Tensor) -> None:
         size = clip.numel() * clip.element_size()

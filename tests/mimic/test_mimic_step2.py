@@ -124,27 +124,30 @@ def test_the_head_starts_from_the_teachers_and_stops_early(ks_last_layer_experim
 
 @pytest.mark.parametrize("frozen", [True, False], ids=["non-mimicker", "ceiling"])
 def test_the_cnn_features_are_kept_per_clip_under_f(tiny_ckpts, tmp_path, frozen):
-    """Under -f the runner's feature cache keeps only the CNN's features (``cache_frozen_part``): a batch of clips
-    seen before runs no CNN and gives what the front end computes (to float rounding; bit for bit on equal-length
-    clips), and what trains above the CNN still gets its gradient."""
+    """Under -f the runner's feature cache keeps only the CNN's features (``cache_frozen_part``): the CNN runs on
+    the clips not seen before, and a clip's frames are those of the batch it first came in: bit for bit what the
+    front end gives a batch of equal-length clips (this CNN normalises over time, so padding changes a clip's
+    frames); what trains above the CNN still gets its gradient."""
     path = init_artifact(tiny_ckpts["wav2vec2"], MimicConfig.tiny(), tmp_path / "n.pt")
     options = tmp_path / "g.yaml"
     options.write_text(f"frozen_frontend: {str(frozen).lower()}\n")
     plain, cached = (hub_entry_local(str(path), str(options)).train() for _ in range(2))
     cache = cached.cache_frozen_part(2 ** 30)
-    cnn_calls = []
-    cached.frontend.feature_extractor.register_forward_hook(lambda *a: cnn_calls.append(1))
+    cnn_batches = []
+    cached.frontend.feature_extractor.register_forward_hook(lambda m, args, out: cnn_batches.append(len(args[0])))
     torch.manual_seed(0)
     a, b, c = torch.randn(8000), torch.randn(8000), torch.randn(5000)
-    for batch, runs_cnn in (([a, b], True), ([b, a], False), ([a, c], True), ([c, b, a], False)):
-        before = len(cnn_calls)
+    first = {"a": plain([a, b])["last_hidden_state"][0], "b": plain([a, b])["last_hidden_state"][1],
+             "c": plain([c])["last_hidden_state"][0]}  # each clip as in the batch it first comes in below
+    for batch, names, cnn in (([a, b], "ab", [2]), ([b, a], "ba", []), ([a, c], "ac", [1]), ([c, b, a], "cba", [])):
+        cnn_batches.clear()
         got, want = cached(batch)["last_hidden_state"], plain(batch)["last_hidden_state"]
-        assert (len(cnn_calls) > before) == runs_cnn
-        for i, wav in enumerate(batch):
-            n = cached.frontend.num_frames(len(wav))
+        assert cnn_batches == cnn and got.shape == want.shape
+        for i, name in enumerate(names):
+            n = len(first[name])
+            torch.testing.assert_close(got[i, :n], first[name], rtol=1e-5, atol=1e-6)
             if len({len(w) for w in batch}) == 1:
                 assert torch.equal(got[i, :n], want[i, :n])
-            torch.testing.assert_close(got[i, :n], want[i, :n], rtol=1e-4, atol=1e-5)
     assert (cache.hits, cache.misses) == (6, 3) and "6 of 9 clip passes from memory" in cache.summary()
     cached([a, b])["last_hidden_state"].square().mean().backward()
     assert all(p.grad is not None for p in cached.mimicker.parameters())
