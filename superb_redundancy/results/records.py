@@ -384,7 +384,7 @@ def validate_record(data, source: str) -> RunRecord:
         raise ValueError(f"{source}: value {value!r} is a negative WER")
     if not record.items:
         raise ValueError(f"{source}: no per-item outcomes (harvested by an older version? harvest it again)")
-    from superb_redundancy.results.evidence import TestItems
+    from superb_redundancy.statistics.evidence import TestItems
 
     try:
         items = [TestItems.from_dict(i) for i in record.items]

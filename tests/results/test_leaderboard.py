@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from superb_redundancy.results.evidence import TestItems, wilson
+from superb_redundancy.statistics.evidence import TestItems, wilson
 from superb_redundancy.results.leaderboard import Profile, pareto_mask, records_frame, task_tables, write_leaderboard
 from superb_redundancy.results.records import RunRecord
 

@@ -1,5 +1,5 @@
 """The leaderboard's frame: one row per (task, variant) with its score's evidence
-(:mod:`superb_redundancy.results.evidence`), retention against its unpruned base, compute and Pareto marks."""
+(:mod:`superb_redundancy.statistics.evidence`), retention against its unpruned base, compute and Pareto marks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Callable, Optional, Sequence
 import pandas as pd
 
 from superb_redundancy.data.tasks import TASKS
-from superb_redundancy.results import evidence
+from superb_redundancy.statistics import evidence
 from superb_redundancy.results.leaderboard.profiles import Profile, profile_variants
 from superb_redundancy.results.records import RunRecord, model_identity
 
