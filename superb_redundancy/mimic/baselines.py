@@ -43,7 +43,7 @@ def init_artifact(teacher: str | os.PathLike, config: MimicConfig | dict | str |
 
     ``teacher``: a stock checkpoint path (family inferred), or with ``family`` an s3prl hub name. ``baseline``:
     ``ceiling`` records the same untrained layers as a ceiling, a reference row whose step 2 also trains the front
-    end's projection (:mod:`superb_redundancy.mimic.step2`).
+    end's projection (:mod:`superb_redundancy.study.mimic_step2`).
     """
     if baseline not in BASELINES:
         raise MimicError(f"baseline={baseline!r} is invalid; valid: {', '.join(BASELINES)}")

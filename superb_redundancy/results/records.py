@@ -73,7 +73,7 @@ def variant_key(upstream: str, ckpt_sha: Optional[str], config_sha: Optional[str
 
 
 def _reading(upstream: str, args: dict, configs: list) -> dict:
-    """What the head read and, for a mimicker, which step 2 trained it (:mod:`superb_redundancy.mimic.step2`):
+    """What the head read and, for a mimicker, which step 2 trained it (:mod:`superb_redundancy.study.mimic_step2`):
     ``reads`` (absent for s3prl's weighted sum of every hidden state), ``step2`` (mimickers only)."""
     selection = args.get("upstream_feature_selection") or "hidden_states"
     layer = args.get("upstream_layer_selection")

@@ -366,7 +366,7 @@ def _downstream(run: Run, study: StudyConfig, folder: Path, resume: bool = False
 
 
 def _mimic_variant(study: StudyConfig, run: Run, folder: Path):
-    """A mimic variant's step 2 (:mod:`superb_redundancy.mimic.step2`): (the Variant, its -o overrides). The
+    """A mimic variant's step 2 (:mod:`superb_redundancy.study.mimic_step2`): (the Variant, its -o overrides). The
     baselines' layers learn only in step 2, as in the paper; the mimickers' stay frozen there (the authors' code
     default). The paper's step 2 starts its head from the teacher's last-layer head run (``variant["head"]``)."""
     import json
@@ -375,7 +375,7 @@ def _mimic_variant(study: StudyConfig, run: Run, folder: Path):
 
     from superb_redundancy.core.files import write_text
     from superb_redundancy.data.tasks import load_config
-    from superb_redundancy.mimic.step2 import head_init, step2_arguments
+    from superb_redundancy.study.mimic_step2 import head_init, step2_arguments
     from superb_redundancy.results.experiment import Variant
 
     variant = run.params["variant"]

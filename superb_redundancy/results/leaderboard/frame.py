@@ -50,7 +50,7 @@ def _label(record: RunRecord) -> str:
     return f"{label}, step 2: {STEP2_LABELS.get(step2, step2)}" if step2 else label
 
 
-#: how a mimic row names the step 2 that trained its head (superb_redundancy.mimic.step2, kept here in words)
+#: how a mimic row names the step 2 that trained its head (superb_redundancy.study.mimic_step2, kept here in words)
 STEP2_LABELS = {"weighted_sum": "weighted sum (s3prl)", "paper": "paper (m_N, teacher's head, early stopping)"}
 
 
