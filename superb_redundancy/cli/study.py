@@ -75,6 +75,10 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     # the whole plan is checked before any run: every problem of the file, then what the disk can tell
     study, in_file = StudyConfig.load(_study_path(args.study), args.override)
+    if study is not None and not in_file:  # a well-formed file: its plan must make every run once
+        from superb_redundancy.study.plan import duplicate_runs
+
+        in_file = duplicate_runs(study)
     on_disk: list[str] = []
     if study is not None:
         if args.workdir:
