@@ -70,7 +70,8 @@ def _study_path(name: str) -> Path:
 def _cmd_study(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from superb_redundancy.study import StudyConfig, run_study, study_status
+    from superb_redundancy.study.config import StudyConfig
+    from superb_redundancy.study.runner import run_study, study_status
     from superb_redundancy.study.runner import StudyChanged
 
     # the whole plan is checked before any run: every problem of the file, then what the disk can tell
@@ -153,7 +154,7 @@ def _print_estimate(study, calibrate: bool) -> None:
 
 
 def _print_study_summary(study, states: dict, frame, elapsed: float) -> None:
-    from superb_redundancy.results.leaderboard import format_tables
+    from superb_redundancy.results.leaderboard.tables import format_tables
 
     counts: dict[str, int] = {}
     for state in states.values():
@@ -170,7 +171,7 @@ def _print_study_summary(study, states: dict, frame, elapsed: float) -> None:
     if frame is not None:
         from tabulate import tabulate
 
-        from superb_redundancy.results.leaderboard import overview
+        from superb_redundancy.results.leaderboard.tables import overview
 
         print(format_tables(frame))
         print("\n## overview (one row per upstream variant)")

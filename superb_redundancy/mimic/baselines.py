@@ -18,7 +18,7 @@ from superb_redundancy.core.files import sha256_file
 from superb_redundancy.mimic.artifact import save_artifact
 from superb_redundancy.mimic.config import MimicConfig, MimicError, as_config, check_unique_names
 from superb_redundancy.mimic.encoder import encoder_state
-from superb_redundancy.mimic.frontend import frontend_state, teacher_checkpoint, teacher_record
+from superb_redundancy.distill.frontend import frontend_state, teacher_checkpoint, teacher_record
 from superb_redundancy.mimic.modules import Mimicker
 
 __all__ = ["baseline_name", "init_artifact", "init_grid"]

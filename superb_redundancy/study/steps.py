@@ -83,7 +83,7 @@ def _data(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> d
 
     outputs = {"models": {k: str(v) for k, v in write_all(_workdir(study) / "models").items()}}
     if "synthetic" in study.data:
-        from superb_redundancy.data.corpus import generate
+        from superb_redundancy.data.corpus.generate import generate
         from superb_redundancy.study.plan import corpus_tasks
 
         generate(_synthetic_root(study), tasks=corpus_tasks(study), **dict(study.data["synthetic"] or {}))
@@ -227,7 +227,8 @@ def _teacher(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -
     """One pass of the teacher over the training audio, caching the states that every step-1 mimicker and every
     healing run of the upstream reads (the union of their layers), so that each reads a cache instead of running
     the teacher again."""
-    from superb_redundancy.mimic.teacher_cache import build_teacher_cache, cache_layers
+    from superb_redundancy.distill.teacher_cache import build_teacher_cache
+    from superb_redundancy.mimic.config import cache_layers
     from superb_redundancy.models.families import get_family
 
     up = _upstream(study, run.params["upstream"])
@@ -270,7 +271,8 @@ def _mimic(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> 
 def _heal(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> dict:
     """Heal one pruned variant (:mod:`superb_redundancy.pruning.heal`) on the KS training audio, towards the base,
     from the upstream's cached teacher states."""
-    from superb_redundancy.pruning.heal import HealConfig, heal
+    from superb_redundancy.pruning.heal.config import HealConfig
+    from superb_redundancy.pruning.heal.training import heal
 
     up = _upstream(study, run.params["upstream"])
     clips = split_audio(study, up, "train")
@@ -400,7 +402,8 @@ def _mimic_variant(study: StudyConfig, run: Run, folder: Path):
 
 
 def _curves(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> dict:
-    from superb_redundancy.pruning.curves import CurveSettings, pruning_curves
+    from superb_redundancy.pruning.curves.run import pruning_curves
+    from superb_redundancy.pruning.curves.settings import CurveSettings
 
     up = _upstream(study, run.params["upstream"])
     expdir = _run_folder(study, downstream_id(f"{up.name}-base", run.params["task"], run.params["seed"])) / "exp"

@@ -280,7 +280,7 @@ def _step2(data, where: str, problems: list[str]) -> Step2Plan:
 def _heal(data, where: str, problems: list[str]) -> Optional[dict]:
     """``heal:`` a :class:`~superb_redundancy.pruning.heal.HealConfig` mapping (``{}``: its defaults), kept as a
     dict (run params are JSON)."""
-    from superb_redundancy.pruning.heal import HealConfig
+    from superb_redundancy.pruning.heal.config import HealConfig
 
     if data is None:
         return None

@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 
-from superb_redundancy.mimic import MimicConfig, MimicError
+from superb_redundancy.mimic.config import MimicConfig, MimicError
 from superb_redundancy.mimic.artifact import hub_entry_local
 from superb_redundancy.mimic.baselines import init_artifact
 from superb_redundancy.study.mimic_step2 import head_init, step2_arguments

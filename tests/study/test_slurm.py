@@ -14,7 +14,8 @@ import pytest
 
 from helpers.commands import in_process
 from helpers.studies import write_study
-from superb_redundancy.study import StudyConfig, run_study
+from superb_redundancy.study.config import StudyConfig
+from superb_redundancy.study.runner import run_study
 from superb_redundancy.study.plan import expand
 
 pytestmark = pytest.mark.xdist_group("slurm")  # one worker starts the cluster and runs these

@@ -15,7 +15,10 @@ import yaml
 
 from helpers import studies
 from helpers.studies import corpus_data
-from superb_redundancy.study import StudyConfig, StudyConfigError, expand, run_study, study_status
+from superb_redundancy.study.config import StudyConfig
+from superb_redundancy.study.plan import expand
+from superb_redundancy.study.runner import run_study, study_status
+from superb_redundancy.study.sections import StudyConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

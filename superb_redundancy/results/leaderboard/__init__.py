@@ -16,11 +16,3 @@ on it when no other row is at least as good in score and at least as cheap, and 
 Modules: :mod:`~.profiles` (compute), :mod:`~.frame` (the rows), :mod:`~.tables`, :mod:`~.figures`, :mod:`~.page`
 (everything written under ``leaderboard/``).
 """
-
-from superb_redundancy.results.leaderboard.frame import AXES, TASK_CLASSES, build, pareto_mask, records_frame
-from superb_redundancy.results.leaderboard.page import write_leaderboard
-from superb_redundancy.results.leaderboard.profiles import Profile, profile_variants
-from superb_redundancy.results.leaderboard.tables import format_tables, overview, task_tables
-
-__all__ = ["Profile", "profile_variants", "records_frame", "task_tables", "overview", "pareto_mask",
-           "write_leaderboard", "format_tables", "build", "TASK_CLASSES", "AXES"]
