@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(args.corpus).resolve() if args.corpus else Path(tmp) / "corpus"
         if not (corpus / "LibriSpeech").is_dir():
-            from superb_redundancy.data.corpus import generate
+            from superb_redundancy.data.corpus.generate import generate
 
             generate(corpus, tasks=["asr"], progress=False)
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),

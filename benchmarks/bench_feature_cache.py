@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(args.corpus) if args.corpus else Path(tmp) / "corpus"
         if not (corpus / "LibriSpeech").is_dir():
-            from superb_redundancy.data.corpus import generate
+            from superb_redundancy.data.corpus.generate import generate
 
             generate(corpus, tasks=["asr"], progress=False)
         data = tasks.format_overrides(tasks.data_overrides("asr", corpus))

@@ -55,8 +55,9 @@ def _forward(model, wav) -> float:
 def bench_models(teacher: Path, workdir: Path, seconds: list[float], repeats: int, warmup: int) -> tuple[list, dict]:
     import s3prl.hub
 
-    from superb_redundancy.compute import count_parameters
-    from superb_redundancy.mimic import MimicConfig, load_mimic_artifact
+    from superb_redundancy.compute.parameters import count_parameters
+    from superb_redundancy.mimic.artifact import load_mimic_artifact
+    from superb_redundancy.mimic.config import MimicConfig
     from superb_redundancy.mimic.baselines import init_artifact
 
     models = {"original": s3prl.hub.wav2vec2_local(ckpt=str(teacher)).eval()}
@@ -108,9 +109,10 @@ def step1_without_cache(teacher: Path, files: list[Path], configs, device: torch
     """The same training as train_mimicker (batches, loss, Adam), the teacher re-run for every batch."""
     from torch.nn.utils.rnn import pad_sequence
 
-    from superb_redundancy.mimic import Mimicker
-    from superb_redundancy.mimic.teacher_cache import Teacher, _read_audio
-    from superb_redundancy.mimic.train import _step1_terms, split_clips as _split
+    from superb_redundancy.mimic.modules import Mimicker
+    from superb_redundancy.distill.teacher_cache import Teacher, _read_audio
+    from superb_redundancy.distill.split import split_clips as _split
+    from superb_redundancy.mimic.train import _step1_terms
     from superb_redundancy.models.families import family_of_checkpoint
 
     started = time.perf_counter()
@@ -143,7 +145,7 @@ def step1_without_cache(teacher: Path, files: list[Path], configs, device: torch
 
 
 def bench_step1(teacher: Path, workdir: Path, clips: int, epochs: int) -> dict:
-    from superb_redundancy.mimic import MimicConfig
+    from superb_redundancy.mimic.config import MimicConfig
     from superb_redundancy.mimic.train import train_grid
 
     files = _write_clips(workdir / "clips", clips)

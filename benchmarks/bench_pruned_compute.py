@@ -52,7 +52,7 @@ def _forward(model, wav) -> tuple[float, float]:
 def bench_architecture(arch: str, seconds: list[float], repeats: int, warmup: int, workdir: Path) -> list[dict]:
     import s3prl.hub
 
-    from superb_redundancy.compute import count_macs
+    from superb_redundancy.compute.macs import count_macs
     from superb_redundancy.models.architectures import write_architecture_checkpoint
     from superb_redundancy.pruning.spec import PruneSpec
     from superb_redundancy.pruning.upstream import build_pruned

@@ -55,8 +55,9 @@ def main(argv=None) -> int:
     from superb_redundancy.analysis.report import SimilarityReport, SimilaritySettings
     from superb_redundancy.analysis.similarity import SimilarityAccumulator, pool
     from superb_redundancy.models.families import get_family
-    from superb_redundancy.pruning.curves import (PAPER_OBJECTIVES, SharedPrunedForward, as_upstream_output,
-                                                  layers_dropped, pruning_orders, variant_masks)
+    from superb_redundancy.pruning.curves.orders import pruning_orders, variant_masks
+    from superb_redundancy.pruning.curves.settings import PAPER_OBJECTIVES
+    from superb_redundancy.pruning.curves.shared_forward import SharedPrunedForward, as_upstream_output, layers_dropped
 
     try:
         from superb_redundancy.models.architectures import write_architecture_checkpoint

@@ -6,7 +6,7 @@ for the data path), trained at the paper's batch of 128 clips. Two ways to read 
 
 * before: one slice per clip and array, copied into a float32 array in a Python loop, then moved to the device
   (the trainer's reads until this change, kept here as the baseline);
-* after: :meth:`superb_redundancy.mimic.teacher_cache.TeacherCache.batches`: one indexed read per array, moved to
+* after: :meth:`superb_redundancy.distill.teacher_cache.TeacherCache.batches`: one indexed read per array, moved to
   the device as stored and converted and padded there, the next batch read in a background thread.
 
 For each: the share of the step spent waiting for the batch (target: at most 10%), and the step time; the ratio
@@ -32,7 +32,7 @@ D, FRAMES, BATCH = 768, 49, 128
 
 def write_cache(folder: Path, clips: int, seed: int = 0) -> Path:
     """A cache in the trainer's format (features, the final layer, the index, the manifest) with random values."""
-    from superb_redundancy.mimic.teacher_cache import CACHE_FORMAT, CACHE_VERSION
+    from superb_redundancy.distill.teacher_cache import CACHE_FORMAT, CACHE_VERSION
 
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
@@ -70,7 +70,7 @@ def read_before(cache, ids, device):
 
 def train(batches_iter, model, optimizer, steps: int) -> tuple[float, float]:
     """(seconds waiting for batches, seconds in all) over ``steps`` steps."""
-    from superb_redundancy.mimic.train import masked_mse
+    from superb_redundancy.distill.loss import masked_mse
 
     waited, began = 0.0, time.perf_counter()
     iterator = iter(batches_iter)
@@ -96,9 +96,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from superb_redundancy.mimic import MimicConfig
+    from superb_redundancy.mimic.config import MimicConfig
     from superb_redundancy.mimic.modules import Mimicker
-    from superb_redundancy.mimic.teacher_cache import TeacherCache
+    from superb_redundancy.distill.teacher_cache import TeacherCache
 
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory(prefix="bench_step1_") as tmp:

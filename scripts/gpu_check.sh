@@ -46,9 +46,11 @@ from pathlib import Path
 
 import superb_redundancy  # noqa: F401  (the compat hook)
 from superb_redundancy.models.architectures import write_architecture_checkpoint
-from superb_redundancy.mimic import MimicConfig, load_mimic_artifact
+from superb_redundancy.mimic.artifact import load_mimic_artifact
 from superb_redundancy.mimic.baselines import init_artifact
-from superb_redundancy.compute import count_macs, interleaved_latency
+from superb_redundancy.mimic.config import MimicConfig
+from superb_redundancy.compute.latency import interleaved_latency
+from superb_redundancy.compute.macs import count_macs
 from superb_redundancy.pruning.spec import PruneSpec
 from superb_redundancy.pruning.upstream import build_pruned
 from superb_redundancy.hub.install import build_upstream

@@ -1,11 +1,14 @@
-"""Print the import graph of superb_redundancy from its source (ast, nothing imported), and its cycles.
+"""Print the import graph of superb_redundancy from its source (ast, nothing imported), its cycles, the
+subpackages that import each other and the imports that point up the declared layers.
 
-    python scripts/import_graph.py              # subpackage -> subpackages it imports at module level; cycles
-    python scripts/import_graph.py --modules    # the same, module by module
-    python scripts/import_graph.py --lazy       # imports inside functions counted too
+    python scripts/import_graph.py                    # subpackage -> subpackages it imports (lazy imports counted)
+    python scripts/import_graph.py --modules          # the same, module by module
+    python scripts/import_graph.py --module-level     # only the imports that run when a module is imported
 
-The graph is the one tests/test_architecture.py checks (its parser is reused, not copied). Exit status 1 when
-the graph shown has a cycle.
+Imports inside functions count by default (``--lazy``, still accepted, is that default): a lazy import is a
+dependency all the same. The graph, the layer order (``LAYERS``) and the checks are those of
+tests/test_architecture.py (reused, not copied). Exit status 1 when the graph shown has a module cycle, two
+subpackages that import each other, or an import that points up the layers.
 """
 
 from __future__ import annotations
@@ -26,36 +29,46 @@ def _checker():
     return module
 
 
-def _subpackage(name: str) -> str:
-    parts = name.split(".")
-    return parts[1] if len(parts) > 1 else "(package)"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modules", action="store_true", help="module by module, not by subpackage")
-    parser.add_argument("--lazy", action="store_true", help="also imports inside functions")
+    view = parser.add_mutually_exclusive_group()
+    view.add_argument("--lazy", action="store_true", help="imports inside functions counted too (the default)")
+    view.add_argument("--module-level", action="store_true",
+                      help="only imports that run when a module is imported")
     args = parser.parse_args(argv)
     checker = _checker()
     graph = checker.build_graph()
-    edges = {m: {**graph.module_level[m], **(graph.lazy[m] if args.lazy else {})} for m in graph.modules}
+    edges = {m: dict(graph.module_level[m]) for m in graph.modules} if args.module_level else \
+        checker.all_imports(graph)
     if args.modules:
         for name in sorted(edges):
             print(f"{name} -> {', '.join(sorted(edges[name])) or '-'}")
     else:
-        packages: dict[str, set[str]] = {}
-        for name, targets in edges.items():
-            own = _subpackage(name)
-            packages.setdefault(own, set()).update(_subpackage(t) for t in targets if _subpackage(t) != own)
-        for name in sorted(packages):
-            print(f"{name:11} -> {', '.join(sorted(packages[name])) or '-'}")
-    kind = "module-level and lazy" if args.lazy else "module-level"
+        packages: dict[str, set[str]] = {checker.subpackage(m): set() for m in edges}
+        for source, target in checker.subpackage_edges(edges):
+            packages[source].add(target)
+        order = {name: i for i, name in enumerate(checker.LAYERS)}
+        for name in sorted(packages, key=lambda p: (order.get(p, -1), p)):
+            print(f"{name:11} -> {', '.join(sorted(packages[name], key=lambda p: (order.get(p, -1), p))) or '-'}")
+    kind = "module-level" if args.module_level else "module-level and lazy"
     cycles = checker.find_cycles(edges)
     for cycle in cycles:
         print(f"cycle ({kind} imports): {' -> '.join(cycle)}")
     if not cycles:
         print(f"no cycles among {len(edges)} modules ({kind} imports)")
-    return 1 if cycles else 0
+    found = checker.subpackage_edges(edges)
+    pairs = checker.two_way_pairs(edges)
+    for a, b in pairs:
+        print(f"two-way ({kind} imports): {a} <-> {b}: {found[a, b][0]}; {found[b, a][0]}")
+    if not pairs:
+        print(f"no two subpackages import each other ({kind} imports)")
+    upward = checker.upward_imports(edges)
+    for line in upward:
+        print(f"up the layers ({kind} imports): {line}")
+    if not upward:
+        print(f"every import points down the layers: {' < '.join(checker.LAYERS)}")
+    return 1 if cycles or pairs or upward else 0
 
 
 if __name__ == "__main__":

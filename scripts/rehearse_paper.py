@@ -47,7 +47,7 @@ def _du(path: Path) -> float:
 
 def _measured(study, workdir: Path) -> dict[str, dict]:
     """Per run kind: runs, hours, the largest peak host memory (the run's process or its s3prl child), disk."""
-    from superb_redundancy.study import expand
+    from superb_redundancy.study.plan import expand
 
     kinds: dict[str, dict] = {}
     for run in expand(study):
@@ -79,7 +79,7 @@ def main() -> None:
 
     from tabulate import tabulate
 
-    from superb_redundancy.study import StudyConfig
+    from superb_redundancy.study.config import StudyConfig
     from superb_redundancy.study.estimate import calibrate, estimate, summarize
 
     study = StudyConfig.from_yaml(PAPER, [REAL_SIZE, override])

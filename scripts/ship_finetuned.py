@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from superb_redundancy.core.files import model_sha256, sha256_file, write_json
     from superb_redundancy.data import tasks
     from superb_redundancy.models.shipped import MODELS_DIR
-    from superb_redundancy.study import StudyConfig
+    from superb_redundancy.study.config import StudyConfig
 
     study, problems = StudyConfig.load(args.study)
     if study is None:

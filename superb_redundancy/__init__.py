@@ -35,16 +35,16 @@ _PUBLIC = {
     "PruneSpec": "superb_redundancy.pruning.spec",
     "build_pruned": "superb_redundancy.pruning.upstream",
     "save_pruned": "superb_redundancy.pruning.upstream",
-    "pruning_curves": "superb_redundancy.pruning.curves",
-    "CurveSettings": "superb_redundancy.pruning.curves",
-    "heal": "superb_redundancy.pruning.heal",
-    "HealConfig": "superb_redundancy.pruning.heal",
+    "pruning_curves": "superb_redundancy.pruning.curves.run",
+    "CurveSettings": "superb_redundancy.pruning.curves.settings",
+    "heal": "superb_redundancy.pruning.heal.training",
+    "HealConfig": "superb_redundancy.pruning.heal.config",
     "MimicConfig": "superb_redundancy.mimic.config",
     "train_mimicker": "superb_redundancy.mimic.train",
     "load_mimic_artifact": "superb_redundancy.mimic.artifact",
     "profile_upstream": "superb_redundancy.compute.profile",
-    "StudyConfig": "superb_redundancy.study",
-    "run_study": "superb_redundancy.study",
+    "StudyConfig": "superb_redundancy.study.config",
+    "run_study": "superb_redundancy.study.runner",
 }
 
 __all__ = sorted(_PUBLIC)

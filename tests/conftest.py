@@ -79,7 +79,7 @@ def hub():
 def corpus_root(tmp_path_factory):
     """The synthetic corpus for all four tasks at :data:`SMALL_SCALE` (every layout, list file and split of the
     main job's corpus; KS: 600 training clips, 30 dev, 36 test): generated once per test run, shared by the xdist workers."""
-    from superb_redundancy.data.corpus import generate
+    from superb_redundancy.data.corpus.generate import generate
 
     return built_once(tmp_path_factory, "corpus", lambda root: generate(root, scale=SMALL_SCALE, progress=False))
 
@@ -88,7 +88,7 @@ def corpus_root(tmp_path_factory):
 def full_corpus(request, tmp_path_factory):
     """The synthetic corpus at the main job's scale (1.0, seed 0, all four tasks): the main job's own when the
     journeys ran it in this session, else generated here."""
-    from superb_redundancy.data.corpus import generate
+    from superb_redundancy.data.corpus.generate import generate
 
     main = request.config.stash.get(MAIN_CORPUS, None)
     if main is not None:

@@ -1,4 +1,4 @@
-"""The package's import graph: no cycle among the imports our modules make when they are imported.
+"""The package's import graph: layers that point one way, counting the imports made inside functions too.
 
 Every module of ``superb_redundancy`` (and of ``upstreams/``, installed as ``superb_redundancy.upstreams``) is
 parsed with :mod:`ast`, never imported. An import is *module-level* when it runs as the module is imported (at
@@ -6,6 +6,9 @@ the top, in a class body, in an ``if`` or ``try`` there) and *lazy* when it is i
 ``if TYPE_CHECKING:`` never run and are left out. Only imports between our own modules are edges; importing
 ``a.b.c`` also runs ``a`` and ``a.b`` first, but those implicit edges to parent packages are not counted (a
 package that re-exports its submodules would otherwise be a cycle with each of them).
+
+The checks count both kinds: a lazy import is still a dependency, it only runs later. No module cycle, no two
+subpackages that import each other, and every import points down :data:`LAYERS` or stays in its own subpackage.
 """
 
 from __future__ import annotations
@@ -17,6 +20,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 #: dotted package -> its folder (setup.cfg's package_dir puts upstreams/ inside the package)
 PACKAGES = {"superb_redundancy": ROOT / "superb_redundancy", "superb_redundancy.upstreams": ROOT / "upstreams"}
+
+
+#: the subpackages from the bottom up: a module imports only from its own subpackage or from one listed before it.
+#: ``(package)`` is ``superb_redundancy/__init__.py`` (its public names are loaded by name, on first use).
+LAYERS = (
+    "core",         # files, audio, the config loader, s3prl's upstream contract: nothing of ours
+    "statistics",   # the evidence of a score: intervals, chance, retention
+    "data",         # tasks, splits, the synthetic corpus
+    "models",       # families, checkpoints, shapes, Hugging Face folders, the shipped models
+    "hub",          # s3prl: compat fixes, registries, install(), the runner
+    "downstreams",  # our s3prl downstream tasks
+    "analysis",     # layer similarity and blocks
+    "distill",      # what mimicking and healing share: the teacher, its feature cache, the loss, clips, resume
+    "pruning",      # objectives, plans, specs, pruned upstreams, healing, curves
+    "mimic",        # mimicking networks: modules, upstream, artifacts, step-1 training
+    "upstreams",    # the s3prl hub entries of the pruned and mimic families
+    "compute",      # parameters, MACs, latency
+    "results",      # experiments, run records, exports, the leaderboard
+    "study",        # studies: config, plan, steps, executors
+    "cli",          # the command line
+    "__main__",     # python -m superb_redundancy
+    "(package)",    # the package's public face
+)
 
 
 @dataclass
@@ -173,12 +199,77 @@ def describe(cycle: list[str], graph: ImportGraph) -> str:
     return "; ".join(steps)
 
 
+def all_imports(graph: ImportGraph) -> dict[str, dict[str, int]]:
+    """module -> {imported module: first line}, module-level and lazy imports together."""
+    return {m: {**graph.lazy[m], **graph.module_level[m]} for m in graph.modules}
+
+
+def subpackage(module: str, root: str = "superb_redundancy") -> str:
+    """The subpackage a module belongs to (``core`` for ``superb_redundancy.core.files``); the root package's own
+    ``__init__`` is ``(package)``."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == root and len(parts) > 1 else "(package)"
+
+
+def subpackage_edges(edges: dict[str, dict[str, int]]) -> dict[tuple[str, str], list[str]]:
+    """(importing subpackage, imported subpackage) -> the module imports behind it (``a (line n) -> b``)."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for module, targets in sorted(edges.items()):
+        for target, line in sorted(targets.items()):
+            pair = (subpackage(module), subpackage(target))
+            if pair[0] != pair[1]:
+                found.setdefault(pair, []).append(f"{module} (line {line}) -> {target}")
+    return found
+
+
+def two_way_pairs(edges: dict[str, dict[str, int]]) -> list[tuple[str, str]]:
+    """Subpackages that import each other (each pair once, sorted)."""
+    pairs = subpackage_edges(edges)
+    return sorted((a, b) for a, b in pairs if a < b and (b, a) in pairs)
+
+
+def upward_imports(edges: dict[str, dict[str, int]], layers: tuple[str, ...] = LAYERS) -> list[str]:
+    """Every import from a subpackage to one above it in ``layers`` (or to one ``layers`` does not name)."""
+    rank = {name: i for i, name in enumerate(layers)}
+    found = []
+    for (source, target), imports in subpackage_edges(edges).items():
+        if source not in rank or target not in rank:
+            found.append(f"{source} -> {target}: not in LAYERS ({imports[0]})")
+        elif rank[target] > rank[source]:
+            found += [f"{source} -> {target} (up): {line}" for line in imports]
+    return found
+
+
 # ---------------------------------------------------------------------------------------------- the checks
 def test_no_cycle_among_module_level_imports():
     graph = build_graph()
     cycles = find_cycles(graph.module_level)
     assert not cycles, "import cycle(s) among module-level imports:\n" + \
         "\n".join(describe(cycle, graph) for cycle in cycles)
+
+
+def test_no_cycle_among_modules_counting_lazy_imports():
+    graph = build_graph()
+    edges = all_imports(graph)
+    cycles = find_cycles(edges)
+    assert not cycles, "import cycle(s), imports inside functions counted:\n" + "\n".join(
+        "; ".join(f"{a} (line {edges[a][b]}) -> {b}" for a, b in zip(cycle, cycle[1:])) for cycle in cycles)
+
+
+def test_no_two_subpackages_import_each_other():
+    """Counting imports inside functions: a lazy import back up is still a dependency both ways."""
+    edges = all_imports(build_graph())
+    pairs = two_way_pairs(edges)
+    found = subpackage_edges(edges)
+    assert not pairs, "subpackages importing each other:\n" + "\n".join(
+        f"{a} <-> {b}: {found[a, b][0]}; {found[b, a][0]}" for a, b in pairs)
+
+
+def test_every_import_points_down_the_layers():
+    graph = build_graph()
+    assert set(LAYERS) >= {subpackage(m) for m in graph.modules}, "a subpackage missing from LAYERS"
+    upward = upward_imports(all_imports(graph))
+    assert not upward, "imports that point up LAYERS:\n" + "\n".join(upward)
 
 
 def test_the_graph_sees_the_package():
@@ -211,3 +302,28 @@ def test_cycles_are_found_and_lazy_imports_kept_apart(tmp_path):
     assert find_cycles(graph.module_level) == [["pkg.a", "pkg.sub.b", "pkg.c", "pkg.a"]]
     assert describe(["pkg.a", "pkg.sub.b", "pkg.c", "pkg.a"], graph) == \
         "pkg.a (line 1) -> pkg.sub.b; pkg.sub.b (line 1) -> pkg.c; pkg.c (line 1) -> pkg.a"
+
+
+def test_two_way_pairs_and_upward_imports_count_lazy_imports(tmp_path):
+    """The layer checks on a made-up package: a lazy import back makes a two-way pair and an upward import; an
+    import inside one subpackage is neither."""
+    package = tmp_path / "pkg"
+    for sub in ("low", "high"):
+        (package / sub).mkdir(parents=True)
+        (package / sub / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "high" / "a.py").write_text("from pkg.low import b\nfrom pkg.high import c\n")
+    (package / "high" / "c.py").write_text("")
+    (package / "low" / "b.py").write_text("X = 1\n")
+    graph = build_graph({"pkg": package})
+    edges = all_imports(graph)
+    assert subpackage("pkg.high.a", root="pkg") == "high"
+    assert two_way_pairs({m: {t: n for t, n in e.items()} for m, e in edges.items()}) == []
+    (package / "low" / "b.py").write_text("def f():\n    from pkg.high.c import C\n")
+    edges = all_imports(build_graph({"pkg": package}))
+    renamed = {m.replace("pkg.", "superb_redundancy.", 1): {t.replace("pkg.", "superb_redundancy.", 1): n
+                                                            for t, n in e.items()} for m, e in edges.items()}
+    assert two_way_pairs(renamed) == [("high", "low")]
+    assert upward_imports(renamed, layers=("(package)", "low", "high")) == \
+        ["low -> high (up): superb_redundancy.low.b (line 2) -> superb_redundancy.high.c"]
+    assert find_cycles(renamed) == []  # a two-way pair of subpackages need not be a module cycle

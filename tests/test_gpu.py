@@ -47,7 +47,8 @@ def test_pruned_upstream_on_cuda_equals_cpu(family, dropped, tiny_ckpts):
 
 @pytest.mark.parametrize("kind, n_layers", [("linear", 1), ("transformer", 2)])
 def test_mimic_upstream_on_cuda_equals_cpu(kind, n_layers, tiny_ckpts, tmp_path):
-    from superb_redundancy.mimic import MimicConfig, load_mimic_artifact
+    from superb_redundancy.mimic.artifact import load_mimic_artifact
+    from superb_redundancy.mimic.config import MimicConfig
     from superb_redundancy.mimic.baselines import init_artifact
 
     path = init_artifact(str(tiny_ckpts["wav2vec2"]), MimicConfig.tiny(kind=kind, n_layers=n_layers),

@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from superb_redundancy.compute import format_profile_table, profile_upstream  # torch: only when run
+    from superb_redundancy.compute.profile import format_profile_table, profile_upstream  # torch: only when run
 
     # profile_upstream checks every input (validate_request) before any model work; a ProfileError propagates
     profile = profile_upstream(name=args.upstream, ckpt=args.ckpt, model_config=args.model_config,

@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from superb_redundancy.pruning.curves import CurveSettings, CurvesInputError, pruning_curves
+    from superb_redundancy.pruning.curves.run import pruning_curves
+    from superb_redundancy.pruning.curves.settings import CurveSettings, CurvesInputError
 
     settings = CurveSettings(objectives=tuple(args.objectives), repeats=args.repeats, subset=args.subset,
                              seed=args.seed, iterative=args.iterative, device=args.device,

@@ -72,7 +72,7 @@ def _grid(args: argparse.Namespace) -> Optional[str]:
 def _cmd_mimic_train(args: argparse.Namespace) -> int:
     from superb_redundancy.mimic.artifact import describe_artifact
     from superb_redundancy.mimic.config import select_configs
-    from superb_redundancy.mimic.teacher_cache import step1_audio
+    from superb_redundancy.distill.teacher_cache import step1_audio
     from superb_redundancy.mimic.train import train_grid
 
     configs = select_configs(args.config, grid=_grid(args), layer_i=args.layer_i, span=args.span)

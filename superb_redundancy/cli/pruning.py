@@ -248,8 +248,10 @@ def _amount(text: str) -> int | float:
 
 
 def _cmd_heal(args: argparse.Namespace) -> int:
-    from superb_redundancy.mimic.teacher_cache import step1_audio
-    from superb_redundancy.pruning.heal import HealConfig, describe, heal
+    from superb_redundancy.distill.teacher_cache import step1_audio
+    from superb_redundancy.pruning.heal.config import HealConfig
+    from superb_redundancy.pruning.heal.record import describe
+    from superb_redundancy.pruning.heal.training import heal
 
     # every input checked before the teacher runs: settings, output, audio here; model and teacher in heal()
     config = HealConfig(targets=args.targets, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,

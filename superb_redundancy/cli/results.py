@@ -29,7 +29,9 @@ def register(sub) -> None:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     import warnings
 
-    from superb_redundancy.results.leaderboard import build, format_tables, write_leaderboard
+    from superb_redundancy.results.leaderboard.frame import build
+    from superb_redundancy.results.leaderboard.page import write_leaderboard
+    from superb_redundancy.results.leaderboard.tables import format_tables
     from superb_redundancy.results.records import harvest, load_records
 
     with warnings.catch_warnings(record=True) as caught:

@@ -70,11 +70,16 @@ def _study_path(name: str) -> Path:
 def _cmd_study(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from superb_redundancy.study import StudyConfig, run_study, study_status
+    from superb_redundancy.study.config import StudyConfig
+    from superb_redundancy.study.runner import run_study, study_status
     from superb_redundancy.study.runner import StudyChanged
 
     # the whole plan is checked before any run: every problem of the file, then what the disk can tell
     study, in_file = StudyConfig.load(_study_path(args.study), args.override)
+    if study is not None and not in_file:  # a well-formed file: its plan must make every run once
+        from superb_redundancy.study.plan import duplicate_runs
+
+        in_file = duplicate_runs(study)
     on_disk: list[str] = []
     if study is not None:
         if args.workdir:
@@ -149,7 +154,7 @@ def _print_estimate(study, calibrate: bool) -> None:
 
 
 def _print_study_summary(study, states: dict, frame, elapsed: float) -> None:
-    from superb_redundancy.results.leaderboard import format_tables
+    from superb_redundancy.results.leaderboard.tables import format_tables
 
     counts: dict[str, int] = {}
     for state in states.values():
@@ -166,7 +171,7 @@ def _print_study_summary(study, states: dict, frame, elapsed: float) -> None:
     if frame is not None:
         from tabulate import tabulate
 
-        from superb_redundancy.results.leaderboard import overview
+        from superb_redundancy.results.leaderboard.tables import overview
 
         print(format_tables(frame))
         print("\n## overview (one row per upstream variant)")

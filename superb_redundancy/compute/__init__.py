@@ -3,7 +3,7 @@
 One concept per module: :mod:`~superb_redundancy.compute.parameters`, :mod:`~superb_redundancy.compute.macs`,
 :mod:`~superb_redundancy.compute.latency`, :mod:`~superb_redundancy.compute.profile` (the whole profile: the
 request and its checks, the run, the tables) and :mod:`~superb_redundancy.compute.inputs` (clip lengths, lengths
-files, devices, :class:`ProfileError`). Their public names are re-exported here.
+files, devices, :class:`ProfileError`). Import each name from its module (this ``__init__`` loads nothing).
 
 Every number states what it counts:
 
@@ -36,25 +36,3 @@ s3prl quirk worth knowing: wav2vec2 and HuBERT configs default to ``required_seq
 transformer runs on the frame count rounded up to even (50 frames for 1 s of audio, not 49); the padding is
 cut from ``hidden_states`` afterwards. MACs here are those of what actually runs. WavLM does not pad.
 """
-
-from superb_redundancy.compute.inputs import SAMPLE_RATE, ProfileError, read_lengths_file
-from superb_redundancy.compute.latency import interleaved_latency, measure_latency
-from superb_redundancy.compute.macs import count_macs, macs_per_lengths
-from superb_redundancy.compute.parameters import PRETRAINING_ONLY, count_checkpoint_parameters, count_parameters
-from superb_redundancy.compute.profile import format_profile_table, profile_upstream, validate_request
-
-__all__ = [
-    "ProfileError",
-    "SAMPLE_RATE",
-    "PRETRAINING_ONLY",
-    "count_parameters",
-    "count_checkpoint_parameters",
-    "count_macs",
-    "macs_per_lengths",
-    "read_lengths_file",
-    "measure_latency",
-    "interleaved_latency",
-    "validate_request",
-    "profile_upstream",
-    "format_profile_table",
-]

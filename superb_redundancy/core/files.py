@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Type
 
-__all__ = ["atomic_path", "atomic_dir", "check_output_dir", "check_writable", "write_text", "write_json",
+__all__ = ["file_sha256", "atomic_path", "atomic_dir", "check_output_dir", "check_writable", "write_text", "write_json",
            "torch_save", "load_checkpoint", "pickled_global", "sha256_file", "content_sha256", "model_sha256",
            "checkpoint_sha256", "PROVENANCE"]
 
@@ -253,6 +253,23 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Optional[str]) -> Optional[str]:
+    """sha256 of a file (cached by path, size and mtime), or None for no/missing file."""
+    if not path:
+        return None
+    p = Path(path)
+    if not p.is_file():
+        return None
+    stat = p.stat()
+    key = (str(p.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        _FILE_HASHES[key] = sha256_file(p)
+    return _FILE_HASHES[key]
 
 
 def _feed(digest: "hashlib._Hash", value: Any, path: str, exclude: frozenset[str]) -> None:

@@ -16,7 +16,7 @@ clip on its own, and a frame past the clip's own output, which s3prl computes ov
 here. (A CNN that normalises over time, wav2vec 2.0 Base's GroupNorm, sees a batch's padding: there a clip padded
 in a batch gets slightly other frames in another batch, with or without the cache.) A run that fine-tunes the
 upstream (``-f``) is not cached, except the part that stays frozen where the upstream offers that
-(``cache_frozen_part(max_bytes)``: a mimicker's CNN, :class:`~superb_redundancy.mimic.frontend.FrontendCache`).
+(``cache_frozen_part(max_bytes)``: a mimicker's CNN, :class:`~superb_redundancy.distill.frontend.FrontendCache`).
 s3prl's own ``run_downstream.py`` ignores the key and computes everything every time.
 """
 

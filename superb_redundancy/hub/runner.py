@@ -117,7 +117,7 @@ def _head_checkpoint(past_exp: str) -> Path:
 
 
 def _read_head(path: Path) -> dict:
-    from superb_redundancy.results.records import read_experiment_checkpoint
+    from superb_redundancy.hub.experiment_checkpoint import read_experiment_checkpoint
 
     try:
         return read_experiment_checkpoint(path)
@@ -126,7 +126,7 @@ def _read_head(path: Path) -> dict:
 
 
 def _sha256(path: Optional[str]) -> Optional[str]:
-    from superb_redundancy.results.records import file_sha256
+    from superb_redundancy.core.files import file_sha256
 
     return file_sha256(path)
 

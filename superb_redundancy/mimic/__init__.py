@@ -50,55 +50,20 @@ Step 2 (adaptation) is s3prl's own runner, nothing else:
 * The paper's head reads the last mimicking layer only: pass ``-s last_hidden_state``; s3prl's default
   ``-s hidden_states`` learns a softmax-weighted sum over ``[projected features, m_1, ..., m_N]``.
 
-The package, one concept per module (every public name is re-exported here):
+The package, one concept per module; import each name from its module (this ``__init__`` loads nothing, so that
+s3prl's hub entry, which needs the upstream and its artifacts, does not load the trainer):
 
 * :mod:`~superb_redundancy.mimic.config`: :class:`MimicConfig` and the paper's grids of configurations;
 * :mod:`~superb_redundancy.mimic.modules`: the mimicking layers and :class:`Mimicker`, their parameter count;
-* :mod:`~superb_redundancy.mimic.frontend`: the teacher's checkpoint, record and front end;
 * :mod:`~superb_redundancy.mimic.encoder`: the teacher's layers kept around a span;
 * :mod:`~superb_redundancy.mimic.upstream`: :class:`MimicUpstream` and the hub entries ``mimic``, ``mimic_local``;
 * :mod:`~superb_redundancy.mimic.artifact`: saving, reading, describing and loading artifacts;
-* :mod:`~superb_redundancy.mimic.teacher_cache`: the teacher feature cache of step 1;
 * :mod:`~superb_redundancy.mimic.eval_head`: the mimicker's accuracy during step 1 through a head fine-tuned on the
   teacher (for the whole stack, one on its last layer only);
 * :mod:`~superb_redundancy.mimic.train`: step 1 (:func:`train_mimicker`, :func:`train_grid`);
 * :mod:`~superb_redundancy.mimic.baselines`: the non-mimicker and classifier-only artifacts.
+
+What healing shares with step 1 is in :mod:`superb_redundancy.distill`: the teacher's checkpoint, record and front
+end (``distill.frontend``), the teacher feature cache (``distill.teacher_cache``), the masked MSE, the validation
+split and the resume path. Step 2's settings, which a study names, are :mod:`superb_redundancy.study.mimic_step2`.
 """
-
-from __future__ import annotations
-
-from superb_redundancy.core.files import sha256_file
-from superb_redundancy.mimic.artifact import (ARTIFACT_KEY, ARTIFACT_KIND, ARTIFACT_VERSION, describe_artifact,
-                                              hub_entry, hub_entry_local, load_mimic_artifact, read_artifact,
-                                              save_artifact)
-from superb_redundancy.mimic.baselines import baseline_name, init_artifact, init_grid
-from superb_redundancy.mimic.config import (KINDS, MimicConfig, MimicError, default_layer_i, paper_baselines,
-                                            paper_grid, select_configs, tiny_baselines, tiny_grid)
-from superb_redundancy.mimic.encoder import TeacherEncoder, build_teacher_encoder, encoder_state
-from superb_redundancy.mimic.eval_head import HeadEvaluator
-from superb_redundancy.mimic.frontend import (FRONTEND_MODULES, TeacherFrontend, build_frontend, frontend_state,
-                                              teacher_checkpoint, teacher_config, teacher_record)
-from superb_redundancy.mimic.modules import Mimicker, MimickingLayer, mimicker_parameter_count
-from superb_redundancy.mimic.teacher_cache import (CACHE_FORMAT, SAMPLE_RATE, Teacher, TeacherCache,
-                                                   build_teacher_cache, cache_layers, step1_audio)
-from superb_redundancy.mimic.train import (SELECT_BY, masked_mse, resume_state_path, split_clips, train_grid,
-                                           train_mimicker)
-from superb_redundancy.mimic.upstream import DOWNSAMPLE_RATE, MimicUpstream
-
-__all__ = [
-    # config
-    "MimicError", "MimicConfig", "KINDS", "default_layer_i", "paper_grid", "tiny_grid", "paper_baselines",
-    "tiny_baselines", "select_configs",
-    # modules
-    "MimickingLayer", "Mimicker", "mimicker_parameter_count",
-    # the teacher: front end, kept encoder layers
-    "FRONTEND_MODULES", "TeacherFrontend", "build_frontend", "frontend_state", "teacher_checkpoint", "teacher_config",
-    "teacher_record", "TeacherEncoder", "build_teacher_encoder", "encoder_state",
-    # the upstream and its artifacts
-    "MimicUpstream", "DOWNSAMPLE_RATE", "save_artifact", "read_artifact",
-    "describe_artifact", "load_mimic_artifact", "sha256_file", "ARTIFACT_KEY", "ARTIFACT_KIND", "ARTIFACT_VERSION",
-    # step 1: the teacher cache, training, the eval head; the baselines
-    "Teacher", "TeacherCache", "cache_layers", "build_teacher_cache", "step1_audio", "CACHE_FORMAT", "SAMPLE_RATE",
-    "HeadEvaluator", "SELECT_BY", "masked_mse", "split_clips", "resume_state_path", "train_mimicker", "train_grid",
-    "baseline_name", "init_artifact", "init_grid",
-]

@@ -13,7 +13,7 @@ from superb_redundancy.core import files as atomic
 from superb_redundancy.core.files import checkpoint_sha256, load_checkpoint, sha256_file
 from superb_redundancy.mimic.config import MimicConfig, MimicError
 from superb_redundancy.mimic.encoder import build_teacher_encoder
-from superb_redundancy.mimic.frontend import build_frontend, json_plain
+from superb_redundancy.distill.frontend import build_frontend, json_plain
 from superb_redundancy.mimic.modules import Mimicker, mimicker_parameter_count
 from superb_redundancy.mimic.upstream import MimicUpstream, upstream_options
 from superb_redundancy.models.checkpoints import CheckpointError, resolve_base

@@ -18,7 +18,7 @@ from superb_redundancy.core.files import sha256_file
 from superb_redundancy.mimic.artifact import save_artifact
 from superb_redundancy.mimic.config import MimicConfig, MimicError, as_config, check_unique_names
 from superb_redundancy.mimic.encoder import encoder_state
-from superb_redundancy.mimic.frontend import frontend_state, teacher_checkpoint, teacher_record
+from superb_redundancy.distill.frontend import frontend_state, teacher_checkpoint, teacher_record
 from superb_redundancy.mimic.modules import Mimicker
 
 __all__ = ["baseline_name", "init_artifact", "init_grid"]
@@ -43,7 +43,7 @@ def init_artifact(teacher: str | os.PathLike, config: MimicConfig | dict | str |
 
     ``teacher``: a stock checkpoint path (family inferred), or with ``family`` an s3prl hub name. ``baseline``:
     ``ceiling`` records the same untrained layers as a ceiling, a reference row whose step 2 also trains the front
-    end's projection (:mod:`superb_redundancy.mimic.step2`).
+    end's projection (:mod:`superb_redundancy.study.mimic_step2`).
     """
     if baseline not in BASELINES:
         raise MimicError(f"baseline={baseline!r} is invalid; valid: {', '.join(BASELINES)}")

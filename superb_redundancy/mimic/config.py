@@ -15,17 +15,14 @@ import yaml
 
 from superb_redundancy.core import files as atomic
 from superb_redundancy.core.config_io import from_mapping, read_yaml
+from superb_redundancy.distill.errors import MimicError
 
-__all__ = ["MimicError", "MimicConfig", "KINDS", "as_config", "check_unique_names", "default_layer_i",
+__all__ = ["MimicError", "MimicConfig", "KINDS", "as_config", "check_unique_names", "cache_layers", "default_layer_i",
            "paper_grid", "tiny_grid", "paper_baselines", "tiny_baselines", "select_configs"]
 
 KINDS = ("linear", "transformer")
 #: the ``source`` of a config given as a plain mapping: its errors are raised without a prefix
 _DEFAULT_SOURCE = "mimic config"
-
-
-class MimicError(ValueError):
-    """Bad input for a mimicker (config, artifact, teacher); one line, naming the value and what is valid."""
 
 
 def _config_error(message: str) -> MimicError:
@@ -284,6 +281,13 @@ class MimicConfig:
         if self.compact is not None and self.compact != (self.span is None):  # only a non-default layout
             stem += "-compact" if self.compact else "-full"
         return stem
+
+
+def cache_layers(config: MimicConfig, num_layers: int) -> list[int]:
+    """The layer outputs a configuration reads from the cache: its targets and, for a span starting at i > 0,
+    its input (the output of layer i-1)."""
+    source = config.input_layer(num_layers)
+    return sorted(set(config.resolve_targets(num_layers)) | ({source} if source is not None else set()))
 
 
 def default_layer_i(num_layers: int) -> int:

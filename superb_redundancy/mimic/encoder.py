@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from superb_redundancy.mimic.config import MimicError
-from superb_redundancy.mimic.frontend import stock_model, teacher_config
+from superb_redundancy.distill.frontend import stock_model, teacher_config
 from superb_redundancy.models.families import ModelFamily, get_family
 
 __all__ = ["TeacherEncoder", "build_teacher_encoder", "encoder_state"]

@@ -33,12 +33,14 @@ import torch
 from superb_redundancy.core.files import checkpoint_sha256, sha256_file
 from superb_redundancy.mimic.config import MimicConfig, MimicError
 from superb_redundancy.mimic.encoder import build_teacher_encoder
-from superb_redundancy.mimic.frontend import build_frontend
+from superb_redundancy.distill.frontend import build_frontend
 from superb_redundancy.mimic.modules import Mimicker
-from superb_redundancy.mimic.teacher_cache import TeacherCache
+from superb_redundancy.distill.teacher_cache import TeacherCache
 from superb_redundancy.mimic.upstream import MimicUpstream
 from superb_redundancy.models.checkpoints import CheckpointError, resolve_base
-from superb_redundancy.pruning.curves import SUPPORTED_TASKS, CurvesInputError, evaluate_upstream, load_experiment
+from superb_redundancy.pruning.curves.evaluate import evaluate_upstream
+from superb_redundancy.pruning.curves.experiment import load_experiment
+from superb_redundancy.pruning.curves.settings import CurvesInputError, SUPPORTED_TASKS
 
 __all__ = ["HeadEvaluator", "probe_upstream", "reads_last_layer"]
 

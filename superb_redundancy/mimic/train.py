@@ -1,6 +1,6 @@
 """Step 1 of mimicking (task-agnostic distillation): MSE training of mimickers on a teacher cache.
 
-The teacher runs ONCE per clip, when the cache is built (:mod:`superb_redundancy.mimic.teacher_cache`); every
+The teacher runs ONCE per clip, when the cache is built (:mod:`superb_redundancy.distill.teacher_cache`); every
 configuration and every epoch then reads the cache, so training the paper's grid of 12 configurations
 (:func:`train_grid`) costs a single teacher pass. :func:`train_mimicker` trains one configuration:
 the sum over mimicking layers of the masked MSE to their target layers (:func:`masked_mse`), each divided by its
@@ -31,32 +31,25 @@ import torch
 
 from superb_redundancy.core import files as atomic
 from superb_redundancy.core.files import load_checkpoint
+from superb_redundancy.distill.frontend import teacher_checkpoint
+from superb_redundancy.distill.loss import masked_mse
+from superb_redundancy.distill.resume import resume_state_path
+from superb_redundancy.distill.split import split_clips
+from superb_redundancy.distill.teacher_cache import TeacherCache, build_teacher_cache, progress_bar, resolve_device
 from superb_redundancy.mimic.artifact import save_artifact
-from superb_redundancy.mimic.config import MimicConfig, MimicError, as_config, check_unique_names
+from superb_redundancy.mimic.config import MimicConfig, MimicError, as_config, cache_layers, check_unique_names
 from superb_redundancy.mimic.encoder import encoder_state
 from superb_redundancy.mimic.eval_head import HeadEvaluator, probe_upstream
-from superb_redundancy.mimic.frontend import teacher_checkpoint
 from superb_redundancy.mimic.modules import Mimicker
-from superb_redundancy.mimic.teacher_cache import (TeacherCache, build_teacher_cache, cache_layers, progress_bar,
-                                                   resolve_device)
 from superb_redundancy.models.families import get_family
 
-__all__ = ["SELECT_BY", "masked_mse", "target_variances", "split_clips", "resume_state_path", "train_mimicker",
-           "train_grid"]
+__all__ = ["SELECT_BY", "target_variances", "train_mimicker", "train_grid"]
 
 #: how step 1 picks the weights it keeps: the best validation MSE, or the best accuracy through an eval head
 SELECT_BY = ("mse", "acc")
 
 
 # ---------------------------------------------------------------------------------------------- loss and data
-def masked_mse(prediction: torch.Tensor, target: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """Mean squared error over the valid frames (``padding_mask`` True = padding) and all dimensions."""
-    if padding_mask is None:
-        return torch.mean((prediction - target) ** 2)
-    valid = (~padding_mask).unsqueeze(-1).to(prediction.dtype)
-    return ((prediction - target) ** 2 * valid).sum() / (valid.sum() * prediction.size(-1)).clamp_min(1)
-
-
 def _step1_terms(model: Mimicker, features, padding_mask, targets, teacher_forcing: bool,
                  scales: Sequence[float]) -> list[torch.Tensor]:
     """Each mimicking layer's MSE to its target, divided by its scale (the target's variance, or 1)."""
@@ -81,17 +74,6 @@ def target_variances(cache: TeacherCache, targets: Sequence[int], train_ids: Seq
     return variances
 
 
-def split_clips(num_clips: int, config) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded (train ids, validation ids) of a cache's clips: ``val_fraction`` of them, at most ``max_val_clips``,
-    at least one where there are two clips (``config``: a MimicConfig or a HealConfig, which share these fields)."""
-    order = np.random.default_rng(config.seed).permutation(num_clips)
-    n_val = min(config.max_val_clips, int(round(config.val_fraction * num_clips)))
-    if config.val_fraction > 0 and num_clips >= 2:
-        n_val = max(1, n_val)
-    n_val = min(n_val, num_clips - 1)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
 @torch.no_grad()
 def _evaluate(model, cache, ids, targets, config, device, source: Optional[int] = None,
               scales: Optional[Sequence[float]] = None) -> Optional[list[float]]:
@@ -110,11 +92,6 @@ def _evaluate(model, cache, ids, targets, config, device, source: Optional[int] 
         sums += np.array([float(t) for t in terms]) * valid
         count += valid
     return [float(x) for x in sums / max(count, 1)]
-
-
-def resume_state_path(output: Path) -> Path:
-    """Where a training run's resumable state goes: beside its output (the mimic trainer's and heal's)."""
-    return output.with_name(output.name + ".state.pt")
 
 
 def _comparable(config: dict) -> dict:
@@ -409,7 +386,7 @@ def train_grid(teacher: str | os.PathLike, audio, configs: Sequence[MimicConfig]
                progress: bool = True, eval_head: Optional[str | os.PathLike] = None,
                select_by: str = "mse") -> list[Path]:
     """Train every configuration from ONE teacher pass: the cache stores the union of the layers they read
-    (:func:`~superb_redundancy.mimic.teacher_cache.cache_layers`: targets, and a span's input).
+    (:func:`~superb_redundancy.mimic.config.cache_layers`: targets, and a span's input).
 
     Artifacts are ``<output_dir>/<config.name()>.pt``; the cache defaults to ``<output_dir>/teacher_cache``.
     ``eval_head`` / ``select_by``: see :func:`train_mimicker` (the experiment is loaded once for the grid).

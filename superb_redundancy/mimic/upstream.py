@@ -17,10 +17,10 @@ import yaml
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from superb_redundancy.hub.contract import DOWNSAMPLE_RATE, upstream_output
+from superb_redundancy.core.contract import DOWNSAMPLE_RATE, upstream_output
+from superb_redundancy.distill.frontend import FrontendCache, TeacherFrontend
 from superb_redundancy.mimic.config import MimicConfig, MimicError
 from superb_redundancy.mimic.encoder import TeacherEncoder
-from superb_redundancy.mimic.frontend import FrontendCache, TeacherFrontend
 from superb_redundancy.mimic.modules import Mimicker
 from superb_redundancy.models.families import get_family
 

@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from superb_redundancy.core.audio import SAMPLE_RATE
-from superb_redundancy.hub.contract import DOWNSAMPLE_RATE, upstream_output
+from superb_redundancy.core.contract import DOWNSAMPLE_RATE, upstream_output
 
 __all__ = [
     "HF_MODEL_TYPES",

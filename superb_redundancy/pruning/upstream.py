@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from superb_redundancy.core.files import model_sha256, sha256_file, torch_save
-from superb_redundancy.hub.contract import upstream_output
+from superb_redundancy.core.contract import upstream_output
 from superb_redundancy.models.checkpoints import CheckpointError, load_base_checkpoint, resolve_base, stock_expert
 from superb_redundancy.models.families import ModelFamily, get_family
 from superb_redundancy.pruning.spec import PruneSpec, PruneSpecError, kept_layers

@@ -105,7 +105,7 @@ def _read_labels(path: Path) -> dict[str, str]:
 
 
 def _accuracy_items(predict: Path, truth: Path):
-    from superb_redundancy.results.evidence import TestItems
+    from superb_redundancy.statistics.evidence import TestItems
 
     predicted, truths = _read_labels(predict), _read_labels(truth)
     if set(predicted) != set(truths):
@@ -116,7 +116,7 @@ def _accuracy_items(predict: Path, truth: Path):
 
 
 def read_test_items(expdir: str | Path, task: str) -> list:
-    """The per-item test outcomes of an evaluated experiment, one :class:`~superb_redundancy.results.evidence.TestItems`
+    """The per-item test outcomes of an evaluated experiment, one :class:`~superb_redundancy.statistics.evidence.TestItems`
     per test set (emotion: per fold evaluated; every other task: one).
 
     KS / SID / ER: ``test[_foldN]_predict.txt`` against ``test[_foldN]_truth.txt``; ASR: per-utterance word (and
@@ -124,7 +124,7 @@ def read_test_items(expdir: str | Path, task: str) -> list:
     """
     import editdistance
 
-    from superb_redundancy.results.evidence import TestItems
+    from superb_redundancy.statistics.evidence import TestItems
 
     expdir = Path(expdir)
     get_task(task)  # ValueError naming the valid tasks

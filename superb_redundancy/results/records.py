@@ -19,12 +19,13 @@ from typing import Iterable, Optional, Sequence
 
 import yaml
 
-from superb_redundancy.core.files import sha256_file, write_json
+from superb_redundancy.core.files import file_sha256, write_json
 from superb_redundancy.data.tasks import TASKS
+from superb_redundancy.hub.experiment_checkpoint import read_experiment_checkpoint
 from superb_redundancy.results.metrics import MetricNotFound, read_test_items, read_test_metric
 
 __all__ = ["RunRecord", "HarvestError", "harvest_expdir", "harvest", "load_records", "validate_record", "reconcile",
-           "file_sha256", "model_identity", "variant_key", "read_experiment_checkpoint"]
+           "model_identity", "variant_key"]
 
 
 class HarvestError(ValueError):
@@ -63,23 +64,6 @@ class RunRecord:
         return asdict(self)
 
 
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Optional[str]) -> Optional[str]:
-    """sha256 of a file (cached by path, size and mtime), or None for no/missing file."""
-    if not path:
-        return None
-    p = Path(path)
-    if not p.is_file():
-        return None
-    stat = p.stat()
-    key = (str(p.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        _HASHES[key] = sha256_file(p)
-    return _HASHES[key]
-
-
 def variant_key(upstream: str, ckpt_sha: Optional[str], config_sha: Optional[str],
                 reads: Optional[str] = None) -> str:
     """What the leaderboard groups by: the upstream, its -k and -g by content, and what the head reads when it is
@@ -89,7 +73,7 @@ def variant_key(upstream: str, ckpt_sha: Optional[str], config_sha: Optional[str
 
 
 def _reading(upstream: str, args: dict, configs: list) -> dict:
-    """What the head read and, for a mimicker, which step 2 trained it (:mod:`superb_redundancy.mimic.step2`):
+    """What the head read and, for a mimicker, which step 2 trained it (:mod:`superb_redundancy.study.mimic_step2`):
     ``reads`` (absent for s3prl's weighted sum of every hidden state), ``step2`` (mimickers only)."""
     selection = args.get("upstream_feature_selection") or "hidden_states"
     layer = args.get("upstream_layer_selection")
@@ -116,22 +100,6 @@ def _yaml_calls(expdir: Path, prefix: str) -> list[tuple[Path, dict]]:
             raise HarvestError(f"{path.name} does not hold s3prl's arguments")
         calls.append((path, data))
     return calls
-
-
-def read_experiment_checkpoint(path: str | Path) -> dict:
-    """An s3prl ``states-*.ckpt`` / ``dev-best.ckpt`` (weights only; its ``Args`` is an argparse.Namespace).
-
-    Memory-mapped, so reading ``Args`` or ``Step`` does not read the weights. ValueError names what is wrong.
-    """
-    import argparse
-
-    from superb_redundancy.core.files import load_checkpoint
-
-    checkpoint = load_checkpoint(path, "s3prl experiment checkpoint", ValueError, mmap=True,
-                                 safe_globals=[argparse.Namespace])
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("Args"), argparse.Namespace):
-        raise ValueError(f"{path} is not an s3prl experiment checkpoint (no Args)")
-    return checkpoint
 
 
 def _evaluated_step(checkpoint: Optional[str]) -> Optional[int]:
@@ -384,7 +352,7 @@ def validate_record(data, source: str) -> RunRecord:
         raise ValueError(f"{source}: value {value!r} is a negative WER")
     if not record.items:
         raise ValueError(f"{source}: no per-item outcomes (harvested by an older version? harvest it again)")
-    from superb_redundancy.results.evidence import TestItems
+    from superb_redundancy.statistics.evidence import TestItems
 
     try:
         items = [TestItems.from_dict(i) for i in record.items]

@@ -42,9 +42,14 @@ from superb_redundancy.study.upstream_plan import (KEEP_AMOUNTS, UpstreamPlan, c
                                                    upstream_plan)
 
 __all__ = ["StudyConfig", "ExecutorConfig", "CurvesPlan", "LeaderboardPlan", "SyntheticData", "StudyConfigError",
-           "audio_task", "eval_head_task"]
+           "audio_task", "eval_head_task", "KINDS", "check_parameters"]
 
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
+#: the kinds of run a study makes (``executor.resources`` is keyed by them)
+KINDS = ("data", "finetune", "similarity", "prune", "teacher", "mimic", "heal", "downstream", "curves")
+#: submitit's AutoExecutor names common to its clusters (the Slurm-only ones are ``slurm_<sbatch option>``)
+_GENERIC = ("timeout_min", "mem_gb", "nodes", "gpus_per_node", "cpus_per_task", "tasks_per_node", "name",
+            "stderr_to_stdout")
 
 
 # ------------------------------------------------------------------------------------------------ sections
@@ -212,12 +217,29 @@ def _executor(data, where: str, problems: list[str]) -> ExecutorConfig:
         problems.append(f"{where}.max_jobs: {executor.max_jobs}; must be >= 1 (or null: no cap)")
     if executor.max_requeues < 0:
         problems.append(f"{where}.max_requeues: {executor.max_requeues}; must be >= 0")
-    from superb_redundancy.study.resources import check_parameters
-
     check_parameters(executor.slurm, f"{where}.slurm", problems)
     for key, value in executor.resources.items():
         check_parameters(value, f"{where}.resources.{key}", problems, kind=key)
     return executor
+
+
+def check_parameters(parameters, where: str, problems: list[str], kind: Optional[str] = None) -> None:
+    """One line per problem: not a mapping, an unknown run kind (``kind``), an unknown submitit parameter."""
+    if kind is not None:
+        task_kind, _, task = kind.partition("/")
+        if (task_kind not in KINDS and kind != "leaderboard") or (task and task_kind != "downstream"):
+            problems.append(f"{where}: unknown run kind {kind!r}; valid: {list(KINDS)}, downstream/<task> or "
+                            "leaderboard")
+    if not isinstance(parameters, dict):
+        problems.append(f"{where}: {parameters!r}; a mapping of submitit parameters")
+        return
+    from submitit.slurm.slurm import SlurmExecutor
+
+    valid = set(_GENERIC) | {f"slurm_{name}" for name in SlurmExecutor._valid_parameters()}
+    unknown = sorted(set(parameters) - valid)
+    if unknown:
+        problems.append(f"{where}: unknown submitit parameter(s) {unknown}; valid: {sorted(_GENERIC)} or "
+                        "slurm_<name> for submitit's Slurm parameters (e.g. slurm_partition)")
 
 
 def _leaderboard(data, where: str, problems: list[str]) -> LeaderboardPlan:
@@ -358,7 +380,6 @@ def _curves_problems(study: StudyConfig) -> list[str]:
 def _study(data: Any, source: str, problems: list[str]) -> Optional[StudyConfig]:
     nested = {"data": _data, "upstreams": _upstreams, "tasks": _tasks, "seeds": _seeds, "curves": _curves,
               "executor": _executor, "leaderboard": _leaderboard}
-    before = len(problems)
     if isinstance(data, dict) and "name" not in data:  # reported; a stand-in lets the rest be checked too
         problems.append(f"{source}: missing field(s) ['name']")
         data = {**data, "name": "(no name)"}
@@ -384,11 +405,4 @@ def _study(data: Any, source: str, problems: list[str]) -> Optional[StudyConfig]
             if audio_task(study, up) not in study.data:
                 problems.append(f"upstreams[{up.name}]: its analysis reads the splits of {audio_task(study, up)}, "
                                 f"which has no corpus root; give data.{audio_task(study, up)} (or set audio_task)")
-    if len(problems) == before:  # a plan that expands: its run ids must be distinct
-        from superb_redundancy.study.plan import expand
-
-        ids = [run.run_id for run in expand(study)]
-        twice = sorted({i for i in ids if ids.count(i) > 1})
-        if twice:
-            problems.append(f"upstreams: these runs would be made twice: {twice}")
     return study

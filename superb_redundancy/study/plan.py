@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Optional
 
 from superb_redundancy.study.config import StudyConfig, audio_task, eval_head_task
+from superb_redundancy.study.sections import StudyConfigError
 from superb_redundancy.study.upstream_plan import UpstreamPlan, amount_label, is_ceiling, mimic_entry, mimic_label
 
-__all__ = ["Run", "expand", "variants", "variant_tasks", "distils", "run_id", "downstream_id", "last_layer_head_label",
+__all__ = ["Run", "expand", "duplicate_runs", "variants", "variant_tasks", "distils", "run_id", "downstream_id", "last_layer_head_label",
            "STAGES"]
 
 STAGES = ("data", "finetune", "similarity", "base", "curves", "derive", "distil", "downstream")
@@ -257,4 +258,22 @@ def expand(study: StudyConfig) -> list[Run]:
                                     {"upstream": up.name, "variant": variant, "task": task, "seed": seed},
                                     needs=base + source + head))
     runs.sort(key=lambda run: run.stage)  # stable: the order within a stage is the order above
+    problems = _duplicates(runs)
+    if problems:
+        raise StudyConfigError(problems)
     return _keyed(runs, study)
+
+
+def _duplicates(runs: list[Run]) -> list[str]:
+    ids = [run.run_id for run in runs]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    return [f"upstreams: these runs would be made twice: {twice}"] if twice else []
+
+
+def duplicate_runs(study: StudyConfig) -> list[str]:
+    """The problem of a study whose plan makes some run twice (one line; none: ``[]``), found before any run."""
+    try:
+        expand(study)
+    except StudyConfigError as error:
+        return error.problems
+    return []

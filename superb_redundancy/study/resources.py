@@ -25,10 +25,9 @@ from typing import Optional
 from superb_redundancy.study.config import StudyConfig
 from superb_redundancy.study.plan import Run, expand
 
-__all__ = ["CPU_KINDS", "FLOOR", "FALLBACK", "KINDS", "GPU_PARAMETERS", "run_requests", "describe",
-           "check_parameters", "leaderboard_request", "LEADERBOARD"]
+__all__ = ["CPU_KINDS", "FLOOR", "FALLBACK", "GPU_PARAMETERS", "run_requests", "describe", "leaderboard_request",
+           "LEADERBOARD"]
 
-KINDS = ("data", "finetune", "similarity", "prune", "teacher", "mimic", "heal", "downstream", "curves")
 #: kinds whose work is seconds of CPU (estimate.py prices them at 0 device hours)
 CPU_KINDS = ("data", "prune")
 #: the least a run asks for, whatever its estimate (a scheduler's start-up and Python's imports take minutes)
@@ -38,30 +37,6 @@ FALLBACK = {"timeout_min": 600, "mem_gb": 16}
 #: submitit parameters that ask for GPUs
 GPU_PARAMETERS = ("gpus_per_node", "slurm_gpus_per_task", "slurm_num_gpus", "slurm_gres", "slurm_cpus_per_gpu",
                   "slurm_mem_per_gpu")
-#: submitit's AutoExecutor names common to its clusters (the Slurm-only ones are ``slurm_<sbatch option>``)
-_GENERIC = ("timeout_min", "mem_gb", "nodes", "gpus_per_node", "cpus_per_task", "tasks_per_node", "name",
-            "stderr_to_stdout")
-
-
-def check_parameters(parameters, where: str, problems: list[str], kind: Optional[str] = None) -> None:
-    """One line per problem: not a mapping, an unknown run kind (``kind``), an unknown submitit parameter."""
-    if kind is not None:
-        task_kind, _, task = kind.partition("/")
-        if (task_kind not in KINDS and kind != "leaderboard") or (task and task_kind != "downstream"):
-            problems.append(f"{where}: unknown run kind {kind!r}; valid: {list(KINDS)}, downstream/<task> or "
-                            "leaderboard")
-    if not isinstance(parameters, dict):
-        problems.append(f"{where}: {parameters!r}; a mapping of submitit parameters")
-        return
-    from submitit.slurm.slurm import SlurmExecutor
-
-    valid = set(_GENERIC) | {f"slurm_{name}" for name in SlurmExecutor._valid_parameters()}
-    unknown = sorted(set(parameters) - valid)
-    if unknown:
-        problems.append(f"{where}: unknown submitit parameter(s) {unknown}; valid: {sorted(_GENERIC)} or "
-                        "slurm_<name> for submitit's Slurm parameters (e.g. slurm_partition)")
-
-
 def _uses_gpu(study: StudyConfig, kind: str) -> bool:
     return kind not in CPU_KINDS and str(study.device).startswith("cuda")
 

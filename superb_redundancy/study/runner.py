@@ -237,7 +237,9 @@ def build_leaderboard(study: StudyConfig, workdir: Path, record_files: list[str]
     """Build and write the leaderboard of these records (``<record id>.json`` in ``<workdir>/records``): each
     variant's profile from ``<workdir>/profiles`` where timed there before on this machine (unless
     ``leaderboard.retime``). Returns the frame (None: no record left)."""
-    from superb_redundancy.results.leaderboard import build, profile_variants, write_leaderboard
+    from superb_redundancy.results.leaderboard.frame import build
+    from superb_redundancy.results.leaderboard.page import write_leaderboard
+    from superb_redundancy.results.leaderboard.profiles import profile_variants
     from superb_redundancy.results.records import load_records
 
     records = [r for r in load_records(workdir / "records") if f"{r.record_id}.json" in set(record_files)]

@@ -83,7 +83,7 @@ def _data(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> d
 
     outputs = {"models": {k: str(v) for k, v in write_all(_workdir(study) / "models").items()}}
     if "synthetic" in study.data:
-        from superb_redundancy.data.corpus import generate
+        from superb_redundancy.data.corpus.generate import generate
         from superb_redundancy.study.plan import corpus_tasks
 
         generate(_synthetic_root(study), tasks=corpus_tasks(study), **dict(study.data["synthetic"] or {}))
@@ -227,7 +227,8 @@ def _teacher(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -
     """One pass of the teacher over the training audio, caching the states that every step-1 mimicker and every
     healing run of the upstream reads (the union of their layers), so that each reads a cache instead of running
     the teacher again."""
-    from superb_redundancy.mimic.teacher_cache import build_teacher_cache, cache_layers
+    from superb_redundancy.distill.teacher_cache import build_teacher_cache
+    from superb_redundancy.mimic.config import cache_layers
     from superb_redundancy.models.families import get_family
 
     up = _upstream(study, run.params["upstream"])
@@ -270,7 +271,8 @@ def _mimic(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> 
 def _heal(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> dict:
     """Heal one pruned variant (:mod:`superb_redundancy.pruning.heal`) on the KS training audio, towards the base,
     from the upstream's cached teacher states."""
-    from superb_redundancy.pruning.heal import HealConfig, heal
+    from superb_redundancy.pruning.heal.config import HealConfig
+    from superb_redundancy.pruning.heal.training import heal
 
     up = _upstream(study, run.params["upstream"])
     clips = split_audio(study, up, "train")
@@ -366,7 +368,7 @@ def _downstream(run: Run, study: StudyConfig, folder: Path, resume: bool = False
 
 
 def _mimic_variant(study: StudyConfig, run: Run, folder: Path):
-    """A mimic variant's step 2 (:mod:`superb_redundancy.mimic.step2`): (the Variant, its -o overrides). The
+    """A mimic variant's step 2 (:mod:`superb_redundancy.study.mimic_step2`): (the Variant, its -o overrides). The
     baselines' layers learn only in step 2, as in the paper; the mimickers' stay frozen there (the authors' code
     default). The paper's step 2 starts its head from the teacher's last-layer head run (``variant["head"]``)."""
     import json
@@ -375,7 +377,7 @@ def _mimic_variant(study: StudyConfig, run: Run, folder: Path):
 
     from superb_redundancy.core.files import write_text
     from superb_redundancy.data.tasks import load_config
-    from superb_redundancy.mimic.step2 import head_init, step2_arguments
+    from superb_redundancy.study.mimic_step2 import head_init, step2_arguments
     from superb_redundancy.results.experiment import Variant
 
     variant = run.params["variant"]
@@ -400,7 +402,8 @@ def _mimic_variant(study: StudyConfig, run: Run, folder: Path):
 
 
 def _curves(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> dict:
-    from superb_redundancy.pruning.curves import CurveSettings, pruning_curves
+    from superb_redundancy.pruning.curves.run import pruning_curves
+    from superb_redundancy.pruning.curves.settings import CurveSettings
 
     up = _upstream(study, run.params["upstream"])
     expdir = _run_folder(study, downstream_id(f"{up.name}-base", run.params["task"], run.params["seed"])) / "exp"

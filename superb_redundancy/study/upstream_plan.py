@@ -68,7 +68,7 @@ class PrunePlan:
 
 @dataclass(frozen=True)
 class Step2Plan:
-    """Step 2 of the mimickers (:mod:`superb_redundancy.mimic.step2`): ``kind`` ``weighted_sum`` (s3prl's weighted
+    """Step 2 of the mimickers (:mod:`superb_redundancy.study.mimic_step2`): ``kind`` ``weighted_sum`` (s3prl's weighted
     sum over [features, m_1..m_N], fresh head, the setting's fixed steps) or ``paper`` (the head reads m_N, starts
     from the head of a run on the teacher's last layer, stops after ``patience`` dev evaluations without a new
     best; ``eval_step``: steps between them, null: the setting's; ``max_steps``: the cap, null: ten times the
@@ -259,7 +259,7 @@ def _mimic(data, where: str, problems: list[str]) -> tuple[dict, ...]:
 
 def _step2(data, where: str, problems: list[str]) -> Step2Plan:
     """``mimic_step2:`` a kind (``paper``) or a :class:`Step2Plan` mapping, every bad value one problem."""
-    from superb_redundancy.mimic.step2 import STEP2
+    from superb_redundancy.study.mimic_step2 import STEP2
 
     if data is None:
         return Step2Plan()
@@ -280,7 +280,7 @@ def _step2(data, where: str, problems: list[str]) -> Step2Plan:
 def _heal(data, where: str, problems: list[str]) -> Optional[dict]:
     """``heal:`` a :class:`~superb_redundancy.pruning.heal.HealConfig` mapping (``{}``: its defaults), kept as a
     dict (run params are JSON)."""
-    from superb_redundancy.pruning.heal import HealConfig
+    from superb_redundancy.pruning.heal.config import HealConfig
 
     if data is None:
         return None

@@ -230,7 +230,8 @@ def test_content_hash_is_of_weights_and_config_not_bytes(tmp_path, tiny_ckpts):
 
 
 def test_mimic_teacher_check_accepts_a_regenerated_identical_teacher(tmp_path, tiny_ckpts):
-    from superb_redundancy.mimic import MimicConfig, MimicError, load_mimic_artifact
+    from superb_redundancy.mimic.artifact import load_mimic_artifact
+    from superb_redundancy.mimic.config import MimicConfig, MimicError
     from superb_redundancy.mimic.baselines import init_artifact
 
     config = MimicConfig.tiny(kind="linear")
@@ -244,7 +245,7 @@ def test_mimic_teacher_check_accepts_a_regenerated_identical_teacher(tmp_path, t
 
 
 def test_teacher_cache_is_reused_for_a_regenerated_identical_teacher(tmp_path, tiny_ckpts, monkeypatch):
-    from superb_redundancy.mimic import teacher_cache
+    from superb_redundancy.distill import teacher_cache
 
     audio = _clips(tmp_path / "audio", count=3)
     first = teacher_cache.build_teacher_cache(tiny_ckpts["wav2vec2"], audio, tmp_path / "cache", progress=False)

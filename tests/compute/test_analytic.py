@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from superb_redundancy.compute import count_macs
+from superb_redundancy.compute.macs import count_macs
 from superb_redundancy.compute.analytic import Shape, parse_conv_layers
 from superb_redundancy.models.families import get_family
 

@@ -10,9 +10,11 @@ import soundfile
 import torch
 
 from superb_redundancy.cli import main as superb_redundancy_main
-from superb_redundancy.compute import (ProfileError, count_checkpoint_parameters, count_macs, count_parameters,
-                                       format_profile_table, macs_per_lengths, measure_latency, profile_upstream,
-                                       read_lengths_file)
+from superb_redundancy.compute.inputs import ProfileError, read_lengths_file
+from superb_redundancy.compute.latency import measure_latency
+from superb_redundancy.compute.macs import count_macs, macs_per_lengths
+from superb_redundancy.compute.parameters import count_checkpoint_parameters, count_parameters
+from superb_redundancy.compute.profile import format_profile_table, profile_upstream
 from superb_redundancy.models.config import ModelConfig
 
 
@@ -362,7 +364,8 @@ class _Counting(torch.nn.Module):
 
 
 def test_interleaved_latency_averages_passes_per_timing():
-    from superb_redundancy.compute import ProfileError, interleaved_latency
+    from superb_redundancy.compute.inputs import ProfileError
+    from superb_redundancy.compute.latency import interleaved_latency
 
     a, b = _Counting(), _Counting()
     out = interleaved_latency({"a": a, "b": b}, seconds=0.1, repeats=5, warmup=2, threads=1, passes=3)
@@ -377,7 +380,8 @@ def test_a_mimicking_layer_counts_its_hand_calculated_macs(tmp_path, tiny_ckpts,
     """One mimicking layer adds exactly its matrix products to the front end's MACs (classifier only, N = 0):
     linear 2Tdz; transformer 3Td^2 (q, k, v) + Td^2 (out) + 2T^2d (attention) + 2Tdz (feed-forward). The
     transformer layer's fused inference kernel once hid all of these (0 MACs)."""
-    from superb_redundancy.mimic import MimicConfig, load_mimic_artifact
+    from superb_redundancy.mimic.artifact import load_mimic_artifact
+    from superb_redundancy.mimic.config import MimicConfig
     from superb_redundancy.mimic.baselines import init_artifact
 
     z = 8

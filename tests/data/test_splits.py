@@ -71,7 +71,7 @@ def test_a_clip_longer_than_the_task_allows_is_left_out_and_counted(tmp_path):
 
 
 def _study(tmp_path: Path, corpus_root: Path, upstream: dict):
-    from superb_redundancy.study import StudyConfig
+    from superb_redundancy.study.config import StudyConfig
 
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "data").symlink_to(corpus_root, target_is_directory=True)  # the study's synthetic corpus
@@ -97,7 +97,7 @@ def test_a_study_reads_the_split_of_its_own_task(tmp_path, corpus_root, upstream
 
 
 def test_a_folder_of_loose_audio_is_refused_in_a_study(tmp_path):
-    from superb_redundancy.study import StudyConfig
+    from superb_redundancy.study.config import StudyConfig
 
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"name": "s", "workdir": str(tmp_path / "w"),

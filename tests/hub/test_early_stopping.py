@@ -1,6 +1,6 @@
 """Early stopping in s3prl's runner (superb_redundancy.hub.early_stopping): the counter, and the wrapped
 Runner.evaluate ending the run's step counter after `patience` dev evaluations without a new best (the run through
-the real runner: tests/mimic/test_mimic_step2.py)."""
+the real runner: tests/study/test_mimic_step2.py)."""
 
 from __future__ import annotations
 

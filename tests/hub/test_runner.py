@@ -54,7 +54,7 @@ def test_pruned_wavlm_train_evaluate_resume(tmp_path, tiny_ckpts, corpus_root):
 @pytest.fixture(scope="module")
 def ks_head(ks_experiment):
     """The session's KS experiment on the unpruned tiny wav2vec2: (expdir, the checkpoint its test score is of)."""
-    from superb_redundancy.pruning.curves import resolve_checkpoint
+    from superb_redundancy.pruning.curves.experiment import resolve_checkpoint
 
     return ks_experiment, resolve_checkpoint(ks_experiment)
 
@@ -62,8 +62,10 @@ def ks_head(ks_experiment):
 def test_a_head_evaluated_with_a_pruned_upstream_scores_that_variant_in_its_own_folder(ks_head, tiny_ckpts, tmp_path):
     """The score is the pruned variant's (equal to its pruning-curve point), filed under the pruned upstream."""
     ks_head, head = ks_head
-    from superb_redundancy.pruning.curves import CurveSettings, pruning_curves
-    from superb_redundancy.results.leaderboard import Profile, build
+    from superb_redundancy.pruning.curves.run import pruning_curves
+    from superb_redundancy.pruning.curves.settings import CurveSettings
+    from superb_redundancy.results.leaderboard.frame import build
+    from superb_redundancy.results.leaderboard.profiles import Profile
     from superb_redundancy.results.records import harvest
 
     base_log = (ks_head / "log.log").read_text()

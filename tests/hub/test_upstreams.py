@@ -50,7 +50,8 @@ def _pruned(name, directory, tiny_ckpts):
 
 def _mimic(name, directory, tiny_ckpts):
     """An untrained mimicker (2 mimicking layers) over the tiny wav2vec2, as ``-k ARTIFACT``."""
-    from superb_redundancy.mimic import MimicConfig, init_artifact
+    from superb_redundancy.mimic.baselines import init_artifact
+    from superb_redundancy.mimic.config import MimicConfig
 
     config = MimicConfig.tiny(kind="transformer", n_layers=2, layer_i=0)
     return dict(ckpt=str(init_artifact(tiny_ckpts["wav2vec2"], config, directory / "mimic.pt"))), 2

@@ -9,9 +9,12 @@ import yaml
 
 from helpers import models
 from helpers.models import n_params
-from superb_redundancy.mimic import (MimicConfig, MimicError, Mimicker, MimicUpstream, build_frontend, frontend_state,
-                                     load_mimic_artifact, mimicker_parameter_count, paper_grid, save_artifact,
-                                     sha256_file, teacher_record)
+from superb_redundancy.core.files import sha256_file
+from superb_redundancy.distill.frontend import build_frontend, frontend_state, teacher_record
+from superb_redundancy.mimic.artifact import load_mimic_artifact, save_artifact
+from superb_redundancy.mimic.config import MimicConfig, MimicError, paper_grid
+from superb_redundancy.mimic.modules import Mimicker, mimicker_parameter_count
+from superb_redundancy.mimic.upstream import MimicUpstream
 from superb_redundancy.models.families import get_family
 
 FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec")

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from superb_redundancy.data.splits import SplitError, corpus_audio
-from superb_redundancy.mimic import MimicConfig, sha256_file
+from superb_redundancy.core.files import sha256_file
+from superb_redundancy.mimic.config import MimicConfig
 from superb_redundancy.mimic.baselines import init_artifact
 from superb_redundancy.mimic.train import train_grid
 from superb_redundancy.results.experiment import Variant, train_and_evaluate

@@ -11,13 +11,14 @@ import torch
 from torch import nn
 
 from superb_redundancy.data.splits import corpus_audio
-from superb_redundancy.mimic import MimicConfig, MimicError, describe_artifact, load_mimic_artifact
+from superb_redundancy.mimic.artifact import describe_artifact, load_mimic_artifact
+from superb_redundancy.mimic.config import MimicConfig, MimicError
 from superb_redundancy.mimic.baselines import init_artifact
 from superb_redundancy.mimic.eval_head import HeadEvaluator, probe_upstream
 from superb_redundancy.mimic.modules import Mimicker
-from superb_redundancy.mimic.teacher_cache import TeacherCache, build_teacher_cache
+from superb_redundancy.distill.teacher_cache import TeacherCache, build_teacher_cache
 from superb_redundancy.mimic.train import train_grid, train_mimicker
-from superb_redundancy.pruning.curves import resolve_checkpoint
+from superb_redundancy.pruning.curves.experiment import resolve_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -157,7 +158,8 @@ class Identity(nn.Module):
 def test_identity_span_through_the_head_is_the_pruned_teacher(tiny_ckpts, evaluator, tmp_path):
     """Through the trained Featurizer and head, the identity span [1, 1] scores item for item what the teacher
     with layer 1 dropped scores (pruning_curves' end-to-end reference)."""
-    from superb_redundancy.pruning.curves import evaluate_upstream, layers_dropped
+    from superb_redundancy.pruning.curves.evaluate import evaluate_upstream
+    from superb_redundancy.pruning.curves.shared_forward import layers_dropped
 
     upstream = load_mimic_artifact(init_artifact(tiny_ckpts["wav2vec2"], MimicConfig.tiny(span=[1, 1]),
                                                  tmp_path / "s.pt")).eval()

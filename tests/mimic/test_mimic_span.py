@@ -14,10 +14,12 @@ import yaml
 from torch import nn
 
 from helpers.audio import random_sines
-from superb_redundancy.mimic import (MimicConfig, MimicError, MimicUpstream, TeacherEncoder, default_layer_i,
-                                     describe_artifact, load_mimic_artifact, select_configs)
+from superb_redundancy.distill.teacher_cache import TeacherCache, build_teacher_cache
+from superb_redundancy.mimic.artifact import describe_artifact, load_mimic_artifact
+from superb_redundancy.mimic.config import MimicConfig, MimicError, cache_layers, default_layer_i, select_configs
+from superb_redundancy.mimic.encoder import TeacherEncoder
+from superb_redundancy.mimic.upstream import MimicUpstream
 from superb_redundancy.mimic.baselines import init_artifact
-from superb_redundancy.mimic.teacher_cache import TeacherCache, build_teacher_cache, cache_layers
 from superb_redundancy.mimic.train import train_mimicker
 from superb_redundancy.pruning.spec import PruneSpec
 from superb_redundancy.pruning.upstream import build_pruned
@@ -271,7 +273,7 @@ def test_span_trains_from_the_cache_and_keeps_the_teacher(cache, tmp_path, tiny_
     assert params["total"] == params["frontend"] + params["mimicker"] + params["teacher_encoder"]
     # the upstream holds all of them (what profile counts), frozen; -f trains the mimicker and front end only
     upstream = hub.mimic_local(ckpt=str(path))
-    from superb_redundancy.compute import count_parameters
+    from superb_redundancy.compute.parameters import count_parameters
 
     assert count_parameters(upstream)["total"] == params["total"]
     assert count_parameters(upstream)["layers_with_parameters"] == 2  # the kept teacher layers (encoder.layers.N)

@@ -12,10 +12,14 @@ import soundfile
 import torch
 
 from helpers.audio import random_sines
-from superb_redundancy.mimic import (MimicConfig, MimicError, Mimicker, describe_artifact, load_mimic_artifact,
-                                     mimicker_parameter_count, sha256_file, teacher_cache, train as mimic_train)
+from superb_redundancy.core.files import sha256_file
+from superb_redundancy.distill import teacher_cache
+from superb_redundancy.distill.teacher_cache import TeacherCache, build_teacher_cache
+from superb_redundancy.mimic import train as mimic_train
+from superb_redundancy.mimic.artifact import describe_artifact, load_mimic_artifact
+from superb_redundancy.mimic.config import MimicConfig, MimicError
+from superb_redundancy.mimic.modules import Mimicker, mimicker_parameter_count
 from superb_redundancy.mimic.baselines import baseline_name, init_artifact
-from superb_redundancy.mimic.teacher_cache import TeacherCache, build_teacher_cache
 from superb_redundancy.mimic.train import train_grid, train_mimicker
 
 SR = 16000
@@ -273,7 +277,7 @@ def test_classifier_only(tiny_ckpts, cache, tmp_path, hub):
 
 
 def test_config_selection(tmp_path):
-    from superb_redundancy.mimic import select_configs
+    from superb_redundancy.mimic.config import select_configs
 
     assert len(select_configs(grid="paper")) == 12 and len(select_configs(grid="tiny")) == 4
     baselines = select_configs(grid="paper", baselines=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from superb_redundancy.compute import count_checkpoint_parameters, count_parameters
+from superb_redundancy.compute.parameters import count_checkpoint_parameters, count_parameters
 from superb_redundancy.models.architectures import (ARCHITECTURES, build_architecture_checkpoint, get_architecture,
                                                     write_architecture_checkpoint)
 from superb_redundancy.models.families import family_of_checkpoint
@@ -71,7 +71,7 @@ def test_distilhubert_loads_with_s3prls_distiller(distilhubert_path, hub):
 
 def test_the_leaderboard_profiles_distilhubert(distilhubert_path, hub):
     """A study run of distiller_local -k FILE gets parameters, MACs and latency on the leaderboard."""
-    from superb_redundancy.results.leaderboard import profile_variants
+    from superb_redundancy.results.leaderboard.profiles import profile_variants
     from superb_redundancy.results.records import RunRecord
 
     run = RunRecord(record_id="r", expdir="/exp/r", task="ks", upstream="distiller_local",

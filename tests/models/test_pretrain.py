@@ -199,7 +199,7 @@ def test_shipped_checkpoint_command_reproduces_its_first_losses(tmp_path, tmp_pa
     if data["kind"] != "corpus":
         pytest.skip(f"the shipped checkpoint was trained on folders ({data.get('folders')}), not a corpus this "
                     "test can regenerate")
-    from superb_redundancy.data.corpus import generate
+    from superb_redundancy.data.corpus.generate import generate
 
     settings = {(d["settings"]["scale"], d["settings"]["seed"]) for d in data["tasks"].values()}
     assert len(settings) == 1, f"the record's tasks were generated with different settings: {settings}"

@@ -15,9 +15,12 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from superb_redundancy.cli.curves import add_arguments, run
-from superb_redundancy.pruning.curves import (PAPER_OBJECTIVES, CurveSettings, CurvesInputError, SharedPrunedForward,
-                                              evaluate_end_to_end, evaluate_shared, load_experiment, pruning_curves,
-                                              resolve_checkpoint, test_loader, variant_masks)
+from superb_redundancy.pruning.curves.evaluate import evaluate_end_to_end, evaluate_shared
+from superb_redundancy.pruning.curves.experiment import load_experiment, resolve_checkpoint, test_loader
+from superb_redundancy.pruning.curves.orders import variant_masks
+from superb_redundancy.pruning.curves.run import pruning_curves
+from superb_redundancy.pruning.curves.settings import CurveSettings, CurvesInputError, PAPER_OBJECTIVES
+from superb_redundancy.pruning.curves.shared_forward import SharedPrunedForward
 from superb_redundancy.pruning.curves.run import _subset
 from superb_redundancy.pruning.curves.settings import _python_mean
 from superb_redundancy.pruning.spec import PruneSpec

@@ -16,9 +16,12 @@ import torch
 from helpers.audio import random_sines
 from helpers import models
 from helpers.models import hidden
-from superb_redundancy.mimic.teacher_cache import TeacherCache
-from superb_redundancy.mimic.train import split_clips
-from superb_redundancy.pruning.heal import HealConfig, HealError, distillation_loss, heal, target_pairs
+from superb_redundancy.distill.teacher_cache import TeacherCache
+from superb_redundancy.distill.split import split_clips
+from superb_redundancy.pruning.heal.config import HealConfig, HealError
+from superb_redundancy.pruning.heal.student import distillation_loss
+from superb_redundancy.pruning.heal.teacher import target_pairs
+from superb_redundancy.pruning.heal.training import heal
 from superb_redundancy.pruning.spec import PruneSpec
 from superb_redundancy.pruning.upstream import DroppedLayer, load_pruned_artifact, save_pruned
 
@@ -212,7 +215,7 @@ def test_resume_equals_uninterrupted(pruned, audio, work):
     (dict(spec="{spec}", family="wav2vec2", base="{pruned}"), "is already a pruned artifact"),
 ])
 def test_bad_input_is_refused_before_any_work(kwargs, message, pruned, audio, tiny_ckpts, tmp_path, monkeypatch):
-    from superb_redundancy.mimic import teacher_cache
+    from superb_redundancy.distill import teacher_cache
     from superb_redundancy.models.tiny import write_tiny_checkpoint
 
     monkeypatch.setattr(teacher_cache.Teacher, "run", lambda *a: pytest.fail("the teacher ran"))

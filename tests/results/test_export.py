@@ -112,7 +112,7 @@ def test_exported_upstream_equals_the_fine_tuned_one_bit_for_bit(family, how, so
 
 
 def test_mimic_artifact_export(tiny_ckpts, tmp_path, hub):
-    from superb_redundancy.mimic import MimicConfig
+    from superb_redundancy.mimic.config import MimicConfig
     from superb_redundancy.mimic.baselines import init_artifact
 
     artifact = init_artifact(tiny_ckpts["wav2vec2"], MimicConfig.tiny(kind="transformer"), tmp_path / "mimic.pt")

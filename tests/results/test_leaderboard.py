@@ -8,8 +8,11 @@ import subprocess
 
 import pytest
 
-from superb_redundancy.results.evidence import TestItems, wilson
-from superb_redundancy.results.leaderboard import Profile, pareto_mask, records_frame, task_tables, write_leaderboard
+from superb_redundancy.statistics.evidence import TestItems, wilson
+from superb_redundancy.results.leaderboard.frame import pareto_mask, records_frame
+from superb_redundancy.results.leaderboard.page import write_leaderboard
+from superb_redundancy.results.leaderboard.profiles import Profile
+from superb_redundancy.results.leaderboard.tables import task_tables
 from superb_redundancy.results.records import RunRecord
 
 
@@ -186,7 +189,8 @@ def test_profiles_are_cached_per_variant_and_machine(tiny_ckpts, tiny_preln_wav2
     same machine, is not timed again); a changed checkpoint is timed again, and so is every variant with retime."""
     import shutil
 
-    from superb_redundancy.results.leaderboard import profile_variants, profiles
+    from superb_redundancy.results.leaderboard import profiles
+    from superb_redundancy.results.leaderboard.profiles import profile_variants
 
     def tiny(variant: str, ckpt) -> RunRecord:
         return RunRecord(record_id=variant, expdir=f"/exp/{variant}", task="ks", upstream="wav2vec2_local",

@@ -99,7 +99,7 @@ def test_malformed_partial_and_duplicate_experiments_warn_and_never_crash(tmp_pa
 
 
 def test_emotion_folds_are_averaged_as_superb_does(tmp_path):
-    from superb_redundancy.results.evidence import TestItems, score
+    from superb_redundancy.statistics.evidence import TestItems, score
 
     records = [harvest_expdir(make_expdir(tmp_path, f"f{i}", task="emotion", fold=f"fold{i}",
                                           log=f"test at step 0: 0.{i}\n", predictions=(i, 10))) for i in range(1, 6)]

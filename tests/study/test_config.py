@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from superb_redundancy.study import StudyConfig, StudyConfigError, expand
+from superb_redundancy.study.config import StudyConfig
+from superb_redundancy.study.plan import expand
+from superb_redundancy.study.sections import StudyConfigError
 
 
 def write_study(path: Path, upstream: dict | None = None, **overrides) -> Path:

@@ -34,7 +34,7 @@ def test_more_local_workers_than_gpus_is_refused(gpus):
 def test_a_study_with_too_many_workers_is_refused_before_any_run(gpus, tmp_path):
     import yaml
 
-    from superb_redundancy.study import StudyConfig
+    from superb_redundancy.study.config import StudyConfig
 
     gpus(1)
     path = tmp_path / "s.yaml"

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from helpers.commands import in_process
-from superb_redundancy.study import StudyConfig, expand
+from superb_redundancy.study.config import StudyConfig
+from superb_redundancy.study.plan import expand
 from superb_redundancy.study.estimate import ASSUMED, RELEASED, estimate, split_sizes, summarize
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -121,7 +121,8 @@ def test_each_bad_field_is_one_line(tmp_path, change, problem, fake_cli):
 
 # ------------------------------------------------------------------------------------------ changed parameters
 def test_a_runs_hash_follows_what_it_reads_not_where_it_runs(tmp_path):
-    from superb_redundancy.study import StudyConfig, expand
+    from superb_redundancy.study.config import StudyConfig
+    from superb_redundancy.study.plan import expand
 
     def hashes(**change) -> dict[str, str]:
         upstreams = [{"name": "a", "similarity": {"limit": 64}, "prune": {"objectives": ["bi"], "amounts": [1]}}]
@@ -144,7 +145,8 @@ def test_a_retrained_base_or_a_new_corpus_version_changes_the_hashes(tmp_path, m
 
     import torch
 
-    from superb_redundancy.study import StudyConfig, expand
+    from superb_redundancy.study.config import StudyConfig
+    from superb_redundancy.study.plan import expand
     from superb_redundancy.study.plan import base_content
 
     checkpoint = tmp_path / "base.pt"
@@ -172,7 +174,8 @@ def test_an_edited_downstream_config_changes_the_hashes_of_the_runs_it_trains(tm
     import shutil
 
     from superb_redundancy.data import tasks
-    from superb_redundancy.study import StudyConfig, expand
+    from superb_redundancy.study.config import StudyConfig
+    from superb_redundancy.study.plan import expand
 
     configs = tmp_path / "downstream_configs"
     shutil.copytree(tasks.configs_dir(), configs)

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from superb_redundancy.study import StudyConfig, StudyConfigError, expand
+from superb_redundancy.study.config import StudyConfig
+from superb_redundancy.study.plan import expand
+from superb_redundancy.study.sections import StudyConfigError
 from superb_redundancy.study.overrides import merge, read_study
 
 ROOT = Path(__file__).resolve().parents[2]

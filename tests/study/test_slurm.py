@@ -14,7 +14,8 @@ import pytest
 
 from helpers.commands import in_process
 from helpers.studies import write_study
-from superb_redundancy.study import StudyConfig, run_study
+from superb_redundancy.study.config import StudyConfig
+from superb_redundancy.study.runner import run_study
 from superb_redundancy.study.plan import expand
 
 pytestmark = pytest.mark.xdist_group("slurm")  # one worker starts the cluster and runs these
@@ -277,7 +278,7 @@ def test_the_leaderboard_is_built_as_a_job_and_times_only_new_variants(slurm_clu
     """On Slurm the leaderboard is built by a job of its own (the runner's machine may lack the study's device);
     its variants' profiles are cached, so the next build times nothing again."""
     from superb_redundancy.core.files import write_json
-    from superb_redundancy.results.evidence import TestItems
+    from superb_redundancy.statistics.evidence import TestItems
     from superb_redundancy.results.records import RunRecord
     from superb_redundancy.study.executors import make_executor
     from superb_redundancy.study.runner import _write_leaderboard

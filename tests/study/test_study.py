@@ -15,7 +15,10 @@ import yaml
 
 from helpers import studies
 from helpers.studies import corpus_data
-from superb_redundancy.study import StudyConfig, StudyConfigError, expand, run_study, study_status
+from superb_redundancy.study.config import StudyConfig
+from superb_redundancy.study.plan import expand
+from superb_redundancy.study.runner import run_study, study_status
+from superb_redundancy.study.sections import StudyConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -504,3 +507,19 @@ def test_a_run_alone_gets_every_core(monkeypatch):
     handle = one.submit(Run("b", "data", 0), study=None)
     assert one.wait([handle]) == [handle] and one.outcome(handle) == {}
     assert calls == [("a", os.getpid()), ("b", os.getpid())]  # in this process: no pool
+
+
+def test_a_plan_that_makes_a_run_twice_is_refused(tmp_path, monkeypatch):
+    """The plan checks its own run ids (the config does not reach up into it): a run made twice is one
+    StudyConfigError line from expand, the line duplicate_runs gives the study command to list before any run."""
+    from superb_redundancy.study import plan
+
+    study = StudyConfig.from_yaml(write_study(tmp_path / "s.yaml"))
+    assert plan.duplicate_runs(study) == []
+    base_runs = sorted(r.run_id for r in expand(study) if r.run_id.startswith("downstream/w-base/"))
+    original = plan.variants
+    monkeypatch.setattr(plan, "variants", lambda up: [*original(up), original(up)[0]])  # the base's rows twice
+    line = f"upstreams: these runs would be made twice: {base_runs}"
+    with pytest.raises(StudyConfigError) as refused:
+        expand(study)
+    assert refused.value.problems == [line] and plan.duplicate_runs(study) == [line] and base_runs

@@ -1,6 +1,6 @@
 """A deterministic synthetic corpus (espeak-ng speech) in the layouts s3prl 0.4.18's SUPERB downstreams read.
 
-    from superb_redundancy.data.corpus import generate
+    from superb_redundancy.data.corpus.generate import generate
     paths = generate(Path("work/study/data"))            # all four tasks, default size (~40 s on 2 cores)
     paths["speech_commands"], paths["asr_bucket_file"], ...
 
@@ -8,10 +8,3 @@ Tasks: ``speech_commands`` (KS, v0.01 12-class + a 35-word v0.02 layout), ``voxc
 IEMOCAP-style with leave-one-session-out metadata), ``asr`` (LibriSpeech-style with bucket CSVs). See
 :mod:`superb_redundancy.data.corpus.plans` for the layouts and ``superb-redundancy corpus -h`` for the command.
 """
-
-from superb_redundancy.data.corpus.generate import (CORPUS_VERSION, MARKER, TASKS, datarc_paths, generate, overrides,
-                                                    settings_hash, task_paths)
-from superb_redundancy.data.corpus.text import char_dict_text
-
-__all__ = ["CORPUS_VERSION", "MARKER", "TASKS", "generate", "task_paths", "datarc_paths", "overrides",
-           "settings_hash", "char_dict_text"]

@@ -24,8 +24,8 @@ from superb_redundancy.core.files import atomic_path
 from superb_redundancy.pruning.curves.settings import CurveSettings
 from superb_redundancy.pruning.curves.shared_forward import _mask
 from superb_redundancy.pruning.objectives import SPAN_OBJECTIVES
-from superb_redundancy.results.evidence import TestItems  # CurveResult.retention's own name
-from superb_redundancy.results.evidence import retention as paired_retention, wilson
+from superb_redundancy.statistics.evidence import TestItems  # CurveResult.retention's own name
+from superb_redundancy.statistics.evidence import retention as paired_retention, wilson
 
 __all__ = ["CurvePoint", "CurveResult"]
 
@@ -114,7 +114,7 @@ class CurveResult:
 
     def retention(self, objective: str, amount: int):
         """The variant against the unpruned model on the same items: a paired-bootstrap
-        :class:`~superb_redundancy.results.evidence.Retention` (cached)."""
+        :class:`~superb_redundancy.statistics.evidence.Retention` (cached)."""
         cache = self.__dict__.setdefault("_retention", {})
         key = (objective, amount)
         if key not in cache:

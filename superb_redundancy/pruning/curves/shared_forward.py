@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from superb_redundancy.hub.contract import upstream_output
+from superb_redundancy.core.contract import upstream_output
 from superb_redundancy.models.families import ModelFamily
 from superb_redundancy.pruning.upstream import PrunedUpstream, drop_layers
 

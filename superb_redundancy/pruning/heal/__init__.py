@@ -12,8 +12,8 @@ reproduce the teacher's on unlabelled audio:
   pruned model's ``hidden_states[l + 1]`` (a pruned model keeps the L+1 positions, so a kept layer stands where
   the teacher's layer of the same index does).
 
-The loss is the mimic trainer's (:mod:`superb_redundancy.mimic.train`): the sum over targets of the MSE over
-valid frames (``masked_mse``), equal weights; Adam. The teacher runs once, into the mimic trainer's cache
+The loss is the mimic trainer's, shared through :mod:`superb_redundancy.distill`: the sum over targets of the MSE
+over valid frames (``masked_mse``), equal weights; Adam. The teacher runs once, into the mimic trainer's cache
 (``build_teacher_cache``): its projected CNN features are the pruned model's encoder input too (the front end is
 the same; checked), so training reads only the cache. The validation split (``split_clips``: seeded,
 ``val_fraction`` of the clips, at most ``max_val_clips``), best-weights selection by validation loss and resumption
@@ -33,15 +33,3 @@ Modules: :mod:`~.config` (HealConfig, HealError), :mod:`~.model` (the pruned inp
 and the loss pairs), :mod:`~.student` (the model being trained, the loss), :mod:`~.training` (:func:`heal`, the
 loop and its resumable state), :mod:`~.record` (progress and the healing record), :mod:`~.artifact` (the output).
 """
-
-from superb_redundancy.pruning.heal.artifact import healed_artifact
-from superb_redundancy.pruning.heal.config import DTYPES, TARGETS, HealConfig, HealError
-from superb_redundancy.pruning.heal.model import HEALED_KEY, PrunedModel, load_pruned_model
-from superb_redundancy.pruning.heal.record import RECORD_VERSION, describe
-from superb_redundancy.pruning.heal.student import distillation_loss, encoder_hidden_states
-from superb_redundancy.pruning.heal.teacher import TeacherInfo, resolve_teacher, target_pairs
-from superb_redundancy.pruning.heal.training import HealResult, heal
-
-__all__ = ["HealConfig", "HealError", "HealResult", "PrunedModel", "TeacherInfo", "TARGETS", "heal",
-           "load_pruned_model", "resolve_teacher", "target_pairs", "distillation_loss", "encoder_hidden_states",
-           "healed_artifact", "describe", "HEALED_KEY", "RECORD_VERSION", "DTYPES"]

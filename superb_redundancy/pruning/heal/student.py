@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from superb_redundancy.core.files import torch_save
+from superb_redundancy.distill.loss import masked_mse
 from superb_redundancy.models.families import get_family
 from superb_redundancy.pruning.heal.model import PrunedModel
 from superb_redundancy.pruning.upstream import PrunedUpstream, load_pruned_artifact
@@ -38,9 +39,6 @@ def encoder_hidden_states(upstream: PrunedUpstream, features: torch.Tensor,
 
 def distillation_terms(upstream: PrunedUpstream, features, padding_mask, wanted, pairs) -> list[torch.Tensor]:
     """One masked MSE per (teacher layer, hidden state) pair: the mimic trainer's loss."""
-    # lazy: the mimic layer sits above pruning (and imports pruning.upstream as it is imported)
-    from superb_redundancy.mimic.train import masked_mse
-
     hidden = encoder_hidden_states(upstream, features, padding_mask)
     return [masked_mse(hidden[s], target, padding_mask) for (_, s), target in zip(pairs, wanted)]
 

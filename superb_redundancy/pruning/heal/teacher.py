@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 import torch
 
 from superb_redundancy.core.files import model_sha256
+from superb_redundancy.distill.frontend import FRONTEND_MODULES
 from superb_redundancy.models.checkpoints import CheckpointError, load_base_checkpoint, resolve_base
 from superb_redundancy.models.families import ModelFamily
 from superb_redundancy.pruning.heal.config import HealError
@@ -33,9 +34,6 @@ def _normalizes(checkpoint: dict, family: ModelFamily) -> bool:
 
 
 def _frontend(weights: dict) -> dict:
-    # lazy: the mimic layer sits above pruning (and imports pruning.upstream as it is imported)
-    from superb_redundancy.mimic.frontend import FRONTEND_MODULES
-
     return {k: v for k, v in weights.items() if k.split(".", 1)[0] in FRONTEND_MODULES}
 
 

@@ -15,6 +15,9 @@ import numpy as np
 import torch
 
 from superb_redundancy.core.files import check_writable, load_checkpoint, model_sha256, torch_save
+from superb_redundancy.distill.resume import resume_state_path
+from superb_redundancy.distill.split import split_clips
+from superb_redundancy.distill.teacher_cache import build_teacher_cache
 from superb_redundancy.pruning.heal.artifact import healed_artifact, plain
 from superb_redundancy.pruning.heal.config import DTYPES, HealConfig, HealError
 from superb_redundancy.pruning.heal.model import PrunedModel, load_pruned_model
@@ -103,9 +106,6 @@ def _teacher_cache(model: PrunedModel, teacher: Path, audio, folder: Path, pairs
                    dtype: str, device: Optional[str], progress: bool) -> tuple[object, dict]:
     """The one teacher pass (reused when the cache already holds this teacher, audio and layers), and what
     identifies its clips."""
-    # lazy: the mimic layer sits above pruning (and imports pruning.upstream as it is imported)
-    from superb_redundancy.mimic.teacher_cache import build_teacher_cache
-
     cache = build_teacher_cache(teacher, audio, folder, layers=[t for t, _ in pairs], family=model.family.name,
                                 dtype=dtype, device=device, progress=progress)
     cache_id = {"num_clips": len(cache), "num_frames": int(cache.manifest["num_frames"]), "dtype": cache.dtype,
@@ -155,8 +155,6 @@ def heal(output: str | os.PathLike, *, artifact: Optional[str | os.PathLike] = N
     Every input is checked before the teacher runs. The teacher cache defaults to ``<output stem>.teacher_cache``
     beside the output (pass the mimic trainer's to share one teacher pass). See :mod:`superb_redundancy.pruning.heal`.
     """
-    from superb_redundancy.mimic.train import resume_state_path, split_clips  # lazy: mimic sits above pruning
-
     _check_arguments(config, dtype, audio)
     output = Path(output).expanduser()
     model = load_pruned_model(artifact, family, spec, base)

@@ -6,7 +6,7 @@ audio, batch-1 latency of every variant timed together in one process). Output, 
 default: a Markdown / CSV / LaTeX table per task and an overview, a figure per task of the score (with its 95%
 interval) against parameters, MACs and latency, and one self-contained HTML page.
 
-Per row (variant, task), see :mod:`superb_redundancy.results.evidence`: the score and its 95% interval, the test items
+Per row (variant, task), see :mod:`superb_redundancy.statistics.evidence`: the score and its 95% interval, the test items
 n it rests on, the seeds it averages; chance (majority class; WER: 100); retention against the variant's
 unpruned base with its paired-bootstrap interval, and the difference. Marks: ``<=chance`` where the interval
 reaches chance, ``~base`` where the variant is not distinguishable from its base. The Pareto frontier is computed
@@ -16,11 +16,3 @@ on it when no other row is at least as good in score and at least as cheap, and 
 Modules: :mod:`~.profiles` (compute), :mod:`~.frame` (the rows), :mod:`~.tables`, :mod:`~.figures`, :mod:`~.page`
 (everything written under ``leaderboard/``).
 """
-
-from superb_redundancy.results.leaderboard.frame import AXES, TASK_CLASSES, build, pareto_mask, records_frame
-from superb_redundancy.results.leaderboard.page import write_leaderboard
-from superb_redundancy.results.leaderboard.profiles import Profile, profile_variants
-from superb_redundancy.results.leaderboard.tables import format_tables, overview, task_tables
-
-__all__ = ["Profile", "profile_variants", "records_frame", "task_tables", "overview", "pareto_mask",
-           "write_leaderboard", "format_tables", "build", "TASK_CLASSES", "AXES"]

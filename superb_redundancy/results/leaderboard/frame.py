@@ -1,5 +1,5 @@
 """The leaderboard's frame: one row per (task, variant) with its score's evidence
-(:mod:`superb_redundancy.results.evidence`), retention against its unpruned base, compute and Pareto marks."""
+(:mod:`superb_redundancy.statistics.evidence`), retention against its unpruned base, compute and Pareto marks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Callable, Optional, Sequence
 import pandas as pd
 
 from superb_redundancy.data.tasks import TASKS
-from superb_redundancy.results import evidence
+from superb_redundancy.statistics import evidence
 from superb_redundancy.results.leaderboard.profiles import Profile, profile_variants
 from superb_redundancy.results.records import RunRecord, model_identity
 
@@ -50,7 +50,7 @@ def _label(record: RunRecord) -> str:
     return f"{label}, step 2: {STEP2_LABELS.get(step2, step2)}" if step2 else label
 
 
-#: how a mimic row names the step 2 that trained its head (superb_redundancy.mimic.step2, kept here in words)
+#: how a mimic row names the step 2 that trained its head (superb_redundancy.study.mimic_step2, kept here in words)
 STEP2_LABELS = {"weighted_sum": "weighted sum (s3prl)", "paper": "paper (m_N, teacher's head, early stopping)"}
 
 

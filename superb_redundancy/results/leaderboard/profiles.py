@@ -81,7 +81,8 @@ def _passes_needed(pilot: dict, profiles: dict, max_passes: int) -> int:
 def _built(records: Sequence[RunRecord], device: str) -> tuple[dict, dict, dict]:
     """(models, (params, MACs) per variant, why a variant could not be built), one entry per variant."""
     # lazy: torch and the models are needed to profile, not to build tables from profiles already made
-    from superb_redundancy.compute import count_macs, count_parameters
+    from superb_redundancy.compute.macs import count_macs
+    from superb_redundancy.compute.parameters import count_parameters
     from superb_redundancy.hub.install import build_upstream
 
     models, profiles, failures = {}, {}, {}
@@ -167,7 +168,7 @@ def time_variants(records: Sequence[RunRecord], repeats: int = 30, max_passes: i
     """
     import torch
 
-    from superb_redundancy.compute import interleaved_latency
+    from superb_redundancy.compute.latency import interleaved_latency
 
     models, profiles, failures = _built(records, device)
     passes, times = 1, {}

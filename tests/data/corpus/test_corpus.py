@@ -14,7 +14,8 @@ import soundfile
 import yaml
 
 from superb_redundancy.cli import main as cli_main
-from superb_redundancy.data.corpus import MARKER, TASKS, char_dict_text, datarc_paths, generate, overrides
+from superb_redundancy.data.corpus.generate import MARKER, TASKS, datarc_paths, generate, overrides
+from superb_redundancy.data.corpus.text import char_dict_text
 from superb_redundancy.data.corpus.plans import EMOTIONS, PLANNERS, speech_commands_bucket
 from superb_redundancy.data.corpus.text import KS_COMMANDS, KS_UNKNOWN_WORDS, KS_V2_WORDS
 from superb_redundancy.hub import compat

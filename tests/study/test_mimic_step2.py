@@ -1,4 +1,4 @@
-"""The paper's step 2 (superb_redundancy.mimic.step2): the arguments each variant trains with, the head it starts
+"""The paper's step 2 (superb_redundancy.study.mimic_step2): the arguments each variant trains with, the head it starts
 from (the teacher's last-layer head, bit for bit, through s3prl's runner with the learning rate at 0), early
 stopping in the runner, and a non-mimicker whose front end stays frozen under -f."""
 
@@ -10,10 +10,10 @@ import re
 import pytest
 import torch
 
-from superb_redundancy.mimic import MimicConfig, MimicError
+from superb_redundancy.mimic.config import MimicConfig, MimicError
 from superb_redundancy.mimic.artifact import hub_entry_local
 from superb_redundancy.mimic.baselines import init_artifact
-from superb_redundancy.mimic.step2 import head_init, step2_arguments
+from superb_redundancy.study.mimic_step2 import head_init, step2_arguments
 from superb_redundancy.results.experiment import Variant, train_and_evaluate, trained_checkpoint
 from superb_redundancy.results.records import harvest_expdir
 from superb_redundancy.study.upstream_plan import Step2Plan

@@ -46,13 +46,13 @@ from tqdm import tqdm
 from superb_redundancy.core.audio import SAMPLE_RATE, check_audio, load_wav
 from superb_redundancy.core.files import atomic_dir, load_checkpoint, model_sha256, sha256_file
 from superb_redundancy.data.splits import SplitError, audio_files, corpus_audio
-from superb_redundancy.mimic.config import MimicConfig, MimicError
-from superb_redundancy.mimic.frontend import frontend_state, teacher_checkpoint, teacher_record
+from superb_redundancy.distill.errors import MimicError
+from superb_redundancy.distill.frontend import frontend_state, teacher_checkpoint, teacher_record
 from superb_redundancy.models.checkpoints import stock_expert
 from superb_redundancy.models.families import ModelFamily
 
-__all__ = ["CACHE_FORMAT", "SAMPLE_RATE", "DTYPES", "Teacher", "TeacherCache", "cache_layers", "build_teacher_cache",
-           "step1_audio", "progress_bar", "resolve_device"]
+__all__ = ["CACHE_FORMAT", "SAMPLE_RATE", "DTYPES", "Teacher", "TeacherCache", "build_teacher_cache", "step1_audio",
+           "progress_bar", "resolve_device"]
 
 CACHE_FORMAT = "superb_redundancy.teacher_cache"
 CACHE_VERSION = 1
@@ -250,13 +250,6 @@ class TeacherCache:
                 if index + 1 < len(batches):
                     ahead = reader.submit(self.batch, batches[index + 1], layers, device, source)
                 yield current
-
-
-def cache_layers(config: MimicConfig, num_layers: int) -> list[int]:
-    """The layer outputs a configuration reads from the cache: its targets and, for a span starting at i > 0,
-    its input (the output of layer i-1)."""
-    source = config.input_layer(num_layers)
-    return sorted(set(config.resolve_targets(num_layers)) | ({source} if source is not None else set()))
 
 
 def _sources(files: Sequence[Path]) -> list[dict]:

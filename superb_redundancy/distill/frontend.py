@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from superb_redundancy.core.files import load_checkpoint, model_sha256
+from superb_redundancy.distill.errors import MimicError
 from superb_redundancy.hub.feature_cache import clip_key
-from superb_redundancy.mimic.config import MimicError
 from superb_redundancy.models.checkpoints import CheckpointError, load_base_checkpoint, resolve_base
 from superb_redundancy.models.families import ModelFamily, check_checkpoint, get_family
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from superb_redundancy.results.evidence import TestItems, bootstrap_wer, retention, score, wilson
+from superb_redundancy.statistics.evidence import TestItems, bootstrap_wer, retention, score, wilson
 
 
 def _wilson_by_bisection(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
