@@ -218,6 +218,25 @@ def test_profiles_are_cached_per_variant_and_machine(tiny_ckpts, tiny_preln_wav2
     assert timed[2:] == [["a"], ["a"]]
 
 
+def test_variants_of_one_model_are_timed_once(tiny_ckpts, monkeypatch):
+    """The base and a head on its last layer are one model: timed once, both rows carry that timing."""
+    from superb_redundancy.compute import latency
+    from superb_redundancy.results.leaderboard.profiles import time_variants
+
+    def tiny(variant: str) -> RunRecord:
+        return RunRecord(record_id=variant, expdir=f"/exp/{variant}", task="ks", upstream="wav2vec2_local",
+                         upstream_ckpt=str(tiny_ckpts["wav2vec2"]), upstream_model_config=None, upstream_sha256=None,
+                         model_config_sha256=None, variant=variant, metric="acc", value=0.9, higher_is_better=True,
+                         seed=1, config=None, config_sha256=None, step=1, evaluated_at="2026-01-01T00:00:00")
+
+    timed, real = [], latency.interleaved_latency
+    monkeypatch.setattr(latency, "interleaved_latency", lambda models, **kw: timed.append(sorted(models))
+                        or real(models, **kw))
+    profiles, _ = time_variants([tiny("base"), tiny("reference: head on the last layer")], repeats=2,
+                                max_passes=1, warmup=0)
+    assert timed == [["base"]] and profiles["base"] == profiles["reference: head on the last layer"]
+
+
 def test_passes_needed_follows_the_pilots_spread():
     """Averaging p passes narrows the spread sqrt(p)-fold: a pair 1 ms apart with IQR half-widths summing to 3 ms
     needs 9 passes (the next power of two: 16); one that would need more than max_passes, or whose MACs are within

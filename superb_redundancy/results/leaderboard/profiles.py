@@ -78,17 +78,25 @@ def _passes_needed(pilot: dict, profiles: dict, max_passes: int) -> int:
     return min(max_passes, 2 ** math.ceil(math.log2(need)))
 
 
-def _built(records: Sequence[RunRecord], device: str) -> tuple[dict, dict, dict]:
-    """(models, (params, MACs) per variant, why a variant could not be built), one entry per variant."""
+def _built(records: Sequence[RunRecord], device: str) -> tuple[dict, dict, dict, dict]:
+    """(models, (params, MACs) per variant, why a variant could not be built, {variant: the variant whose model it
+    is}): one model per upstream, checkpoint and config, so a head on another of its outputs (the reference on the
+    last layer) is timed as its base is, once."""
     # lazy: torch and the models are needed to profile, not to build tables from profiles already made
     from superb_redundancy.compute.macs import count_macs
     from superb_redundancy.compute.parameters import count_parameters
     from superb_redundancy.hub.install import build_upstream
 
-    models, profiles, failures = {}, {}, {}
+    models, profiles, failures, same_as, first = {}, {}, {}, {}, {}
     for record in records:
-        if record.variant in models or record.variant in failures:
+        if record.variant in models or record.variant in failures or record.variant in same_as:
             continue
+        model_id = (record.upstream, record.upstream_ckpt, record.upstream_model_config)
+        if model_id in first and first[model_id] in profiles:
+            same_as[record.variant] = first[model_id]
+            profiles[record.variant] = profiles[first[model_id]]
+            continue
+        first.setdefault(model_id, record.variant)
         try:
             model = build_upstream(record.upstream, record.upstream_ckpt, record.upstream_model_config).eval()
         except Exception as error:  # a variant whose files are gone still gets its scores listed
@@ -98,7 +106,7 @@ def _built(records: Sequence[RunRecord], device: str) -> tuple[dict, dict, dict]
         macs = count_macs(model.to(device), 1.0)["macs"]
         models[record.variant] = model
         profiles[record.variant] = (params, macs)
-    return models, profiles, failures
+    return models, profiles, failures, same_as
 
 
 def _file_sha(path: Optional[str], memo: dict = {}) -> Optional[str]:  # noqa: B006 - a per-process memo
@@ -170,15 +178,17 @@ def time_variants(records: Sequence[RunRecord], repeats: int = 30, max_passes: i
 
     from superb_redundancy.compute.latency import interleaved_latency
 
-    models, profiles, failures = _built(records, device)
+    models, profiles, failures, same_as = _built(records, device)
     passes, times = 1, {}
     if models:
+        timed = {variant: profiles[variant] for variant in models}
         times = interleaved_latency(models, seconds=1.0, repeats=repeats, warmup=warmup, threads=threads,
                                     device=device, passes=1)
-        passes = 1 if _separated(times, profiles) else _passes_needed(times, profiles, max_passes)
+        passes = 1 if _separated(times, timed) else _passes_needed(times, timed, max_passes)
         if passes > 1:
             times = interleaved_latency(models, seconds=1.0, repeats=repeats, warmup=warmup, threads=threads,
                                         device=device, passes=passes)
+        times.update({variant: times[base] for variant, base in same_as.items() if base in times})
     out = {}
     for variant, (params, macs) in profiles.items():
         t = times.get(variant)
