@@ -217,41 +217,57 @@ def generate(root: Union[str, Path], tasks: Iterable[str] = TASKS, scale: float 
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=n_workers) as pool:
+    # rendering and writing take most of the time: threads render clips side by side (torch's resampling and
+    # libsndfile's writes release the GIL); each clip has its own random stream, so the order changes nothing
+    render_threads = min(workers or os.cpu_count() or 1, 8)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n_workers) as pool, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=render_threads) as renderers:
         try:
             futures = {key: pool.submit(_synthesize_in_subprocess, requests) for key, requests in units}
             total = sum(len(plan.clips) for plan, _, _ in todo)
             with tqdm(total=total, desc="synthetic corpus", unit="clip", disable=not progress) as bar:
                 for plan, settings, digest in todo:
                     bar.set_postfix_str(plan.task)
-                    _build_task(root, plan, settings, digest, seed, futures, bar)
+                    _build_task(root, plan, settings, digest, seed, futures, bar, renderers)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
+            renderers.shutdown(wait=False, cancel_futures=True)
             raise
         finally:
             torch.set_num_threads(threads)
     return result
 
 
-def _build_task(root: Path, plan: TaskPlan, settings: dict, digest: str, seed: int, futures: dict, bar) -> None:
+def _render_and_write(clip, speech, seed: int, task: str, out: Path) -> int:
+    """One clip rendered (its own random stream) and written; its length in samples."""
+    rng = clip_rng(seed, task, clip.path)
+    if clip.noise is not None:
+        kind, level_db, n = clip.noise
+        wav = render_noise(n, kind, level_db, rng)
+    else:
+        wav = render_speech(speech, ESPEAK_RATE, clip.render, rng)
+    soundfile.write(str(out), wav, TARGET_RATE, subtype="PCM_16", format=clip.format)
+    return int(wav.shape[0])
+
+
+def _build_task(root: Path, plan: TaskPlan, settings: dict, digest: str, seed: int, futures: dict, bar,
+                renderers: concurrent.futures.Executor) -> None:
     build = Path(tempfile.mkdtemp(prefix=f".tmp-{plan.task}-", dir=root))
     try:
         synthesised: dict[str, Iterable] = {}
-        lengths: dict[str, int] = {}
+        rendering = {}
         for clip in plan.clips:
-            rng = clip_rng(seed, plan.task, clip.path)
-            if clip.noise is not None:
-                kind, level_db, n = clip.noise
-                wav = render_noise(n, kind, level_db, rng)
-            else:
+            speech = None
+            if clip.noise is None:  # a unit's utterances come in the order of its clips
                 if clip.unit not in synthesised:
                     synthesised[clip.unit] = iter(futures[(plan.task, clip.unit)].result())
-                wav = render_speech(next(synthesised[clip.unit]), ESPEAK_RATE, clip.render, rng)
+                speech = next(synthesised[clip.unit])
             out = build / clip.path
             out.parent.mkdir(parents=True, exist_ok=True)
-            soundfile.write(str(out), wav, TARGET_RATE, subtype="PCM_16", format=clip.format)
-            lengths[clip.path] = int(wav.shape[0])
-            bar.update(1)
+            job = renderers.submit(_render_and_write, clip, speech, seed, plan.task, out)
+            job.add_done_callback(lambda _: bar.update(1))
+            rendering[clip.path] = job
+        lengths = {path: job.result() for path, job in rendering.items()}
         plan.finalize(build, lengths)
         _install(root, build, plan, settings, digest)
     except BaseException:
