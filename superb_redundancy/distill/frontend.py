@@ -141,16 +141,27 @@ class FrontendCache:
     LayerNorm, the frame mask and the projection then run on the batch as usual. A valid frame agrees with the
     uncached front end's to float rounding (bit for bit where a batch's clips have one length, as keyword
     spotting's do), a padded (masked) frame is zero here. Keyed by the samples' content
-    (:func:`~superb_redundancy.hub.feature_cache.clip_key`); like our runner's feature cache."""
+    (:func:`~superb_redundancy.hub.feature_cache.clip_key`); like our runner's feature cache.
+
+    With a ``store`` file (``runner.frontend_store`` in a downstream config: a study's mimic runs, which all share
+    their teacher's CNN) the clips another run computed are read from it first, and :meth:`persist` adds this run's
+    to it (written whole, then renamed). Only clips computed without padding go there (the longest of their batch:
+    their frames do not depend on the batch), so what a run reads does not depend on which run wrote it."""
 
     part = "the CNN's features"
 
-    def __init__(self, frontend: TeacherFrontend, max_bytes: int):
+    def __init__(self, frontend: TeacherFrontend, max_bytes: int, store: Optional[Path] = None):
         self.frontend = frontend
         self.max_bytes = int(max_bytes)
         self.bytes = self.hits = self.misses = 0
         self.full = False
         self._store: dict[bytes, torch.Tensor] = {}
+        self.store = None if store is None else Path(store)
+        self._new: list[bytes] = []  # computed here without padding: what persist() adds to the store
+        self.loaded = 0
+        for key, clip in _read_store(self.store).items():
+            self._keep(key, clip)
+            self.loaded += 1
 
     def __call__(self, wavs: list[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         lengths = torch.tensor([len(w) for w in wavs], device=wavs[0].device)
@@ -163,26 +174,60 @@ class FrontendCache:
         if missing:  # the CNN runs on the new clips only: in a mixed batch it would redo the others' work
             computed = self.frontend.extract(nn.utils.rnn.pad_sequence([wavs[i] for i in missing], batch_first=True))
             frames = self.frontend.output_lengths(lengths[missing]).clamp(max=computed.size(1))
+            unpadded = int(lengths[missing].max())
             for j, i in enumerate(missing):
                 fresh[i] = computed[j, :int(frames[j])].detach().clone()
-                self._keep(keys[i], fresh[i])
+                if self._keep(keys[i], fresh[i]) and int(lengths[i]) == unpadded:
+                    self._new.append(keys[i])
         clips = [fresh[i] if i in fresh else self._store[key] for i, key in enumerate(keys)]
         return self.frontend.project(nn.utils.rnn.pad_sequence(clips, batch_first=True), wav_padding_mask)
 
-    def _keep(self, key: bytes, clip: torch.Tensor) -> None:
+    def _keep(self, key: bytes, clip: torch.Tensor) -> bool:
         size = clip.numel() * clip.element_size()
-        if self.bytes + size > self.max_bytes:
-            self.full = True
-            return
+        if key in self._store or self.bytes + size > self.max_bytes:
+            self.full = self.full or key not in self._store
+            return False
         self._store[key] = clip
         self.bytes += size
+        return True
+
+    def persist(self) -> int:
+        """Add the clips computed here without padding to the store file (with what other runs put there
+        meanwhile); the number added. No store, or nothing new: nothing written."""
+        if self.store is None or not self._new:
+            return 0
+        from superb_redundancy.core.files import torch_save
+
+        self.store.parent.mkdir(parents=True, exist_ok=True)
+        merged = _read_store(self.store)
+        added = [key for key in self._new if key not in merged]
+        merged.update((key, self._store[key]) for key in added)
+        keys = list(merged)
+        torch_save({"keys": torch.tensor([list(key) for key in keys], dtype=torch.uint8),
+                    "frames": torch.tensor([len(merged[key]) for key in keys], dtype=torch.int64),
+                    "features": torch.cat([merged[key] for key in keys])}, self.store)
+        self._new = []
+        return len(added)
 
     def summary(self) -> str:
         total = self.hits + self.misses
         share = f"{100 * self.hits / total:.0f}%" if total else "-"
         limit = f", limit {self.max_bytes / 2 ** 30:g} GiB reached" if self.full else ""
-        return (f"front-end cache: {len(self._store)} clips, {self.bytes / 2 ** 20:.0f} MiB{limit}; {self.hits} of "
-                f"{total} clip passes from memory ({share})")
+        stored = f" ({self.loaded} read from {self.store.name})" if self.store is not None else ""
+        return (f"front-end cache: {len(self._store)} clips{stored}, {self.bytes / 2 ** 20:.0f} MiB{limit}; "
+                f"{self.hits} of {total} clip passes from memory ({share})")
+
+
+def _read_store(path: Optional[Path]) -> dict[bytes, torch.Tensor]:
+    """{clip key: CNN frames} of a store file (none or unreadable: empty: the clips are computed again)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        clips = torch.split(data["features"], data["frames"].tolist())
+        return {bytes(key.tolist()): clip for key, clip in zip(data["keys"], clips)}
+    except (OSError, RuntimeError, KeyError, ValueError, EOFError):  # a store cut short is only a lost speed-up
+        return {}
 
 
 def teacher_config(checkpoint: dict, family: ModelFamily) -> dict:

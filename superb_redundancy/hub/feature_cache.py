@@ -28,10 +28,13 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-__all__ = ["FeatureCache", "FeatureCacheError", "CONFIG_KEY", "cache_budget", "clip_key", "enable", "CACHES"]
+__all__ = ["FeatureCache", "FeatureCacheError", "CONFIG_KEY", "STORE_KEY", "cache_budget", "clip_key", "enable", "CACHES"]
 
 #: the key in a downstream config's ``runner`` section: the cache's size limit in GiB (0 or absent: no cache)
 CONFIG_KEY = "feature_cache_gb"
+#: ``runner.frontend_store``: a folder where an upstream's frozen part keeps its features for the next run
+#: (``cache_frozen_part``; a study's mimic runs share their teacher's CNN through it)
+STORE_KEY = "frontend_store"
 
 #: the caches of the call in progress, for its summary line (our runner empties it at the end of each call)
 CACHES: list["FeatureCache"] = []
@@ -156,10 +159,11 @@ def enable(note: Callable[[str], None]) -> None:
         entry = original(self)
         if not budget:
             return entry
+        store = (self.config.get("runner") or {}).get(STORE_KEY)
+        frozen = getattr(entry.model, "cache_frozen_part", None)
         if entry.trainable:
             # an upstream whose trained layers sit on a frozen part may keep that part's output per clip instead
-            frozen = getattr(entry.model, "cache_frozen_part", None)
-            cache = frozen(int(budget * 2 ** 30)) if callable(frozen) else None
+            cache = frozen(int(budget * 2 ** 30), store) if callable(frozen) else None
             if cache is None:
                 note("feature cache off: the upstream is fine-tuned (-f), so its features change as it trains")
                 return entry
@@ -167,6 +171,10 @@ def enable(note: Callable[[str], None]) -> None:
             note(f"feature cache on the upstream's frozen part only: {cache.part} of each clip kept after its "
                  f"first batch, up to {budget:g} GiB (runner.{CONFIG_KEY}); the upstream is fine-tuned (-f)")
             return entry
+        if store and callable(frozen):  # beneath the whole upstream's cache: a clip another run saw skips the CNN
+            part = frozen(int(budget * 2 ** 30), store)
+            if part is not None:
+                CACHES.append(part)
         entry.model.eval()
         cache = FeatureCache(entry.model, _selection(self.args, entry.model), int(budget * 2 ** 30))
         CACHES.append(cache)

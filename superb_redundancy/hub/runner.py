@@ -333,7 +333,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     finally:
         while feature_cache.CACHES:  # emptied: a second call in this process reports (and keeps) only its own
-            _note(feature_cache.CACHES.pop(0).summary())
+            cache = feature_cache.CACHES.pop(0)
+            _note(cache.summary())
+            if getattr(cache, "persist", None):
+                added = cache.persist()
+                if added:
+                    _note(f"front-end store: {added} clips added to {cache.store}")
     return 0
 
 

@@ -90,13 +90,16 @@ class MimicUpstream(nn.Module):
             parameter.requires_grad_(False)
         return self
 
-    def cache_frozen_part(self, max_bytes: int) -> Optional[FrontendCache]:
-        """Keep the CNN's features per clip (our runner's feature cache under ``-f``); None, and nothing kept,
-        where the CNN trains (``feature_grad_mult``) or has dropout: its output would then change."""
+    def cache_frozen_part(self, max_bytes: int, store: Optional[str | Path] = None) -> Optional[FrontendCache]:
+        """Keep the CNN's features per clip (our runner's feature cache); None, and nothing kept, where the CNN
+        trains (``feature_grad_mult``) or has dropout: its output would then change. ``store``: a folder shared by
+        runs, where the features of this teacher's CNN are kept in one file per teacher."""
         cnn = self.frontend.feature_extractor
         if self.frontend.feature_grad_mult > 0 or any(isinstance(m, nn.Dropout) and m.p > 0 for m in cnn.modules()):
             return None
-        self.frontend_cache = FrontendCache(self.frontend, max_bytes)
+        teacher = self.teacher.get("content_sha256") or self.teacher.get("sha256")
+        path = None if store is None or not teacher else Path(store) / f"cnn-{teacher[:20]}.pt"
+        self.frontend_cache = FrontendCache(self.frontend, max_bytes, path)
         return self.frontend_cache
 
     def get_downsample_rates(self, key: str) -> int:

@@ -377,6 +377,7 @@ def _mimic_variant(study: StudyConfig, run: Run, folder: Path):
 
     from superb_redundancy.core.files import write_text
     from superb_redundancy.data.tasks import load_config
+    from superb_redundancy.hub.feature_cache import STORE_KEY
     from superb_redundancy.study.mimic_step2 import head_init, step2_arguments
     from superb_redundancy.results.experiment import Variant
 
@@ -384,9 +385,11 @@ def _mimic_variant(study: StudyConfig, run: Run, folder: Path):
     state = json.loads((_workdir(study) / "state" / f"{variant['mimic_run']}.json").read_text())
     step2 = variant.get("step2") or {"kind": "weighted_sum"}
     step1 = variant.get("step1", True)
+    # the mimic runs of a study share their teacher's CNN features through one store (hub/feature_cache.py)
+    store = {f"config.runner.{STORE_KEY}": str(_workdir(study) / "frontend_store")}
     if step2["kind"] == "weighted_sum":
         args, _ = step2_arguments("weighted_sum", step1, 1)
-        return Variant(variant["label"], "mimic_local", ckpt=state["outputs"]["artifact"], extra_args=args), {}
+        return Variant(variant["label"], "mimic_local", ckpt=state["outputs"]["artifact"], extra_args=args), store
     head = _run_folder(study, downstream_id(variant["head"], run.params["task"], run.params["seed"])) / "exp"
     init = head_init(head, folder / "head_init.ckpt")
     args, frozen = step2_arguments("paper", step1, int(variant["n_layers"]), init,
@@ -396,7 +399,7 @@ def _mimic_variant(study: StudyConfig, run: Run, folder: Path):
         model_config = folder / "frozen_frontend.yaml"
         write_text(model_config, yaml.safe_dump({"frozen_frontend": True}))
     runner = load_config(run.params["task"], study.setting)["runner"]
-    overrides = Step2Plan(**step2).runner_overrides(runner)
+    overrides = {**Step2Plan(**step2).runner_overrides(runner), **store}
     return Variant(variant["label"], "mimic_local", ckpt=state["outputs"]["artifact"],
                    model_config=None if model_config is None else str(model_config), extra_args=args), overrides
 
