@@ -139,8 +139,8 @@ class FrontendCache:
     :class:`TeacherFrontend` gives the padded batch: the CNN runs on the clips not seen before (padded among
     themselves), the others' CNN frames come from memory as computed in their first batch, zero-padded; the
     LayerNorm, the frame mask and the projection then run on the batch as usual. A valid frame agrees with the
-    uncached front end's to float rounding (bit for bit where a batch's clips have one length, as keyword
-    spotting's do), a padded (masked) frame is zero here. Keyed by the samples' content
+    uncached front end's to float rounding (bit for bit within one batch of one-length clips; the CNN's kernels
+    may round differently, about 1e-7, at another batch size), a padded (masked) frame is zero here. Keyed by the samples' content
     (:func:`~superb_redundancy.hub.feature_cache.clip_key`); like our runner's feature cache.
 
     With a ``store`` file (``runner.frontend_store`` in a downstream config: a study's mimic runs, which all share
