@@ -53,9 +53,16 @@ def wait_for_state(cluster, job: str, state: str, timeout: float = 30) -> bool:
     return False
 
 
-def sacct(cluster, job: str, fields: str) -> dict[str, str]:
-    out = cluster.command("sacct", "-X", "-n", "-P", "-o", fields, "-j", job).strip().splitlines()[-1]
-    return dict(zip(fields.split(","), out.split("|")))
+def sacct(cluster, job: str, fields: str, timeout: float = 30) -> dict[str, str]:
+    """The job's accounting fields, once slurmdbd has its submission: until then sacct may show a record that
+    lacks it, named "allocation" (Slurm's name for a job without one), for a job that ended a moment ago."""
+    deadline = time.time() + timeout
+    while True:
+        out = cluster.command("sacct", "-X", "-n", "-P", "-o", f"JobName,{fields}", "-j", job).strip().splitlines()
+        name, _, values = (out[-1] if out else "allocation|").partition("|")
+        if name != "allocation" or time.time() > deadline:
+            return dict(zip(fields.split(","), values.split("|")))
+        time.sleep(1)
 
 
 def test_a_job_runs_on_the_cluster_within_a_minute(slurm_cluster, tmp_path):
@@ -112,12 +119,12 @@ def test_each_run_asks_the_cluster_for_its_own_resources(slurm_cluster, tmp_path
 
 @pytest.mark.slow
 def test_a_run_longer_than_its_time_limit_is_requeued_until_done(slurm_cluster, tmp_path, fake_steps, monkeypatch):
-    """2.5 minutes of work (150 units of a sleeping second: light on CPU) in jobs of 1 minute: at Slurm's signal
-    (USR2, asked for 5 s before the limit; Slurm sends it up to its 30 s check period earlier) submitit requeues the
-    job and the run continues from its last checkpoint: at least 3 attempts."""
+    """100 s of work (100 units of a sleeping second: light on CPU) in jobs of 1 minute: at Slurm's signal (USR2,
+    asked for 5 s before the limit; Slurm sends it up to its 30 s check period earlier) submitit requeues the job
+    and the run continues from its last checkpoint: at least 2 attempts, each going further."""
     import fake_steps as steps
 
-    monkeypatch.setenv("FAKE_STEPS_WORK", "150")
+    monkeypatch.setenv("FAKE_STEPS_WORK", "100")
     path = slurm_study(tmp_path, {"slurm": {"cpus_per_task": 1, "mem_gb": 1},
                                   "resources": {"downstream": {"timeout_min": 1, "slurm_signal_delay_s": 5}}})
     study = StudyConfig.from_yaml(path)
@@ -127,11 +134,11 @@ def test_a_run_longer_than_its_time_limit_is_requeued_until_done(slurm_cluster, 
     assert states[run.run_id]["status"] == "done", states[run.run_id]
     attempts = (Path(study.workdir) / "attempts.txt").read_text().split("\n")[:-1]
     starts = [int(line.split("from=")[1]) for line in attempts]
-    assert len(starts) >= 3 and starts[0] == 0 and starts == sorted(set(starts)), attempts  # each went further
+    assert len(starts) >= 2 and starts[0] == 0 and starts == sorted(set(starts)), attempts  # each went further
     job = job_ids(study)[run.run_id]
     assert wait_for_state(slurm_cluster, job, "COMPLETED")
     attempts_seen = slurm_cluster.command("sacct", "-D", "-X", "-n", "-P", "-o", "State", "-j", job).split()
-    assert attempts_seen.count("REQUEUED") >= 2, attempts_seen
+    assert attempts_seen.count("REQUEUED") >= len(starts) - 1 >= 1, attempts_seen
     # the result of the same work done at once, uninterrupted
     monkeypatch.setenv("FAKE_STEPS_UNIT_S", "0")
     (tmp_path / "once").mkdir()
