@@ -28,15 +28,21 @@ SAMPLE_RATE = 16000
 MIN_SAMPLES = 400
 
 
-def list_audio(data: str | Path, limit: Optional[int] = None, seed: int = 0) -> list[Path]:
-    """Audio files under ``data`` (recursive, sorted); ``limit`` draws a seeded random subset of that size."""
-    root = Path(data)
-    if not root.exists():
-        raise InputNotFound(f"audio folder not found: {root}")
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*")
-                                                if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+def list_audio(data: str | Path | Sequence[str | Path], limit: Optional[int] = None, seed: int = 0) -> list[Path]:
+    """Audio files under ``data``, a folder (recursive, sorted) or a file, or several of them (the files of each,
+    in order, each once); ``limit`` draws a seeded random subset of that size."""
+    files: list[Path] = []
+    for root in map(Path, [data] if isinstance(data, (str, Path)) else data):
+        if not root.exists():
+            raise InputNotFound(f"audio folder not found: {root}")
+        found = [root] if root.is_file() else sorted(p for p in root.rglob("*")
+                                                     if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+        if not found:
+            raise UserError(f"no {'/'.join(AUDIO_SUFFIXES)} files under {root}")
+        files += found
+    files = list(dict.fromkeys(files))
     if not files:
-        raise UserError(f"no {'/'.join(AUDIO_SUFFIXES)} files under {root}")
+        raise UserError("no audio given")
     if limit is not None:
         if limit < 1:
             raise UserError(f"limit must be >= 1, got {limit}")

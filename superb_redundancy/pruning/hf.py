@@ -86,7 +86,7 @@ def prune_hf_model(src_dir, drop_layers: Sequence[int] | PruneSpec, dst_dir, ove
 
 def prune_hf_folder(base: str | os.PathLike, objective: str, amount: int | float, *,
                     output_dir: Optional[str | os.PathLike], similarity: Optional[str | os.PathLike] = None,
-                    data: Optional[str | os.PathLike] = None, limit: Optional[int] = None, seed: int = 0,
+                    data: Optional[str | os.PathLike | Sequence[str | os.PathLike]] = None, limit: Optional[int] = None, seed: int = 0,
                     device: Optional[str] = "cpu", iterative: bool = False, allow_first: bool = False,
                     family: Optional[str] = None, spec_path: Optional[str | os.PathLike] = None,
                     ) -> tuple[PruningPlan, PruneSpec, Path]:
@@ -113,7 +113,8 @@ def prune_hf_folder(base: str | os.PathLike, objective: str, amount: int | float
         settings = SimilaritySettings()
     if iterative and files is None:
         raise UserError("--iterative recomputes scores on the pruned model: it needs --data AUDIO_DIR")
-    source = {"upstream": "hf_local", "ckpt": str(base), "data": None if data is None else str(data)}
+    label = None if data is None else str(data) if isinstance(data, (str, os.PathLike)) else " ".join(map(str, data))
+    source = {"upstream": "hf_local", "ckpt": str(base), "data": label}
     # full positions: L+1 states (a dropped layer's output repeats its input), so scores index layers as before
     plan, spec = prune_by_objective(
         family or read_hf_config(base)["model_type"], str(base), objective, amount, report=report, files=files, settings=settings, iterative=iterative,
