@@ -31,7 +31,7 @@ log "1/5 GPU-marked tests"
 
 log "2/5 run_downstream.py train + evaluate of a pruned tiny model on cuda"
 "$PY" -m superb_redundancy.cli corpus --root "$work/data" --tasks speech_commands --no-progress >/dev/null
-"$PY" -m superb_redundancy.cli tiny-models --output "$work/models" >/dev/null
+"$PY" -m superb_redundancy.cli tiny-models --output-dir "$work/models" >/dev/null
 printf 'base: %s\ndrop_layers: [1]\n' "$work/models/tiny_wav2vec2.pt" > "$work/spec.yaml"
 overrides=$("$PY" -m superb_redundancy.cli overrides -d speech_commands --root "$work/data")
 "$PY" run_downstream.py -m train -u pruned_wav2vec2 -g "$work/spec.yaml" -d speech_commands --device cuda \

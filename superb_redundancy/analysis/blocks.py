@@ -17,6 +17,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from superb_redundancy.core.errors import UserError
+
 __all__ = ["detect_blocks", "block_fit_error", "block_strength", "permutation_null", "plot_similarity",
            "MAX_CANDIDATES", "VMIN", "VMAX"]
 
@@ -101,12 +103,12 @@ def detect_blocks(matrix, n_blocks: int = 2) -> list[tuple[int, int]]:
     m = _as_square(matrix)
     size = m.shape[0]
     if isinstance(n_blocks, bool) or not isinstance(n_blocks, (int, np.integer)):
-        raise ValueError(f"n_blocks must be an int, got {n_blocks!r}")
+        raise UserError(f"n_blocks must be an int, got {n_blocks!r}")
     if not 1 <= n_blocks <= size:
-        raise ValueError(f"n_blocks must lie in 1..{size} for a {size}x{size} matrix, got {n_blocks}")
+        raise UserError(f"n_blocks must lie in 1..{size} for a {size}x{size} matrix, got {n_blocks}")
     n_candidates = math.comb(size - 1, n_blocks - 1)
     if n_candidates > MAX_CANDIDATES:
-        raise ValueError(
+        raise UserError(
             f"{n_candidates} boundary sets for {n_blocks} blocks of {size} layers exceed the exhaustive-search "
             f"limit of {MAX_CANDIDATES}; ask for fewer blocks"
         )

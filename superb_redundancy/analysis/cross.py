@@ -28,6 +28,7 @@ from superb_redundancy.analysis.hidden_states import iter_hidden_states
 from superb_redundancy.analysis.report import SimilaritySettings, accumulate
 from superb_redundancy.analysis.similarity import METRICS
 from superb_redundancy.core.files import atomic_dir, write_json
+from superb_redundancy.core.errors import InputNotFound, UserError
 
 __all__ = ["CrossSimilarityReport", "cross_analyse"]
 
@@ -90,7 +91,7 @@ class CrossSimilarityReport:
         if path.is_dir():
             path = path / cls.FILES[0]
         if not path.is_file():
-            raise FileNotFoundError(f"cross-similarity report not found: {path}")
+            raise InputNotFound(f"cross-similarity report not found: {path}")
         try:
             data = json.loads(path.read_text())
             if data.get("kind") != "cross_similarity":
@@ -100,7 +101,7 @@ class CrossSimilarityReport:
             return cls({k: np.asarray(v, dtype=float) for k, v in data["matrices"].items()}, settings,
                        int(data["num_samples"]), data["variant"], data["reference"], dict(data.get("source", {})))
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"{path} is not a cross-similarity report ({type(error).__name__}: {error})") from None
+            raise UserError(f"{path} is not a cross-similarity report ({type(error).__name__}: {error})") from None
 
     def save(self, directory: str | Path, title: Optional[str] = None) -> dict[str, Path]:
         """``cross_similarity.json`` and ``cross_similarity.png`` in ``directory``, written as one unit."""

@@ -28,6 +28,7 @@ from superb_redundancy.analysis.blocks import block_strength, detect_blocks, per
 from superb_redundancy.analysis.hidden_states import iter_hidden_states
 from superb_redundancy.analysis.similarity import SimilarityAccumulator, pool
 from superb_redundancy.core.files import atomic_dir, write_json
+from superb_redundancy.core.errors import InputNotFound, UserError
 
 __all__ = ["SimilaritySettings", "SimilarityReport", "analyse", "accumulate", "report_from_matrices",
            "random_init_upstream", "shown_matrix"]
@@ -116,11 +117,11 @@ class SimilarityReport:
         if path.is_dir():
             path = path / "similarity.json"
         if not path.is_file():
-            raise FileNotFoundError(f"similarity report not found: {path}")
+            raise InputNotFound(f"similarity report not found: {path}")
         try:
             return cls.from_dict(json.loads(path.read_text()))
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-            raise ValueError(f"{path} is not a similarity report ({type(error).__name__}: {error})") from None
+            raise UserError(f"{path} is not a similarity report ({type(error).__name__}: {error})") from None
 
     #: the files :meth:`save` writes, as one unit
     FILES = ("similarity.json", "similarity.png")

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from superb_redundancy.core.errors import UserError
+
 __all__ = ["METRICS", "POOL_MODES", "pool", "similarity_matrices", "SimilarityAccumulator"]
 
 METRICS: tuple[str, ...] = ("cosine", "cka", "knn")
@@ -55,7 +57,7 @@ def pool(hidden: Tensor, lengths: Optional[Tensor] = None, mode: str = "mean") -
     * ``"frames"``: every valid frame is a sample, ``n = sum(lengths)``, ``D = d``.
     """
     if mode not in POOL_MODES:
-        raise ValueError(f"unknown pool mode {mode!r}; valid modes: {list(POOL_MODES)}")
+        raise UserError(f"unknown pool mode {mode!r}; valid modes: {list(POOL_MODES)}")
     if hidden.dim() != 3:
         raise ValueError(f"hidden must be [batch, frames, dim], got shape {tuple(hidden.shape)}")
     batch, frames, _ = hidden.shape
@@ -87,7 +89,7 @@ def pool(hidden: Tensor, lengths: Optional[Tensor] = None, mode: str = "mean") -
 # ---------------------------------------------------------------------------------------------- metrics
 def _check_enough_samples(n: int, k: int) -> None:
     if n < k + 1:
-        raise ValueError(f"mutual kNN with k={k} needs at least k+1={k + 1} samples, got n={n}")
+        raise UserError(f"mutual kNN with k={k} needs at least k+1={k + 1} samples, got n={n}")
 
 
 def _stack_layers(layers: Sequence[Tensor] | Tensor) -> Tensor:
@@ -239,13 +241,13 @@ class SimilarityAccumulator:
         dtype: torch.dtype = torch.float64,
     ) -> None:
         if averaging not in AVERAGING_MODES:
-            raise ValueError(f"unknown averaging {averaging!r}; valid: {list(AVERAGING_MODES)}")
+            raise UserError(f"unknown averaging {averaging!r}; valid: {list(AVERAGING_MODES)}")
         if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+            raise UserError(f"k must be a positive int, got {k!r}")
         if averaging == "batch" and batch_size < k + 1:
-            raise ValueError(f"batch_size={batch_size} is smaller than k+1={k + 1}: no batch could find k neighbours")
+            raise UserError(f"batch_size={batch_size} is smaller than k+1={k + 1}: no batch could find k neighbours")
         if averaging == "whole" and max_samples < k + 1:
-            raise ValueError(f"max_samples={max_samples} is smaller than k+1={k + 1}")
+            raise UserError(f"max_samples={max_samples} is smaller than k+1={k + 1}")
         self.k = k
         self.averaging = averaging
         self.batch_size = batch_size

@@ -1,8 +1,13 @@
 """``superb-redundancy``: one command, one subcommand per concept. Parses arguments and calls the library.
 
 Each topic module (lhotse's ``bin/modes/<topic>.py``) has ``register(subparsers)`` adding its subcommands: their
-parsers, and handlers that import the library when they run, so ``-h`` imports no torch. Here: the parser, the
-one path from bad input to exit status 2, and the passthrough of ``run-downstream``.
+parsers, and handlers that import the library when they run, so ``-h`` imports no torch. That is the one way a
+subcommand is registered. Here: the parser, the one path from bad input to exit status 2, and the passthrough of
+``run-downstream``.
+
+Bad input is a :class:`~superb_redundancy.core.errors.UserError` (each subpackage's error subclasses it): ``main``
+prints it as one line, ``superb-redundancy <command>: error: ...``, and returns 2, as argparse's own refusals
+(:class:`~superb_redundancy.cli._common.Parser`). Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -28,28 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
                                 "subcommand per concept.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for topic in TOPICS:
-        if topic == "compute":  # mounted with its add_arguments and run (it also runs alone)
-            _register_profile(sub)
-        else:
-            importlib.import_module(f"superb_redundancy.cli.{topic}").register(sub)
+        importlib.import_module(f"superb_redundancy.cli.{topic}").register(sub)
     sub.add_parser("run-downstream", help="s3prl's run_downstream.py with our variants (its arguments)",
                    add_help=False)
     return parser
 
 
-def _register_profile(sub) -> None:
-    """``profile``: superb_redundancy.cli.compute mounts itself with add_arguments and run."""
-    from superb_redundancy.cli import compute
-
-    p = sub.add_parser("profile", help="parameters, MACs and latency of any upstream or a real-size architecture",
-                       description="Parameters, MACs and latency of an upstream, or of a real-size architecture "
-                                   "with random weights.")
-    compute.add_arguments(p)
-    p.set_defaults(func=compute.run)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from superb_redundancy.cli._common import resolve_device
     from superb_redundancy.core import quiet
+    from superb_redundancy.core.errors import print_user_error
 
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet.silence_known_noise()
@@ -63,11 +56,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from superb_redundancy.core.numerics import flush_denormals
 
         flush_denormals()
+    prog = _chosen_parser(parser, args).prog
     try:
+        if hasattr(args, "device"):
+            args.device = resolve_device(args.device)
         return args.func(args)
-    except (ValueError, FileNotFoundError) as error:  # bad input: one line, no traceback
-        print(f"superb-redundancy {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:  # bad input: one line, no traceback; anything else is a bug and keeps it
+        if not isinstance(error, user_errors()):
+            raise
+        return print_user_error(prog, error)
+
+
+#: the errors of bad input defined in modules that predate :class:`UserError` (module, class): to subclass it
+_OLDER_USER_ERRORS = (("superb_redundancy.hub.compat", "UnsafeCheckpointError"),
+                      ("superb_redundancy.hub.feature_cache", "FeatureCacheError"))
+
+
+def user_errors() -> tuple[type, ...]:
+    """:class:`UserError`, and the older errors of bad input of the modules imported so far (one that raised has
+    been imported)."""
+    from superb_redundancy.core.errors import UserError
+
+    older = (getattr(sys.modules.get(module), name, None) for module, name in _OLDER_USER_ERRORS)
+    return (UserError, *(cls for cls in older if cls is not None))
 
 
 def _chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from superb_redundancy.cli._common import add_data_args, add_upstream_args, check_enough_clips, check_max_seconds
+from superb_redundancy.cli._common import (add_aliased, add_data_args, add_upstream_args, check_enough_clips,
+                                           check_max_seconds, data_label)
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["register"]
 
@@ -23,31 +25,34 @@ def register(sub) -> None:
                    help="a reference upstream (e.g. the teacher of a pruned or mimicking -u): instead of blocks, the "
                         "matrices of every -u hidden state (rows) against every reference hidden state (columns) on "
                         "the same clips -> cross_similarity.json/.png")
-    p.add_argument("--against_ckpt", metavar="CKPT", help="the reference's checkpoint path (as -k)")
-    p.add_argument("--against_model_config", metavar="CONFIG", help="the reference's model config (as -g)")
+    # --against_ckpt, --against_model_config: the spellings of s3prl's -k/-g this flag family once copied
+    add_aliased(p, "--against-ckpt", aliases=("--against_ckpt",), deprecated=False, metavar="CKPT",
+                help="the reference's checkpoint path (as -k)")
+    add_aliased(p, "--against-model-config", aliases=("--against_model_config",), deprecated=False,
+                metavar="CONFIG", help="the reference's model config (as -g)")
     add_data_args(p, required=True)
     p.add_argument("--pool", default="mean", choices=["mean", "flatten", "frames"],
-                   help="clip -> sample: mean over time (default), flatten (paper code; equal lengths), frames")
+                   help="clip -> sample: mean over time, flatten (paper code; equal lengths), frames")
     p.add_argument("--averaging", default="batch", choices=["batch", "whole"],
                    help="batch: per batch of --batch-size samples, averaged (the paper); whole: the whole set once")
-    p.add_argument("--batch-size", type=int, default=128, help="samples per batch (default 128)")
-    p.add_argument("--k", type=int, default=8, help="neighbours for mutual kNN (default 8)")
-    p.add_argument("--max-samples", type=int, default=4096, help="sample cap for --averaging whole (default 4096)")
+    p.add_argument("--batch-size", type=int, default=128, help="samples per batch")
+    p.add_argument("--k", type=int, default=8, help="neighbours for mutual kNN")
+    p.add_argument("--max-samples", type=int, default=4096, help="sample cap for --averaging whole")
     p.add_argument("--max-seconds", type=float, help="crop longer clips to this length")
     p.add_argument("--clip-seconds", type=float,
                    help="fit every clip to this length, cut or padded with zeros (--pool flatten needs one length; "
                         "the paper: 1 for Speech Commands)")
     p.add_argument("--blocks", type=int, default=_ONE_MODEL_ONLY["blocks"][1],
-                   help="number of contiguous blocks to detect (default 2)")
+                   help="number of contiguous blocks to detect")
     p.add_argument("--include-input", action="store_true",
                    help="blocks and heat maps over all L+1 hidden states (default: the L transformer-layer outputs, "
                         "as the paper); the saved matrices always hold all L+1")
     p.add_argument("--permutations", type=int, default=_ONE_MODEL_ONLY["permutations"][1],
-                   help="permutation-null draws per metric (default 1000; 0: none)")
+                   help="permutation-null draws per metric, 0 for none")
     p.add_argument("--no-random-baseline", dest="random_baseline", action="store_false",
                    help="skip the same architecture at random initialisation (a second pass over the clips)")
-    p.add_argument("--output", required=True, metavar="DIR",
-                   help="folder for similarity.json and similarity.png (cross_similarity.* with --against)")
+    add_aliased(p, "--output-dir", aliases=("--output",), required=True, metavar="DIR",
+                help="folder for similarity.json and similarity.png (cross_similarity.* with --against)")
     p.set_defaults(func=_cmd_similarity)
 
 
@@ -62,11 +67,12 @@ def _check_against_args(args: argparse.Namespace) -> None:
     if not args.against:
         given = [flag for flag in ("against_ckpt", "against_model_config") if getattr(args, flag)]
         if given:
-            raise ValueError(f"--{given[0]} names the reference's checkpoint or config: give --against NAME too")
+            raise UserError(f"--{given[0].replace('_', '-')} names the reference's checkpoint or config: give "
+                            f"--against NAME too")
         return
     given = [flag for dest, (flag, default) in _ONE_MODEL_ONLY.items() if getattr(args, dest) != default]
     if given:
-        raise ValueError(f"{given[0]} is for one model's blocks; with --against the command writes cross-model "
+        raise UserError(f"{given[0]} is for one model's blocks; with --against the command writes cross-model "
                          f"matrices only (no blocks, nulls or random-init baseline)")
 
 
@@ -94,7 +100,7 @@ def _cmd_similarity(args: argparse.Namespace) -> int:
     check_max_seconds(args.max_seconds)
     check_max_seconds(args.clip_seconds, "--clip-seconds")
     _check_against_args(args)
-    check_output_dir(args.output)
+    check_output_dir(args.output_dir, "--output-dir")
     settings = _similarity_settings(args)
     files = check_audio(list_audio(args.data, limit=args.limit, seed=args.seed))
     check_enough_clips(files, settings, args.data)
@@ -108,11 +114,11 @@ def _cmd_similarity(args: argparse.Namespace) -> int:
             print(f"note: no random-initialisation baseline for {args.upstream} (stock <family>_local names only)",
                   file=sys.stderr)
     source = {"upstream": args.upstream, "ckpt": args.upstream_ckpt, "model_config": args.upstream_model_config,
-              "data": str(args.data), "clips": len(files),
+              "data": data_label(args.data), "clips": len(files),
               # the analysed model by content: `prune --similarity` refuses the report for another base
               "model_sha256": checkpoint_sha256(args.upstream_ckpt)}
     report = analyse(upstream, files, settings, device=args.device, source=source, baseline_upstream=baseline)
-    paths = report.save(args.output, title=f"{args.upstream} ({report.num_samples} samples, pool={args.pool})")
+    paths = report.save(args.output_dir, title=f"{args.upstream} ({report.num_samples} samples, pool={args.pool})")
     print(f"layer similarity of {args.upstream} over {report.num_samples} samples; blocks:")
     print(report.describe_blocks())
     print(f"matrices: {paths['json']}\nheatmap:  {paths['figure']}")
@@ -128,8 +134,8 @@ def _cmd_cross_similarity(args: argparse.Namespace, settings, files: list) -> in
     variant = build_upstream(args.upstream, args.upstream_ckpt, args.upstream_model_config)
     try:
         reference = build_upstream(args.against, args.against_ckpt, args.against_model_config)
-    except (ValueError, FileNotFoundError) as error:  # say which of the two models it is
-        raise ValueError(f"reference (--against {args.against}): {error}") from None
+    except UserError as error:  # say which of the two models it is
+        raise UserError(f"reference (--against {args.against}): {error}") from None
     names = (_model_label(args.upstream, args.upstream_ckpt), _model_label(args.against, args.against_ckpt))
     if names[0] == names[1]:
         names = (f"{names[0]} [rows]", f"{names[1]} [columns]")
@@ -139,9 +145,9 @@ def _cmd_cross_similarity(args: argparse.Namespace, settings, files: list) -> in
               "reference": {"upstream": args.against, "ckpt": args.against_ckpt,
                             "model_config": args.against_model_config,
                             "model_sha256": checkpoint_sha256(args.against_ckpt)},
-              "data": str(args.data), "clips": len(files)}
+              "data": data_label(args.data), "clips": len(files)}
     report = cross_analyse(variant, reference, files, settings, device=args.device, names=names, source=source)
-    paths = report.save(args.output, title=f"{names[0]} vs {names[1]} ({report.num_samples} samples, "
+    paths = report.save(args.output_dir, title=f"{names[0]} vs {names[1]} ({report.num_samples} samples, "
                                            f"pool={args.pool})")
     print(report.describe())
     print(f"matrices: {paths['json']}\nheatmap:  {paths['figure']}")

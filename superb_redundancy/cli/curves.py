@@ -1,28 +1,26 @@
 """``superb-redundancy curves``: pruning curves without retraining (see :mod:`superb_redundancy.pruning.curves`).
 
-    superb-redundancy curves --expdir EXPDIR_OR_CKPT --output DIR [--similarity REPORT] [--similarity-split dev]
+    superb-redundancy curves --expdir EXPDIR_OR_CKPT --output-dir DIR [--similarity REPORT] [--similarity-split dev]
                              [--objectives forward backward bi knn-bi] [--repeats 5] [--subset 1.0] [--seed 0]
-                             [--iterative] [--device cpu]
+                             [--iterative] [--device auto]
 
-Mount it in a larger CLI with :func:`add_arguments` and :func:`run`; :func:`main` runs it alone. Bad input (no
-such experiment, an unsupported task or upstream, a similarity report of another model, ...) ends with one line
-on stderr and exit status 2, before any evaluation. Building the parser imports neither torch nor s3prl: the
-library is imported by :func:`run`.
+Mounted by :mod:`superb_redundancy.cli.pruning` with :func:`add_arguments` and :func:`run`. Bad input (no such
+experiment, an unsupported task or upstream, a similarity report of another model, ...) raises a
+:class:`~superb_redundancy.core.errors.UserError` before any evaluation, which the CLI's ``main`` prints as one
+line (exit status 2). Building the parser imports neither torch nor s3prl: the library is imported by :func:`run`.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import Optional, Sequence
 
+from superb_redundancy.cli._common import add_aliased, add_device_arg
 from superb_redundancy.core.files import check_output_dir
 from superb_redundancy.pruning.objectives import OBJECTIVES
 
-__all__ = ["add_arguments", "run", "main"]
+__all__ = ["add_arguments", "run"]
 
-PROG = "superb-redundancy curves"
 DESCRIPTION = ("Pruning curves without retraining (paper Fig. 2b / 2c): one trained downstream head, every pruned "
                "upstream.")
 #: the default objectives, superb_redundancy.pruning.curves.PAPER_OBJECTIVES (the paper's Fig. 2b); repeated here
@@ -39,41 +37,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "Fig. 2c; default: computed on the experiment's --similarity-split audio")
     parser.add_argument("--similarity-split", default="dev", choices=("train", "dev", "test"),
                         help="the split whose audio the similarity (and so the score orders) comes from when no "
-                             "--similarity is given (default dev, as the paper's code: never the scored test items)")
+                             "--similarity is given; dev as the paper's code: never the scored test items")
     parser.add_argument("--objectives", nargs="+", default=list(PAPER_OBJECTIVES), choices=sorted(OBJECTIVES),
-                        help=f"pruning objectives (default: the paper's {' '.join(PAPER_OBJECTIVES)})")
-    parser.add_argument("--repeats", type=int, default=5, help="repeats per variant (default 5, the paper's N)")
+                        help="pruning objectives; the default is the paper's Fig. 2b")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats per variant (the paper's N)")
     parser.add_argument("--subset", type=float, default=1.0,
                         help="fraction of the test set each repeat averages over, drawn with seed + repeat "
-                             "(default 1.0: every repeat is the whole test set, so the repeats are identical)")
+                             "(1.0: every repeat is the whole test set, so the repeats are identical)")
     parser.add_argument("--seed", type=int, default=0, help="seed of repeat 0 (repeat r uses seed + r)")
     parser.add_argument("--iterative", action="store_true",
                         help="recompute score-objective orders on the pruned model after each removal "
                              "(L-2 extra similarity passes over the similarity split per score objective)")
-    parser.add_argument("--output", required=True, metavar="DIR", help="folder for curves, figures and the table")
-    parser.add_argument("--device", default="cpu")
+    add_aliased(parser, "--output-dir", aliases=("--output",), required=True, metavar="DIR",
+                help="folder for curves, figures and the table")
+    add_device_arg(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     from superb_redundancy.pruning.curves.run import pruning_curves
-    from superb_redundancy.pruning.curves.settings import CurveSettings, CurvesInputError
+    from superb_redundancy.pruning.curves.settings import CurveSettings
 
     settings = CurveSettings(objectives=tuple(args.objectives), repeats=args.repeats, subset=args.subset,
                              seed=args.seed, iterative=args.iterative, device=args.device,
                              similarity_split=args.similarity_split)
-    try:
-        check_output_dir(args.output)
-        result = pruning_curves(args.expdir, similarity=args.similarity, settings=settings, output=args.output)
-    except (CurvesInputError, ValueError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+    check_output_dir(args.output_dir)
+    result = pruning_curves(args.expdir, similarity=args.similarity, settings=settings, output=args.output_dir)
     print(result.summary())
     print(result.table())
-    print(f"curves, figures and table: {Path(args.output)}")
+    print(f"curves, figures and table: {Path(args.output_dir)}")
     return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = add_arguments(argparse.ArgumentParser(prog=PROG, description=DESCRIPTION))
-    return run(parser.parse_args(argv))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
-from superb_redundancy.cli._common import FAMILY_NAMES, add_aliased, add_clip_source
+from superb_redundancy.cli._common import FAMILY_NAMES, add_aliased, add_clip_source, add_device_arg, add_progress_arg
 
 __all__ = ["register"]
 
@@ -23,7 +23,7 @@ def register(sub) -> None:
                              "batch 128, 50 epochs)",
                     tiny="4 CPU-sized mimickers: linear/transformer x N 1,2 at z 32 (lr 3e-3, batch 4, 10 epochs)",
                     output="folder for the mimickers (<config name>.pt) and, by default, the teacher cache")
-    add_clip_source(a, seed_help="seed of the --limit subset (default 0)", deprecated="--audio")
+    add_clip_source(a, seed_help="seed of the --limit subset", deprecated="--audio")
     a.add_argument("--layer-i", type=int, metavar="I",
                    help="with a grid: the teacher layer (0-based) whose output the first layer (m_f) of each 2-layer "
                         "mimicker mimics (default round(2L/3) - 1; a --config file sets its own layer_i)")
@@ -35,12 +35,12 @@ def register(sub) -> None:
                    "mimicker needs a head on the teacher's last layer only, trained with -s last_hidden_state: "
                    "it then scores what that head scores on the mimicker's last output; a span, any head)")
     a.add_argument("--select-by", choices=["mse", "acc"], default="mse",
-                   help="keep the weights of the best validation MSE (default) or the best --eval-head accuracy")
-    a.add_argument("--cache-dir", help="teacher cache (default: OUTPUT/teacher_cache; reused when it matches)")
-    a.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="cache dtype (float16)")
-    a.add_argument("--device", help="cuda if available, else cpu")
+                   help="keep the weights of the best validation MSE or the best --eval-head accuracy")
+    a.add_argument("--cache-dir", help="teacher cache (default: OUTPUT_DIR/teacher_cache; reused when it matches)")
+    a.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="cache dtype")
+    add_device_arg(a)
     a.add_argument("--resume", action="store_true", help="continue interrupted trainings (<artifact>.state.pt)")
-    a.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_arg(a)
     a.set_defaults(func=_cmd_mimic_train, flush_denormals=True)
 
     a = actions.add_parser("init", help="baselines without step 1: non-mimicker (random layers) or classifier only",
@@ -62,7 +62,7 @@ def _add_mimic_args(p: argparse.ArgumentParser, paper: str, tiny: str, output: s
                        help="MimicConfig YAML file(s) (n_layers: 0 = classifier only)")
     group.add_argument("--paper-grid", action="store_true", help=paper)
     group.add_argument("--tiny-grid", action="store_true", help=tiny)
-    add_aliased(p, "--output", "--output-dir", required=True, metavar="DIR", help=output)
+    add_aliased(p, "--output-dir", aliases=("--output",), required=True, metavar="DIR", help=output)
 
 
 def _grid(args: argparse.Namespace) -> Optional[str]:
@@ -78,8 +78,8 @@ def _cmd_mimic_train(args: argparse.Namespace) -> int:
     configs = select_configs(args.config, grid=_grid(args), layer_i=args.layer_i, span=args.span)
     files = step1_audio(args.data, corpus=args.corpus, task=args.task, split=args.split, limit=args.limit,
                         seed=args.seed)
-    paths = train_grid(args.teacher, files, configs, args.output, cache_dir=args.cache_dir, family=args.family,
-                       dtype=args.dtype, device=args.device, resume=args.resume, progress=not args.quiet,
+    paths = train_grid(args.teacher, files, configs, args.output_dir, cache_dir=args.cache_dir, family=args.family,
+                       dtype=args.dtype, device=args.device, resume=args.resume, progress=args.progress,
                        eval_head=args.eval_head, select_by=args.select_by)
     print(f"{len(paths)} mimicker(s) from {len(files)} clips (use: -u mimic_local -k ARTIFACT; -f adapts the layers):")
     for path in paths:
@@ -93,7 +93,7 @@ def _cmd_mimic_init(args: argparse.Namespace) -> int:
     from superb_redundancy.mimic.config import select_configs
 
     configs = select_configs(args.config, grid=_grid(args), baselines=True)
-    paths = init_grid(args.teacher, configs, args.output, family=args.family)
+    paths = init_grid(args.teacher, configs, args.output_dir, family=args.family)
     print(f"{len(paths)} baseline(s), no step 1 (use: -u mimic_local -k ARTIFACT; -f trains the random layers):")
     for path in paths:
         print(describe_artifact(path))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from superb_redundancy.cli._common import add_aliased, add_progress_arg
+
 __all__ = ["register", "add_pretrain_arguments"]
 
 
@@ -13,9 +15,9 @@ def register(sub) -> None:
     p = sub.add_parser("tiny-models", help="write tiny random checkpoints in s3prl's stock formats",
                        description="Write tiny_<family>.pt, a tiny random checkpoint in s3prl's stock format, for "
                                    "every family (only those missing).")
-    p.add_argument("--output", default="work/models", metavar="DIR",
-                   help="folder for tiny_<family>.pt (default: work/models)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    add_aliased(p, "--output-dir", aliases=("--output",), default="work/models", metavar="DIR",
+                help="folder for tiny_<family>.pt")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.set_defaults(func=_cmd_tiny_models)
 
     from superb_redundancy.models import pretrain
@@ -33,15 +35,19 @@ def register(sub) -> None:
                    help="an s3prl experiment trained with -f (folder: dev-best.ckpt, else the last states-*.ckpt; or "
                         "the .ckpt), an s3prl-format wav2vec2/HuBERT checkpoint or pruned artifact, or a Hugging Face "
                         "save_pretrained folder")
-    p.add_argument("--output", required=True, help="the file (s3prl format) or folder (--format hf) to write")
-    p.add_argument("--format", choices=["s3prl", "hf"],
-                   help="s3prl: a pruned/mimic artifact or stock checkpoint (default for experiments and HF folders); "
-                        "hf: a save_pretrained folder with a model card (default for s3prl-format checkpoints)")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--output", metavar="FILE", help="the s3prl-format file to write: a pruned/mimic artifact or a "
+                                                      "stock checkpoint (from an experiment or a Hugging Face folder)")
+    out.add_argument("--output-dir", metavar="DIR", help="the Hugging Face save_pretrained folder to write, with a "
+                                                         "model card (from a wav2vec2/HuBERT checkpoint, artifact or "
+                                                         "experiment)")
+    # the older spelling: --format hf --output DIR (the folder then follows --output)
+    p.add_argument("--format", choices=["s3prl", "hf"], help=argparse.SUPPRESS)
     p.add_argument("--source", dest="artifact", metavar="PATH",
                    help="the artifact/checkpoint the experiment was trained on (its -k), if the recorded path moved")
     p.add_argument("--verify", action="store_true",
                    help="rebuild both models and print the largest difference of their hidden states")
-    p.add_argument("--overwrite", action="store_true", help="--format hf: replace a non-empty --output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output-dir folder")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("upstreams", help="list the upstream variants registered into s3prl.hub",
@@ -62,12 +68,12 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", required=True, metavar="CKPT", help="the checkpoint to write (s3prl's stock wav2vec2 "
                                                                    "format); the record goes beside it as "
                                                                    "<name>.train.json")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"updates (default {d.steps})")
+    p.add_argument("--steps", type=int, default=d.steps, help="updates")
     p.add_argument("--stop-after", type=int, help="run only the first N updates of the --steps schedule (checks)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr:g})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="clips per update")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
     p.add_argument("--warmup", type=int, help="warm-up updates (default 8%% of --steps)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay (matrices only)")
     p.add_argument("--clip-norm", type=float, default=d.clip_norm, help="gradient-norm clip (0: none)")
     p.add_argument("--seed", type=int, default=d.seed, help="python, numpy, torch and data seed")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (losses depend on it)")
@@ -80,21 +86,22 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                         ("latent-groups", "codebook groups"), ("mask-length", "masked span length (frames)"),
                         ("num-negatives", "distractors per masked frame")):
         default = getattr(d, name.replace("-", "_"))
-        p.add_argument(f"--{name}", type=int, default=default, help=f"{help_} (default {default})")
-    p.add_argument("--mask-prob", type=float, default=d.mask_prob, help=f"span-start probability ({d.mask_prob})")
-    p.add_argument("--dropout", type=float, default=d.dropout)
-    p.add_argument("--feature-grad-mult", type=float, default=d.feature_grad_mult)
+        p.add_argument(f"--{name}", type=int, default=default, help=help_)
+    p.add_argument("--mask-prob", type=float, default=d.mask_prob, help="span-start probability")
+    p.add_argument("--dropout", type=float, default=d.dropout, help="transformer dropout")
+    p.add_argument("--feature-grad-mult", type=float, default=d.feature_grad_mult,
+                   help="scale of the gradient reaching the CNN front end")
     p.add_argument("--post-ln", dest="layer_norm_first", action="store_false",
                    help="wav2vec 2.0 Base's post-LN transformer instead of a pre-LN one (Large's layer_norm_first); "
                         "deep post-LN stacks stay at chance far longer")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_arg(p)
 
 
 
 def _cmd_tiny_models(args: argparse.Namespace) -> int:
     from superb_redundancy.models.tiny import write_all
 
-    for family, path in write_all(Path(args.output), seed=args.seed).items():
+    for family, path in write_all(Path(args.output_dir), seed=args.seed).items():
         print(f"{family}: {path}")
     return 0
 
@@ -114,7 +121,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from superb_redundancy.models import pretrain
 
     result = pretrain.pretrain(settings_from_args(args), args.output, stop_after=args.stop_after,
-                               progress=not args.quiet)
+                               progress=args.progress)
     record, log = result.record, result.record["log"]
     print(f"pretrained {record['steps_run']} step(s) on {record['data']['clips']} clips in "
           f"{record['wall_seconds']:.1f} s ({record['seconds_per_step']:.3f} s/step): loss {log['loss'][0]:.4f} -> "
@@ -127,8 +134,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from superb_redundancy.results.export import export
 
-    summary = export(args.source, args.output, format=args.format, artifact=args.artifact, verify=args.verify,
-                     overwrite=args.overwrite)
+    # --output is a file (s3prl format), --output-dir a folder (Hugging Face); --format, the older way, decides alone
+    format = args.format or ("hf" if args.output_dir else "s3prl")
+    summary = export(args.source, args.output_dir or args.output, format=format, artifact=args.artifact,
+                     verify=args.verify, overwrite=args.overwrite)
     if "step" in summary:  # an experiment's fine-tuned upstream
         print(f"fine-tuned upstream of {summary['checkpoint']} (step {summary['step']}; {summary['weights_changed']} "
               f"of {summary['weights']} weights changed by training) from {summary['source']}")

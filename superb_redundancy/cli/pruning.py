@@ -7,8 +7,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from superb_redundancy.cli._common import (FAMILY_NAMES, add_clip_source, add_data_args, check_enough_clips,
-                                           check_output_file)
+from superb_redundancy.cli._common import (FAMILY_NAMES, add_aliased, add_clip_source, add_data_args, add_device_arg,
+                                           add_progress_arg, check_enough_clips, check_output_file)
+
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["register"]
 
@@ -67,9 +69,10 @@ def _add_heal(sub) -> None:
                        description="Train the kept layers of a pruned model towards the unpruned teacher's hidden "
                                    "states (no labels), everything else frozen; writes the healed artifact.")
     model = p.add_mutually_exclusive_group(required=True)
-    model.add_argument("-k", "--upstream_ckpt", metavar="ARTIFACT", help="pruned artifact to heal (prune --artifact)")
-    model.add_argument("-g", "--upstream_model_config", metavar="SPEC",
-                       help="prune spec to heal (with --family; base: from the spec or --base)")
+    add_aliased(model, "-k", "--upstream-ckpt", aliases=("--upstream_ckpt",), deprecated=False, metavar="ARTIFACT",
+                help="pruned artifact to heal (prune --artifact)")
+    add_aliased(model, "-g", "--upstream-model-config", aliases=("--upstream_model_config",), deprecated=False,
+                metavar="SPEC", help="prune spec to heal (with --family; base: from the spec or --base)")
     p.add_argument("--family", choices=HEAL_FAMILIES,
                    help="the model family: needed with -g; with -k, checked against the artifact's")
     p.add_argument("--base", help="with -g: the base checkpoint the spec prunes (default: the spec's base:)")
@@ -77,19 +80,19 @@ def _add_heal(sub) -> None:
                                      "base; its CNN front end must be the pruned model's)")
     p.add_argument("--targets", choices=["final", "mapped"], default="final",
                    help="final: the teacher's last hidden state; mapped: also, for each kept layer l, the teacher's "
-                        "layer l output (default: final)")
-    add_clip_source(p, seed_help="seed of --limit, the validation split and the shuffling (default 0)")
-    p.add_argument("--epochs", type=int, default=10, help="0: the unhealed model, with its loss recorded (10)")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (1e-4: the layers start trained)")
-    p.add_argument("--batch-size", type=int, default=16, help="clips per step (16)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out clips for validation (0.1)")
-    p.add_argument("--max-val-clips", type=int, default=1024, help="at most this many validation clips (1024)")
+                        "layer l output")
+    add_clip_source(p, seed_help="seed of --limit, the validation split and the shuffling")
+    p.add_argument("--epochs", type=int, default=10, help="0: the unhealed model, with its loss recorded")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (small: the layers start trained)")
+    p.add_argument("--batch-size", type=int, default=16, help="clips per step")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out clips for validation")
+    p.add_argument("--max-val-clips", type=int, default=1024, help="at most this many validation clips")
     p.add_argument("--cache-dir", help="teacher cache (default: OUTPUT_STEM.teacher_cache beside --output; a mimic "
                                        "train cache of the same teacher and audio is reused)")
-    p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="cache dtype (float16)")
-    p.add_argument("--device", help="cuda if available, else cpu")
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="cache dtype")
+    add_device_arg(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted healing (<output>.state.pt)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_arg(p)
     p.add_argument("--output", required=True, metavar="HEALED.pt",
                    help="the healed artifact to write (for -u pruned_<family>_local -k)")
     p.set_defaults(func=_cmd_heal, flush_denormals=True)
@@ -108,7 +111,7 @@ def _add_curves(sub) -> None:
 
 def _cmd_prune_spec(args: argparse.Namespace) -> int:
     if not (args.output or args.artifact):
-        raise ValueError("give --output SPEC.yaml and/or --artifact PATH.pt")
+        raise UserError("give --output SPEC.yaml and/or --artifact PATH.pt")
     from superb_redundancy.models.checkpoints import load_base_checkpoint, resolve_base
     from superb_redundancy.models.families import get_family
     from superb_redundancy.pruning.spec import PruneSpec
@@ -125,8 +128,8 @@ def _cmd_prune_spec(args: argparse.Namespace) -> int:
         checkpoint = load_base_checkpoint(path, family, mmap=True)
         try:
             spec.resolve(family.num_layers(checkpoint))
-        except ValueError as error:
-            raise ValueError(f"{error} (--base {path})") from None
+        except UserError as error:
+            raise UserError(f"{error} (--base {path})") from None
         del checkpoint
     else:
         print(f"note: {args.base} is not downloaded; the spec is not checked against its layers", file=sys.stderr)
@@ -143,17 +146,16 @@ def _cmd_prune_spec(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    from superb_redundancy.analysis.report import SimilarityReport, SimilaritySettings, analyse
+    from superb_redundancy.analysis.report import SimilarityReport, SimilaritySettings
     from superb_redundancy.core.audio import check_audio, list_audio
     from superb_redundancy.models.hf import is_hf_model_dir, read_hf_config
     from superb_redundancy.pruning.hf import prune_hf_folder
-    from superb_redundancy.pruning.plan import plan_pruning
-    from superb_redundancy.pruning.spec import PruneSpec
-    from superb_redundancy.pruning.upstream import build_pruned, save_pruned
+    from superb_redundancy.pruning.plan import prune_by_objective
+    from superb_redundancy.pruning.upstream import save_pruned
 
     if is_hf_model_dir(args.base):
         if args.artifact:
-            raise ValueError("--artifact writes s3prl-format checkpoints; for an HF base use --output-dir DIR")
+            raise UserError("--artifact writes s3prl-format checkpoints; for an HF base use --output-dir DIR")
         plan, _, path = prune_hf_folder(
             args.base, args.objective, args.amount, output_dir=args.output_dir, similarity=args.similarity,
             data=args.data, limit=args.limit, seed=args.seed, device=args.device, iterative=args.iterative,
@@ -166,7 +168,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
               f"use: -u hf_local -k {path}, or transformers.AutoModel.from_pretrained)")
         return 0
     if args.output_dir:
-        raise ValueError(f"--output-dir is for a Hugging Face save_pretrained --base; {args.base} is not one")
+        raise UserError(f"--output-dir is for a Hugging Face save_pretrained --base; {args.base} is not one")
     amount = args.amount
     check_output_file(args.output, "--output")
     check_output_file(args.artifact, "--artifact")
@@ -175,27 +177,21 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         settings = report.settings
     else:
         if not args.data:
-            raise ValueError("give --similarity REPORT (from `superb-redundancy similarity`) or --data AUDIO_DIR")
+            raise UserError("give --similarity REPORT (from `superb-redundancy similarity`) or --data AUDIO_DIR")
         settings = SimilaritySettings()
         report = None
     if args.iterative and not args.data:
-        raise ValueError("--iterative recomputes scores on the pruned model: it needs --data AUDIO_DIR")
+        raise UserError("--iterative recomputes scores on the pruned model: it needs --data AUDIO_DIR")
     files = check_audio(list_audio(args.data, limit=args.limit, seed=args.seed)) if args.data else None
     if files is not None and (report is None or args.iterative):
         check_enough_clips(files, settings, args.data)
     if report is not None:
         _check_report_base(report, args.similarity, args.base, args.family)
 
-    def analyse_with(dropped: list[int]) -> SimilarityReport:
-        model = build_pruned(args.family, PruneSpec(base=args.base, drop_layers=dropped))
-        return analyse(model, files, settings, device=args.device)
-
-    if report is None:
-        report = analyse_with([])
-    plan = plan_pruning(report, args.objective, amount, keep_first=not args.allow_first,
-                        reanalyse=analyse_with if args.iterative else None)
+    plan, spec = prune_by_objective(args.family, args.base, args.objective, amount, report=report, files=files,
+                                    settings=settings, iterative=args.iterative, keep_first=not args.allow_first,
+                                    device=args.device)
     print(plan.describe())
-    spec = plan.to_spec(args.base, args.amount)
     if args.output:
         print(f"prune spec: {spec.to_yaml(args.output)}  (use: -u pruned_{args.family} -g {args.output})")
     if args.artifact:
@@ -220,7 +216,7 @@ def _check_report_base(report, report_path: str, base: str, family_name: str) ->
     layers = family.num_layers(checkpoint)
     del checkpoint
     if report.num_layers != layers:
-        raise ValueError(f"similarity report {report_path} is of a {report.num_layers}-layer model; --base {base} "
+        raise UserError(f"similarity report {report_path} is of a {report.num_layers}-layer model; --base {base} "
                          f"has {layers} layers")
     recorded = report.source.get("model_sha256")
     analysed = report.source.get("ckpt")
@@ -232,7 +228,7 @@ def _check_report_base(report, report_path: str, base: str, family_name: str) ->
         return
     actual = checkpoint_sha256(path)
     if recorded != actual:
-        raise ValueError(f"similarity report {report_path} was computed on another model "
+        raise UserError(f"similarity report {report_path} was computed on another model "
                          f"({analysed or report.source.get('upstream')}, model sha256 {recorded[:12]}) than --base "
                          f"{base} ({actual[:12]}); compute it on the base (similarity -u {family.local_hub_name} "
                          f"-k {base})")
@@ -261,7 +257,7 @@ def _cmd_heal(args: argparse.Namespace) -> int:
     files = step1_audio(data, corpus=args.corpus, task=args.task, split=args.split, limit=args.limit, seed=args.seed)
     result = heal(args.output, artifact=args.upstream_ckpt, family=args.family, spec=args.upstream_model_config,
                   base=args.base, teacher=args.teacher, audio=files, config=config, cache_dir=args.cache_dir,
-                  dtype=args.dtype, device=args.device, resume=args.resume, progress=not args.quiet)
+                  dtype=args.dtype, device=args.device, resume=args.resume, progress=args.progress)
     family = result.upstream.family_name
     print(f"healed artifact: {result.path}  (use: -u pruned_{family}_local -k {result.path})")
     print(describe(result.record))

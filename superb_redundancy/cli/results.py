@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from superb_redundancy.cli._common import add_aliased, add_device_arg
+
+from superb_redundancy.core.errors import UserError
+
 __all__ = ["register"]
 
 
@@ -14,15 +18,16 @@ def register(sub) -> None:
                                    "and write per-task and overview tables, figures and one HTML page.")
     p.add_argument("--experiments", nargs="*", default=[], metavar="DIR",
                    help="folders holding s3prl expdirs to harvest")
-    p.add_argument("--records", default="leaderboard/records",
-                   help="run records (JSON), read and written (default: leaderboard/records)")
-    p.add_argument("--output", default="leaderboard", metavar="DIR",
-                   help="where tables, figures and index.html go (default: leaderboard)")
-    p.add_argument("--repeats", type=int, default=30,
-                   help="latency rounds (each times every variant once, interleaved); one timing averages 1 pass, "
-                        "doubled up to 32 until variants whose MACs differ by more than 10%% have separate IQRs")
-    p.add_argument("--threads", type=int, default=1, help="torch threads while timing (default 1: steadier)")
-    p.add_argument("--device", default="cpu", help="where variants are timed: cpu (default), cuda, cuda:N")
+    p.add_argument("--records", default="leaderboard/records", metavar="DIR",
+                   help="run records (JSON), read and written")
+    add_aliased(p, "--output-dir", aliases=("--output",), default="leaderboard", metavar="DIR",
+                help="where tables, figures and index.html go")
+    # --repeats: the older spelling (it means the evaluation repeats of `curves`)
+    add_aliased(p, "--timing-rounds", aliases=("--repeats",), type=int, default=30, metavar="N",
+                help="latency rounds (each times every variant once, interleaved); one timing averages 1 pass, "
+                     "doubled up to 32 until variants whose MACs differ by more than 10%% have separate IQRs")
+    p.add_argument("--threads", type=int, default=1, help="torch threads while timing; 1 is steadier")
+    add_device_arg(p, "where variants are timed")
     p.set_defaults(func=_cmd_leaderboard)
 
 
@@ -42,9 +47,9 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     if not records:
-        raise ValueError(f"no run records in {args.records}: pass --experiments DIR with evaluated s3prl runs")
-    frame, timing = build(records, repeats=args.repeats, device=args.device, threads=args.threads)
-    written = write_leaderboard(frame, args.output, timing=timing)
+        raise UserError(f"no run records in {args.records}: pass --experiments DIR with evaluated s3prl runs")
+    frame, timing = build(records, repeats=args.timing_rounds, device=args.device, threads=args.threads)
+    written = write_leaderboard(frame, args.output_dir, timing=timing)
     print(format_tables(frame))
     print(f"\nleaderboard: {written['index.html']}")
     return 0

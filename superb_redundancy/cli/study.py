@@ -8,6 +8,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from superb_redundancy.core.errors import UserError
+
 __all__ = ["register"]
 
 
@@ -40,7 +42,7 @@ def _add_overrides(p: argparse.ArgumentParser, prefix: str) -> None:
                         "name '*' into every upstream)")
     p.add_argument("--workdir", help="override the study's workdir")
     p.add_argument("--leaderboard", help="override where the leaderboard goes")
-    p.add_argument("--device", help="override the study's device (cpu, cuda, cuda:N)")
+    p.add_argument("--device", help="override the study's device: auto (cuda if available, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--wait", action="store_true", help=f"{prefix}wait while another runner holds the workdir")
     p.add_argument("--rerun-changed", action="store_true",
                    help=f"{prefix}rerun the done runs whose parameters changed, and what depends on them")
@@ -64,7 +66,7 @@ def _study_path(name: str) -> Path:
     if shipped.is_file():
         return shipped
     valid = sorted(p.stem for p in shipped.parent.glob("*.yaml"))
-    raise ValueError(f"study file not found: {name} (shipped studies: {valid})")
+    raise UserError(f"study file not found: {name} (shipped studies: {valid})")
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
@@ -93,7 +95,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     if problems and (args.action == "run" or in_file):  # status lists the runs of a well-formed file regardless
         for problem in problems:
             print(f"problem: {problem}", file=sys.stderr)
-        raise ValueError(f"{len(problems)} problem(s) in {args.study} (listed above); nothing was run")
+        raise UserError(f"{len(problems)} problem(s) in {args.study} (listed above); nothing was run")
     if args.action == "run":
         started = time.monotonic()
         try:
@@ -104,7 +106,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
                 print(f"changed: {line}", file=sys.stderr)
             again = ("bash scripts/main.sh --rerun-changed" if args.command == "main"
                      else f"superb-redundancy study run {args.study} --rerun-changed")
-            raise ValueError(f"{changed}; to rerun them and what depends on them: {again}; nothing was run") from None
+            raise UserError(f"{changed}; to rerun them and what depends on them: {again}; nothing was run") from None
         _print_study_summary(study, states, frame, time.monotonic() - started)
         return 1 if any(s["status"] in ("failed", "skipped", "refused") for s in states.values()) else 0
     if args.action == "cancel":

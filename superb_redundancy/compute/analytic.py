@@ -14,6 +14,7 @@ import ast
 from dataclasses import dataclass
 
 from superb_redundancy.core.audio import SAMPLE_RATE
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["Shape", "parse_conv_layers"]
 
@@ -31,7 +32,7 @@ def parse_conv_layers(text: str) -> list[tuple[int, int, int]]:
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
             left, right = value(node.left), value(node.right)
             return left + right if isinstance(node.op, ast.Add) else left * right
-        raise ValueError(f"conv_feature_layers {text!r}: only list/tuple literals, + and * are read")
+        raise UserError(f"conv_feature_layers {text!r}: only list/tuple literals, + and * are read")
 
     layers = value(ast.parse(text, mode="eval"))
     return [(int(c), int(k), int(s)) for c, k, s in layers]

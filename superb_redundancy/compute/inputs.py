@@ -17,12 +17,13 @@ import torch
 
 # the one definition of the rate, and the CNN front end's receptive field: shorter input gives no frame
 from superb_redundancy.core.audio import MIN_SAMPLES, SAMPLE_RATE
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["ProfileError", "SAMPLE_RATE", "MIN_SAMPLES", "as_samples", "read_lengths_file", "check_device",
            "check_counts"]
 
 
-class ProfileError(ValueError):
+class ProfileError(UserError):
     """Bad input for a profile; raised before any model is built. The message is one line."""
 
 

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence, Type
 
+from superb_redundancy.core.errors import InputNotFound, UserError
+
 if TYPE_CHECKING:
     from torch import Tensor
 
@@ -26,25 +28,31 @@ SAMPLE_RATE = 16000
 MIN_SAMPLES = 400
 
 
-def list_audio(data: str | Path, limit: Optional[int] = None, seed: int = 0) -> list[Path]:
-    """Audio files under ``data`` (recursive, sorted); ``limit`` draws a seeded random subset of that size."""
-    root = Path(data)
-    if not root.exists():
-        raise FileNotFoundError(f"audio folder not found: {root}")
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*")
-                                                if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+def list_audio(data: str | Path | Sequence[str | Path], limit: Optional[int] = None, seed: int = 0) -> list[Path]:
+    """Audio files under ``data``, a folder (recursive, sorted) or a file, or several of them (the files of each,
+    in order, each once); ``limit`` draws a seeded random subset of that size."""
+    files: list[Path] = []
+    for root in map(Path, [data] if isinstance(data, (str, Path)) else data):
+        if not root.exists():
+            raise InputNotFound(f"audio folder not found: {root}")
+        found = [root] if root.is_file() else sorted(p for p in root.rglob("*")
+                                                     if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+        if not found:
+            raise UserError(f"no {'/'.join(AUDIO_SUFFIXES)} files under {root}")
+        files += found
+    files = list(dict.fromkeys(files))
     if not files:
-        raise ValueError(f"no {'/'.join(AUDIO_SUFFIXES)} files under {root}")
+        raise UserError("no audio given")
     if limit is not None:
         if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
+            raise UserError(f"limit must be >= 1, got {limit}")
         if limit < len(files):
             files = sorted(random.Random(seed).sample(files, limit))
     return files
 
 
 def check_audio(files: Sequence[Path], min_seconds: float = MIN_SAMPLES / SAMPLE_RATE,
-                error: Type[Exception] = ValueError, quiet: bool = False) -> list[Path]:
+                error: Type[Exception] = UserError, quiet: bool = False) -> list[Path]:
     """The clips of ``files`` long enough to analyse, every file read once before any model runs.
 
     A file soundfile cannot read (corrupt, not audio) or holding NaN/inf samples raises ``error`` with one line

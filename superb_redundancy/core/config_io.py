@@ -8,12 +8,14 @@ from typing import Any, Type, TypeVar
 
 import yaml
 
+from superb_redundancy.core.errors import UserError
+
 __all__ = ["from_mapping", "read_yaml"]
 
 T = TypeVar("T")
 
 
-def from_mapping(cls: Type[T], data: Any, source: str, error: Type[Exception] = ValueError,
+def from_mapping(cls: Type[T], data: Any, source: str, error: Type[Exception] = UserError,
                  expected: str = "a mapping") -> T:
     """``cls(**data)`` after checking that ``data`` is a mapping of ``cls``'s fields."""
     if not isinstance(data, dict):
@@ -25,7 +27,7 @@ def from_mapping(cls: Type[T], data: Any, source: str, error: Type[Exception] = 
     return cls(**data)
 
 
-def read_yaml(path: str | Path, what: str, error: Type[Exception] = ValueError) -> Any:
+def read_yaml(path: str | Path, what: str, error: Type[Exception] = UserError) -> Any:
     """The parsed YAML file; a missing file or a YAML error is one line naming the file."""
     path = Path(path)
     if not path.is_file():

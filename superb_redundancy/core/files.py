@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Type
 
+from superb_redundancy.core.errors import UserError
+
 __all__ = ["file_sha256", "atomic_path", "atomic_dir", "check_output_dir", "check_writable", "write_text", "write_json",
            "torch_save", "load_checkpoint", "pickled_global", "sha256_file", "content_sha256", "model_sha256",
            "checkpoint_sha256", "PROVENANCE"]
@@ -119,14 +121,14 @@ def _holds_cwd(folder: Path) -> bool:
     return folder == cwd or folder in cwd.parents
 
 
-def check_output_dir(path: str | os.PathLike, flag: str = "--output") -> Path:
+def check_output_dir(path: str | os.PathLike, flag: str = "--output-dir") -> Path:
     """Refuse, before any work, an output folder that cannot be one: an existing file, an unwritable place, or
     the current folder (or one above it), which :func:`atomic_dir` would swap from under the shell."""
     path = Path(path).expanduser()
     if os.path.lexists(path) and not path.is_dir():
-        raise ValueError(f"{flag} {path} is a file; give a folder (it will hold the outputs)")
+        raise UserError(f"{flag} {path} is a file; give a folder (it will hold the outputs)")
     if _holds_cwd(path.resolve()):
-        raise ValueError(f"{flag} {path} is the current folder or holds it; give a folder of its own (e.g. {path}/out)")
+        raise UserError(f"{flag} {path} is the current folder or holds it; give a folder of its own (e.g. {path}/out)")
     check_writable(path, flag)
     return path
 
@@ -136,7 +138,7 @@ def check_writable(path: str | os.PathLike, flag: str = "--output") -> Path:
     path = Path(path).expanduser()
     existing = next(p for p in [path.absolute(), *path.absolute().parents] if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {path}: {existing} is not writable")
+        raise UserError(f"{flag} {path}: {existing} is not writable")
     return path
 
 
@@ -152,9 +154,9 @@ def atomic_dir(final: str | os.PathLike, unit: Iterable[str] = ()) -> Iterator[P
     """
     final = Path(final).expanduser().resolve()  # a symlinked folder: swap its target, not the link
     if os.path.lexists(final) and not final.is_dir():
-        raise ValueError(f"{final} exists and is not a folder")
+        raise UserError(f"{final} exists and is not a folder")
     if _holds_cwd(final):
-        raise ValueError(f"{final} is the current folder or holds it; write the unit into a folder of its own")
+        raise UserError(f"{final} is the current folder or holds it; write the unit into a folder of its own")
     final.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(final)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
@@ -212,7 +214,7 @@ def _reason(error: BaseException) -> str:
     return _first_line(error)
 
 
-def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", error: Type[Exception] = ValueError,
+def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", error: Type[Exception] = UserError,
                     mmap: bool = False, safe_globals: Iterable[type] = ()) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU; a missing, unreadable or code-carrying file raises
     ``error`` with one line naming the file (and the rejected global). ``mmap``: map instead of reading, for
@@ -322,7 +324,7 @@ _CHECKPOINT_HASHES: dict[tuple[str, int, int], str] = {}
 
 
 def checkpoint_sha256(path: Optional[str | os.PathLike], what: str = "checkpoint",
-                      error: Type[Exception] = ValueError) -> Optional[str]:
+                      error: Type[Exception] = UserError) -> Optional[str]:
     """:func:`model_sha256` of a checkpoint file (cached by path, size and mtime); None for no path or a path
     that is not a file (a Hugging Face folder, a missing file). A file torch cannot read raises ``error``."""
     if not path:

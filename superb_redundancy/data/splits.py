@@ -21,13 +21,14 @@ import numpy as np
 
 from superb_redundancy.core.audio import list_audio
 from superb_redundancy.data import tasks
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["SPLITS", "SplitError", "Clips", "audio_files", "corpus_audio", "task_clips"]
 
 SPLITS = ("train", "dev", "test")
 
 
-class SplitError(ValueError):
+class SplitError(UserError):
     """Clips that cannot be listed (a bad split, task or folder); one line, naming it."""
 
 

@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
+from superb_redundancy.core.errors import UserError
+
 __all__ = ["Task", "TASKS", "get_task", "config_path", "load_config", "data_overrides", "format_overrides"]
 
 
@@ -69,7 +71,7 @@ def get_task(name: str) -> Task:
     try:
         return TASKS[name]
     except KeyError:
-        raise ValueError(f"unknown task {name!r}; valid: {sorted(TASKS)}") from None
+        raise UserError(f"unknown task {name!r}; valid: {sorted(TASKS)}") from None
 
 
 def configs_dir() -> Path:
@@ -83,7 +85,7 @@ def config_path(task: str, setting: str = "tiny") -> Path:
     path = configs_dir() / task / f"{setting}.yaml"
     if not path.is_file():
         valid = sorted(p.stem for p in (configs_dir() / task).glob("*.yaml"))
-        raise ValueError(f"no {setting!r} config for {task}; valid settings: {valid}")
+        raise UserError(f"no {setting!r} config for {task}; valid settings: {valid}")
     return path
 
 
@@ -108,5 +110,5 @@ def format_overrides(overrides: dict[str, object]) -> str:
     """s3prl's ``-o`` syntax; values must not contain ``=`` or ``,,``."""
     for key, value in overrides.items():
         if "=" in str(value) or ",," in str(value):
-            raise ValueError(f"override {key}={value!r}: s3prl's -o cannot carry '=' or ',,' in a value")
+            raise UserError(f"override {key}={value!r}: s3prl's -o cannot carry '=' or ',,' in a value")
     return ",,".join(f"{key}={value}" for key, value in overrides.items())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from superb_redundancy.core.errors import UserError
+
 __all__ = ["MimicError"]
 
 
-class MimicError(ValueError):
+class MimicError(UserError):
     """Bad input for a mimicker (config, artifact, teacher); one line, naming the value and what is valid.
 
     Named after the mimicker, whose public error it has always been (``superb_redundancy.mimic.config.MimicError``

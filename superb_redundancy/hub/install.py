@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from superb_redundancy.hub import compat, downstreams, upstreams
 from superb_redundancy.hub.upstreams import UPSTREAMS
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["install", "hub_factory", "build_upstream", "check_stock_checkpoint"]
 
@@ -37,7 +38,7 @@ def hub_factory(name: str):
         options = s3prl.hub.options(only_registered_ckpt=False) + sorted(UPSTREAMS)
         close = difflib.get_close_matches(name, options, n=5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `superb-redundancy upstreams` lists ours"
-        raise ValueError(f"unknown upstream {name!r}{hint}")
+        raise UserError(f"unknown upstream {name!r}{hint}")
     return factory
 
 
@@ -59,7 +60,7 @@ def check_stock_checkpoint(name: str, ckpt: str | None) -> None:
     if family is None:
         return  # ours check their own files; other s3prl names take no local checkpoint of our families
     if not ckpt:
-        raise ValueError(f"{name} loads a local checkpoint: pass -k PATH (a stock {family.name} checkpoint)")
+        raise UserError(f"{name} loads a local checkpoint: pass -k PATH (a stock {family.name} checkpoint)")
     from superb_redundancy.models.checkpoints import load_base_checkpoint
 
     load_base_checkpoint(Path(ckpt).expanduser(), family, mmap=True)

@@ -22,6 +22,8 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from superb_redundancy.core.errors import UserError
+
 __all__ = ["CONFIG_KEY", "PaddedRNNError", "wanted", "reverse_within", "padded_rnn", "adopt", "enable"]
 
 #: the key in a downstream config's ``runner`` section (false or absent: s3prl's packed computation)
@@ -30,7 +32,7 @@ CONFIG_KEY = "padded_rnn"
 _WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
-class PaddedRNNError(ValueError):
+class PaddedRNNError(UserError):
     """A bad ``runner.padded_rnn``: one line for the user."""
 
 

@@ -37,6 +37,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from superb_redundancy.core.errors import UserError, print_user_error
+
 __all__ = ["main", "variants_help", "RunnerInputError", "prepare_argv", "default_evaluation_dir", "HEAD_RECORD"]
 
 #: written into an experiment folder evaluated with another upstream than the head's
@@ -53,7 +55,7 @@ _RESTORED = {"downstream": "-d", "config": "-c", "downstream_variant": "-v", "up
 _UPSTREAM = {"upstream": "-u", "upstream_ckpt": "-k", "upstream_model_config": "-g"}
 
 
-class RunnerInputError(ValueError):
+class RunnerInputError(UserError):
     """A run_downstream.py call that would not do what it says; raised before s3prl starts."""
 
 
@@ -302,8 +304,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         argv = prepare_argv(argv)
     except RunnerInputError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+        return print_user_error(PROG, error)
     from superb_redundancy.core.numerics import flush_denormals
     from superb_redundancy.hub import atomic_states, early_stopping, feature_cache, padded_rnn
     from superb_redundancy.hub.install import install
@@ -321,16 +322,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sys.argv = [PROG, *argv]
     try:
         run_downstream.main()
-    except UnsafeCheckpointError as error:  # s3prl's own loaders, e.g. an upstream's -k
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
     except SystemExit as exit:
         if {"-h", "--help"} & set(argv):
             print(variants_help())
         return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
-    except (feature_cache.FeatureCacheError, padded_rnn.PaddedRNNError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+    # bad input found once s3prl runs (an upstream's -k, a config's runner keys); the two errors of modules that
+    # predate UserError are named
+    except (UserError, UnsafeCheckpointError, feature_cache.FeatureCacheError) as error:
+        return print_user_error(PROG, error)
     finally:
         while feature_cache.CACHES:  # emptied: a second call in this process reports (and keeps) only its own
             cache = feature_cache.CACHES.pop(0)

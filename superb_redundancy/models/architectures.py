@@ -45,6 +45,7 @@ import torch
 from superb_redundancy.core.files import torch_save
 from superb_redundancy.models.config import ModelConfig
 from superb_redundancy.models.tiny import build_checkpoint
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["Architecture", "ARCHITECTURES", "DistillerShape", "get_architecture", "build_architecture_checkpoint",
            "write_architecture_checkpoint"]
@@ -150,7 +151,7 @@ def get_architecture(name: str) -> Architecture:
     try:
         return ARCHITECTURES[name]
     except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; valid: {', '.join(ARCHITECTURES)}") from None
+        raise UserError(f"unknown architecture {name!r}; valid: {', '.join(ARCHITECTURES)}") from None
 
 
 def _build_distiller_checkpoint(shape: DistillerShape, seed: int) -> dict:

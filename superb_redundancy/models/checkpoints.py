@@ -14,11 +14,12 @@ from typing import Iterator, Optional
 
 from superb_redundancy.core.files import load_checkpoint
 from superb_redundancy.models.families import ModelFamily, check_checkpoint
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["CheckpointError", "is_path_like", "resolve_base", "load_base_checkpoint", "stock_expert"]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A base model that cannot be used: not found, not downloadable here, unreadable or of another family."""
 
 

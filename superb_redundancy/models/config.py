@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
 from superb_redundancy.core.audio import SAMPLE_RATE
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["ModelConfig", "checkpoint_entries", "config_dict", "DATA2VEC_POS_CONV_DEPTH"]
 
@@ -114,7 +115,7 @@ _ENTRIES: dict[str, Callable[[ModelConfig], dict]] = {
 def checkpoint_entries(family: str, config: ModelConfig) -> dict:
     """The config entries of ``family``'s stock checkpoint for a model of ``config``'s shape (no weights)."""
     if family not in _ENTRIES:
-        raise ValueError(f"unknown family {family!r}; valid: {list(_ENTRIES)}")
+        raise UserError(f"unknown family {family!r}; valid: {list(_ENTRIES)}")
     return _ENTRIES[family](config)
 
 

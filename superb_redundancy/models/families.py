@@ -16,6 +16,8 @@ from typing import Callable, Iterator, Optional, Sequence, Type
 import torch
 from torch import nn
 
+from superb_redundancy.core.errors import UserError
+
 __all__ = ["ModelFamily", "FAMILIES", "get_family", "family_of_checkpoint", "check_checkpoint"]
 
 
@@ -286,7 +288,7 @@ def get_family(name: str) -> ModelFamily:
     try:
         return FAMILIES[name]
     except KeyError:
-        raise ValueError(f"unknown model family {name!r}; valid: {sorted(FAMILIES)}") from None
+        raise UserError(f"unknown model family {name!r}; valid: {sorted(FAMILIES)}") from None
 
 
 def _names(checkpoint: dict) -> set:
@@ -342,7 +344,7 @@ def _shapes_only() -> Iterator[None]:
 
 
 def check_checkpoint(checkpoint, path, family: Optional[ModelFamily] = None,
-                     error: Type[Exception] = ValueError) -> ModelFamily:
+                     error: Type[Exception] = UserError) -> ModelFamily:
     """The family of a loaded stock checkpoint, checked: of ``family`` if given, with every key the stock loader
     reads, and weights that fit its config. Every problem raises ``error`` with one line naming ``path``."""
     found = _recognise(checkpoint)

@@ -58,6 +58,7 @@ from torch import nn
 
 from superb_redundancy.core.audio import SAMPLE_RATE
 from superb_redundancy.core.contract import DOWNSAMPLE_RATE, upstream_output
+from superb_redundancy.core.errors import UserError
 
 __all__ = [
     "HF_MODEL_TYPES",
@@ -82,7 +83,7 @@ PRUNING_RECORD = "superb_redundancy_pruning.json"
 FEATURE_EXTRACTOR_FILE = "preprocessor_config.json"
 
 
-class HFModelError(ValueError):
+class HFModelError(UserError):
     """Not a usable Hugging Face wav2vec2 / HuBERT / WavLM folder, or a bad pruning request for one."""
 
 

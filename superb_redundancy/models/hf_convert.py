@@ -139,8 +139,8 @@ def _model_card(name: str, family: str, meta: Optional[dict], source: str, num_l
         lines.append(f"- Fine-tuned (s3prl `-f`, task {finetuned.get('downstream')}, step {finetuned.get('step')}) "
                      f"in `{finetuned.get('expdir')}`")
     lines += ["", f"Converted from the s3prl-format checkpoint `{source}` by superb-redundancy "
-              "(`superb-redundancy export ... --format hf`). Pretraining-only heads (quantizer, project_q, final_proj, "
-              "label embeddings) are left out.", "",
+              "(`superb-redundancy export ... --output-dir DIR`). Pretraining-only heads (quantizer, project_q, "
+              "final_proj, label embeddings) are left out.", "",
               f"Hidden states: `output_hidden_states=True` gives {num_layers + 1} entries (the input of the stack, then "
               "each layer's output). They equal s3prl's (`pruned_<family>_local -k ARTIFACT` with `compact: true`, or "
               f"`{family}_local -k ARTIFACT`) within {tolerance}, with the attention mask this folder's "

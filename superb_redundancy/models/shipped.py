@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from superb_redundancy.core.errors import UserError
+
 __all__ = ["MODELS_DIR", "shipped_names", "is_shipped", "shipped_checkpoint", "shipped_record"]
 
 MODELS_DIR = Path(__file__).resolve().parent
@@ -26,7 +28,7 @@ def is_shipped(name: str) -> bool:
 
 def shipped_checkpoint(name: str) -> Path:
     if not is_shipped(name):
-        raise ValueError(f"no shipped model {name!r}; valid: {shipped_names()}")
+        raise UserError(f"no shipped model {name!r}; valid: {shipped_names()}")
     return MODELS_DIR / f"{name}.pt"
 
 

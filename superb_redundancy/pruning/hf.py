@@ -15,14 +15,15 @@ import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
-from superb_redundancy.analysis.report import SimilarityReport, SimilaritySettings, analyse
+from superb_redundancy.analysis.report import SimilarityReport, SimilaritySettings
 from superb_redundancy.core.audio import list_audio
 from superb_redundancy.core.files import atomic_dir
 from superb_redundancy.models.hf import (FEATURE_EXTRACTOR_FILE, PRUNING_RECORD, HFModelError, HFUpstream,
                                          drop_hf_layers, load_feature_extractor, load_hf_model, read_hf_config,
                                          resolve_dropped)
-from superb_redundancy.pruning.plan import PruningPlan, plan_pruning
+from superb_redundancy.pruning.plan import PruningPlan, prune_by_objective
 from superb_redundancy.pruning.spec import PruneSpec, PruneSpecError, kept_layers
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["prune_hf_model", "prune_hf_folder"]
 
@@ -85,7 +86,7 @@ def prune_hf_model(src_dir, drop_layers: Sequence[int] | PruneSpec, dst_dir, ove
 
 def prune_hf_folder(base: str | os.PathLike, objective: str, amount: int | float, *,
                     output_dir: Optional[str | os.PathLike], similarity: Optional[str | os.PathLike] = None,
-                    data: Optional[str | os.PathLike] = None, limit: Optional[int] = None, seed: int = 0,
+                    data: Optional[str | os.PathLike | Sequence[str | os.PathLike]] = None, limit: Optional[int] = None, seed: int = 0,
                     device: Optional[str] = "cpu", iterative: bool = False, allow_first: bool = False,
                     family: Optional[str] = None, spec_path: Optional[str | os.PathLike] = None,
                     ) -> tuple[PruningPlan, PruneSpec, Path]:
@@ -104,27 +105,21 @@ def prune_hf_folder(base: str | os.PathLike, objective: str, amount: int | float
     if similarity:
         report = SimilarityReport.load(similarity)
         if report.num_layers != num_layers:
-            raise ValueError(f"the similarity report indexes {report.num_layers} layers; {base} has {num_layers}")
+            raise UserError(f"the similarity report indexes {report.num_layers} layers; {base} has {num_layers}")
         settings = report.settings
     elif files is None:
-        raise ValueError("give --similarity REPORT (from `superb-redundancy similarity`) or --data AUDIO_DIR")
+        raise UserError("give --similarity REPORT (from `superb-redundancy similarity`) or --data AUDIO_DIR")
     else:
         settings = SimilaritySettings()
     if iterative and files is None:
-        raise ValueError("--iterative recomputes scores on the pruned model: it needs --data AUDIO_DIR")
-    device = device or "cpu"
-    source = {"upstream": "hf_local", "ckpt": str(base), "data": None if data is None else str(data)}
-
-    def analyse_with(dropped: list[int]) -> SimilarityReport:
-        # full positions: L+1 states (a dropped layer's output repeats its input), so scores index layers as before
-        upstream = HFUpstream(base, drop_layers=dropped, full_positions=True)
-        return analyse(upstream, files, settings, device=device, source=source)
-
-    if report is None:
-        report = analyse_with([])
-    plan = plan_pruning(report, objective, amount, keep_first=not allow_first,
-                        reanalyse=analyse_with if iterative else None)
-    spec = plan.to_spec(str(base), amount)
+        raise UserError("--iterative recomputes scores on the pruned model: it needs --data AUDIO_DIR")
+    label = None if data is None else str(data) if isinstance(data, (str, os.PathLike)) else " ".join(map(str, data))
+    source = {"upstream": "hf_local", "ckpt": str(base), "data": label}
+    # full positions: L+1 states (a dropped layer's output repeats its input), so scores index layers as before
+    plan, spec = prune_by_objective(
+        family or read_hf_config(base)["model_type"], str(base), objective, amount, report=report, files=files, settings=settings, iterative=iterative,
+        keep_first=not allow_first, device=device or "cpu", source=source,
+        variant=lambda dropped: HFUpstream(base, drop_layers=dropped, full_positions=True))
     if spec_path:
         spec.to_yaml(spec_path)
     return plan, spec, prune_hf_model(base, spec, output_dir, notes=spec.notes)
@@ -136,8 +131,8 @@ def _check_request(base: Path, output_dir, family: Optional[str]) -> int:
     if family and family != config["model_type"]:
         raise HFModelError(f"--family {family} does not match {base} (model_type {config['model_type']!r})")
     if not output_dir:
-        raise ValueError("an HF base is pruned into a new save_pretrained folder: give --output-dir DIR")
+        raise UserError("an HF base is pruned into a new save_pretrained folder: give --output-dir DIR")
     existing = Path(output_dir).expanduser()
     if existing.exists() and (not existing.is_dir() or any(existing.iterdir())):
-        raise ValueError(f"--output-dir {existing} exists and is not empty; choose a new folder")
+        raise UserError(f"--output-dir {existing} exists and is not empty; choose a new folder")
     return int(config["num_hidden_layers"])

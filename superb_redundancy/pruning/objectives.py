@@ -23,6 +23,8 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from superb_redundancy.core.errors import UserError
+
 __all__ = ["OBJECTIVES", "SPAN_OBJECTIVES", "OBJECTIVE_METRIC", "register_objective", "register_span_objective",
            "block_influence", "angular_distances", "prune_order", "drop_count", "layers_to_drop", "span_scores",
            "ranked_spans", "choose_layers", "drops_per_amount"]
@@ -67,7 +69,7 @@ def register_span_objective(name: str, metric: Optional[str] = None) -> Callable
 
 def _no_single_order(name: str) -> Objective:
     def order(num_layers: int, matrices: Matrices = None) -> list[int]:
-        raise ValueError(f"objective {name!r} drops the best contiguous span for each amount and has no single "
+        raise UserError(f"objective {name!r} drops the best contiguous span for each amount and has no single "
                          f"pruning order; use choose_layers() or drops_per_amount()")
 
     return order
@@ -93,10 +95,10 @@ def _matrix(matrices: Matrices, metric: str, num_layers: int) -> np.ndarray:
     """``matrices[metric]``, checked to be over the ``num_layers + 1`` hidden states."""
     if not matrices or metric not in matrices:
         have = sorted(matrices) if matrices else []
-        raise ValueError(f"this objective needs the {metric!r} similarity matrix; got matrices {have}")
+        raise UserError(f"this objective needs the {metric!r} similarity matrix; got matrices {have}")
     m = np.asarray(matrices[metric], dtype=np.float64)
     if m.shape != (num_layers + 1, num_layers + 1):
-        raise ValueError(
+        raise UserError(
             f"the {metric!r} matrix must be over the {num_layers + 1} hidden states of a {num_layers}-layer "
             f"model, i.e. {(num_layers + 1, num_layers + 1)}, got {m.shape}"
         )
@@ -128,7 +130,7 @@ def angular_distances(cosine, n: int) -> np.ndarray:
         raise ValueError(f"expected a square (L+1)x(L+1) hidden-state cosine matrix with L >= 1, got {m.shape}")
     num_layers = m.shape[0] - 1
     if not 1 <= n <= num_layers:
-        raise ValueError(f"a span has 1..{num_layers} layers in a {num_layers}-layer model, got {n}")
+        raise UserError(f"a span has 1..{num_layers} layers in a {num_layers}-layer model, got {n}")
     cos = np.diagonal(m, offset=n)
     # clip: rounding can leave a cosine a hair above 1 (arccos would give NaN)
     return np.arccos(np.clip(cos, -1.0, 1.0)) / np.pi
@@ -158,9 +160,9 @@ def _span(num_layers: int, matrices: Matrices, n: int) -> np.ndarray:
 
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ValueError(f"{name} must be an int, got {value!r}")
+        raise UserError(f"{name} must be an int, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise UserError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
 
@@ -178,7 +180,7 @@ def prune_order(
     :func:`choose_layers` takes any objective.
     """
     if objective not in OBJECTIVES:
-        raise ValueError(f"unknown pruning objective {objective!r}; valid: {sorted(OBJECTIVES)}")
+        raise UserError(f"unknown pruning objective {objective!r}; valid: {sorted(OBJECTIVES)}")
     num_layers = _check_int("num_layers", num_layers, 1)
     order = [int(i) for i in OBJECTIVES[objective](num_layers, matrices)]
     if sorted(order) != list(range(num_layers)):
@@ -191,14 +193,14 @@ def drop_count(amount: int | float, num_layers: int) -> int:
     rounded down (``floor(amount * num_layers)``, with a 1e-9 slack so 0.25 * 12 is 3 despite float rounding)."""
     num_layers = _check_int("num_layers", num_layers, 1)
     if isinstance(amount, bool) or not isinstance(amount, Real):
-        raise ValueError(f"amount must be a layer count (int) or a fraction in [0, 1) (float), got {amount!r}")
+        raise UserError(f"amount must be a layer count (int) or a fraction in [0, 1) (float), got {amount!r}")
     if isinstance(amount, Integral):
         count = int(amount)
         if count < 0:
-            raise ValueError(f"cannot drop a negative number of layers: {count}")
+            raise UserError(f"cannot drop a negative number of layers: {count}")
     else:
         if not (math.isfinite(amount) and 0.0 <= amount < 1.0):
-            raise ValueError(f"a fractional amount must lie in [0, 1), got {amount!r}; pass an int for a count")
+            raise UserError(f"a fractional amount must lie in [0, 1), got {amount!r}; pass an int for a count")
         count = math.floor(amount * num_layers + 1e-9)
     return count
 
@@ -209,10 +211,10 @@ def layers_to_drop(order: Sequence[int], amount: int | float, num_layers: int) -
     order = list(order)
     bad = [i for i in order if isinstance(i, bool) or not isinstance(i, Integral) or not 0 <= i < num_layers]
     if bad or len(set(order)) != len(order):
-        raise ValueError(f"order must list distinct layers of 0..{num_layers - 1}, got {order}")
+        raise UserError(f"order must list distinct layers of 0..{num_layers - 1}, got {order}")
     count = drop_count(amount, num_layers)
     if count > len(order):
-        raise ValueError(
+        raise UserError(
             f"asked to drop {count} layers (amount={amount!r}) but the order offers only {len(order)} "
             f"of the {num_layers} layers"
         )
@@ -222,7 +224,7 @@ def layers_to_drop(order: Sequence[int], amount: int | float, num_layers: int) -
 def span_scores(objective: str, num_layers: int, matrices: Matrices, n: int) -> np.ndarray:
     """The span objective's score of every span of ``n`` layers ``l .. l+n-1``, indexed by ``l = 0 .. L-n``."""
     if objective not in SPAN_OBJECTIVES:
-        raise ValueError(f"{objective!r} is not a span objective; span objectives: {sorted(SPAN_OBJECTIVES)}")
+        raise UserError(f"{objective!r} is not a span objective; span objectives: {sorted(SPAN_OBJECTIVES)}")
     num_layers = _check_int("num_layers", num_layers, 1)
     n = _check_int("span length", n, 1)
     scores = np.asarray(SPAN_OBJECTIVES[objective](num_layers, matrices, n), dtype=np.float64)
@@ -241,7 +243,7 @@ def ranked_spans(objective: str, num_layers: int, matrices: Matrices, n: int, ke
     if n == 0:
         return []
     if n > num_layers - first:
-        raise ValueError(f"asked to drop {n} layers but a span can hold only the {num_layers - first} layers "
+        raise UserError(f"asked to drop {n} layers but a span can hold only the {num_layers - first} layers "
                          f"{first}..{num_layers - 1} of {num_layers}" + (" (layer 0 is kept)" if keep_first else ""))
     scores = span_scores(objective, num_layers, matrices, n)
     return [first + i for i in _ascending(scores[first:])]
@@ -252,7 +254,7 @@ def choose_layers(objective: str, num_layers: int, matrices: Matrices = None, am
     """The layers ``objective`` drops for ``amount``, for any objective: the prefix of its order, or the best
     span (ascending layers)."""
     if objective not in OBJECTIVES:
-        raise ValueError(f"unknown pruning objective {objective!r}; valid: {sorted(OBJECTIVES)}")
+        raise UserError(f"unknown pruning objective {objective!r}; valid: {sorted(OBJECTIVES)}")
     if objective not in SPAN_OBJECTIVES:
         return layers_to_drop(prune_order(objective, num_layers, matrices, keep_first), amount, num_layers)
     n = drop_count(amount, num_layers)

@@ -3,21 +3,24 @@
 ``plan_pruning`` turns a report into a plan for an objective and amount: statically (scores from the unpruned
 model, the paper's choice) or iteratively (scores recomputed on the pruned model after each removal). A span
 objective ("span") drops the best run of consecutive layers for the amount, always statically.
-``PruningPlan.to_spec`` is the one place a plan becomes a prune spec with its notes (the CLI, Hugging Face
-folders and studies all write specs through it).
+``PruningPlan.to_spec`` is the one place a plan becomes a prune spec with its notes. ``prune_by_objective`` is
+the one way a base is pruned by an objective (scores from a report or computed on clips, static or iterative):
+``superb-redundancy prune``, Hugging Face folders and studies all call it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from superb_redundancy.analysis.report import SimilarityReport
+from superb_redundancy.analysis.report import SimilarityReport, SimilaritySettings, analyse
 from superb_redundancy.pruning.objectives import (OBJECTIVES, SPAN_OBJECTIVES, block_influence, choose_layers,
                                                   drop_count, layers_to_drop, prune_order, ranked_spans, span_scores)
 from superb_redundancy.pruning.spec import PruneSpec
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["SCORE_METRIC", "objective_scores", "PruningPlan", "plan_pruning"]
 
@@ -94,7 +97,7 @@ def plan_pruning(report: SimilarityReport, objective: str, amount: int | float, 
     lowest-scoring remaining layer goes next (positional and span objectives are the same either way).
     """
     if objective not in OBJECTIVES:
-        raise ValueError(f"unknown pruning objective {objective!r}; valid: {sorted(OBJECTIVES)}")
+        raise UserError(f"unknown pruning objective {objective!r}; valid: {sorted(OBJECTIVES)}")
     if objective in SPAN_OBJECTIVES:
         return _span_plan(report, objective, amount, keep_first)
     num_layers = report.num_layers
@@ -113,3 +116,39 @@ def plan_pruning(report: SimilarityReport, objective: str, amount: int | float, 
             current = reanalyse(list(dropped))
     remaining = [i for i in order if i not in dropped]
     return PruningPlan(objective, dropped + remaining, scores.tolist(), dropped, True)
+
+
+def prune_by_objective(family: str, base: str, objective: str, amount: int | float, *,
+                       report: Optional[SimilarityReport] = None, files: Optional[Sequence[Path]] = None,
+                       settings: Optional[SimilaritySettings] = None, iterative: bool = False,
+                       keep_first: bool = True, device: str = "cpu", progress: bool = True,
+                       variant: Optional[Callable[[list[int]], Any]] = None, source: Optional[dict] = None,
+                       **notes: Any) -> tuple[PruningPlan, PruneSpec]:
+    """The pruning of ``base`` (of ``family``) by ``objective``: its plan, and the prune spec dropping ``amount``
+    layers (a count or a fraction of L; ``notes`` go into the spec's notes beside the plan's).
+
+    The scores come from ``report`` (a similarity report of ``base``), else are computed on ``files`` with
+    ``settings`` (default: the report's, else the paper's); ``iterative`` recomputes them on the pruned model
+    after each removal (it needs ``files``). ``variant(dropped)`` builds the model with those layers dropped
+    (default: :func:`~superb_redundancy.pruning.upstream.build_pruned` of a spec of ``base``; a Hugging Face
+    folder passes its own).
+    """
+    if report is None and not files:
+        raise UserError("pruning by an objective needs a similarity report of the base or audio clips to compute one")
+    if iterative and not files:
+        raise UserError("iterative pruning recomputes scores on the pruned model: it needs audio clips")
+    if variant is None:
+        from superb_redundancy.pruning.upstream import build_pruned
+
+        def variant(dropped: list[int]):
+            return build_pruned(family, PruneSpec(base=base, drop_layers=dropped))
+    settings = settings or (report.settings if report is not None else SimilaritySettings())
+
+    def analyse_with(dropped: list[int]) -> SimilarityReport:
+        return analyse(variant(dropped), list(files), settings, device=device, progress=progress, source=source)
+
+    if report is None:
+        report = analyse_with([])
+    plan = plan_pruning(report, objective, amount, keep_first=keep_first,
+                        reanalyse=analyse_with if iterative else None)
+    return plan, plan.to_spec(base, amount, **notes)

@@ -22,11 +22,12 @@ import yaml
 
 from superb_redundancy.core.config_io import from_mapping, read_yaml
 from superb_redundancy.core.files import write_text
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["PruneSpec", "PruneSpecError"]
 
 
-class PruneSpecError(ValueError):
+class PruneSpecError(UserError):
     """A prune spec that cannot be applied; the message names the bad value and what would be valid."""
 
 

@@ -27,7 +27,7 @@ identity hash).
 
 :func:`export` (``superb-redundancy export``) adds the conversions of :mod:`superb_redundancy.models.hf_convert`: an
 s3prl-format wav2vec2 / HuBERT checkpoint, pruned artifact or such a fine-tuned experiment to a transformers
-``save_pretrained`` folder (``--format hf``; the kept layers only, with a model card), and back.
+``save_pretrained`` folder (``--output-dir``; the kept layers only, with a model card), and back.
 
 Everything is checked before anything is written (one line per problem, :class:`ExportError`); every file is
 read with ``torch.load(weights_only=True)`` and written atomically.
@@ -47,6 +47,7 @@ from torch import nn
 
 from superb_redundancy.core.files import check_writable, load_checkpoint, sha256_file, torch_save
 from superb_redundancy.models.families import FAMILIES, ModelFamily
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["ExportError", "ExperimentCheckpoint", "find_experiment_checkpoint", "read_experiment",
            "export_experiment", "finetuned_model", "rebuild_upstream", "FINETUNED_KEY"]
@@ -55,7 +56,7 @@ __all__ = ["ExportError", "ExperimentCheckpoint", "find_experiment_checkpoint", 
 FINETUNED_KEY = "finetuned"
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """An experiment that cannot be exported, or a bad output; raised before anything is written."""
 
 
@@ -461,7 +462,7 @@ def _export_hf_folder(path: Path, out: Path, format: Optional[str], artifact: Op
     from superb_redundancy.models import hf as hf_models, hf_convert
 
     if format not in (None, "s3prl"):
-        raise ExportError(f"{path} is a Hugging Face folder: it exports to --format s3prl")
+        raise ExportError(f"{path} is a Hugging Face folder: it exports to an s3prl-format file (--output FILE)")
     if artifact:
         raise ExportError("--source names the artifact an experiment was trained on; not used for a folder")
     written = hf_convert.hf_to_s3prl(path, out)
@@ -492,7 +493,8 @@ def _export_experiment(path: Path, out: Path, format: Optional[str], artifact: O
     model, summary = finetuned_model(path, artifact)
     if summary["family"] not in hf_convert.CONVERTIBLE_FAMILIES:
         raise ExportError(f"{summary['checkpoint']}: a fine-tuned {summary['family'] or 'mimic'} upstream exports "
-                          f"to --format s3prl only (transformers: {', '.join(hf_convert.CONVERTIBLE_FAMILIES)})")
+                          f"to an s3prl-format file (--output FILE) only (transformers: "
+                          f"{', '.join(hf_convert.CONVERTIBLE_FAMILIES)})")
     written = hf_convert.s3prl_to_hf(summary["checkpoint"], out, overwrite=overwrite, checkpoint=model,
                                      source_label=f"the fine-tuned upstream of {summary['checkpoint']}")
     summary = dict(summary, kind="experiment_to_hf", output=str(written), load_as="hf_local")
@@ -507,7 +509,8 @@ def _export_checkpoint(path: Path, out: Path, format: Optional[str], artifact: O
     from superb_redundancy.models import hf_convert
 
     if format not in (None, "hf"):
-        raise ExportError(f"{path} is already an s3prl-format checkpoint: it exports to --format hf")
+        raise ExportError(f"{path} is already an s3prl-format checkpoint: it exports to a Hugging Face folder "
+                          "(--output-dir DIR)")
     if artifact:
         raise ExportError("--source names the artifact an experiment was trained on; not used for a checkpoint")
     written = hf_convert.s3prl_to_hf(path, out, overwrite=overwrite)

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Optional
 
 from superb_redundancy.data.tasks import get_task
+from superb_redundancy.core.errors import InputNotFound
 
 __all__ = ["Metric", "read_test_metric", "read_test_items", "word_error_rate", "MetricNotFound"]
 
 
-class MetricNotFound(FileNotFoundError):
+class MetricNotFound(InputNotFound):
     """The experiment has no test metric (yet): not evaluated, interrupted, or not an s3prl expdir."""
 
 

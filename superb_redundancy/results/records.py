@@ -23,12 +23,14 @@ from superb_redundancy.core.files import file_sha256, write_json
 from superb_redundancy.data.tasks import TASKS
 from superb_redundancy.hub.experiment_checkpoint import read_experiment_checkpoint
 from superb_redundancy.results.metrics import MetricNotFound, read_test_items, read_test_metric
+from superb_redundancy.core.errors import UserError
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["RunRecord", "HarvestError", "harvest_expdir", "harvest", "load_records", "validate_record", "reconcile",
            "model_identity", "variant_key"]
 
 
-class HarvestError(ValueError):
+class HarvestError(UserError):
     """An experiment directory that cannot be turned into a record."""
 
 
@@ -335,32 +337,32 @@ def reconcile(records_dir: str | Path, records: Sequence[RunRecord] = ()) -> lis
 def validate_record(data, source: str) -> RunRecord:
     """A record read back from JSON, checked; ValueError names the file, the field and the bad value."""
     if not isinstance(data, dict):
-        raise ValueError(f"{source}: not a JSON object")
+        raise UserError(f"{source}: not a JSON object")
     try:
         record = RunRecord(**data)
     except TypeError as error:
-        raise ValueError(f"{source}: {error}") from None
+        raise UserError(f"{source}: {error}") from None
     if record.task not in TASKS:
-        raise ValueError(f"{source}: unknown task {record.task!r}; valid: {sorted(TASKS)}")
+        raise UserError(f"{source}: unknown task {record.task!r}; valid: {sorted(TASKS)}")
     value = record.value
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{source}: value {value!r} is not a finite number")
+        raise UserError(f"{source}: value {value!r} is not a finite number")
     metric = TASKS[record.task].metric
     if metric == "acc" and not 0.0 <= value <= 1.0:
-        raise ValueError(f"{source}: value {value!r} is outside [0, 1] for an accuracy")
+        raise UserError(f"{source}: value {value!r} is outside [0, 1] for an accuracy")
     if metric == "wer" and value < 0:
-        raise ValueError(f"{source}: value {value!r} is a negative WER")
+        raise UserError(f"{source}: value {value!r} is a negative WER")
     if not record.items:
-        raise ValueError(f"{source}: no per-item outcomes (harvested by an older version? harvest it again)")
+        raise UserError(f"{source}: no per-item outcomes (harvested by an older version? harvest it again)")
     from superb_redundancy.statistics.evidence import TestItems
 
     try:
         items = [TestItems.from_dict(i) for i in record.items]
     except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{source}: bad per-item outcomes ({error})") from None
+        raise UserError(f"{source}: bad per-item outcomes ({error})") from None
     from_items = sum(i.value for i in items) / len(items)
     if not math.isclose(from_items, value, rel_tol=1e-5, abs_tol=1e-6):
-        raise ValueError(f"{source}: value {value!r} disagrees with its items ({from_items:.6g})")
+        raise UserError(f"{source}: value {value!r} disagrees with its items ({from_items:.6g})")
     return record
 
 

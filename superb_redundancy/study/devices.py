@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from superb_redundancy.core.errors import UserError
+
 __all__ = ["local_gpus", "check_workers", "worker_gpus"]
 
 
@@ -21,10 +23,10 @@ def check_workers(workers: int, device: str) -> None:
     its memory; refused in one line."""
     gpus = local_gpus(device)
     if gpus is not None and workers > 1 and ":" in str(device):
-        raise ValueError(f"executor.workers: {workers} workers on the one GPU {device}; give device: cuda (each local "
+        raise UserError(f"executor.workers: {workers} workers on the one GPU {device}; give device: cuda (each local "
                          f"worker takes a GPU of its own) or workers: 1")
     if gpus is not None and workers > gpus:
-        raise ValueError(f"executor.workers: {workers} workers on {device}, but this machine has {gpus} GPU(s); "
+        raise UserError(f"executor.workers: {workers} workers on {device}, but this machine has {gpus} GPU(s); "
                          f"each local worker takes one GPU (workers <= {gpus}), or run on Slurm")
 
 

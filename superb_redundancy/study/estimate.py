@@ -25,6 +25,7 @@ from superb_redundancy.study.config import StudyConfig, audio_task
 from superb_redundancy.study.plan import Run, expand
 from superb_redundancy.study.upstream_plan import Step2Plan
 from superb_redundancy.study.upstream_plan import UpstreamPlan, mimic_entry
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["Throughput", "ASSUMED", "Split", "RELEASED", "RunCost", "estimate", "summarize", "calibrate"]
 
@@ -122,7 +123,7 @@ def upstream_shape(up: UpstreamPlan) -> Shape:
     if up.base in HUB_ARCHITECTURES:
         architecture = get_architecture(HUB_ARCHITECTURES[up.base])
         return Shape.from_config(architecture.config.encoder(), architecture.family)
-    raise ValueError(f"upstreams[{up.name}].base: cannot tell the shape of {up.base!r} offline; known hub names: "
+    raise UserError(f"upstreams[{up.name}].base: cannot tell the shape of {up.base!r} offline; known hub names: "
                      f"{sorted(HUB_ARCHITECTURES)}, or give a checkpoint path")
 
 

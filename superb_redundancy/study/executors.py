@@ -29,6 +29,7 @@ from superb_redundancy.study.config import StudyConfig
 from superb_redundancy.study.devices import check_workers, local_gpus, worker_gpus
 from superb_redundancy.study.plan import Run
 from superb_redundancy.study.state import execute_and_record
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["LocalExecutor", "SubmititExecutor", "RunJob", "Refused", "make_executor"]
 
@@ -60,7 +61,7 @@ class LocalExecutor:
 
     def __init__(self, workers: int = 1, device: str = "cpu"):
         if workers < 1:
-            raise ValueError(f"executor.workers must be >= 1, got {workers}")
+            raise UserError(f"executor.workers must be >= 1, got {workers}")
         check_workers(workers, device)
         self.workers, self.device = workers, device
         self.capacity = workers  # runs at a time
@@ -252,4 +253,4 @@ def make_executor(study: StudyConfig, workdir: Path, override: Optional[str] = N
         folder = Path(config.folder) if config.folder else workdir / "submitit"
         return SubmititExecutor(folder, workdir, cluster=config.cluster, requests=run_requests(study),
                                 max_jobs=config.max_jobs, max_requeues=config.max_requeues)
-    raise ValueError(f"unknown executor {kind!r}; valid: ['local', 'slurm']")
+    raise UserError(f"unknown executor {kind!r}; valid: ['local', 'slurm']")

@@ -21,13 +21,15 @@ import time
 from pathlib import Path
 from typing import IO, Iterator, Optional
 
+from superb_redundancy.core.errors import UserError
+
 __all__ = ["Held", "hold", "holder", "die_with_parent", "RUN_LOCK_FD"]
 
 #: the environment variable that passes a run's lock descriptor to the runs' child processes
 RUN_LOCK_FD = "SUPERB_REDUNDANCY_RUN_LOCK_FD"
 
 
-class Held(ValueError):
+class Held(UserError):
     """The lock is held by another live process; the message names it."""
 
 

@@ -30,12 +30,13 @@ from superb_redundancy.study.config import StudyConfig
 from superb_redundancy.study.executors import make_executor
 from superb_redundancy.study.plan import Run, expand
 from superb_redundancy.study.state import RunState, execute_and_record, read_state, record_outside, recorded_hash
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["run_study", "study_status", "study_jobs", "cancel_study", "build_leaderboard", "execute_and_record", "changed_runs", "StudyChanged", "RunState",
            "study_record_path"]
 
 
-class StudyChanged(ValueError):
+class StudyChanged(UserError):
     """Done runs whose parameters changed since they ran; ``lines``: one per run, saying what changed."""
 
     def __init__(self, lines: list[str]):

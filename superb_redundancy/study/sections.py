@@ -13,11 +13,12 @@ from dataclasses import MISSING, fields
 from typing import Any, Callable, Optional, Union
 
 from superb_redundancy.core.config_io import from_mapping
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["StudyConfigError", "Builder", "typed", "unique", "is_int"]
 
 
-class StudyConfigError(ValueError):
+class StudyConfigError(UserError):
     """A study file that cannot run; ``problems`` holds one line per problem (field, bad value, what is valid)."""
 
     def __init__(self, problems: str | list[str]):

@@ -156,29 +156,25 @@ def _similarity(run: Run, study: StudyConfig, folder: Path, resume: bool = False
 
 
 def _prune(run: Run, study: StudyConfig, folder: Path, resume: bool = False) -> dict:
-    from superb_redundancy.analysis.report import SimilarityReport, analyse
-    from superb_redundancy.pruning.plan import plan_pruning
-    from superb_redundancy.pruning.spec import PruneSpec
-    from superb_redundancy.pruning.upstream import build_pruned
+    from superb_redundancy.analysis.report import SimilarityReport
+    from superb_redundancy.pruning.plan import prune_by_objective
 
     up = _upstream(study, run.params["upstream"])
     base = str(base_checkpoint(study, up))
     report = SimilarityReport.load(_run_folder(study, run_id("similarity", up.name)))
-    reanalyse, audio = None, {}
-    if run.params.get("iterative"):
+    iterative, files, audio = bool(run.params.get("iterative")), None, {}
+    if iterative:
         clips = split_audio(study, up, "dev", limit=up.similarity.limit)
-        audio = {"audio": clips.record()}
-        reanalyse = lambda dropped: analyse(build_pruned(up.family, PruneSpec(base=base, drop_layers=dropped)),
-                                            list(clips.files), report.settings, device=study.device, progress=False)
+        files, audio = list(clips.files), {"audio": clips.record()}
     amount, read_off = _prune_amount(study, up, run.params["objective"], run.params["amount"])
-    plan = plan_pruning(report, run.params["objective"], amount, reanalyse=reanalyse)
+    read_off_notes = {"read_off_curves": {"as": run.params["amount"], **read_off}} if read_off else {}
+    plan, spec = prune_by_objective(up.family, base, run.params["objective"], amount, report=report, files=files,
+                                    iterative=iterative, device=study.device, progress=False, **read_off_notes)
     # the same layers: the plan lists them in pruning order, the curves sorted
     if read_off is not None and not run.params.get("iterative") and \
             sorted(plan.drop_layers) != sorted(read_off["dropped_layers"]):
         raise RuntimeError(f"prune plan drops {plan.drop_layers}, but the curves dropped "
                            f"{read_off['dropped_layers']} at {amount} layers: the two read different orders")
-    read_off_notes = {"read_off_curves": {"as": run.params["amount"], **read_off}} if read_off else {}
-    spec = plan.to_spec(base, amount, **read_off_notes)
     return {"spec": str(spec.to_yaml(folder / "spec.yaml")), "drop_layers": plan.drop_layers, **audio}
 
 

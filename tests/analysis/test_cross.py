@@ -35,7 +35,7 @@ def variants(tmp_path_factory, tiny_ckpts):
     base = str(tiny_ckpts["wav2vec2"])
     assert main(["prune-spec", "--family", "wav2vec2", "--base", base, "--drop", "1",
                  "--artifact", str(out / "pruned.pt")]) == 0
-    assert main(["mimic", "init", "--teacher", base, "--tiny-grid", "--output", str(out / "mimic")]) == 0
+    assert main(["mimic", "init", "--teacher", base, "--tiny-grid", "--output-dir", str(out / "mimic")]) == 0
     return {"base": base, "pruned": str(out / "pruned.pt"),
             "mimic": str(out / "mimic" / "nonmimic-transformer-N1-z32.pt")}
 
@@ -71,8 +71,8 @@ def test_a_pruned_model_reproduces_its_teachers_layers(variants, audio_dir):
 def test_command_writes_labelled_cross_matrices_for_a_mimicker(variants, audio_dir, tmp_path):
     out = tmp_path / "cross"
     result = user_cli("similarity", "-u", "mimic_local", "-k", variants["mimic"], "--against", "wav2vec2_local",
-                 "--against_ckpt", variants["base"], "--data", str(audio_dir), "--batch-size", "12",
-                 "--output", str(out))
+                 "--against-ckpt", variants["base"], "--data", str(audio_dir), "--batch-size", "12",
+                 "--output-dir", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["cross_similarity.json", "cross_similarity.png"]
     data = json.loads((out / "cross_similarity.json").read_text())
@@ -106,19 +106,19 @@ def test_axis_labels_name_both_models(variants, audio_dir, tmp_path, monkeypatch
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--against_ckpt", "{base}"], "--against_ckpt names the reference's checkpoint or config: give --against"),
+        (["--against-ckpt", "{base}"], "--against-ckpt names the reference's checkpoint or config: give --against"),
         (["--against", "wav2vec3_local"], "reference (--against wav2vec3_local): unknown upstream 'wav2vec3_local'"),
-        (["--against", "wav2vec2_local", "--against_ckpt", "{missing}"],
+        (["--against", "wav2vec2_local", "--against-ckpt", "{missing}"],
          "reference (--against wav2vec2_local): checkpoint not found"),
-        (["--against", "wav2vec2_local", "--against_ckpt", "{base}", "--blocks", "3"], "--blocks is for one model"),
-        (["--against", "wav2vec2_local", "--against_ckpt", "{base}", "--no-random-baseline"],
+        (["--against", "wav2vec2_local", "--against-ckpt", "{base}", "--blocks", "3"], "--blocks is for one model"),
+        (["--against", "wav2vec2_local", "--against-ckpt", "{base}", "--no-random-baseline"],
          "--no-random-baseline is for one model"),
     ],
 )
 def test_bad_input_is_one_line_before_any_work(extra, message, variants, audio_dir, tmp_path):
     extra = [a.format(base=variants["base"], missing=tmp_path / "missing.pt") for a in extra]
     result = in_process("similarity", "-u", "pruned_wav2vec2_local", "-k", variants["pruned"], "--data", audio_dir,
-                        "--output", tmp_path / "out", *extra)
+                        "--output-dir", tmp_path / "out", *extra)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert message in lines[-1], result.stderr[-1500:]

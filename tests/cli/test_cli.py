@@ -23,7 +23,7 @@ def audio_dir(tmp_path_factory):
 def test_similarity_then_prune_write_their_artefacts(tmp_path, tiny_ckpts, audio_dir):
     base = str(tiny_ckpts["wavlm"])
     assert main(["similarity", "-u", "wavlm_local", "-k", base, "--data", str(audio_dir), "--batch-size", "12",
-                 "--output", str(tmp_path / "sim")]) == 0
+                 "--output-dir", str(tmp_path / "sim")]) == 0
     assert (tmp_path / "sim" / "similarity.json").is_file() and (tmp_path / "sim" / "similarity.png").is_file()
     assert main(["prune", "--family", "wavlm", "--base", base, "--objective", "knn-bi", "--amount", "1",
                  "--similarity", str(tmp_path / "sim"), "--output", str(tmp_path / "spec.yaml"),
@@ -42,7 +42,7 @@ def test_prune_drops_the_span_the_span_objective_chooses(tmp_path, tiny_ckpts, a
 
     base = str(tiny_ckpts["wav2vec2"])
     assert main(["similarity", "-u", "wav2vec2_local", "-k", base, "--data", str(audio_dir), "--batch-size", "12",
-                 "--permutations", "0", "--no-random-baseline", "--output", str(tmp_path / "sim")]) == 0
+                 "--permutations", "0", "--no-random-baseline", "--output-dir", str(tmp_path / "sim")]) == 0
     # 3 layers: with layer 0 allowed, two spans of 2 to choose from, 0-1 and 1-2
     result = cli("prune", "--family", "wav2vec2", "--base", base, "--objective", "span", "--amount", "2",
                  "--allow-first", "--similarity", str(tmp_path / "sim"), "--output", str(tmp_path / "spec.yaml"))
@@ -59,8 +59,10 @@ def test_prune_drops_the_span_the_span_objective_chooses(tmp_path, tiny_ckpts, a
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["similarity", "-u", "wav2vec3_local", "--data", "{audio}", "--output", "o"], "unknown upstream 'wav2vec3_local'; did you mean"),
-        (["similarity", "-u", "wav2vec2_local", "--data", "/nonexistent", "--output", "o"], "audio folder not found: /nonexistent"),
+        (["similarity", "-u", "wav2vec3_local", "--data", "{audio}", "--output-dir", "o"],
+         "unknown upstream 'wav2vec3_local'; did you mean"),
+        (["similarity", "-u", "wav2vec2_local", "--data", "/nonexistent", "--output-dir", "o"],
+         "audio folder not found: /nonexistent"),
         (["prune", "--family", "wav2vec2", "--base", "{ckpt}", "--objective", "bi", "--amount", "lots"], "argument --amount: must be a layer count"),
         (["prune", "--family", "wav2vec2", "--base", "{ckpt}", "--objective", "bi", "--amount", "1"], "give --similarity REPORT"),
         (["prune-spec", "--family", "wav2vec2", "--base", "{ckpt}", "--drop", "7", "--artifact", "x.pt"], "drop_layers [7] out of range"),
@@ -109,7 +111,7 @@ def test_overrides_prints_the_datarc_string(tmp_path):
 @pytest.mark.slow
 def test_commands_print_no_known_third_party_noise(tiny_ckpts, audio_dir, tmp_path):
     result = cli("similarity", "-u", "wav2vec2_local", "-k", str(tiny_ckpts["wav2vec2"]), "--data", str(audio_dir),
-                 "--batch-size", "12", "--output", str(tmp_path / "sim"))
+                 "--batch-size", "12", "--output-dir", str(tmp_path / "sim"))
     assert result.returncode == 0, result.stderr[-2000:]
     for noise in ("weight_norm", "torch.jit", "ESPnet is not installed", "FutureWarning"):
         assert noise not in result.stderr, result.stderr[-2000:]
@@ -212,21 +214,24 @@ def test_choices_come_from_the_library():
     assert prune.family == "data2vec" and "span" in OBJECTIVES
 
 
-def test_mimic_takes_data_and_output_and_still_the_old_spellings(capsys):
+def test_mimic_takes_data_and_output_dir_and_still_the_old_spellings(capsys):
+    import re
+
     from superb_redundancy.cli import build_parser
 
     new = build_parser().parse_args(["mimic", "train", "--teacher", "t", "--tiny-grid", "--data", "a", "b",
-                                     "--output", "o"])
+                                     "--output-dir", "o"])
     assert capsys.readouterr().err == ""
     old = build_parser().parse_args(["mimic", "train", "--teacher", "t", "--tiny-grid", "--audio", "a", "b",
-                                     "--output-dir", "o"])
-    assert (new.data, new.output) == (old.data, old.output) == (["a", "b"], "o")
+                                     "--output", "o"])
+    assert (new.data, new.output_dir) == (old.data, old.output_dir) == (["a", "b"], "o")
     err = capsys.readouterr().err
-    assert "--audio is deprecated; use --data" in err and "--output-dir is deprecated; use --output" in err
+    assert "--audio is deprecated; use --data" in err and "--output is deprecated; use --output-dir" in err
     with pytest.raises(SystemExit):
         build_parser().parse_args(["mimic", "train", "-h"])
     shown = capsys.readouterr().out
-    assert "--data" in shown and "--output" in shown and "--audio" not in shown and "--output-dir" not in shown
+    assert "--data" in shown and "--output-dir" in shown and "--audio" not in shown
+    assert not re.search(r"--output(?!-)", shown)
     assert "4 CPU-sized mimickers" in shown and "z 32" in shown and "12 mimickers" in shown
 
 

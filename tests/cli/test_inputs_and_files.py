@@ -72,7 +72,7 @@ def test_bad_audio_is_refused_before_the_model_runs(case, write, message, tmp_pa
     folder, bad = _bad_folder(tmp_path, case, write)
     run = user_cli if case == "corrupt" else cli  # one case as a user runs it: a fresh process
     line = refused(run("similarity", "-u", "wav2vec2_local", "-k", tiny_ckpts["wav2vec2"], "--data", folder,
-                       "--output", tmp_path / "sim"), bad)
+                       "--output-dir", tmp_path / "sim"), bad)
     assert message in line
     assert not (tmp_path / "sim").exists()
 
@@ -81,7 +81,7 @@ def test_bad_audio_is_refused_before_the_model_runs(case, write, message, tmp_pa
 def test_nan_audio_is_refused_by_mimic_train_before_the_teacher_runs(tmp_path, tiny_ckpts):
     folder, bad = _bad_folder(tmp_path, "nan", _nan)
     line = refused(user_cli("mimic", "train", "--teacher", tiny_ckpts["wav2vec2"], "--tiny-grid", "--data", folder,
-                       "--output", tmp_path / "mimic"), bad)
+                       "--output-dir", tmp_path / "mimic"), bad)
     assert "NaN or infinite samples" in line
     assert not list(tmp_path.glob("mimic/*.pt"))
 
@@ -104,13 +104,13 @@ def test_only_too_short_clips_and_bad_options_are_refused_before_work(tmp_path, 
     soundfile.write(short / "empty.wav", np.zeros(0, dtype="float32"), 16000)
     soundfile.write(short / "10ms.wav", np.zeros(160, dtype="float32"), 16000)
     ckpt = tiny_ckpts["wav2vec2"]
-    refused(cli("similarity", "-u", "wav2vec2_local", "-k", ckpt, "--data", short, "--output", tmp_path / "o"),
+    refused(cli("similarity", "-u", "wav2vec2_local", "-k", ckpt, "--data", short, "--output-dir", tmp_path / "o"),
             short, "shorter than 25 ms")
-    refused(cli("similarity", "-u", "wav2vec2_local", "-k", ckpt, "--data", good_audio, "--output", tmp_path / "o",
-                "--max-seconds", "0"), "--max-seconds")
+    refused(cli("similarity", "-u", "wav2vec2_local", "-k", ckpt, "--data", good_audio, "--output-dir",
+                tmp_path / "o", "--max-seconds", "0"), "--max-seconds")
     a_file = tmp_path / "taken"
     a_file.write_text("not a folder")
-    refused(cli("similarity", "-u", "wav2vec2_local", "-k", ckpt, "--data", good_audio, "--output", a_file), a_file)
+    refused(cli("similarity", "-u", "wav2vec2_local", "-k", ckpt, "--data", good_audio, "--output-dir", a_file), a_file)
     assert a_file.read_text() == "not a folder"
 
 
@@ -140,7 +140,7 @@ def _checkpoints(root: Path, tiny_ckpts: dict) -> dict[str, Path]:
 def test_bad_stock_checkpoint_is_one_line_naming_it(case, message, tmp_path, tiny_ckpts, good_audio):
     bad = _checkpoints(tmp_path, tiny_ckpts)[case]
     line = refused(cli("similarity", "-u", "wav2vec2_local", "-k", bad, "--data", good_audio,
-                       "--output", tmp_path / "sim"), bad)
+                       "--output-dir", tmp_path / "sim"), bad)
     assert message in line
     assert "weights_only` set to `False`" not in line  # never the advice to load it unsafely
 

@@ -237,8 +237,8 @@ def test_cli_writes_json_atomically(tmp_path, tiny_ckpts, capsys):
     out = tmp_path / "out" / "profile.json"
     lengths = tmp_path / "lengths.txt"
     lengths.write_text("16000\n40000\n")
-    rc = cli_main(["-u", "hubert_local", "-k", str(tiny_ckpts["hubert"]), "--seconds", "1", "--repeats", "2",
-                   "--warmup", "0", "--threads", "1", "--lengths-file", str(lengths), "--json", str(out)])
+    rc = cli_main(["-u", "hubert_local", "-k", str(tiny_ckpts["hubert"]), "--seconds", "1", "--timing-passes", "2",
+                   "--warmup-passes", "0", "--threads", "1", "--lengths-file", str(lengths), "--output", str(out)])
     assert rc == 0
     data = json.loads(out.read_text())
     assert [p.name for p in out.parent.iterdir()] == ["profile.json"]
@@ -338,7 +338,7 @@ def test_profile_of_a_pruned_real_size_architecture():
 def test_profile_of_distilhubert(tmp_path, capsys):
     """SUPERB's 23.49 M for DistilHuBERT leaves out its three prediction heads: the profile's inference count."""
     out = tmp_path / "profile.json"
-    assert cli_main(["--arch", "distilhubert", "--seconds", "1", "--no-latency", "--json", str(out)]) == 0
+    assert cli_main(["--arch", "distilhubert", "--seconds", "1", "--no-latency", "--output", str(out)]) == 0
     data = json.loads(out.read_text())
     params, macs = data["parameters"], data["macs"][0]
     assert data["upstream"] == "distiller_local"

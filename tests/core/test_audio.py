@@ -28,6 +28,13 @@ def test_list_audio_is_sorted_recursive_and_subsets_are_seeded(tmp_path):
         list_audio(tmp_path / "empty")
     with pytest.raises(ValueError, match=r"limit must be >= 1, got 0"):
         list_audio(tmp_path, limit=0)
+    # several folders and files (--data A B ...): each one's files in order, a file named twice once
+    several = list_audio([tmp_path / "b", tmp_path / "a", tmp_path / "a" / "0.wav"])
+    assert [f.relative_to(tmp_path).as_posix() for f in several] == ["b/2.wav", "a/0.wav", "a/1.flac"]
+    assert list_audio([tmp_path]) == files and list_audio([str(tmp_path)], limit=2, seed=1) == \
+        list_audio(tmp_path, limit=2, seed=1)
+    with pytest.raises(FileNotFoundError, match="audio folder not found"):
+        list_audio([tmp_path / "a", tmp_path / "missing"])
 
 
 def test_load_wav_mixes_and_resamples(tmp_path):

@@ -31,9 +31,9 @@ def test_subnormals_are_zero_in_every_thread_once_flushed(mode, expected):
 @pytest.mark.parametrize("argv, flushed", [
     (["main"], True),
     (["study", "run", "embedded_default"], True),
-    (["mimic", "train", "--teacher", "t.pt", "--tiny-grid", "--corpus", "c", "--output", "m"], True),
+    (["mimic", "train", "--teacher", "t.pt", "--tiny-grid", "--corpus", "c", "--output-dir", "m"], True),
     (["heal", "-k", "pruned.pt", "--corpus", "c", "--output", "h.pt"], True),
-    (["curves", "--expdir", "exp", "--output", "c"], True),
+    (["curves", "--expdir", "exp", "--output-dir", "c"], True),
     # the shipped model's record was computed without: its losses must reproduce
     (["pretrain", "--corpus", "c", "--output", "p.pt"], False),
     (["profile", "--arch", "wav2vec2_base"], False),  # latency is measured as torch computes by default

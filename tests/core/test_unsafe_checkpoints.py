@@ -86,12 +86,12 @@ def audio(tmp_path_factory):
 
 
 @pytest.mark.parametrize("command", [
-    "superb-redundancy similarity -u distiller_local -k {evil} --data {audio} --output {tmp}/sim",
-    "superb-redundancy similarity -u mockingjay_local -k {evil} --data {audio} --output {tmp}/sim",
+    "superb-redundancy similarity -u distiller_local -k {evil} --data {audio} --output-dir {tmp}/sim",
+    "superb-redundancy similarity -u mockingjay_local -k {evil} --data {audio} --output-dir {tmp}/sim",
     "superb-redundancy profile -u wav2vec2_local -k {evil} --no-latency",
     "superb-redundancy prune --family wav2vec2 --base {evil} --objective bi --amount 1 --data {audio} --output {tmp}/s.yaml",
-    "superb-redundancy mimic train --teacher {evil} --tiny-grid --data {audio} --output {tmp}/m",
-    "superb-redundancy curves --expdir {evil} --output {tmp}/curves",
+    "superb-redundancy mimic train --teacher {evil} --tiny-grid --data {audio} --output-dir {tmp}/m",
+    "superb-redundancy curves --expdir {evil} --output-dir {tmp}/curves",
     "python run_downstream.py -m evaluate -e {evil}",
 ])
 def test_commands_refuse_the_payload(command, evil, audio, tmp_path):

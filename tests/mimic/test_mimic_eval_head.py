@@ -193,16 +193,16 @@ def test_eval_head_errors(head, last_head, tiny_ckpts, tiny_preln_wav2vec2, clip
     MimicConfig.tiny(epochs=1).to_yaml(config)
     capsys.readouterr()  # what loading the heads above printed (s3prl's Featurizer)
     code = main(["mimic", "train", "--teacher", str(tiny_ckpts["wav2vec2"]), "--data", *map(str, clips[:3]),
-                 "--config", str(config), "--select-by", "acc", "--output", str(tmp_path / "o")])
+                 "--config", str(config), "--select-by", "acc", "--output-dir", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "select_by='acc' needs an eval head" in err[0]
     code = main(["mimic", "train", "--teacher", str(tiny_ckpts["wav2vec2"]), "--data", *map(str, clips[:4]),
-                 "--config", str(config), "--eval-head", str(head), "--select-by", "acc", "--quiet",
-                 "--output", str(tmp_path / "w")])
+                 "--config", str(config), "--eval-head", str(head), "--select-by", "acc", "--no-progress",
+                 "--output-dir", str(tmp_path / "w")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "weights the teacher's 4 hidden states" in err[-1] and "-s last_hidden_state" in err[-1]
     assert not (tmp_path / "w" / "teacher_cache").exists()  # refused before the teacher pass
     assert main(["mimic", "train", "--teacher", str(tiny_ckpts["wav2vec2"]), "--data", *map(str, clips[:4]),
-                 "--config", str(config), "--eval-head", str(last_head), "--select-by", "acc", "--quiet",
-                 "--output", str(tmp_path / "o")]) == 0
+                 "--config", str(config), "--eval-head", str(last_head), "--select-by", "acc", "--no-progress",
+                 "--output-dir", str(tmp_path / "o")]) == 0
     assert "best head accuracy" in capsys.readouterr().out

@@ -346,15 +346,15 @@ def test_non_mimicker_span_and_cli(tiny_ckpts, audio, tmp_path, capsys, hub):
     MimicConfig.tiny(epochs=1).to_yaml(config)
     out = tmp_path / "out"
     assert main(["mimic", "train", "--teacher", str(tiny_ckpts["wav2vec2"]), "--data", str(audio), "--limit", "5",
-                 "--config", str(config), "--span", "1", "2", "--output", str(out), "--quiet"]) == 0
+                 "--config", str(config), "--span", "1", "2", "--output-dir", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert f"{out / 'linear-N1-z32-span1-2.pt'}: linear N=1 z=32, targets [2], replacing layers 1..2 of 3" in printed
     assert TeacherCache(out / "teacher_cache").layers == [0, 2]  # the span's input and target
     code = main(["mimic", "train", "--teacher", str(tiny_ckpts["wav2vec2"]), "--data", str(audio), "--config",
-                 str(config), "--span", "2", "5", "--output", str(out)])
+                 str(config), "--span", "2", "5", "--output-dir", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert "span=[2, 5] is outside the teacher's transformer stack; valid: [i, j] with 0 <= i <= j <= 2" in err[0]
     assert main(["mimic", "train", "--teacher", str(tiny_ckpts["wav2vec2"]), "--data", str(audio), "--config",
-                 str(config), "--span", "0", "1", "--output", str(tmp_path / "m"), "--quiet"]) == 0
+                 str(config), "--span", "0", "1", "--output-dir", str(tmp_path / "m"), "--no-progress"]) == 0
     assert (tmp_path / "m" / "linear-N1-z32-span0-1.pt").is_file()

@@ -217,7 +217,7 @@ def test_command_line(tiny_ckpts, audio, tmp_path):
     config = tmp_path / "c.yaml"
     MimicConfig.tiny(epochs=1).to_yaml(config)
     code = main(["mimic", "train", "--teacher", str(tiny_ckpts["wav2vec2"]), "--data", str(audio), "--config",
-                 str(config), "--output", str(tmp_path / "out")])
+                 str(config), "--output-dir", str(tmp_path / "out")])
     assert code == 0 and (tmp_path / "out" / "linear-N1-z32.pt").is_file()
 
 
@@ -302,7 +302,7 @@ def test_cli_mimic_train_and_init(tiny_ckpts, audio, tmp_path, capsys):
     MimicConfig.tiny(epochs=2).to_yaml(config)
     out = tmp_path / "out"
     assert main(["mimic", "train", "--teacher", str(tiny_ckpts["wav2vec2"]), "--data", str(audio), "--limit", "6",
-                 "--config", str(config), "--output", str(out), "--quiet"]) == 0
+                 "--config", str(config), "--output-dir", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "1 mimicker(s) from 6 clips" in printed
     assert f"{out / 'linear-N1-z32.pt'}: linear N=1 z=32, targets [2]" in printed
@@ -310,7 +310,7 @@ def test_cli_mimic_train_and_init(tiny_ckpts, audio, tmp_path, capsys):
     assert len(TeacherCache(out / "teacher_cache")) == 6
 
     assert main(["mimic", "init", "--teacher", str(tiny_ckpts["wav2vec2"]), "--tiny-grid",
-                 "--output", str(tmp_path / "base")]) == 0
+                 "--output-dir", str(tmp_path / "base")]) == 0
     printed = capsys.readouterr().out
     assert "3 baseline(s)" in printed and "step 1: none" in printed
     assert sorted(p.name for p in (tmp_path / "base").iterdir()) == \
@@ -330,9 +330,9 @@ def test_cli_mimic_bad_input_is_one_line(args, message, tiny_ckpts, audio, tmp_p
     MimicConfig(n_layers=0).to_yaml(tmp_path / "clf.yaml")
     (tmp_path / "bad.yaml").write_text("z: 0\n")
     args = [a.format(audio=audio, clf=tmp_path / "clf.yaml", bad=tmp_path / "bad.yaml") for a in args]
-    code = main(["mimic", *args, "--teacher", str(tiny_ckpts["wav2vec2"]), "--output", str(tmp_path / "o")])
+    code = main(["mimic", *args, "--teacher", str(tiny_ckpts["wav2vec2"]), "--output-dir", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and message in err[0] and err[0].startswith("superb-redundancy mimic: error:")
+    assert code == 2 and len(err) == 1 and message in err[0] and err[0].startswith(f"superb-redundancy mimic {args[0]}: error:")
 
 
 # ---------------------------------------------------------------------------------------------- loss balance

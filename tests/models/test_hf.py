@@ -258,7 +258,7 @@ def test_analyse_and_similarity_cli_on_an_hf_model(hf_dirs, audio_dir, tmp_path)
         assert matrix.shape == (4, 4) and np.allclose(np.diag(matrix), 1, atol=1e-4)
 
     code = cli.main(["similarity", "-u", "hf_local", "-k", str(hf_dirs["hubert"]), "--data", str(audio_dir),
-                     "--k", "2", "--batch-size", "5", "--output", str(tmp_path / "sim")])
+                     "--k", "2", "--batch-size", "5", "--output-dir", str(tmp_path / "sim")])
     assert code == 0 and SimilarityReport.load(tmp_path / "sim").num_layers == 3
 
 

@@ -113,7 +113,7 @@ def test_training_lowers_the_loss_of_a_fixed_batch(audio_dir, tmp_path):
 @pytest.mark.slow
 def test_cli_as_a_user_runs_it(audio_dir, tmp_path):
     output = tmp_path / "models" / "w2v2.pt"
-    args = ["pretrain", "--data", str(audio_dir), "--steps", "2", "--output", str(output), "--quiet"]
+    args = ["pretrain", "--data", str(audio_dir), "--steps", "2", "--output", str(output), "--no-progress"]
     for name, value in TINY.items():
         args += ([f"--{name.replace('_', '-')}", str(value)] if name != "crop_max" else ["--crop-seconds", "1", "1.5"])
     result = subprocess.run([str(Path(sys.executable).parent / "superb-redundancy"), *args],
@@ -146,7 +146,7 @@ def test_bad_input_is_one_line_before_any_work(args, message, audio_dir, tmp_pat
     args = [a.format(audio=audio_dir, folder=tmp_path) for a in args]
     if "--output" not in args:
         args += ["--output", str(tmp_path / "x.pt")]
-    assert main(["pretrain", *args, "--quiet"]) == 2
+    assert main(["pretrain", *args, "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("superb-redundancy pretrain: error: ") and message in err[0], err
     assert not built and not (tmp_path / "x.pt").exists()

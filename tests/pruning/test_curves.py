@@ -14,7 +14,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from superb_redundancy.cli.curves import add_arguments, run
+from superb_redundancy.cli import main
+from superb_redundancy.cli._common import AUTO_DEVICE, resolve_device
+from superb_redundancy.cli.curves import add_arguments
 from superb_redundancy.pruning.curves.evaluate import evaluate_end_to_end, evaluate_shared
 from superb_redundancy.pruning.curves.experiment import load_experiment, resolve_checkpoint, test_loader
 from superb_redundancy.pruning.curves.orders import variant_masks
@@ -197,7 +199,7 @@ def _edited_checkpoint(expdir, tmp_path, **changes):
 
 @slow
 def test_missing_experiment_is_one_clear_line(tmp_path, capsys):
-    assert run(_cli("--expdir", str(tmp_path / "nope"), "--output", str(tmp_path / "out"))) == 2
+    assert main(["curves", "--expdir", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "experiment not found" in err[0]
     (tmp_path / "empty").mkdir()
@@ -209,7 +211,7 @@ def test_missing_experiment_is_one_clear_line(tmp_path, capsys):
 @slow
 def test_unsupported_upstream_task_and_pruned_base(expdir, tmp_path, tiny_ckpts, capsys):
     bad = _edited_checkpoint(expdir, tmp_path, upstream="fbank")
-    assert run(_cli("--expdir", str(bad), "--output", str(tmp_path / "out"))) == 2
+    assert main(["curves", "--expdir", str(bad), "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'fbank'" in err[0] and "supported" in err[0] and "wav2vec2_local" in err[0]
 
@@ -272,19 +274,21 @@ def test_the_command_line_builds_without_torch_and_defaults_to_the_library_setti
     code = textwrap.dedent("""
         import argparse, sys
         from superb_redundancy.cli.curves import add_arguments
-        add_arguments(argparse.ArgumentParser()).parse_args(["--expdir", "x", "--output", "y"])
+        add_arguments(argparse.ArgumentParser()).parse_args(["--expdir", "x", "--output-dir", "y"])
         assert "torch" not in sys.modules and "s3prl" not in sys.modules, "torch or s3prl imported"
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     from superb_redundancy.cli import curves as cli
 
-    args = _cli("--expdir", "x", "--output", "y")
+    args = _cli("--expdir", "x", "--output-dir", "y")
     assert cli.PAPER_OBJECTIVES == PAPER_OBJECTIVES
     defaults = CurveSettings()
-    assert (tuple(args.objectives), args.repeats, args.subset, args.seed, args.iterative, args.device,
+    # the device follows the CLI's one rule (auto: cuda if available, else cpu), resolved by main
+    assert args.device == AUTO_DEVICE and resolve_device(args.device) in (defaults.device, "cuda")
+    assert (tuple(args.objectives), args.repeats, args.subset, args.seed, args.iterative,
             args.similarity_split) == (defaults.objectives, defaults.repeats, defaults.subset, defaults.seed,
-                                       defaults.iterative, defaults.device, defaults.similarity_split)
+                                       defaults.iterative, defaults.similarity_split)
 
 
 def test_the_library_parses_no_command_line():

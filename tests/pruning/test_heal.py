@@ -242,7 +242,7 @@ def test_command_in_a_fresh_process(pruned, audio, work):
     out = work / "cli" / "healed.pt"
     done = subprocess.run([sys.executable, "-m", "superb_redundancy.cli", "heal", "-k", str(pruned), "--data",
                            str(audio), "--output", str(out), "--epochs", "2", "--lr", "1e-3", "--batch-size", "4",
-                           "--targets", "mapped", "--quiet"], capture_output=True, text=True, timeout=600, env=env)
+                           "--targets", "mapped", "--no-progress"], capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"healed artifact: {out}  (use: -u pruned_wav2vec2_local -k {out})" in done.stdout
     assert "distillation loss (mapped) on 1 validation clips" in done.stdout
@@ -262,7 +262,7 @@ def test_command_in_a_fresh_process(pruned, audio, work):
 @pytest.mark.parametrize("args,message", [
     (["--targets", "all"], "argument --targets: invalid choice: 'all' (choose from 'final', 'mapped')"),
     (["--batch-size", "two"], "argument --batch-size: invalid int value: 'two'"),
-    (["-g", "{spec}"], "argument -g/--upstream_model_config: not allowed with argument -k/--upstream_ckpt"),
+    (["-g", "{spec}"], "argument -g/--upstream-model-config: not allowed with argument -k/--upstream-ckpt"),
     (["--base", "{base}"], "--base is for a prune spec (-g)"),
     (["--lr", "0"], "lr=0.0 is invalid; valid: a finite number > 0"),
     (["--output", "{folder}"], "is a folder; give a file path"),

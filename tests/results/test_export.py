@@ -320,10 +320,12 @@ def test_a_cnn_as_wide_as_the_model_has_an_identity_projection_in_transformers(t
 def test_hf_conversion_refusals(sources, tmp_path):
     with pytest.raises(ValueError, match=r"wavlm checkpoint; conversion to transformers covers wav2vec2, hubert"):
         export(sources["wavlm"]["artifact"], tmp_path / "hf")
-    with pytest.raises(ExportError, match=r"already an s3prl-format checkpoint: it exports to --format hf"):
+    with pytest.raises(ExportError, match=r"already an s3prl-format checkpoint: it exports to a Hugging Face folder "
+                                          r"\(--output-dir DIR\)"):
         export(sources["wav2vec2"]["artifact"], tmp_path / "x.pt", format="s3prl")
     fake_experiment(tmp_path / "exp", "pruned_wavlm_local", str(sources["wavlm"]["artifact"]))
-    with pytest.raises(ExportError, match=r"a fine-tuned wavlm upstream exports to --format s3prl only"):
+    with pytest.raises(ExportError,
+                       match=r"a fine-tuned wavlm upstream exports to an s3prl-format file \(--output FILE\) only"):
         export(tmp_path / "exp", tmp_path / "hf", format="hf")
     assert not (tmp_path / "hf").exists()
 

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from superb_redundancy.data import tasks as task_table
 from superb_redundancy.data.corpus.plans import PLANNERS, TASKS, TaskPlan
 from superb_redundancy.data.corpus.speech import ESPEAK_RATE, TARGET_RATE, clip_rng, render_noise, render_speech
+from superb_redundancy.core.errors import UserError
 
 __all__ = [
     "CORPUS_VERSION",
@@ -69,7 +70,7 @@ _PATHS = {
 
 def _check_task(task: str) -> str:
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+        raise UserError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
     return task
 
 
@@ -189,14 +190,14 @@ def generate(root: Union[str, Path], tasks: Iterable[str] = TASKS, scale: float 
         tasks = (tasks,)
     tasks = list(dict.fromkeys(_check_task(t) for t in tasks))
     if not tasks:
-        raise ValueError(f"no task given; valid tasks: {', '.join(TASKS)}")
+        raise UserError(f"no task given; valid tasks: {', '.join(TASKS)}")
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+        raise UserError(f"scale must be a finite number > 0, got {scale!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+        raise UserError(f"seed must be an int, got {seed!r}")
     scale, seed = float(scale), int(seed)
     if workers is not None and workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers!r}")
+        raise UserError(f"workers must be >= 1, got {workers!r}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
 

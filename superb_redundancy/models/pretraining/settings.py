@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from superb_redundancy.core.audio import SAMPLE_RATE
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["PretrainError", "PretrainSettings", "TEMPERATURE_FLOOR_AT"]
 
@@ -18,7 +19,7 @@ __all__ = ["PretrainError", "PretrainSettings", "TEMPERATURE_FLOOR_AT"]
 TEMPERATURE_FLOOR_AT = 0.7
 
 
-class PretrainError(ValueError):
+class PretrainError(UserError):
     """Bad input for pretraining; raised before any work."""
 
 

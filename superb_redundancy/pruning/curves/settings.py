@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 import torch
 
 from superb_redundancy.pruning.objectives import OBJECTIVES
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["PAPER_OBJECTIVES", "SUPPORTED_TASKS", "CurvesInputError", "UnsupportedTaskError", "CurveSettings"]
 
@@ -32,7 +33,7 @@ SUPPORTED_TASKS: dict[str, Callable[[Sequence[float]], float]] = {
 }
 
 
-class CurvesInputError(ValueError):
+class CurvesInputError(UserError):
     """Bad input for pruning curves, found before any evaluation starts."""
 
 

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from superb_redundancy.core.contract import upstream_output
 from superb_redundancy.models.families import ModelFamily
 from superb_redundancy.pruning.upstream import PrunedUpstream, drop_layers
+from superb_redundancy.core.errors import UserError
 
 __all__ = ["Mask", "SharedPrunedForward", "as_upstream_output", "layers_dropped"]
 
@@ -105,7 +106,7 @@ class SharedPrunedForward:
         if bad:
             raise ValueError(f"masks must have {self.num_layers} entries, got {bad[0]}")
         if any(not m[0] for m in masks) and self.family.shared_position_bias:
-            raise ValueError("WavLM: dropping layer 0 (owner of the relative-position table) is not supported here")
+            raise UserError("WavLM: dropping layer 0 (owner of the relative-position table) is not supported here")
         return masks
 
     def _full_pass(self, wavs: Sequence[Tensor]) -> tuple[list, Tensor, list[Tensor]]:
@@ -182,7 +183,7 @@ def layers_dropped(expert: nn.Module, family: ModelFamily, dropped: Sequence[int
     original = list(layers)
     dropped = sorted(set(dropped))
     if family.shared_position_bias and 0 in dropped:
-        raise ValueError("layers_dropped: WavLM's layer 0 owns the position table; use build_pruned to drop it")
+        raise UserError("layers_dropped: WavLM's layer 0 owns the position table; use build_pruned to drop it")
 
     def rebind():
         for hook in getattr(expert, "hooks", []):

@@ -6,13 +6,15 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from superb_redundancy.core.errors import UserError
+
 __all__ = ["HealConfig", "HealError", "TARGETS", "DTYPES"]
 
 TARGETS = ("final", "mapped")
 DTYPES = ("float16", "float32")  # of the teacher cache
 
 
-class HealError(ValueError):
+class HealError(UserError):
     """Bad input for healing; raised (one line naming the value and what is valid) before any work."""
 
 
