@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from superb_redundancy.cli._common import resolve_device
     from superb_redundancy.core import quiet
-    from superb_redundancy.core.errors import print_user_error
+    from superb_redundancy.core.errors import UserError, print_user_error
 
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet.silence_known_noise()
@@ -61,24 +61,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if hasattr(args, "device"):
             args.device = resolve_device(args.device)
         return args.func(args)
-    except Exception as error:  # bad input: one line, no traceback; anything else is a bug and keeps it
-        if not isinstance(error, user_errors()):
-            raise
+    except UserError as error:  # bad input: one line, no traceback; anything else is a bug and keeps it
         return print_user_error(prog, error)
-
-
-#: the errors of bad input defined in modules that predate :class:`UserError` (module, class): to subclass it
-_OLDER_USER_ERRORS = (("superb_redundancy.hub.compat", "UnsafeCheckpointError"),
-                      ("superb_redundancy.hub.feature_cache", "FeatureCacheError"))
-
-
-def user_errors() -> tuple[type, ...]:
-    """:class:`UserError`, and the older errors of bad input of the modules imported so far (one that raised has
-    been imported)."""
-    from superb_redundancy.core.errors import UserError
-
-    older = (getattr(sys.modules.get(module), name, None) for module, name in _OLDER_USER_ERRORS)
-    return (UserError, *(cls for cls in older if cls is not None))
 
 
 def _chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:

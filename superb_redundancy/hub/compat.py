@@ -30,6 +30,8 @@ import types
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from superb_redundancy.core.errors import UserError
+
 __all__ = ["FIXES", "AFTER_IMPORT", "apply", "applied", "install_hook", "UnsafeCheckpointError",
            "TRUST_ENV", "EXCLUDE_ENV"]
 
@@ -433,7 +435,7 @@ def _voxceleb1_cache() -> bool:
 # 8. No checkpoint runs code. torch >= 2.6 loads with weights_only=True, but some of s3prl's loaders (distiller,
 #    mockingjay) ask for weights_only=False first, so a pickled payload in a file passed with -k would run.
 #    Every torch.load called from s3prl's code loads weights only, unless the file is named in TRUST_ENV.
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(UserError):
     """A checkpoint that needs code to unpickle (a class, a function, os.system, ...): it is not loaded."""
 
 

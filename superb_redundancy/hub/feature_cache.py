@@ -28,6 +28,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from superb_redundancy.core.errors import UserError
+
 __all__ = ["FeatureCache", "FeatureCacheError", "CONFIG_KEY", "STORE_KEY", "cache_budget", "clip_key", "enable", "CACHES"]
 
 #: the key in a downstream config's ``runner`` section: the cache's size limit in GiB (0 or absent: no cache)
@@ -40,7 +42,7 @@ STORE_KEY = "frontend_store"
 CACHES: list["FeatureCache"] = []
 
 
-class FeatureCacheError(ValueError):
+class FeatureCacheError(UserError):
     """A bad ``runner.feature_cache_gb``, or a selection the upstream does not give: one line for the user."""
 
 

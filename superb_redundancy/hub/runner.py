@@ -317,8 +317,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     early_stopping.enable(_note)
     from s3prl import run_downstream
 
-    from superb_redundancy.hub.compat import UnsafeCheckpointError
-
     sys.argv = [PROG, *argv]
     try:
         run_downstream.main()
@@ -326,9 +324,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if {"-h", "--help"} & set(argv):
             print(variants_help())
         return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
-    # bad input found once s3prl runs (an upstream's -k, a config's runner keys); the two errors of modules that
-    # predate UserError are named
-    except (UserError, UnsafeCheckpointError, feature_cache.FeatureCacheError) as error:
+    # bad input found once s3prl runs (an upstream's -k, a config's runner keys)
+    except UserError as error:
         return print_user_error(PROG, error)
     finally:
         while feature_cache.CACHES:  # emptied: a second call in this process reports (and keeps) only its own
