@@ -237,24 +237,6 @@ def test_variants_of_one_model_are_timed_once(tiny_ckpts, monkeypatch):
     assert timed == [["base"]] and profiles["base"] == profiles["reference: head on the last layer"]
 
 
-def test_passes_needed_follows_the_pilots_spread():
-    """Averaging p passes narrows the spread sqrt(p)-fold: a pair 1 ms apart with IQR half-widths summing to 3 ms
-    needs 9 passes (the next power of two: 16); one that would need more than max_passes, or whose MACs are within
-    10%, or that is apart already, asks for nothing."""
-    from superb_redundancy.results.leaderboard.profiles import _passes_needed
-
-    def t(median, half):
-        return {"median_s": median, "q1_s": median - half, "q3_s": median + half}
-
-    macs = {"small": (1, 50.0), "large": (1, 100.0), "near": (1, 95.0), "fast": (1, 10.0)}
-    pilot = {"small": t(5.0, 1.5), "large": t(6.0, 1.5)}
-    assert _passes_needed(pilot, macs, max_passes=32) == 16
-    assert _passes_needed(pilot, macs, max_passes=8) == 1  # 9 > 8: left unseparated
-    assert _passes_needed({"large": t(6.0, 1.5), "near": t(5.0, 1.5)}, macs, 32) == 1  # MACs within 10%
-    assert _passes_needed({"small": t(5.0, 0.2), "large": t(6.0, 0.2)}, macs, 32) == 1  # apart already
-    assert _passes_needed({"fast": t(1.0, 0.5), "small": t(5.0, 0.5), "large": t(6.0, 0.75)}, macs, 32) == 2
-
-
 def test_step2_and_reference_rows_are_labelled(records):
     """A mimic row says which step 2 trained its head; a head on the teacher's last layer is a reference row, with
     its retention against the base, and is never taken for the base."""
