@@ -11,6 +11,8 @@ then there for the tests that need the same thing.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -125,6 +127,22 @@ def ks_last_layer_experiment(tmp_path_factory, tiny_ckpts, corpus_root):
                            folder / "exp")
 
     return built_once(tmp_path_factory, "ks_last_layer_experiment", build) / "exp"
+
+
+# Peak size of the run's temporary folders (measured on a clean-clone run of the whole suite, passed tests' folders
+# removed as they pass: setup.cfg); below it the run would end in dozens of unrelated "could not create" errors.
+TEMP_SPACE_NEEDED_GB = 3.0
+
+
+def pytest_sessionstart(session):
+    if hasattr(session.config, "workerinput"):
+        return  # the xdist controller checked already
+    where = Path(session.config.option.basetemp or tempfile.gettempdir())
+    where = where if where.exists() else where.parent
+    free_gb = shutil.disk_usage(where).free / 1e9
+    if free_gb < TEMP_SPACE_NEEDED_GB:
+        pytest.exit(f"{free_gb:.1f} GB free in {where}; the suite needs about {TEMP_SPACE_NEEDED_GB:.0f} GB of "
+                    "temporary space (free some, or point TMPDIR or --basetemp at a larger disk)", returncode=4)
 
 
 def pytest_collection_modifyitems(config, items):
