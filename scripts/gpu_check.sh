@@ -35,7 +35,7 @@ log "2/5 run_downstream.py train + evaluate of a pruned tiny model on cuda"
 printf 'base: %s\ndrop_layers: [1]\n' "$work/models/tiny_wav2vec2.pt" > "$work/spec.yaml"
 overrides=$("$PY" -m superb_redundancy.cli overrides -d speech_commands --root "$work/data")
 "$PY" run_downstream.py -m train -u pruned_wav2vec2 -g "$work/spec.yaml" -d speech_commands --device cuda \
-  -c downstream_configs/speech_commands/tiny.yaml -p "$work/exp" -o "$overrides" > "$work/train.log" 2>&1
+  -c superb_redundancy/downstream_configs/speech_commands/tiny.yaml -p "$work/exp" -o "$overrides" > "$work/train.log" 2>&1
 "$PY" run_downstream.py -m evaluate -e "$work/exp/states-30.ckpt" --device cuda > "$work/evaluate.log" 2>&1
 grep -h "test at step" "$work/exp/log.log"
 
@@ -71,7 +71,7 @@ for name, t in times.items():
           f"{t['median_s'] / times['original']['median_s']:>11.3f} {macs[name] / macs['original']:>11.3f}")
 PY
 log "4/5 the paper study's cost with this GPU measured"
-"$PY" -m superb_redundancy.cli study status studies/paper.yaml --estimate --calibrate --device cuda 2>/dev/null \
+"$PY" -m superb_redundancy.cli study status paper --estimate --calibrate --device cuda 2>/dev/null \
   | head -12
 
 log "5/5 step 1 at real size: the data path's share of a step (linear N=1 z=32, d 768, batch 128)"

@@ -18,8 +18,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER = ROOT / "studies" / "paper.yaml"
-REAL_SIZE = ROOT / "studies" / "rehearsals" / "paper_real_size.yaml"
+PAPER = ROOT / "superb_redundancy" / "studies" / "paper.yaml"
+REAL_SIZE = ROOT / "superb_redundancy" / "studies" / "rehearsals" / "paper_real_size.yaml"
 MODELS = {"wav2vec2-base": "wav2vec2_base", "wav2vec2-large": "wav2vec2_large"}
 
 

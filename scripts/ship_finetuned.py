@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Ship a study's fine-tuned upstream as a package model, with its record (README, "The shipped models").
 
-    superb-redundancy study run studies/ks_w2v2_8l.yaml
-    .venv/bin/python scripts/ship_finetuned.py studies/ks_w2v2_8l.yaml --name ks_w2v2_8l
+    superb-redundancy study run ks_w2v2_8l
+    .venv/bin/python scripts/ship_finetuned.py superb_redundancy/studies/ks_w2v2_8l.yaml --name ks_w2v2_8l
 
 evaluates the fine-tuning experiment's dev-best checkpoint (upstream and head) on the test split through s3prl's
 runner, then writes ``superb_redundancy/models/<name>.pt`` (the study's exported ``base.pt``) and

@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: dotted package -> its folder (setup.cfg's package_dir puts upstreams/ inside the package)
-PACKAGES = {"superb_redundancy": ROOT / "superb_redundancy", "superb_redundancy.upstreams": ROOT / "upstreams"}
+#: dotted package -> its folder
+PACKAGES = {"superb_redundancy": ROOT / "superb_redundancy"}
 
 
 #: the subpackages from the bottom up: a module imports only from its own subpackage or from one listed before it.
 #: ``(package)`` is ``superb_redundancy/__init__.py`` (its public names are loaded by name, on first use).
 LAYERS = (
+    "downstream_configs",  # data: s3prl configs per task and setting (an empty __init__, found by importlib.resources)
+    "studies",      # data: the shipped study files (likewise)
     "core",         # files, audio, the config loader, s3prl's upstream contract: nothing of ours
     "statistics",   # the evidence of a score: intervals, chance, retention
     "data",         # tasks, splits, the synthetic corpus

@@ -15,8 +15,8 @@ __all__ = ["register"]
 
 def register(sub) -> None:
     p = sub.add_parser("main", help="the embedded default study: synthetic corpus, tiny models, CPU",
-                       description="Run studies/embedded_default.yaml (or --study FILE): the README's main command.")
-    p.add_argument("--study", help="another study file instead of studies/embedded_default.yaml")
+                       description="Run the shipped study embedded_default (or --study FILE): the README's main command.")
+    p.add_argument("--study", help="another study (a file, or a shipped study's name) instead of embedded_default")
     _add_overrides(p, "")
     p.set_defaults(func=_cmd_main, flush_denormals=True)
 
@@ -25,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("action", choices=["run", "status", "cancel"],
                    help="run: run what is not done; status: list the runs (on Slurm: what each asks for, its job "
                         "and the job's state); cancel: cancel the study's Slurm jobs that are queued or running")
-    p.add_argument("study", help=f"a study YAML, or the name of one in studies/ ({', '.join(_shipped())})")
+    p.add_argument("study", help="a study YAML, or a shipped study's name (paper, paper_superb, embedded_default, ...)")
     p.add_argument("--executor", choices=["local", "slurm"], help="override the study's executor.kind")
     p.add_argument("--estimate", action="store_true",
                    help="status: what the runs cost, before any runs (device hours, memory, disk), offline")
@@ -38,8 +38,8 @@ def register(sub) -> None:
 
 def _add_overrides(p: argparse.ArgumentParser, prefix: str) -> None:
     p.add_argument("--override", action="append", default=[], metavar="FILE",
-                   help="a YAML file of study keys merged over the study (repeatable; upstreams merge by name, "
-                        "name '*' into every upstream)")
+                   help="a YAML file of study keys merged over the study, or a shipped one's name "
+                        "(rehearsals/paper_cpu); repeatable; upstreams merge by name, name '*' into every upstream")
     p.add_argument("--workdir", help="override the study's workdir")
     p.add_argument("--leaderboard", help="override where the leaderboard goes")
     p.add_argument("--device", help="override the study's device: auto (cuda if available, else cpu), cpu, cuda or cuda:N")
@@ -48,36 +48,16 @@ def _add_overrides(p: argparse.ArgumentParser, prefix: str) -> None:
                    help=f"{prefix}rerun the done runs whose parameters changed, and what depends on them")
 
 
-def _shipped() -> list[str]:
-    """The names of the studies shipped in superb_redundancy/studies (``study run NAME`` finds them)."""
-    from importlib import resources
-
-    return sorted(p.stem for p in Path(str(resources.files("superb_redundancy.studies"))).glob("*.yaml"))
-
-
-def _study_path(name: str) -> Path:
-    """A study file: a path, or the name of one shipped in studies/ (e.g. embedded_default)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    from importlib import resources
-
-    shipped = Path(str(resources.files("superb_redundancy.studies"))) / f"{path.stem}.yaml"
-    if shipped.is_file():
-        return shipped
-    valid = sorted(p.stem for p in shipped.parent.glob("*.yaml"))
-    raise UserError(f"study file not found: {name} (shipped studies: {valid})")
-
-
 def _cmd_study(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from superb_redundancy.study.config import StudyConfig
     from superb_redundancy.study.runner import run_study, study_status
     from superb_redundancy.study.runner import StudyChanged
+    from superb_redundancy.study.shipped import study_path
 
     # the whole plan is checked before any run: every problem of the file, then what the disk can tell
-    study, in_file = StudyConfig.load(_study_path(args.study), args.override)
+    study, in_file = StudyConfig.load(study_path(args.study), args.override)
     if study is not None and not in_file:  # a well-formed file: its plan must make every run once
         from superb_redundancy.study.plan import duplicate_runs
 
@@ -214,7 +194,7 @@ def _timing_line(states: dict) -> str:
 
 
 def _cmd_main(args: argparse.Namespace) -> int:
-    """The README's main command: the embedded default study (studies/embedded_default.yaml)."""
+    """The README's main command: the embedded default study (superb_redundancy/studies/embedded_default.yaml)."""
     args.action, args.study, args.executor = "run", args.study or "embedded_default", None
     return _cmd_study(args)
 

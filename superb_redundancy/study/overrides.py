@@ -1,7 +1,7 @@
 """A study file as it runs: the file it ``extends:``, then the file itself, then override files, merged into one mapping.
 
 A study extends another (``extends: paper.yaml``, relative to the extending file) to add to it without rewriting it,
-and a run cuts a study down without editing it (``study run studies/paper.yaml --override rehearsal.yaml``). The
+and a run cuts a study down without editing it (``study run paper --override rehearsal.yaml``). The
 layers merge in order, each over the one before:
 
 * mappings merge key by key (``data: {asr: {...}}`` adds a task's roots and keeps the others);
@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from superb_redundancy.core.config_io import read_yaml
+from superb_redundancy.core.errors import InputNotFound
 from superb_redundancy.study.sections import StudyConfigError
+from superb_redundancy.study.shipped import study_path
 
 __all__ = ["EVERY_UPSTREAM", "REMOVE", "merge", "read_study"]
 
@@ -88,7 +90,11 @@ def read_study(path: str | Path, overrides: Sequence[str | Path] = ()) -> dict:
     """The mapping a study file stands for: its ``extends`` chain, the file, then each override file in order."""
     data = _layer(Path(path).expanduser().resolve(), ())
     for override in overrides:
-        layer = read_yaml(Path(override).expanduser(), "override file", StudyConfigError)
+        try:
+            override = study_path(override, "override file")
+        except InputNotFound as missing:
+            raise StudyConfigError(str(missing)) from None
+        layer = read_yaml(override, "override file", StudyConfigError)
         if layer is None:
             continue
         if not isinstance(layer, dict):

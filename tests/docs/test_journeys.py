@@ -1,4 +1,4 @@
-"""Every command block of README.md and downstream_configs/README.md, run verbatim, as a user runs it.
+"""Every command block of README.md and superb_redundancy/downstream_configs/README.md, run verbatim, as a user runs it.
 
 The blocks are parsed from the files (so the docs and the tests cannot drift) and run in document order, each
 in a fresh ``bash`` (or ``python``) subprocess, in a copy of the repository whose ``.venv`` is this one, with
@@ -25,7 +25,7 @@ import yaml
 from helpers.session import MAIN_CORPUS
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = (ROOT / "README.md", ROOT / "downstream_configs" / "README.md")
+DOCS = (ROOT / "README.md", ROOT / "superb_redundancy" / "downstream_configs" / "README.md")
 _BLOCK = re.compile(r"(?:<!-- journey: (?P<id>[\w-]+) -->\n)?```(?P<lang>[\w-]*)\n(?P<body>.*?)^```", re.S | re.M)
 RUNNABLE = ("bash", "python")
 
@@ -173,11 +173,9 @@ def check_paper_rehearsal(out: Optional[Outcome], box: Path) -> None:
     files that test runs."""
     block = next(b for b in doc_blocks() if b.id == "paper-rehearsal")
     command = block.body.split("#")[0].split()
-    assert command == ["superb-redundancy", "study", "run", "studies/paper.yaml", "--override",
-                       "studies/rehearsals/paper_cpu.yaml"]
+    assert command == ["superb-redundancy", "study", "run", "paper", "--override", "rehearsals/paper_cpu"]
     test = (ROOT / "tests" / "study" / "test_rehearsal.py").read_text()
-    assert 'PAPER, REHEARSAL = ROOT / "studies" / "paper.yaml", ROOT / "studies" / "rehearsals" / "paper_cpu.yaml"' \
-        in test and '"study", "run", str(PAPER), "--override", str(REHEARSAL)' in test
+    assert 'PAPER, REHEARSAL = study_path("paper"), study_path("rehearsals/paper_cpu")' in test and '"study", "run", str(PAPER), "--override", str(REHEARSAL)' in test
 
 
 def check_beyond(out: Outcome, box: Path) -> None:

@@ -4,7 +4,6 @@ run kind and in total, from the shapes, steps, batch sizes and the corpus's clip
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -12,9 +11,9 @@ from helpers.commands import in_process
 from superb_redundancy.study.config import StudyConfig
 from superb_redundancy.study.plan import expand
 from superb_redundancy.study.estimate import ASSUMED, RELEASED, estimate, split_sizes, summarize
+from superb_redundancy.study.shipped import study_path
 
-ROOT = Path(__file__).resolve().parents[2]
-PAPER, SUPERB = ROOT / "studies" / "paper.yaml", ROOT / "studies" / "paper_superb.yaml"
+PAPER, SUPERB = study_path("paper"), study_path("paper_superb")
 
 
 def _total(rows: list[dict]) -> dict:

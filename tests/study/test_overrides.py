@@ -3,7 +3,6 @@ cut down by an override, never rewritten; the SUPERB study extends the paper's."
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import yaml
@@ -12,10 +11,10 @@ from superb_redundancy.study.config import StudyConfig
 from superb_redundancy.study.plan import expand
 from superb_redundancy.study.sections import StudyConfigError
 from superb_redundancy.study.overrides import merge, read_study
+from superb_redundancy.study.shipped import study_path
 
-ROOT = Path(__file__).resolve().parents[2]
-PAPER = ROOT / "studies" / "paper.yaml"
-REHEARSAL = ROOT / "studies" / "rehearsals" / "paper_cpu.yaml"
+PAPER = study_path("paper")
+REHEARSAL = study_path("rehearsals/paper_cpu")
 
 
 def test_mappings_merge_by_key_lists_replace_and_null_removes():
@@ -66,7 +65,7 @@ def test_the_paper_study_is_the_paper():
 
 
 def test_the_superb_study_extends_the_paper_and_shares_its_runs():
-    paper, superb = StudyConfig.from_yaml(PAPER), StudyConfig.from_yaml(ROOT / "studies" / "paper_superb.yaml")
+    paper, superb = StudyConfig.from_yaml(PAPER), StudyConfig.from_yaml(study_path("paper_superb"))
     assert superb.workdir == paper.workdir and superb.name != paper.name
     assert set(superb.tasks) == {"speech_commands_35", "speech_commands", "voxceleb1", "emotion", "asr"}
     shared = {r.run_id: r.params_hash for r in expand(paper)}

@@ -21,12 +21,12 @@ import yaml
 from helpers.commands import CLI
 from helpers.studies import corpus_data
 from superb_redundancy.data.splits import task_clips
+from superb_redundancy.study.shipped import study_path
 
 #: one xdist worker builds the module fixture (a study) once for all its tests
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("rehearsal")]
 
-ROOT = Path(__file__).resolve().parents[2]
-PAPER, REHEARSAL = ROOT / "studies" / "paper.yaml", ROOT / "studies" / "rehearsals" / "paper_cpu.yaml"
+PAPER, REHEARSAL = study_path("paper"), study_path("rehearsals/paper_cpu")
 
 
 def _state(work: Path, run_id: str) -> dict:

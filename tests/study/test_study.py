@@ -19,8 +19,8 @@ from superb_redundancy.study.config import StudyConfig
 from superb_redundancy.study.plan import expand
 from superb_redundancy.study.runner import run_study, study_status
 from superb_redundancy.study.sections import StudyConfigError
+from superb_redundancy.study.shipped import study_path
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_study(path: Path, **overrides) -> Path:
@@ -29,7 +29,7 @@ def write_study(path: Path, **overrides) -> Path:
 
 
 def test_expansion_of_the_shipped_studies():
-    default = StudyConfig.from_yaml(ROOT / "studies" / "embedded_default.yaml")
+    default = StudyConfig.from_yaml(study_path("embedded_default"))
     runs = expand(default)
     ids = [r.run_id for r in runs]
     assert ids[0] == "data" and len(ids) == len(set(ids))
@@ -52,10 +52,10 @@ def test_expansion_of_the_shipped_studies():
     for run in runs:
         assert all(stage[n] < run.stage for n in run.needs), run.run_id
     assert all("curves/w2v2-8l" in r.needs for r in runs if r.kind == "prune")
-    beyond = expand(StudyConfig.from_yaml(ROOT / "studies" / "beyond_the_paper.yaml"))
+    beyond = expand(StudyConfig.from_yaml(study_path("beyond_the_paper")))
     assert {r.kind for r in beyond} == {"data", "similarity", "curves", "prune", "teacher", "heal", "mimic",
                                         "downstream"}
-    paper = StudyConfig.from_yaml(ROOT / "studies" / "paper.yaml")
+    paper = StudyConfig.from_yaml(study_path("paper"))
     assert len(paper.upstreams) == 4 and paper.executor.kind == "slurm"
     assert {r.kind for r in expand(paper)} >= {"similarity", "prune", "mimic", "downstream", "curves"}
 

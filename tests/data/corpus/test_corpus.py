@@ -23,7 +23,7 @@ from superb_redundancy.hub import compat
 compat.apply()
 
 REPO = Path(__file__).resolve().parents[3]
-CONFIGS = REPO / "downstream_configs"
+CONFIGS = REPO / "superb_redundancy" / "downstream_configs"
 KS_WORDS = KS_COMMANDS + KS_UNKNOWN_WORDS
 # Issue 12: the least test data with which a score means something (the clips s3prl's test split really reads).
 MIN_TEST = {"speech_commands": 400, "voxceleb1": 200, "emotion": 200, "asr": 100}
