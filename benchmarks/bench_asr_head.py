@@ -1,7 +1,7 @@
 """The ASR head's training step on a CPU: s3prl's packed LSTM against the padded one, subnormal floats kept or flushed.
 
 s3prl's own pieces as its runner puts them together for the embedded default's ASR setting
-(downstream_configs/asr/demo.yaml): the shipped 8-layer model (superb_redundancy/models/ks_w2v2_8l.pt) behind
+(superb_redundancy/downstream_configs/asr/demo.yaml): the shipped 8-layer model (superb_redundancy/models/ks_w2v2_8l.pt) behind
 our feature cache, s3prl's Featurizer (a learnt weighted sum of the 9 hidden states) and s3prl's ASR
 DownstreamExpert (a 128-unit BiLSTM with CTC), trained with Adam at 3e-3 and gradient clipping at 1 on the
 synthetic corpus's 400 training sentences in s3prl's length buckets of 16. Four modes, each in a fresh process
@@ -62,10 +62,10 @@ def _train(mode: str, corpus: Path, steps: int) -> dict:
                                                               "ks_w2v2_8l.pt")).eval()
     cache = FeatureCache(upstream, "hidden_states", 2 ** 31)
     featurizer = Featurizer(cache, upstream_device="cpu")
-    config = yaml.safe_load((ROOT / "downstream_configs" / "asr" / "demo.yaml").read_text())
+    config = yaml.safe_load((ROOT / "superb_redundancy" / "downstream_configs" / "asr" / "demo.yaml").read_text())
     expert_config = config["downstream_expert"]
     expert_config["datarc"].update(libri_root=str(corpus / "LibriSpeech"), bucket_file=str(corpus / "len_for_bucket"),
-                                   dict_path=str(ROOT / "downstream_configs" / "asr" / "char.dict"))
+                                   dict_path=str(ROOT / "superb_redundancy" / "downstream_configs" / "asr" / "char.dict"))
     expert = DownstreamExpert(featurizer.output_dim, featurizer.downsample_rate, expert_config, expdir=".")
     if mode.startswith("padded"):
         assert adopt(expert) == 1

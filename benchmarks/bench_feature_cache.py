@@ -1,6 +1,6 @@
 """The feature cache: an ASR head trained through our run_downstream.py with and without it, same everything else.
 
-The embedded default's ASR setting (downstream_configs/asr/demo.yaml) on the shipped 8-layer model
+The embedded default's ASR setting (superb_redundancy/downstream_configs/asr/demo.yaml) on the shipped 8-layer model
 (superb_redundancy/models/ks_w2v2_8l.pt) and the synthetic corpus's 400 training sentences, cut to ``--steps``
 steps (each 16 sentences, so 25 steps are one epoch), evaluated on the dev sentences at the end. Each mode runs
 in a fresh process with ``--threads`` threads, ``runner.feature_cache_gb`` 0 (off) then 2 (on); the order
@@ -36,7 +36,7 @@ def _train(mode: str, gib: float, args, data: str, folder: Path) -> tuple[float,
                  f"config.runner.save_step={steps},,config.runner.feature_cache_gb={gib},,args.seed=1337")
     command = [sys.executable, "-m", "superb_redundancy.hub.runner", "-m", "train", "-u", "wav2vec2_local", "-k",
                str(ROOT / "superb_redundancy" / "models" / "ks_w2v2_8l.pt"), "-d", "asr", "-c",
-               str(ROOT / "downstream_configs" / "asr" / "demo.yaml"), "-p", str(folder / mode), "--device", "cpu",
+               str(ROOT / "superb_redundancy" / "downstream_configs" / "asr" / "demo.yaml"), "-p", str(folder / mode), "--device", "cpu",
                "-o", overrides]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "HF_HUB_OFFLINE": "1", "SUPERB_REDUNDANCY_OFFLINE": "1"}

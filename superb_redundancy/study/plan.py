@@ -16,7 +16,6 @@ not a run: it is rebuilt from the records at the end.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
@@ -113,23 +112,14 @@ def corpus_tasks(study: StudyConfig) -> list[str]:
     return sorted({get_task(t).corpus_task for t in study.tasks} | {"speech_commands"})
 
 
-@functools.lru_cache(maxsize=None)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    from superb_redundancy.core.files import sha256_file
-
-    return sha256_file(path)
-
-
 def base_content(base: str) -> Optional[str]:
     """The sha256 of the checkpoint file a base names (a shipped model's stem or a path); None for a hub name or
     ``tiny``, which their name decides (hashing one would mean downloading it)."""
+    from superb_redundancy.core.files import file_sha256
     from superb_redundancy.models.shipped import is_shipped, shipped_checkpoint
 
     path = shipped_checkpoint(base) if is_shipped(base) else Path(base).expanduser()
-    if not path.is_file():
-        return None
-    stat = path.stat()
-    return _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return file_sha256(str(path))  # cached by path, size and mtime; None when there is no such file
 
 
 def setting_content(task: str, setting: str) -> Optional[str]:

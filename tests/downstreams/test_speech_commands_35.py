@@ -212,7 +212,7 @@ def test_runner_trains_and_evaluates_speech_commands_35(tmp_path, tiny_ckpts, co
     expdir = tmp_path / "exp"
     data = tasks.format_overrides(tasks.data_overrides(NAME, corpus_root))
     _run_downstream("-m", "train", "-u", "wav2vec2_local", "-k", str(tiny_ckpts["wav2vec2"]), "-d", NAME,
-                    "-c", str(ROOT / "downstream_configs" / NAME / "tiny.yaml"), "-p", str(expdir),
+                    "-c", str(ROOT / "superb_redundancy" / "downstream_configs" / NAME / "tiny.yaml"), "-p", str(expdir),
                     "--device", "cpu", "-o", data, cwd=tmp_path)
     assert (expdir / "states-30.ckpt").is_file()
     assert "dev at step 15: " in (expdir / "log.log").read_text()

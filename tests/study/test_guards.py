@@ -25,6 +25,7 @@ from helpers.commands import cli as user_cli
 from helpers.commands import in_process
 from helpers.studies import corpus_data
 from superb_redundancy.study import guard
+from superb_redundancy.study.shipped import study_path
 
 HERE = Path(__file__).resolve().parent
 
@@ -135,7 +136,7 @@ def test_a_runs_hash_follows_what_it_reads_not_where_it_runs(tmp_path):
     more = hashes(tasks=["speech_commands", "emotion"])  # a new task adds runs and a corpus, changes nothing else
     assert {rid for rid, digest in before.items() if more[rid] != digest} == {"data"}
     for shipped in ("embedded_default", "paper"):
-        assert StudyConfig.load(Path(__file__).parents[2] / "studies" / f"{shipped}.yaml")[1] == []
+        assert StudyConfig.load(study_path(shipped))[1] == []
 
 
 def test_a_retrained_base_or_a_new_corpus_version_changes_the_hashes(tmp_path, monkeypatch):

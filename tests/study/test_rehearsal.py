@@ -1,4 +1,4 @@
-"""``studies/paper.yaml`` itself, cut down by the shipped rehearsal override (studies/rehearsals/paper_cpu.yaml)
+"""The shipped study ``paper`` itself, cut down by the shipped rehearsal override (rehearsals/paper_cpu)
 and a layer that points it at this session's corpus, run end to end on Speech Commands v0.02's layout (minute-long
 background recordings, a quarter of the clips under 1 s, the list files) as a user runs it, killed once mid-way.
 
