@@ -1,7 +1,7 @@
 """setup.cfg holds the configuration; this file only adds the autoload .pth, which setuptools has no option for.
 
 ``superb_redundancy_autoload.pth`` lands at the root of site-packages (regular and editable installs), so every
-interpreter runs ``_superb_redundancy_autoload.install()`` at start (see that module; README "Autoload").
+interpreter runs ``_superb_redundancy_autoload.install()`` at start (see that module; docs/s3prl.md, "Autoload").
 """
 
 import os

@@ -23,6 +23,6 @@ pip install -q --no-deps "torchaudio==2.11.0"
 # torchaudio >= 2.9 reads audio through TorchCodec; 0.17 is the release built against torch 2.14. Without
 # FFmpeg's libraries it cannot decode, and the compat layer reads wav/flac with soundfile instead.
 pip install -q "torchcodec==0.17.0"
-pip install -q --no-build-isolation -e ".[test]"
+pip install -q --no-build-isolation -e ".[test,docs]"  # docs: mkdocs, whose strict build is a test
 echo "$want" > "$stamp"
 echo "[bootstrap] done"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Ship a study's fine-tuned upstream as a package model, with its record (README, "The shipped models").
+"""Ship a study's fine-tuned upstream as a package model, with its record (docs/models.md).
 
     superb-redundancy study run ks_w2v2_8l
     .venv/bin/python scripts/ship_finetuned.py superb_redundancy/studies/ks_w2v2_8l.yaml --name ks_w2v2_8l

@@ -1,7 +1,7 @@
 """The small models shipped inside the package (``superb_redundancy/models/``), named by their file stem.
 
 Each is a stock s3prl checkpoint with a ``<name>.train.json`` record of the command that made it (seeds,
-settings, losses or scores); a study names one as its ``base`` (``base: ks_w2v2_8l``). See README, "The
+settings, losses or scores); a study names one as its ``base`` (``base: ks_w2v2_8l``). See docs/models.md, "The
 shipped models".
 """
 

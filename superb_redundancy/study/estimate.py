@@ -33,7 +33,7 @@ GB = 1024 ** 3
 #: bytes a process holds besides the model: the interpreter, torch, s3prl, a CUDA context (host / device)
 PROCESS_HOST_GB, PROCESS_DEVICE_GB = 2.5, 0.6
 #: what a run pays before and after its compute: starting a process with torch and s3prl (seconds), and reading and
-#: writing checkpoints (bytes per second); the CPU rehearsal measured about this (README, "The paper study")
+#: writing checkpoints (bytes per second); the CPU rehearsal measured about this (docs/studies.md, "The paper study")
 STARTUP_SECONDS, IO_BYTES_PER_SECOND = 15.0, 0.3e9
 #: the run kinds that load their upstream, and how many float32 copies of it they read and write (the fine-tune
 #: reads the base, writes its states with Adam's two moments twice over and the exported base)

@@ -1,4 +1,5 @@
-"""Every command block of README.md and superb_redundancy/downstream_configs/README.md, run verbatim, as a user runs it.
+"""Every command block of the documentation, run verbatim, as a user runs it: README.md, then the docs site's pages
+in mkdocs.yml's nav order, then the downstream configs' README.
 
 The blocks are parsed from the files (so the docs and the tests cannot drift) and run in document order, each
 in a fresh ``bash`` (or ``python``) subprocess, in a copy of the repository whose ``.venv`` is this one, with
@@ -22,15 +23,18 @@ from typing import Callable, Optional
 import pytest
 import yaml
 
+from helpers.docs import DOWNSTREAM_CONFIGS_README, README, nav_pages
 from helpers.session import MAIN_CORPUS
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = (ROOT / "README.md", ROOT / "superb_redundancy" / "downstream_configs" / "README.md")
+#: in the order the blocks run: a block may use what an earlier one left behind (the main job's outputs first)
+DOCS = (README, *nav_pages(), DOWNSTREAM_CONFIGS_README)
 _BLOCK = re.compile(r"(?:<!-- journey: (?P<id>[\w-]+) -->\n)?```(?P<lang>[\w-]*)\n(?P<body>.*?)^```", re.S | re.M)
 RUNNABLE = ("bash", "python")
 
-#: one xdist worker runs the journeys and then what reuses the main job's outputs (tests/conftest.py)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("main_job")]
+#: one xdist worker runs the journeys and then what reuses the main job's outputs (tests/conftest.py); the journeys
+#: themselves are marked slow, the checks of the blocks' ids are not
+pytestmark = [pytest.mark.xdist_group("main_job")]
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,16 @@ def check_real_models(out: Outcome, box: Path) -> None:
     assert head["evaluated"]["upstream_model_config"] == str((box / "prune.yaml").resolve())
 
 
+def check_quickstart(out: Outcome, box: Path) -> None:
+    """The README's Python example: the shipped 8-layer model with 2 layers dropped keeps its 9 hidden states and
+    loses less than 2/8 of its parameters (the front end stays); its spec is written for s3prl's -g."""
+    _ok(out)
+    match = re.search(r"^(\d+) hidden states of shape \(1, \d+, \d+\); (\d+)% fewer parameters$", out.stdout, re.M)
+    assert match, out.tail()
+    assert int(match[1]) == 9 and 0 < int(match[2]) < 25, match[0]
+    assert yaml.safe_load((box / "work/prune_2_5.yaml").read_text())["drop_layers"] == [2, 5]
+
+
 def check_python_api(out: Outcome, box: Path) -> None:
     _ok(out)
     match = re.search(r"^(\d+) hidden states of shape \(1, (\d+), (\d+)\)$", out.stdout, re.M)
@@ -226,6 +240,7 @@ JOURNEY_BASE = "work/journeys/base6.pt"
 JOURNEYS = {
     "main": Journey(check_main, timeout=2400),
     "tests": Journey(check_tests, run=False),
+    "quickstart": Journey(check_quickstart),
     "artefacts": Journey(check_artefacts),
     "real-models": Journey(check_real_models, env={"BASE": JOURNEY_BASE, "IEMOCAP": "work/study/data/IEMOCAP",
                                                    "SETTING": "tiny"}),
@@ -245,6 +260,14 @@ def test_every_block_has_a_known_journey():
     assert None not in ids, [b.body[:80] for b in doc_blocks() if b.id is None]
     assert len(ids) == len(set(ids)), ids
     assert set(ids) == set(JOURNEYS), (sorted(set(ids) - set(JOURNEYS)), sorted(set(JOURNEYS) - set(ids)))
+    assert ids[0] == "main", ids  # the other blocks of the main chain run on what the main job leaves behind
+
+
+def test_docs_are_the_readme_then_the_nav_then_the_configs():
+    pages = nav_pages()
+    assert DOCS[0] == README and DOCS[-1] == DOWNSTREAM_CONFIGS_README and DOCS[1:-1] == tuple(pages)
+    assert all(page.is_file() for page in DOCS), [str(page) for page in DOCS if not page.is_file()]
+    assert ROOT / "docs" / "architecture.md" in pages
 
 
 def _sandbox(tmp: Path) -> Path:
@@ -347,6 +370,7 @@ def _journey_params() -> list:
                          pytest.mark.xdist_group(f"journeys-{JOURNEYS[name].chain}")) for name in sorted(JOURNEYS)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("journey", _journey_params())
 def test_journey(journey, chains):
     spec = JOURNEYS[journey]
