@@ -2,7 +2,7 @@
 """Ship a study's fine-tuned upstream as a package model, with its record (docs/models.md).
 
     superb-redundancy study run ks_w2v2_8l
-    .venv/bin/python scripts/ship_finetuned.py superb_redundancy/studies/ks_w2v2_8l.yaml --name ks_w2v2_8l
+    .venv/bin/python scripts/ship_finetuned.py ks_w2v2_8l --name ks_w2v2_8l
 
 evaluates the fine-tuning experiment's dev-best checkpoint (upstream and head) on the test split through s3prl's
 runner, then writes ``superb_redundancy/models/<name>.pt`` (the study's exported ``base.pt``) and
@@ -42,7 +42,8 @@ def _accuracy(folder: Path, split: str) -> tuple[float, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("study", type=Path, help="the study that fine-tuned the model (its finetune run is done)")
+    parser.add_argument("study", help="the study that fine-tuned the model (a file or a shipped study's name; its "
+                        "finetune run is done)")
     parser.add_argument("--name", required=True, help="the shipped model's stem, e.g. ks_w2v2_8l")
     parser.add_argument("--upstream", help="the study's upstream name (default: its only upstream)")
     args = parser.parse_args(argv)
@@ -51,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     from superb_redundancy.data import tasks
     from superb_redundancy.models.shipped import MODELS_DIR
     from superb_redundancy.study.config import StudyConfig
+    from superb_redundancy.study.shipped import study_path
 
-    study, problems = StudyConfig.load(args.study)
+    study_file = study_path(args.study)
+    study, problems = StudyConfig.load(study_file)
     if study is None:
         raise SystemExit(f"{args.study}: {'; '.join(problems)}")
     names = [up.name for up in study.upstreams if up.finetune]
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"(s3prl's -f) on the synthetic corpus's {up.finetune.task} training split",
         "commands": [f"superb-redundancy study run {args.study}",
                      f"python scripts/ship_finetuned.py {args.study} --name {args.name}"],
-        "study": args.study.read_text(),
+        "study": study_file.read_text(),
         "downstream_config": tasks.config_path(up.finetune.task, up.finetune.setting or study.setting).read_text(),
         "source": {"path": str(source.relative_to(REPO) if source.is_relative_to(REPO) else source),
                    "sha256": sha256_file(source)},
