@@ -127,12 +127,14 @@ def _cmd_prune_spec(args: argparse.Namespace) -> int:
     if path is not None:
         checkpoint = load_base_checkpoint(path, family, mmap=True)
         try:
-            spec.resolve(family.num_layers(checkpoint))
+            spec = spec.described(family.name, family.num_layers(checkpoint))
         except UserError as error:
             raise UserError(f"{error} (--base {path})") from None
         del checkpoint
     else:
         print(f"note: {args.base} is not downloaded; the spec is not checked against its layers", file=sys.stderr)
+        if spec.drop_layers is not None:
+            spec = spec.described(family.name)
     if args.artifact:
         from superb_redundancy.hub import install as registry
 

@@ -64,28 +64,34 @@ def _family_named(name: str) -> Optional[str]:
     return next((f for f in ("wav2vec2", "hubert", "wavlm", "data2vec") if f in name), None)
 
 
-def _check_spec(arch: str, num_layers: int, name: str, model_config: Optional[str],
+def _check_spec(arch: str, num_layers: int, model_config: Optional[str],
                 drop_layers: Optional[Sequence[int]]) -> None:
-    """The prune spec (-g) or drop_layers must fit the architecture's layer count."""
+    """The prune spec (-g) or drop_layers must fit the architecture's layer count (the upstream is its pruned
+    entry: :func:`_check_name_fits`)."""
     try:
         if drop_layers:
             if model_config:
                 raise ProfileError("give drop_layers or a prune spec (-g), not both")
             PruneSpec(drop_layers=tuple(drop_layers)).resolve(num_layers)
-        elif model_config and name.startswith("pruned_"):
+        elif model_config:
             PruneSpec.from_yaml(model_config).resolve(num_layers)
     except PruneSpecError as error:
         raise ProfileError(f"--arch {arch}: {error}") from None
 
 
 def _check_name_fits(arch: str, architecture: Architecture, name: Optional[str], pruned: bool) -> None:
-    """A -u given with --arch must load that architecture's family (and, if not prunable, be its hub name)."""
+    """A -u given with --arch must load that architecture's family (and, if not prunable, be its hub name; with a
+    prune spec or drop_layers, be its pruned entry)."""
     family = architecture.family
     named = _family_named(name) if name else None
     if named and named != family:
-        use = f"{architecture.hub_name} or pruned_{family}" if architecture.prunable else architecture.hub_name
+        use = (f"{architecture.hub_name} or {architecture.pruned_hub_name}" if architecture.prunable
+               else architecture.hub_name)
         raise ProfileError(f"upstream {name!r} is a {named} upstream but --arch {arch} is {family}; use {use}")
     if architecture.prunable:
+        if pruned and name not in (None, architecture.pruned_hub_name):
+            raise ProfileError(f"-g / drop_layers with --arch {arch} prune through {architecture.pruned_hub_name}, "
+                               f"not {name!r}; leave out -u")
         return
     if pruned:
         prunable = ", ".join(n for n, a in ARCHITECTURES.items() if a.prunable)
@@ -106,8 +112,8 @@ def _resolve_arch(arch: str, name: Optional[str], ckpt: Optional[str], model_con
     pruned = bool(model_config or drop_layers)
     _check_name_fits(arch, architecture, name, pruned)
     if name is None:
-        name = f"pruned_{architecture.family}" if pruned else architecture.hub_name
-    _check_spec(arch, architecture.num_layers, name, model_config, drop_layers)
+        name = architecture.pruned_hub_name if pruned else architecture.hub_name
+    _check_spec(arch, architecture.num_layers, model_config, drop_layers)
     return name, architecture.family
 
 
@@ -119,8 +125,7 @@ def _check_upstream_name(name: str) -> None:
         raise ProfileError(str(error)) from None
 
 
-def _check_upstream(name: Optional[str], ckpt: Optional[str], arch: Optional[str],
-                    drop_layers: Optional[Sequence[int]]) -> None:
+def _check_upstream(name: Optional[str], ckpt: Optional[str], arch: Optional[str]) -> None:
     if not name:
         raise ProfileError("no upstream: give -u NAME (an s3prl hub name) or --arch NAME")
     if ckpt and not Path(ckpt).expanduser().exists() and (name.endswith("_local") or is_path_like(ckpt)):
@@ -128,8 +133,6 @@ def _check_upstream(name: Optional[str], ckpt: Optional[str], arch: Optional[str
     if name.endswith("_local") and not ckpt and arch is None:
         raise ProfileError(f"{name} loads a local file: give its path with -k (or use --arch for random weights)")
     _check_upstream_name(name)
-    if drop_layers and not name.startswith("pruned_"):
-        raise ProfileError(f"drop_layers needs a pruned_<family> upstream, not {name!r}")
 
 
 def validate_request(name: Optional[str] = None, ckpt: Optional[str] = None, model_config: Optional[str] = None,
@@ -152,7 +155,7 @@ def validate_request(name: Optional[str] = None, ckpt: Optional[str] = None, mod
         name, family = _resolve_arch(arch, name, ckpt, model_config, drop_layers)
     elif drop_layers:
         raise ProfileError("drop_layers needs --arch (or a prune spec with -g and a pruned_<family> upstream)")
-    _check_upstream(name, ckpt, arch, drop_layers)
+    _check_upstream(name, ckpt, arch)
     return {"name": name, "family": family, "seconds": seconds, "lengths": lengths}
 
 

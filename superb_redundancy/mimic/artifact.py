@@ -11,6 +11,8 @@ from typing import Optional, Sequence
 
 from superb_redundancy.core import files as atomic
 from superb_redundancy.core.files import checkpoint_sha256, load_checkpoint, sha256_file
+from superb_redundancy.core.variant import (ARTIFACT_KEY, DESCRIPTION_KEY, MIMIC_ARTIFACT_KIND as ARTIFACT_KIND,
+                                            MimicSetup, VariantDescription, VariantKind)
 from superb_redundancy.mimic.config import MimicConfig, MimicError
 from superb_redundancy.mimic.encoder import build_teacher_encoder
 from superb_redundancy.distill.frontend import build_frontend, json_plain
@@ -20,10 +22,8 @@ from superb_redundancy.models.checkpoints import CheckpointError, resolve_base
 from superb_redundancy.models.families import family_of_checkpoint, get_family
 
 __all__ = ["ARTIFACT_KEY", "ARTIFACT_KIND", "ARTIFACT_VERSION", "save_artifact", "read_artifact", "describe_artifact",
-           "load_mimic_artifact", "hub_entry", "hub_entry_local"]
+           "mimic_description", "load_mimic_artifact", "hub_entry", "hub_entry_local"]
 
-ARTIFACT_KEY = "superb_redundancy"
-ARTIFACT_KIND = "mimicker"
 ARTIFACT_VERSION = 1
 
 
@@ -32,7 +32,7 @@ def save_artifact(output: str | os.PathLike, config: MimicConfig, teacher: dict,
                   encoder: Optional[dict] = None) -> Path:
     """Write ONE self-describing mimicker file (plain dicts/lists/tensors/str/numbers), atomically.
 
-    Keys: ``superb_redundancy`` ({kind: "mimicker", version}), ``config`` (:class:`MimicConfig` as a dict),
+    Keys: ``superb_redundancy`` ({kind: "mimicker", version, variant: :func:`mimic_description`}), ``config`` (:class:`MimicConfig` as a dict),
     ``targets`` (teacher layer each mimicking layer mimics), ``teacher`` (family, path, sha256, num_layers,
     hidden_size, checkpoint_config: the stock checkpoint's config entries), ``frontend`` (CNN + layer_norm +
     post_extract_proj weights), ``mimicker`` (weights), ``training`` (``training``: "mimicking" (step 1) or
@@ -50,7 +50,8 @@ def save_artifact(output: str | os.PathLike, config: MimicConfig, teacher: dict,
     n_frontend = sum(int(v.numel()) for k, v in frontend.items() if not _is_buffer_key(k))
     n_encoder = sum(int(v.numel()) for k, v in (encoder or {}).items() if not _is_buffer_key(k)) if partial else 0
     artifact = {
-        ARTIFACT_KEY: {"kind": ARTIFACT_KIND, "version": ARTIFACT_VERSION},
+        ARTIFACT_KEY: {"kind": ARTIFACT_KIND, "version": ARTIFACT_VERSION,
+                       DESCRIPTION_KEY: mimic_description(config.to_dict(), teacher, training).to_dict()},
         "config": config.to_dict(),
         "targets": [int(t) for t in targets],
         "teacher": json_plain(teacher),
@@ -63,6 +64,19 @@ def save_artifact(output: str | os.PathLike, config: MimicConfig, teacher: dict,
         artifact["encoder"] = {k: v.detach().cpu().contiguous() for k, v in encoder.items()}
         artifact["parameters"].update(teacher_encoder=n_encoder, total=n_frontend + n_mimicker + n_encoder)
     return atomic.torch_save(artifact, output)
+
+
+def mimic_description(config: dict, teacher: dict, training: Optional[dict]) -> VariantDescription:
+    """The variant a mimicker artifact is, from its config, teacher record and training record (step 1 or none,
+    which baseline): its base is the teacher, by content."""
+    training = training or {}
+    return VariantDescription(
+        kind=VariantKind.MIMIC, family=teacher.get("family"),
+        base=None if teacher.get("path") is None else str(teacher["path"]),
+        base_sha256=teacher.get("content_sha256") or teacher.get("sha256"),
+        mimic=MimicSetup(kind=config["kind"], n_layers=int(config["n_layers"]), z=config.get("z"),
+                         span=config.get("span"), training=training.get("training"),
+                         baseline=training.get("baseline")))
 
 
 def _is_buffer_key(key: str) -> bool:

@@ -101,6 +101,11 @@ class Architecture:
         return f"{self.family}_local"
 
     @property
+    def pruned_hub_name(self) -> str:
+        """The s3prl hub name that prunes the written checkpoint by a spec (``-u NAME -k FILE -g SPEC``)."""
+        return f"pruned_{self.family}"
+
+    @property
     def prunable(self) -> bool:
         """Whether ``pruned_<family>`` upstreams exist for it (the fairseq-style families)."""
         return self.family != DISTILLER

@@ -17,6 +17,7 @@ import torch
 
 from superb_redundancy.core.audio import SAMPLE_RATE
 from superb_redundancy.core.files import atomic_dir, check_writable, load_checkpoint, torch_save
+from superb_redundancy.core.variant import ARTIFACT_KEY, PRUNED_ARTIFACT_KIND
 from superb_redundancy.models.families import check_checkpoint, get_family
 from superb_redundancy.models.hf import (PRUNING_RECORD, HFModelError, load_feature_extractor, load_hf_model,
                                          read_hf_config)
@@ -193,8 +194,8 @@ def s3prl_to_hf(checkpoint_path, dst_dir, overwrite: bool = False, checkpoint: O
     state, left_out = _hf_state(checkpoint[family.weights_key], cfg, set(model.state_dict()), source)
     model.load_state_dict(state, strict=True)
     model.eval()
-    meta = checkpoint.get("superb_redundancy") if isinstance(checkpoint.get("superb_redundancy"), dict) else None
-    if meta is not None and meta.get("kind") != "pruned_upstream":
+    meta = checkpoint.get(ARTIFACT_KEY) if isinstance(checkpoint.get(ARTIFACT_KEY), dict) else None
+    if meta is not None and meta.get("kind") != PRUNED_ARTIFACT_KIND:
         meta = None
     extractor = transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
                                                       do_normalize=normalize, return_attention_mask=True)

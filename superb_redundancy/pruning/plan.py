@@ -125,7 +125,8 @@ def prune_by_objective(family: str, base: str, objective: str, amount: int | flo
                        variant: Optional[Callable[[list[int]], Any]] = None, source: Optional[dict] = None,
                        **notes: Any) -> tuple[PruningPlan, PruneSpec]:
     """The pruning of ``base`` (of ``family``) by ``objective``: its plan, and the prune spec dropping ``amount``
-    layers (a count or a fraction of L; ``notes`` go into the spec's notes beside the plan's).
+    layers (a count or a fraction of L; ``notes`` go into the spec's notes beside the plan's), with its variant
+    description (:meth:`~superb_redundancy.pruning.spec.PruneSpec.described`).
 
     The scores come from ``report`` (a similarity report of ``base``), else are computed on ``files`` with
     ``settings`` (default: the report's, else the paper's); ``iterative`` recomputes them on the pruned model
@@ -151,4 +152,5 @@ def prune_by_objective(family: str, base: str, objective: str, amount: int | flo
         report = analyse_with([])
     plan = plan_pruning(report, objective, amount, keep_first=keep_first,
                         reanalyse=analyse_with if iterative else None)
-    return plan, plan.to_spec(base, amount, **notes)
+    # the spec says what the variant is (core/variant.py): harvest and the leaderboard read it from there
+    return plan, plan.to_spec(base, amount, **notes).described(family)

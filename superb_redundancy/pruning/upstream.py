@@ -26,6 +26,8 @@ from torch import nn
 
 from superb_redundancy.core.files import model_sha256, sha256_file, torch_save
 from superb_redundancy.core.contract import upstream_output
+from superb_redundancy.core.variant import (ARTIFACT_KEY, DESCRIPTION_KEY, PRUNED_ARTIFACT_KIND as ARTIFACT_KIND,
+                                            VariantDescription, VariantKind)
 from superb_redundancy.models.checkpoints import CheckpointError, load_base_checkpoint, resolve_base, stock_expert
 from superb_redundancy.models.families import ModelFamily, get_family
 from superb_redundancy.pruning.spec import PruneSpec, PruneSpecError, kept_layers
@@ -41,11 +43,11 @@ __all__ = [
     "hub_entry",
     "hub_entry_local",
     "save_pruned",
+    "pruned_description",
     "ARTIFACT_KEY",
+    "ARTIFACT_KIND",
 ]
 
-ARTIFACT_KEY = "superb_redundancy"
-ARTIFACT_KIND = "pruned_upstream"
 ARTIFACT_VERSION = 1
 
 
@@ -191,7 +193,7 @@ def pruned_artifact(family_name: str, spec: PruneSpec, ckpt: Optional[str] = Non
         raise PrunedUpstreamError(str(error)) from None
     kept = kept_layers(dropped, num_layers)
     artifact = family.compact_checkpoint(checkpoint, kept)
-    artifact[ARTIFACT_KEY] = {
+    meta = {
         "kind": ARTIFACT_KIND,
         "version": ARTIFACT_VERSION,
         "family": family.name,
@@ -202,7 +204,18 @@ def pruned_artifact(family_name: str, spec: PruneSpec, ckpt: Optional[str] = Non
         "base_sha256": sha256_file(path),
         "base_model_sha256": model_sha256(checkpoint),  # the base by content (files.checkpoint_sha256 of it)
     }
+    artifact[ARTIFACT_KEY] = {**meta, DESCRIPTION_KEY: pruned_description(meta).to_dict()}
     return artifact
+
+
+def pruned_description(meta: dict) -> VariantDescription:
+    """The variant a pruned artifact's entry describes: its family, base (by content), dropped layers and the
+    objective that chose them (the spec's notes). Healing adds its record (:mod:`superb_redundancy.pruning.heal`)."""
+    spec = meta.get("spec") or {}
+    return VariantDescription(kind=VariantKind.PRUNED, family=meta.get("family"), base=spec.get("base"),
+                              base_sha256=meta.get("base_model_sha256"),
+                              drop_layers=tuple(int(i) for i in meta.get("dropped_layers") or ()),
+                              objective=(spec.get("notes") or {}).get("objective"))
 
 
 def load_pruned_artifact(family_name: str, ckpt: Optional[str], compact: Optional[bool] = None) -> PrunedUpstream:

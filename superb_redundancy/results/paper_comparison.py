@@ -62,6 +62,12 @@ def _paper_key(label: str) -> Optional[str]:
     return "pruned" if " drop [" in label and label.endswith("(knn-bi)") else None
 
 
+def _whole_stack_mimicker(label: str) -> bool:
+    """A mimicker trained in step 1 replacing the whole stack (not a non-mimicker, not a block replacement)."""
+    found = _MIMIC_LABEL.fullmatch(label)
+    return found is not None and found.group(1) == "mimic"
+
+
 def _pct(x: float) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}%"
 
@@ -168,7 +174,7 @@ def claims(frame: pd.DataFrame, workdir: Path, upstream: str, task: str = "speec
         lines += _curves_claims(curves)
     group = frame[(frame.task == task) & ~frame.is_base]
     # whole-stack mimickers (not the non-mimicker, not a block replacement "... replacing i-j")
-    mimics = group[group.label.map(lambda label: bool(_MIMIC_LABEL.fullmatch(label)) and label.startswith("mimic "))]
+    mimics = group[group.label.map(_whole_stack_mimicker)]
     references = group[group.label.str.startswith(REFERENCE)]
     for _, row in references.iterrows():  # what the model allows, which the paper does not show
         lines.append(f"- {row.label}: {row.value:.3f} [{row.low:.3f}, {row.high:.3f}], {row.retention:.1f}% "

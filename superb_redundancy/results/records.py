@@ -1,7 +1,9 @@
 """Harvest s3prl experiment directories into run records (one JSON file per run, written atomically).
 
-A record says what was run (upstream, its checkpoint / spec and their hashes, task, fold, seed, config) and
-what came out (the test metric, the training step evaluated, when). Malformed, partial or duplicate
+A record says what was run (upstream, its checkpoint / spec and their hashes, task, fold, seed, config), what the
+variant is (its :class:`~superb_redundancy.core.variant.VariantDescription`, read from its artifact or spec by
+:func:`describe_variant`), what the head read (:class:`Reading`) and what came out (the test metric, the
+training step evaluated, when). Malformed, partial or duplicate
 experiments give a warning naming the directory and what is wrong; they never stop the collection and never
 leave a half-written record.
 """
@@ -12,7 +14,7 @@ import hashlib
 import json
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -20,18 +22,37 @@ from typing import Iterable, Optional, Sequence
 import yaml
 
 from superb_redundancy.core.files import file_sha256, write_json
+from superb_redundancy.core.variant import VariantDescription, VariantError, VariantKind
 from superb_redundancy.data.tasks import TASKS
 from superb_redundancy.hub.experiment_checkpoint import read_experiment_checkpoint
 from superb_redundancy.results.metrics import MetricNotFound, read_test_items, read_test_metric
+from superb_redundancy.results.variants import HarvestError, describe_variant, model_identity
 from superb_redundancy.core.errors import UserError
-from superb_redundancy.core.errors import UserError
 
-__all__ = ["RunRecord", "HarvestError", "harvest_expdir", "harvest", "load_records", "validate_record", "reconcile",
-           "model_identity", "variant_key"]
+__all__ = ["RunRecord", "Reading", "HarvestError", "harvest_expdir", "harvest", "load_records", "validate_record",
+           "reconcile", "model_identity", "variant_key", "describe_variant"]
 
 
-class HarvestError(UserError):
-    """An experiment directory that cannot be turned into a record."""
+@dataclass(frozen=True)
+class Reading:
+    """What the downstream head read (``reads``: None for s3prl's weighted sum of every hidden state) and, for a
+    mimicker, which step 2 trained it (:mod:`superb_redundancy.study.mimic_step2`: ``step2``, and for the paper's
+    the head it started from and the early-stopping patience). About the run, not the variant."""
+
+    reads: Optional[str] = None
+    step2: Optional[str] = None
+    head_init: Optional[str] = None
+    patience: Optional[int] = None
+
+    @classmethod
+    def from_dict(cls, data, source: str = "record") -> "Reading":
+        if not isinstance(data, dict) or set(data) - {f.name for f in fields(cls)}:
+            raise UserError(f"{source}: reading {data!r} is invalid; valid: a mapping of "
+                            f"{[f.name for f in fields(cls)]}")
+        for name in ("reads", "step2", "head_init"):
+            if data.get(name) is not None and not isinstance(data[name], str):
+                raise UserError(f"{source}: reading {name} {data[name]!r} is not a string")
+        return cls(**data)
 
 
 @dataclass
@@ -54,7 +75,10 @@ class RunRecord:
     step: Optional[int]  # training step of the evaluated checkpoint
     evaluated_at: str
     fold: Optional[str] = None  # emotion: fold1..fold5, or "mean of 5 folds"
-    spec: dict = field(default_factory=dict)  # the prune spec / mimic settings, when -g is one
+    #: what the variant is: kind, family, base, dropped layers, objective, healing, mimic setup
+    description: Optional[VariantDescription] = None
+    #: what the head read, and which step 2 trained a mimicker's
+    reading: Reading = field(default_factory=Reading)
     #: where the downstream head came from when it was trained on another upstream (head.json), else None
     head: Optional[dict] = None
     #: the per-item test outcomes the value rests on (evidence.TestItems.to_dict, one per fold evaluated)
@@ -63,7 +87,27 @@ class RunRecord:
     n: Optional[int] = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["description"] = None if self.description is None else self.description.to_dict()
+        data["reading"] = asdict(self.reading)
+        return data
+
+    @classmethod
+    def from_dict(cls, data, source: str = "record") -> "RunRecord":
+        """A record of its JSON; UserError names the source and what is wrong (an older record: harvest again)."""
+        if not isinstance(data, dict):
+            raise UserError(f"{source}: not a JSON object")
+        if data.get("description") is None:
+            raise UserError(f"{source}: no variant description (harvested by an older version? harvest it again)")
+        try:
+            description = VariantDescription.from_dict(data["description"], source)
+        except VariantError as error:
+            raise UserError(str(error)) from None
+        reading = Reading.from_dict(data.get("reading") or {}, source)
+        try:
+            return cls(**{**data, "description": description, "reading": reading})
+        except TypeError as error:
+            raise UserError(f"{source}: {error}") from None
 
 
 def variant_key(upstream: str, ckpt_sha: Optional[str], config_sha: Optional[str],
@@ -74,21 +118,21 @@ def variant_key(upstream: str, ckpt_sha: Optional[str], config_sha: Optional[str
     return " ".join(parts + ([f"s:{reads}"] if reads else []))
 
 
-def _reading(upstream: str, args: dict, configs: list) -> dict:
-    """What the head read and, for a mimicker, which step 2 trained it (:mod:`superb_redundancy.study.mimic_step2`):
-    ``reads`` (absent for s3prl's weighted sum of every hidden state), ``step2`` (mimickers only)."""
+def _reading(description: VariantDescription, args: dict, configs: list) -> Reading:
+    """What the head read and, for a mimicker, which step 2 trained it (:mod:`superb_redundancy.study.mimic_step2`)."""
     selection = args.get("upstream_feature_selection") or "hidden_states"
     layer = args.get("upstream_layer_selection")
     reads = None if selection == "hidden_states" and layer is None else \
         (selection if layer is None else f"{selection}[{layer}]")
-    found = {"reads": reads} if reads else {}
-    if upstream.startswith("mimic"):
-        runner = ((configs[0][1] if configs else {}) or {}).get("runner") or {}
-        paper = reads == "last_hidden_state" and runner.get("early_stopping_patience") is not None
-        found["step2"] = "paper" if paper else "weighted_sum" if reads is None else f"reads {reads}"
-        if paper:
-            found.update(head_init=args.get("init_ckpt"), patience=runner["early_stopping_patience"])
-    return found
+    if description.kind is not VariantKind.MIMIC:
+        return Reading(reads=reads)
+    runner = ((configs[0][1] if configs else {}) or {}).get("runner") or {}
+    paper = reads == "last_hidden_state" and runner.get("early_stopping_patience") is not None
+    step2 = "paper" if paper else "weighted_sum" if reads is None else f"reads {reads}"
+    if not paper:
+        return Reading(reads=reads, step2=step2)
+    return Reading(reads=reads, step2=step2, head_init=args.get("init_ckpt"),
+                   patience=runner["early_stopping_patience"])
 
 
 def _yaml_calls(expdir: Path, prefix: str) -> list[tuple[Path, dict]]:
@@ -150,7 +194,8 @@ def harvest_expdir(expdir: str | Path) -> RunRecord:
     upstream, ckpt, model_config = first["upstream"], first.get("upstream_ckpt"), first.get("upstream_model_config")
     ckpt_sha, config_sha = model_identity(ckpt), file_sha256(model_config)
     configs = _yaml_calls(expdir, "config")
-    spec = {**_variant_spec(upstream, ckpt, model_config), **_reading(upstream, first, configs)}
+    description = describe_variant(ckpt, model_config)
+    reading = _reading(description, first, configs)
     config_text = json.dumps(configs[0][1], sort_keys=True) if configs else None
     fold = None
     if task == "emotion" and configs:
@@ -161,39 +206,13 @@ def harvest_expdir(expdir: str | Path) -> RunRecord:
     return RunRecord(
         record_id=record_id, expdir=str(expdir.resolve()), task=task, upstream=upstream, upstream_ckpt=ckpt,
         upstream_model_config=model_config, upstream_sha256=ckpt_sha, model_config_sha256=config_sha,
-        variant=variant_key(upstream, ckpt_sha, config_sha, spec.get("reads")), metric=metric.name, value=metric.value,
+        variant=variant_key(upstream, ckpt_sha, config_sha, reading.reads), metric=metric.name, value=metric.value,
         higher_is_better=metric.higher_is_better, seed=first.get("seed"), config=first.get("config"),
         config_sha256=hashlib.sha256(config_text.encode()).hexdigest() if config_text else None,
-        step=_evaluated_step(last.get("init_ckpt")), evaluated_at=when, fold=fold, spec=spec,
+        step=_evaluated_step(last.get("init_ckpt")), evaluated_at=when, fold=fold, description=description,
+        reading=reading,
         head=_head_record(expdir), items=[i.to_dict() for i in items], n=sum(i.n for i in items),
     )
-
-
-def _variant_spec(upstream: str, ckpt: Optional[str], model_config: Optional[str]) -> dict:
-    """What the variant is, for the leaderboard's label: its -g YAML, else what its artifact records."""
-    spec = {}
-    if model_config and Path(model_config).is_file():
-        try:
-            loaded = yaml.safe_load(Path(model_config).read_text())
-            spec = loaded if isinstance(loaded, dict) else {}
-        except yaml.YAMLError:
-            spec = {}
-    if upstream.startswith("mimic") and ckpt:  # its -g (layout, a frozen front end) beside what the artifact is
-        spec = {**spec, **_mimic_summary(ckpt)}
-    if not spec and upstream.startswith("pruned_") and upstream.endswith("_local") and ckpt:
-        spec = _pruned_summary(ckpt)
-    return spec
-
-
-def model_identity(path: Optional[str]) -> Optional[str]:
-    """A checkpoint's identity: the content hash of its weights and config (files.model_sha256, so two saves of
-    one model agree whatever their bytes); the file's sha256 for what is not a torch checkpoint; None if absent."""
-    from superb_redundancy.core.files import checkpoint_sha256
-
-    try:
-        return checkpoint_sha256(path) or file_sha256(path)
-    except ValueError:  # not a torch file (a Hugging Face folder's file, a YAML given as -k)
-        return file_sha256(path)
 
 
 def _upstream_identity(args: dict) -> tuple:
@@ -212,39 +231,6 @@ def _head_record(expdir: Path) -> Optional[dict]:
     except json.JSONDecodeError as error:
         raise HarvestError(f"head.json is not valid JSON ({error})") from None
     return data.get("head") if isinstance(data, dict) else None
-
-
-def _mimic_summary(artifact: str) -> dict:
-    """What a mimic artifact is (its config, training, teacher checkpoint) for labels and the retention base."""
-    import torch
-
-    try:
-        data = torch.load(artifact, map_location="cpu", weights_only=True, mmap=True)
-        teacher = data.get("teacher", {})
-        training = data.get("training") or {}
-        return {"mimic": dict(data.get("config", {})), "training": training.get("training"),
-                **({"baseline": training["baseline"]} if training.get("baseline") else {}),
-                "base": teacher.get("path"),
-                "teacher_sha256": teacher.get("content_sha256") or teacher.get("sha256")}
-    except Exception:
-        return {}
-
-
-def _pruned_summary(artifact: str) -> dict:
-    """What a pruned artifact (-u pruned_<family>_local -k) is: its spec, with its base identified by content."""
-    from superb_redundancy.core.files import load_checkpoint
-
-    try:
-        entry = load_checkpoint(artifact, "pruned artifact", mmap=True).get("superb_redundancy") or {}
-    except ValueError:
-        return {}
-    spec = dict(entry.get("spec") or {})
-    healed = entry.get("healed")
-    if isinstance(healed, dict):  # superb-redundancy heal: what the label and the tables say about it
-        spec["healed"] = {k: healed.get(k) for k in ("targets", "epochs", "best_epoch", "loss_before", "loss_after")}
-    if entry.get("base_model_sha256"):
-        spec["base_model_sha256"] = entry["base_model_sha256"]  # the retention base: the model it was pruned from
-    return spec
 
 
 def _candidate_dirs(roots: Iterable[str | Path]) -> list[Path]:
@@ -325,8 +311,8 @@ def reconcile(records_dir: str | Path, records: Sequence[RunRecord] = ()) -> lis
             notices.append(f"removed record {path.name}: its experiment {expdir} is gone")
             continue
         try:
-            twin = fresh.get(_run_identity(RunRecord(**data)))
-        except TypeError:
+            twin = fresh.get(_run_identity(RunRecord.from_dict(data, str(path))))
+        except UserError:
             continue
         if twin is not None:
             path.unlink()
@@ -336,12 +322,7 @@ def reconcile(records_dir: str | Path, records: Sequence[RunRecord] = ()) -> lis
 
 def validate_record(data, source: str) -> RunRecord:
     """A record read back from JSON, checked; ValueError names the file, the field and the bad value."""
-    if not isinstance(data, dict):
-        raise UserError(f"{source}: not a JSON object")
-    try:
-        record = RunRecord(**data)
-    except TypeError as error:
-        raise UserError(f"{source}: {error}") from None
+    record = RunRecord.from_dict(data, source)
     if record.task not in TASKS:
         raise UserError(f"{source}: unknown task {record.task!r}; valid: {sorted(TASKS)}")
     value = record.value

@@ -263,6 +263,8 @@ def test_cli_writes_json_atomically(tmp_path, tiny_ckpts, capsys):
     (["--arch", "wav2vec2_base", "-u", "wavlm_local"], "is a wavlm upstream but --arch wav2vec2_base is wav2vec2"),
     ([], "no upstream: give -u NAME"),
     (["--arch", "wav2vec2_base", "-g", "SPEC"], "--arch wav2vec2_base: drop_layers [12] out of range"),
+    (["--arch", "wav2vec2_base", "-u", "wav2vec2_local", "-g", "SPEC"],
+     "-g / drop_layers with --arch wav2vec2_base prune through pruned_wav2vec2, not 'wav2vec2_local'; leave out -u"),
     (["--arch", "hubert_base", "-u", "distilhubert"],
      "upstream 'distilhubert' is a distiller upstream but --arch hubert_base is hubert; use hubert_local or pruned_hubert"),
     (["--arch", "distilhubert", "-u", "wavlm_local"], "is a wavlm upstream but --arch distilhubert is distiller; "

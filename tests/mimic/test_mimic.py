@@ -163,6 +163,24 @@ def artifacts(tiny_ckpts, tmp_path_factory):
     return {family: make_artifact(directory / f"{family}.pt", tiny_ckpts[family], family) for family in FAMILIES}
 
 
+
+def test_an_artifact_describes_its_variant(artifacts, tiny_ckpts, tmp_path):
+    """The artifact's entry carries the variant description (the teacher as base, by content; the mimic setup);
+    a baseline's says it was not trained in step 1."""
+    from superb_redundancy.core.variant import VariantKind, read_description
+    from superb_redundancy.mimic.baselines import init_artifact
+
+    described = read_description(str(artifacts["hubert"]), None)
+    teacher = torch.load(artifacts["hubert"], map_location="cpu", weights_only=True)["teacher"]
+    assert (described.kind, described.family, described.base) == (VariantKind.MIMIC, "hubert", teacher["path"])
+    assert described.base_sha256 == (teacher.get("content_sha256") or teacher["sha256"])
+    assert described.label("mimic_local") == f"mimic transformer N=2 z={MimicConfig.tiny().z}"
+    assert not described.is_base
+    config = MimicConfig.tiny(kind="linear", n_layers=1)
+    baseline = read_description(str(init_artifact(tiny_ckpts["wav2vec2"], config, tmp_path / "b.pt")), None)
+    assert (baseline.mimic.training, baseline.mimic.baseline) == ("none", "non-mimicker")
+    assert baseline.label("mimic") == f"non-mimicker linear N=1 z={config.z}"
+
 def wavs(lengths, seed=0):
     return models.wavs(seed, lengths)
 

@@ -40,3 +40,27 @@ def test_bad_specs(tmp_path, text, message):
 def test_missing_spec_file(tmp_path):
     with pytest.raises(PruneSpecError, match=r"prune spec not found: .*nope\.yaml"):
         PruneSpec.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_a_described_spec_carries_its_variant_through_yaml(tmp_path, tiny_ckpts):
+    """`described` is what `prune` writes: the variant (family, base by content, dropped layers, objective) rides in
+    the spec's YAML; building the model ignores it, and the artifact's copy of the spec leaves it out."""
+    from superb_redundancy.core.files import checkpoint_sha256
+    from superb_redundancy.core.variant import VariantKind
+
+    base = str(tiny_ckpts["wav2vec2"])
+    spec = PruneSpec(base=base, keep_layers=[0, 2], notes={"objective": "bi"}).described("wav2vec2", num_layers=3)
+    assert (spec.variant.kind, spec.variant.family, spec.variant.drop_layers, spec.variant.objective) == \
+        (VariantKind.PRUNED, "wav2vec2", (1,), "bi")
+    assert spec.variant.base_sha256 == checkpoint_sha256(base)
+    assert PruneSpec.from_yaml(spec.to_yaml(tmp_path / "s.yaml")) == spec
+    assert spec.with_base(base).variant is None
+    with pytest.raises(PruneSpecError, match="needs the model's layer count"):
+        PruneSpec(keep_layers=[0]).described("wav2vec2")
+
+
+def test_a_bad_variant_in_a_spec_is_one_line(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("drop_layers: [1]\nvariant: {kind: pruned, drop_layers: [x]}\n")
+    with pytest.raises(PruneSpecError, match=r"^prune spec: variant drop_layers 'x' is invalid; valid: an integer"):
+        PruneSpec.from_yaml(path)

@@ -8,12 +8,13 @@ import subprocess
 
 import pytest
 
+from superb_redundancy.core.variant import MimicSetup, VariantDescription, VariantKind
 from superb_redundancy.statistics.evidence import TestItems, wilson
 from superb_redundancy.results.leaderboard.frame import pareto_mask, records_frame
 from superb_redundancy.results.leaderboard.page import write_leaderboard
 from superb_redundancy.results.leaderboard.profiles import Profile
 from superb_redundancy.results.leaderboard.tables import task_tables
-from superb_redundancy.results.records import RunRecord
+from superb_redundancy.results.records import Reading, RunRecord
 
 
 def accuracy_items(correct: list[int], labels: int = 4) -> list[dict]:
@@ -27,18 +28,28 @@ def wer_items(errors: list[int], words: int = 10) -> list[dict]:
     return [TestItems("wer", ids, errors=tuple(errors), ref_words=(words,) * len(errors)).to_dict()]
 
 
-def record(task, upstream, items, variant, spec=None, metric="acc", higher=True, ckpt_sha="base-sha", seed=1):
+#: the base checkpoint, and what the variants made of it are
+BASE = VariantDescription(VariantKind.STOCK, family="wav2vec2", base="/models/base.pt", base_sha256="base-sha")
+PRUNED = VariantDescription(VariantKind.PRUNED, family="wav2vec2", base="/models/base.pt", base_sha256="base-sha",
+                            drop_layers=(3, 4, 5), objective="knn-bi")
+
+
+def mimic(**setup) -> VariantDescription:
+    return VariantDescription(VariantKind.MIMIC, family="wav2vec2", base="/models/base.pt", base_sha256="base-sha",
+                              mimic=MimicSetup(**setup))
+
+
+def record(task, upstream, items, variant, description=BASE, reading=Reading(), metric="acc", higher=True, seed=1):
     folds = [TestItems.from_dict(i) for i in items]
     value = sum(f.value for f in folds) / len(folds)
     return RunRecord(record_id=f"{variant}-{task}-{seed}", expdir=f"/exp/{variant}/{task}/{seed}", task=task,
                      upstream=upstream, upstream_ckpt=None, upstream_model_config=None,
-                     upstream_sha256=ckpt_sha if upstream.endswith("_local") and not upstream.startswith("pruned") else None,
+                     upstream_sha256="base-sha" if description.kind is VariantKind.STOCK else None,
                      model_config_sha256=None, variant=variant, metric=metric, value=value, higher_is_better=higher,
                      seed=seed, config=None, config_sha256=None, step=30, evaluated_at="2026-01-01T00:00:00",
-                     spec=spec or {}, items=items, n=sum(f.n for f in folds))
+                     description=description, reading=reading, items=items, n=sum(f.n for f in folds))
 
 
-SPEC = {"base": "base-sha", "drop_layers": [3, 4, 5], "notes": {"objective": "knn-bi"}}
 N = 200
 
 
@@ -50,12 +61,12 @@ def records():
     guess = [1, 0, 0, 0] * 50             # 0.25 with 4 balanced labels: chance
     return [
         record("speech_commands", "wav2vec2_local", accuracy_items(base), "base"),
-        record("speech_commands", "pruned_wav2vec2", accuracy_items(pruned1), "pruned", spec=SPEC, seed=1),
-        record("speech_commands", "pruned_wav2vec2", accuracy_items(pruned2), "pruned", spec=SPEC, seed=2),
+        record("speech_commands", "pruned_wav2vec2", accuracy_items(pruned1), "pruned", description=PRUNED, seed=1),
+        record("speech_commands", "pruned_wav2vec2", accuracy_items(pruned2), "pruned", description=PRUNED, seed=2),
         record("speech_commands", "mimic_local", accuracy_items(guess), "mimic",
-               spec={"teacher_sha256": "base-sha", "mimic": {"kind": "linear", "n_layers": 1, "z": 32}}),
+               description=mimic(kind="linear", n_layers=1, z=32, training="mimicking")),
         record("asr", "wav2vec2_local", wer_items([1] * 50), "base", metric="wer", higher=False),
-        record("asr", "pruned_wav2vec2", wer_items([2] * 50), "pruned", spec=SPEC, metric="wer", higher=False),
+        record("asr", "pruned_wav2vec2", wer_items([2] * 50), "pruned", description=PRUNED, metric="wer", higher=False),
     ]
 
 
@@ -98,7 +109,7 @@ def test_no_share_of_a_base_at_chance(records):
     the difference in WER points keeps its interval."""
     records = [r for r in records if r.task != "asr"] + [
         record("asr", "wav2vec2_local", wer_items([10] * 49 + [9]), "base", metric="wer", higher=False),
-        record("asr", "pruned_wav2vec2", wer_items([10] * 48 + [11] * 2), "pruned", spec=SPEC, metric="wer",
+        record("asr", "pruned_wav2vec2", wer_items([10] * 48 + [11] * 2), "pruned", description=PRUNED, metric="wer",
                higher=False)]
     frame = records_frame(records, PROFILES)
     asr = frame[frame.task == "asr"].set_index("variant")
@@ -243,16 +254,16 @@ def test_step2_and_reference_rows_are_labelled(records):
     last = [1] * 188 + [0] * 12
     extra = [
         record("speech_commands", "wav2vec2_local", accuracy_items(last), "base s:last_hidden_state",
-               spec={"reads": "last_hidden_state"}),
+               reading=Reading(reads="last_hidden_state")),
         record("speech_commands", "mimic_local", accuracy_items([1, 1, 0, 0] * 50), "mimic-paper",
-               spec={"teacher_sha256": "base-sha", "mimic": {"kind": "linear", "n_layers": 1, "z": 32},
-                     "reads": "last_hidden_state", "step2": "paper"}),
+               description=mimic(kind="linear", n_layers=1, z=32, training="mimicking"),
+               reading=Reading(reads="last_hidden_state", step2="paper")),
     ]
     extra.append(record("speech_commands", "mimic_local", accuracy_items([1, 1, 1, 0] * 50), "ceiling",
-                        spec={"teacher_sha256": "base-sha", "training": "none", "step2": "paper",
-                              "baseline": "ceiling (trained with labels only, on the front end)",
-                              "mimic": {"kind": "transformer", "n_layers": 1, "z": 512}}))
-    records[3].spec["step2"] = "weighted_sum"
+                        description=mimic(kind="transformer", n_layers=1, z=512, training="none",
+                                          baseline="ceiling (trained with labels only, on the front end)"),
+                        reading=Reading(reads="last_hidden_state", step2="paper")))
+    records[3].reading = Reading(step2="weighted_sum")
     frame = records_frame(records + extra, {**PROFILES, "base s:last_hidden_state": PROFILES["base"],
                                             "mimic-paper": PROFILES["mimic"], "ceiling": PROFILES["mimic"]})
     ks = frame[frame.task == "speech_commands"].set_index("variant")

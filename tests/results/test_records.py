@@ -20,11 +20,11 @@ def write_predictions(expdir, correct, total, prefix="test"):
 
 
 def make_expdir(root, name, task="speech_commands", upstream="wav2vec2_local", ckpt=None, log=None, seed=1337,
-                fold=None, evaluate=True, arks=None, predictions=None):
+                fold=None, evaluate=True, arks=None, predictions=None, model_config=None):
     """An s3prl experiment folder; ``predictions``: (correct, total) of its test items (for accuracy tasks)."""
     expdir = root / name
     expdir.mkdir(parents=True)
-    args = dict(mode="train", downstream=task, upstream=upstream, upstream_ckpt=ckpt, upstream_model_config=None,
+    args = dict(mode="train", downstream=task, upstream=upstream, upstream_ckpt=ckpt, upstream_model_config=model_config,
                 seed=seed, config=f"downstream_configs/{task}/tiny.yaml", init_ckpt=None)
     (expdir / "args_2026-01-01-00-00-00.yaml").write_text(yaml.safe_dump(args))
     config = {"runner": {"total_steps": 30}, "downstream_expert": {"datarc": {"test_fold": fold} if fold else {}}}
@@ -120,6 +120,9 @@ def _valid_record(tmp_path):
 @pytest.mark.parametrize("field, value, why", [
     ("value", 7.5, "outside [0, 1]"), ("value", -0.5, "outside [0, 1]"), ("value", float("inf"), "not a finite"),
     ("value", None, "not a finite"), ("task", "juggling", "unknown task"),
+    ("description", {"kind": "distilled"}, "variant kind 'distilled' is invalid; valid: stock, pruned, mimic"),
+    ("reading", {"reads": 3}, "reading reads 3 is not a string"),
+    ("reading", {"layer": 3}, "reading {'layer': 3} is invalid"),
 ])
 def test_each_bad_record_is_skipped_with_a_named_warning(tmp_path, field, value, why):
     path, data = _valid_record(tmp_path)
@@ -129,7 +132,7 @@ def test_each_bad_record_is_skipped_with_a_named_warning(tmp_path, field, value,
         stored = load_records(tmp_path / "records")
     assert [r.record_id for r in stored] == [data["record_id"]]  # the good one still counts
     (warning,) = [w for w in caught if "bad.json" in str(w.message)]
-    assert why in str(warning.message) and repr(value) in str(warning.message)
+    assert why in str(warning.message) and (isinstance(value, dict) or repr(value) in str(warning.message))
 
 
 def test_a_binary_record_file_is_skipped_with_a_named_warning(tmp_path):
@@ -162,3 +165,63 @@ def test_reharvest_replaces_duplicates_count_once_and_gone_experiments_drop(tmp_
     with pytest.warns(UserWarning, match="is gone"):
         harvest([exp], tmp_path / "records")
     assert [r.upstream for r in load_records(tmp_path / "records")] == ["hubert_local"]
+
+
+def test_a_record_without_a_variant_description_is_harvested_again(tmp_path):
+    """A record of an older version (its variant as a "spec" dict) is skipped, saying what to do."""
+    path, data = _valid_record(tmp_path)
+    old = {k: v for k, v in data.items() if k not in ("description", "reading")}
+    path.with_name("old.json").write_text(json.dumps({**old, "record_id": "old", "spec": {"drop_layers": [1]}}))
+    with pytest.warns(UserWarning, match=r"old.json: no variant description \(harvested by an older version\? "
+                                         r"harvest it again\)"):
+        assert [r.record_id for r in load_records(tmp_path / "records")] == [data["record_id"]]
+
+
+def test_a_pruned_variant_keeps_its_description_from_prune_to_the_leaderboard(tmp_path, tiny_ckpts):
+    """prune (the library's one way, by an objective) -> its spec and its artifact -> harvested records, written
+    and read back -> leaderboard rows: the kind, the base by content and the dropped layers survive each hop, and
+    the rows meet their base."""
+    from types import SimpleNamespace
+
+    from superb_redundancy.core.files import checkpoint_sha256
+    from superb_redundancy.core.variant import VariantKind
+    from superb_redundancy.models.checkpoints import load_base_checkpoint
+    from superb_redundancy.models.families import get_family
+    from superb_redundancy.pruning.plan import prune_by_objective
+    from superb_redundancy.pruning.upstream import save_pruned
+    from superb_redundancy.results.leaderboard.frame import records_frame
+
+    base = str(tiny_ckpts["wav2vec2"])
+    family = get_family("wav2vec2")
+    num_layers = family.num_layers(load_base_checkpoint(base, family))
+    base_sha = checkpoint_sha256(base)
+    # "forward" orders layers by position alone: a report's scores play no part
+    report = SimpleNamespace(num_layers=num_layers, matrices={}, settings=None)
+    plan, spec = prune_by_objective("wav2vec2", base, "forward", 1, report=report)
+    dropped = tuple(plan.drop_layers)
+    assert dropped and spec.variant.kind is VariantKind.PRUNED
+    assert (spec.variant.base, spec.variant.base_sha256, spec.variant.drop_layers) == (base, base_sha, dropped)
+    spec_path = spec.to_yaml(tmp_path / "spec.yaml")
+    artifact = save_pruned("wav2vec2", spec, tmp_path / "pruned.pt")
+
+    exp = tmp_path / "exp"
+    log = "test at step 0: 0.5\n"
+    make_expdir(exp, "base", ckpt=base, log="test at step 0: 1.0\n", predictions=(10, 10))
+    make_expdir(exp, "spec", upstream="pruned_wav2vec2", model_config=str(spec_path), log=log, predictions=(5, 10))
+    make_expdir(exp, "artifact", upstream="pruned_wav2vec2_local", ckpt=str(artifact), log=log, predictions=(5, 10))
+    harvest([exp], tmp_path / "records")
+    records = {r.upstream: r for r in load_records(tmp_path / "records")}  # through the JSON files
+    for upstream in ("pruned_wav2vec2", "pruned_wav2vec2_local"):
+        description = records[upstream].description
+        assert (description.kind, description.family, description.base_sha256, description.drop_layers,
+                description.objective) == (VariantKind.PRUNED, "wav2vec2", base_sha, dropped, "forward")
+    assert records["wav2vec2_local"].description.kind is VariantKind.STOCK
+    assert records["wav2vec2_local"].description.base_sha256 == base_sha
+
+    frame = records_frame(list(records.values()), {}).set_index("expdir")
+    rows = {upstream: frame.loc[records[upstream].expdir] for upstream in records}
+    assert bool(rows["wav2vec2_local"].is_base) and rows["wav2vec2_local"].base == base_sha
+    for upstream in ("pruned_wav2vec2", "pruned_wav2vec2_local"):
+        row = rows[upstream]
+        assert row.label == f"pruned_wav2vec2 drop {list(dropped)} (forward)"
+        assert not row.is_base and row.base == base_sha and row.retention == pytest.approx(50.0)

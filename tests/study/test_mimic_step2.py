@@ -117,9 +117,9 @@ def test_the_head_starts_from_the_teachers_and_stops_early(ks_last_layer_experim
     assert states[-1] == stop, (states, bests)
     # the record says which step 2 trained it; the teacher's last-layer head is a variant of its own
     record, reference = harvest_expdir(expdir), harvest_expdir(ks_last_layer_experiment)
-    assert (record.spec["step2"], record.spec["reads"], record.spec["patience"]) == ("paper", "last_hidden_state", 2)
+    assert (record.reading.step2, record.reading.reads, record.reading.patience) == ("paper", "last_hidden_state", 2)
     assert record.variant.endswith("s:last_hidden_state") and reference.variant.endswith("s:last_hidden_state")
-    assert "step2" not in reference.spec and reference.spec["reads"] == "last_hidden_state"
+    assert reference.reading.step2 is None and reference.reading.reads == "last_hidden_state"
 
 
 @pytest.mark.parametrize("frozen", [True, False], ids=["non-mimicker", "ceiling"])

@@ -285,6 +285,7 @@ def test_the_leaderboard_is_built_as_a_job_and_times_only_new_variants(slurm_clu
     """On Slurm the leaderboard is built by a job of its own (the runner's machine may lack the study's device);
     its variants' profiles are cached, so the next build times nothing again."""
     from superb_redundancy.core.files import write_json
+    from superb_redundancy.core.variant import VariantDescription, VariantKind
     from superb_redundancy.statistics.evidence import TestItems
     from superb_redundancy.results.records import RunRecord
     from superb_redundancy.study.executors import make_executor
@@ -303,7 +304,8 @@ def test_the_leaderboard_is_built_as_a_job_and_times_only_new_variants(slurm_clu
                            upstream_model_config=None, upstream_sha256=None, model_config_sha256=None,
                            variant=variant, metric="acc", value=correct / 10, higher_is_better=True, seed=1,
                            config=None, config_sha256=None, step=30, evaluated_at="2026-01-01T00:00:00", items=items,
-                           n=10)
+                           n=10, description=VariantDescription(VariantKind.STOCK, family="wav2vec2",
+                                                                base=str(tiny_ckpts["wav2vec2"])))
         write_json(work / "records" / f"{variant}.json", record.to_dict())
         states[variant] = {"status": "done", "outputs": {"record": str(work / "records" / f"{variant}.json")}}
 

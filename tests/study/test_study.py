@@ -379,7 +379,7 @@ def test_a_twin_reuses_the_result_of_the_run_it_repeats(studied):
     assert not (work / "runs/downstream/f-forward-0p34/speech_commands/seed1337/exp").exists()
     records = [json.loads(p.read_text()) for p in (work / "records").glob("*.json")]
     assert len([r for r in records if r["task"] == "speech_commands"
-                and (r["spec"].get("notes") or {}).get("objective") == "forward"]) == 1
+                and r["description"]["objective"] == "forward"]) == 1
     assert len(frame[(frame.task == "speech_commands") & frame.label.str.endswith("(forward)")]) == 1
     rows = {run_id: detail for run_id, _, detail in study_status(study)}
     assert rows["downstream/f-forward-0p34/speech_commands/seed1337"].endswith(

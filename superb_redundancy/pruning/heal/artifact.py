@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from superb_redundancy.core.variant import DESCRIPTION_KEY, Healing, VariantDescription
 from superb_redundancy.pruning.heal.config import HealError
 from superb_redundancy.pruning.heal.model import HEALED_KEY, PrunedModel
 from superb_redundancy.pruning.heal.student import encoder_layers
-from superb_redundancy.pruning.upstream import ARTIFACT_KEY, PrunedUpstream
+from superb_redundancy.pruning.upstream import ARTIFACT_KEY, PrunedUpstream, pruned_description
 
-__all__ = ["healed_artifact", "plain"]
+__all__ = ["healed_artifact", "healed_description", "plain"]
 
 
 def plain(value: Any) -> Any:
@@ -34,5 +35,17 @@ def healed_artifact(model: PrunedModel, upstream: PrunedUpstream, record: dict) 
             weights[key] = value.detach().cpu().to(weights[key].dtype).clone()
     out = {k: v for k, v in model.artifact.items() if k not in (fam.weights_key, ARTIFACT_KEY)}
     out[fam.weights_key] = weights
-    out[ARTIFACT_KEY] = dict(model.meta, **{HEALED_KEY: plain(record)})
+    out[ARTIFACT_KEY] = dict(model.meta, **{HEALED_KEY: plain(record),
+                                            DESCRIPTION_KEY: healed_description(model.meta, record).to_dict()})
     return out
+
+
+def healed_description(meta: dict, record: dict) -> VariantDescription:
+    """The input's variant description (an artifact from before descriptions: read off its entry) with this
+    healing: towards which targets, how many epochs, the epoch kept, the loss before and after."""
+    described = meta.get(DESCRIPTION_KEY)
+    before = (VariantDescription.from_dict(described, "pruned artifact") if described is not None
+              else pruned_description(meta))
+    return before.healed(Healing(targets=record.get("targets"), epochs=record.get("epochs"),
+                                 best_epoch=record.get("best_epoch"), loss_before=record.get("loss_before"),
+                                 loss_after=record.get("loss_after")))

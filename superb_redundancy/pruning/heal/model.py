@@ -12,7 +12,7 @@ from superb_redundancy.models.checkpoints import CheckpointError, load_base_chec
 from superb_redundancy.models.families import ModelFamily, check_checkpoint, get_family
 from superb_redundancy.pruning.heal.config import HealError
 from superb_redundancy.pruning.spec import PruneSpec
-from superb_redundancy.pruning.upstream import ARTIFACT_KEY, pruned_artifact
+from superb_redundancy.pruning.upstream import ARTIFACT_KEY, ARTIFACT_KIND, pruned_artifact
 
 __all__ = ["PrunedModel", "load_pruned_model", "HEALED_KEY"]
 
@@ -60,7 +60,7 @@ def _load_artifact_file(path: Path, family: Optional[str]) -> PrunedModel:
     except CheckpointError as error:
         raise HealError(str(error).replace("checkpoint not found", "pruned artifact not found")) from None
     meta = checkpoint.get(ARTIFACT_KEY)
-    if not isinstance(meta, dict) or meta.get("kind") != "pruned_upstream":
+    if not isinstance(meta, dict) or meta.get("kind") != ARTIFACT_KIND:
         raise HealError(f"{path} is not a pruned artifact (a plain {fam.name} checkpoint?); give one written by "
                         f"`superb-redundancy prune --artifact`, or a prune spec with -g SPEC --family {fam.name}")
     if meta.get("family") != fam.name:

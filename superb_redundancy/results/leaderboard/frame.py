@@ -8,10 +8,11 @@ from typing import Callable, Optional, Sequence
 
 import pandas as pd
 
+from superb_redundancy.core.variant import VariantKind
 from superb_redundancy.data.tasks import TASKS
 from superb_redundancy.statistics import evidence
 from superb_redundancy.results.leaderboard.profiles import Profile, profile_variants
-from superb_redundancy.results.records import RunRecord, model_identity
+from superb_redundancy.results.records import RunRecord
 
 __all__ = ["records_frame", "pareto_mask", "build", "TASK_CLASSES", "AXES"]
 
@@ -23,58 +24,30 @@ AXES = (("params", 1e6, "parameters (M)"), ("macs", 1e9, "GMACs per second of au
         ("latency_ms", 1.0, "latency, 1 s clip, batch 1 (ms)"))
 
 
-def _spec(record: RunRecord) -> dict:
-    return record.spec if isinstance(record.spec, dict) else {}
-
-
 def _base_key(record: RunRecord) -> Optional[str]:
-    """The checkpoint a variant derives from: the prune spec's / mimic artifact's base, else its own -k file."""
-    spec = _spec(record)
-    if spec.get("teacher_sha256") or spec.get("base_model_sha256"):  # mimic teacher; pruned artifact's base
-        return spec.get("teacher_sha256") or spec["base_model_sha256"]
-    if spec.get("base"):
-        return model_identity(spec["base"]) or spec["base"]
-    return record.upstream_sha256
+    """The model a variant derives from, by content (a stock model is its own)."""
+    return record.description.base_key
 
 
 def _is_base(record: RunRecord) -> bool:
-    spec = _spec(record)
-    pruned_nothing = "drop_layers" in spec and not spec["drop_layers"] and not spec.get("healed")
-    stock = record.upstream.endswith("_local") and not record.upstream.startswith(("pruned_", "mimic"))
-    return (stock or pruned_nothing) and not spec.get("reads")  # a head on one layer is a reference, not the base
-
-
-def _label(record: RunRecord) -> str:
-    label = _variant_label(record)
-    step2 = _spec(record).get("step2")
-    return f"{label}, step 2: {STEP2_LABELS.get(step2, step2)}" if step2 else label
+    # a head on one layer of the base is a reference, not the base
+    return record.description.is_base and not record.reading.reads
 
 
 #: how a mimic row names the step 2 that trained its head (superb_redundancy.study.mimic_step2, kept here in words)
 STEP2_LABELS = {"weighted_sum": "weighted sum (s3prl)", "paper": "paper (m_N, teacher's head, early stopping)"}
 
 
-def _variant_label(record: RunRecord) -> str:
-    spec = _spec(record)
-    mimic = spec.get("mimic")
-    if mimic:
-        if not mimic.get("n_layers"):
-            return "classifier only (no layers)"
-        if str(spec.get("baseline", "")).startswith("ceiling"):  # a reference: layers trained with labels only
-            return (f"reference: ceiling, {mimic.get('kind')} N={mimic.get('n_layers')} z={mimic.get('z')} trained "
-                    "with labels on the front end")
-        prefix = "non-mimicker" if spec.get("training") == "none" else "mimic"
-        label = f"{prefix} {mimic.get('kind')} N={mimic.get('n_layers')} z={mimic.get('z')}"
-        span = mimic.get("span")
-        return f"{label} replacing {span[0]}-{span[1]}" if span else label  # block replacement
-    if spec.get("reads") and not spec.get("drop_layers"):
-        return f"reference: head on {record.upstream.removesuffix('_local')}'s {spec['reads'].replace('_', ' ')}"
-    healed = " healed" if spec.get("healed") else ""
-    if spec.get("drop_layers") is not None and spec.get("drop_layers"):
-        label = f"{record.upstream.removesuffix('_local')} drop {list(spec['drop_layers'])}"
-        objective = (spec.get("notes") or {}).get("objective")
-        return (f"{label} ({objective})" if objective else label) + healed
-    return record.upstream + healed
+def _label(record: RunRecord) -> str:
+    """The row's name: the variant's (:meth:`~superb_redundancy.core.variant.VariantDescription.label`), a
+    reference's where the head read one output of an unpruned model, and the step 2 of a mimicker's head."""
+    description, reading = record.description, record.reading
+    if reading.reads and description.kind is not VariantKind.MIMIC and not description.drop_layers:
+        label = f"reference: head on {record.upstream.removesuffix('_local')}'s {reading.reads.replace('_', ' ')}"
+    else:
+        label = description.label(record.upstream)
+    step2 = reading.step2
+    return f"{label}, step 2: {STEP2_LABELS.get(step2, step2)}" if step2 else label
 
 
 def _link(record: RunRecord) -> Optional[str]:

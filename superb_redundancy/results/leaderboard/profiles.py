@@ -2,7 +2,7 @@
 in one process (interleaved), with how it was timed.
 
 With a ``cache`` folder each variant's profile is kept there under a key of what it is (its checkpoint's content,
-model config, upstream and pruning spec) and where and how it was timed (machine, device, threads, rounds, most
+model config, upstream and variant description) and where and how it was timed (machine, device, threads, rounds, most
 passes): a rebuild times only the variants not timed there before (``retime``: all of them again)."""
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ def profile_key(record: RunRecord, timing: dict) -> str:
     """The cache key of a variant's profile: what the model is and where and how it is timed."""
     what = {"upstream": record.upstream, "ckpt": _file_sha(record.upstream_ckpt) or record.upstream_sha256,
             "model_config": _file_sha(record.upstream_model_config) or record.model_config_sha256,
-            "spec": record.spec, "machine": _machine(), **timing}
+            "variant": record.description.to_dict() if record.description else None, "machine": _machine(),
+            **timing}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
