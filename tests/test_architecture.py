@@ -329,3 +329,12 @@ def test_two_way_pairs_and_upward_imports_count_lazy_imports(tmp_path):
     assert upward_imports(renamed, layers=("(package)", "low", "high")) == \
         ["low -> high (up): superb_redundancy.low.b (line 2) -> superb_redundancy.high.c"]
     assert find_cycles(renamed) == []  # a two-way pair of subpackages need not be a module cycle
+
+
+def test_test_modules_have_unique_basenames():
+    """pytest imports test modules by basename (the tests have no __init__.py): a second tests/*/test_x.py is an
+    'import file mismatch' error under xdist, which a run on one folder does not show."""
+    seen: dict[str, list[str]] = {}
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
