@@ -17,7 +17,7 @@ import torch
 
 from superb_redundancy.core.audio import SAMPLE_RATE
 from superb_redundancy.core.files import atomic_dir, check_writable, load_checkpoint, torch_save
-from superb_redundancy.core.variant import ARTIFACT_KEY, PRUNED_ARTIFACT_KIND
+from superb_redundancy.core.variant import ARTIFACT_KEY, DESCRIPTION_KEY, PRUNED_ARTIFACT_KIND
 from superb_redundancy.models.families import check_checkpoint, get_family
 from superb_redundancy.models.hf import (PRUNING_RECORD, HFModelError, load_feature_extractor, load_hf_model,
                                          read_hf_config)
@@ -254,6 +254,8 @@ def _conversion_record(checkpoint: dict, meta: Optional[dict], cfg, model_type: 
         "notes": {"base": (meta.get("spec") or {}).get("base") if meta else None,
                   "base_model_sha256": meta.get("base_model_sha256") if meta else None,
                   "finetuned": meta.get("finetuned") if meta else checkpoint.get("finetuned")},
+        # a pruned artifact's description travels with it (the leaderboard reads it, results/variants.py)
+        **({DESCRIPTION_KEY: meta[DESCRIPTION_KEY]} if meta and meta.get(DESCRIPTION_KEY) else {}),
     }
 
 

@@ -18,6 +18,8 @@ from typing import Optional, Sequence
 from superb_redundancy.analysis.report import SimilarityReport, SimilaritySettings
 from superb_redundancy.core.audio import list_audio
 from superb_redundancy.core.files import atomic_dir
+from superb_redundancy.core.variant import DESCRIPTION_KEY, VariantDescription, VariantKind
+from superb_redundancy.models.families import FAMILIES
 from superb_redundancy.models.hf import (FEATURE_EXTRACTOR_FILE, PRUNING_RECORD, HFModelError, HFUpstream,
                                          drop_hf_layers, load_feature_extractor, load_hf_model, read_hf_config,
                                          resolve_dropped)
@@ -72,6 +74,11 @@ def prune_hf_model(src_dir, drop_layers: Sequence[int] | PruneSpec, dst_dir, ove
         "kept_layers": list(kept_layers(dropped, num_layers)),
         "feature_extractor": "copied" if (src / FEATURE_EXTRACTOR_FILE).is_file() else "default written",
         "notes": dict(notes or {}),
+        # what the leaderboard reads (results/variants.py): its source folder, by resolved path, is its base
+        DESCRIPTION_KEY: VariantDescription(
+            kind=VariantKind.PRUNED, family=config["model_type"] if config["model_type"] in FAMILIES else None,
+            base=str(src.resolve()), drop_layers=tuple(dropped),
+            objective=(notes or {}).get("objective")).to_dict(),
     }
     # the whole folder is one unit: unit=("*",) carries nothing of a replaced folder over (no stale weights file)
     with atomic_dir(dst, unit=("*",)) as tmp:

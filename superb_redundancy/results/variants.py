@@ -9,7 +9,8 @@ from typing import Optional
 
 from superb_redundancy.core.errors import UserError
 from superb_redundancy.core.files import file_sha256
-from superb_redundancy.core.variant import VariantDescription, VariantError, VariantKind, read_description
+from superb_redundancy.core.variant import (DESCRIPTION_KEY, VariantDescription, VariantError, VariantKind,
+                                            read_description)
 
 __all__ = ["HarvestError", "describe_variant", "model_identity"]
 
@@ -22,6 +23,9 @@ def describe_variant(ckpt: Optional[str], model_config: Optional[str]) -> Varian
     """What the variant of ``-k ckpt`` / ``-g model_config`` is: the description its artifact or prune spec
     carries (:func:`~superb_redundancy.core.variant.read_description`); for files written before descriptions,
     the one their writer would have written; else a stock model, its own base."""
+    if ckpt and Path(ckpt).expanduser().is_dir():  # a Hugging Face folder (hf_local -k DIR)
+        return _hf_folder(ckpt)
+    ckpt = ckpt or _artifact_named_by(model_config)
     try:
         found = read_description(ckpt, model_config) or _undescribed(ckpt, model_config)
     except VariantError as error:
@@ -29,6 +33,40 @@ def describe_variant(ckpt: Optional[str], model_config: Optional[str]) -> Varian
     if found is not None:
         return found
     return VariantDescription(kind=VariantKind.STOCK, family=_family(ckpt), base=ckpt, base_sha256=model_identity(ckpt))
+
+
+def _artifact_named_by(model_config: Optional[str]) -> Optional[str]:
+    """The artifact a mimic upstream's ``-g`` options name (``mimic -g CONFIG.yaml`` with ``artifact: PATH``)."""
+    from superb_redundancy.mimic.upstream import upstream_options
+
+    try:
+        return upstream_options(model_config).get("artifact")
+    except UserError:  # not a mimic upstream's options: a prune spec, another upstream's config
+        return None
+
+
+def _hf_folder(folder: str) -> VariantDescription:
+    """A Hugging Face folder: the description its pruning record carries (superb_redundancy's pruned and
+    converted folders), else a stock model, its own base, named by its resolved path (a folder has no content
+    hash here; the pruned folders name their source so)."""
+    import json
+
+    from superb_redundancy.models.hf import PRUNING_RECORD
+
+    path = Path(folder).expanduser().resolve()
+    record_path = path / PRUNING_RECORD
+    if record_path.is_file():
+        try:
+            record = json.loads(record_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise HarvestError(f"{record_path} is not valid JSON ({error})") from None
+        described = record.get(DESCRIPTION_KEY) if isinstance(record, dict) else None
+        if described is not None:
+            try:
+                return VariantDescription.from_dict(described, str(record_path))
+            except VariantError as error:
+                raise HarvestError(str(error)) from None
+    return VariantDescription(kind=VariantKind.STOCK, base=str(path))
 
 
 def _undescribed(ckpt: Optional[str], model_config: Optional[str]) -> Optional[VariantDescription]:

@@ -24,6 +24,8 @@ from helpers import models
 from superb_redundancy.models.hf import PRUNING_RECORD, HFModelError, HFUpstream, is_hf_model_dir  # noqa: E402
 from superb_redundancy.pruning.hf import prune_hf_folder, prune_hf_model  # noqa: E402
 from superb_redundancy.pruning.spec import PruneSpec  # noqa: E402
+from superb_redundancy.core.variant import VariantKind  # noqa: E402
+from superb_redundancy.results.variants import describe_variant  # noqa: E402
 
 ATOL = RTOL = 1e-5
 COMMON = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
@@ -273,6 +275,20 @@ def test_prune_hf_folder_plans_and_writes_the_pruned_folder(hf_dirs, audio_dir, 
     assert PruneSpec.from_yaml(tmp_path / "spec.yaml").drop_layers == (1, 2)
     with pytest.raises(HFModelError, match="does not match"):
         prune_hf_folder(hf_dirs["wav2vec2"], family="wavlm", **request)
+
+
+def test_a_pruned_folder_is_described_as_a_variant_of_its_source(hf_dirs, tmp_path, monkeypatch):
+    """What the leaderboard reads of `hf_local -k DIR`: the pruned folder a pruned variant whose base is the folder
+    it came from, that folder (named by any path to it) the stock base."""
+    pruned = prune_hf_model(hf_dirs["hubert"], [0, 2], tmp_path / "pruned", notes={"objective": "bi"})
+    described = describe_variant(str(pruned), None)
+    assert (described.kind, described.family, described.drop_layers, described.objective) == \
+        (VariantKind.PRUNED, "hubert", (0, 2), "bi")
+    monkeypatch.chdir(hf_dirs["hubert"].parent)
+    source = describe_variant("./hubert", None)
+    assert source.kind is VariantKind.STOCK and source.is_base and not described.is_base
+    assert source.base_key == described.base_key == str(hf_dirs["hubert"].resolve())
+    assert described.label("hf_local") == "hf drop [0, 2] (bi)"
 
 
 def test_prune_cli_on_an_hf_base(hf_dirs, audio_dir, tmp_path, capsys):

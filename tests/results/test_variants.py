@@ -8,7 +8,8 @@ import torch
 import yaml
 
 from superb_redundancy.core.files import checkpoint_sha256, torch_save
-from superb_redundancy.core.variant import ARTIFACT_KEY, DESCRIPTION_KEY, VariantKind
+from superb_redundancy.core.variant import (ARTIFACT_KEY, DESCRIPTION_KEY, MIMIC_ARTIFACT_KIND, MimicSetup,
+                                            VariantDescription, VariantKind)
 from superb_redundancy.pruning.spec import PruneSpec
 from superb_redundancy.pruning.upstream import save_pruned
 from superb_redundancy.results.variants import HarvestError, describe_variant
@@ -50,6 +51,19 @@ def test_anything_else_is_a_stock_model_its_own_base(tiny_ckpts, tmp_path):
         assert (described.kind, described.family, described.base) == (VariantKind.STOCK, "wavlm", base)
         assert described.is_base and described.base_key == checkpoint_sha256(base)
     assert not describe_variant(None, None).is_base  # a hub name alone: nothing to measure others against
+
+
+def test_a_mimic_upstream_given_by_its_options_is_its_artifact(tmp_path):
+    """`mimic -g CONFIG.yaml` with `artifact: PATH` and no -k evaluates that artifact: described by it."""
+    setup = MimicSetup(kind="transformer", n_layers=2, z=64)
+    description = VariantDescription(kind=VariantKind.MIMIC, family="wav2vec2", base="t.pt", base_sha256="ab" * 32,
+                                     mimic=setup)
+    artifact = torch_save({ARTIFACT_KEY: {"kind": MIMIC_ARTIFACT_KIND, DESCRIPTION_KEY: description.to_dict()}},
+                          tmp_path / "mimic.pt")
+    options = tmp_path / "options.yaml"
+    options.write_text(yaml.safe_dump({"artifact": str(artifact), "compact": True}))
+    assert describe_variant(None, str(options)) == description == describe_variant(str(artifact), None)
+    assert describe_variant(None, str(options)).label("mimic") == "mimic transformer N=2 z=64"
 
 
 def test_a_bad_description_is_a_harvest_error_naming_the_file(pruned, tmp_path):
