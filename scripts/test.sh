@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 bash scripts/slurm_setup.sh  # the tests' Slurm cluster (apt, as root on Debian; instant when installed)
+bash scripts/chromium_setup.sh  # headless Chromium for the leaderboard page's browser test (likewise)
 export HF_HUB_OFFLINE=1 SUPERB_REDUNDANCY_OFFLINE=1
 # Two workers with two torch threads each oversubscribe two cores; OpenMP's default spin-wait then burns the
 # cores the other worker needs (two such processes side by side: 2.2-2.5x the CPU time, 1.8-2.6x the wall time, against

@@ -348,7 +348,10 @@ def validate_record(data, source: str) -> RunRecord:
 
 
 def load_records(records_dir: str | Path) -> list[RunRecord]:
-    """Every valid record in the folder; each invalid one is skipped with a warning naming the file and value."""
+    """Every valid record in the folder; each invalid one is skipped with a warning naming the file and value.
+    A record written before variant descriptions is harvested again from its experiment folder, if that is still
+    there (a study's done runs keep their place on the leaderboard across the upgrade)."""
+    _harvest_older_again(Path(records_dir))
     records = []
     for path in sorted(Path(records_dir).glob("*.json")):
         try:
@@ -360,3 +363,26 @@ def load_records(records_dir: str | Path) -> list[RunRecord]:
         except ValueError as error:
             warnings.warn(f"skipping record {error}", stacklevel=2)
     return records
+
+
+def _harvest_older_again(records_dir: Path) -> None:
+    for path in sorted(records_dir.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue  # load_records names it
+        if not isinstance(data, dict) or data.get("description") is not None:
+            continue
+        expdir = data.get("expdir")
+        if not isinstance(expdir, str) or not Path(expdir).is_dir():
+            continue
+        try:
+            record = harvest_expdir(expdir)
+        except HarvestError:
+            continue  # its "no variant description" warning stands
+        fresh = path.with_name(f"{record.record_id}.json")
+        write_json(fresh, record.to_dict())
+        if fresh != path:
+            path.unlink()
+        warnings.warn(f"record {path.name}: written before variant descriptions; harvested again from {expdir}",
+                      stacklevel=3)

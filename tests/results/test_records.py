@@ -168,11 +168,17 @@ def test_reharvest_replaces_duplicates_count_once_and_gone_experiments_drop(tmp_
 
 
 def test_a_record_without_a_variant_description_is_harvested_again(tmp_path):
-    """A record of an older version (its variant as a "spec" dict) is skipped, saying what to do."""
+    """A record of an older version (its variant as a "spec" dict) is harvested again from its experiment folder
+    while that is there; without it, it is skipped, saying what to do."""
     path, data = _valid_record(tmp_path)
     old = {k: v for k, v in data.items() if k not in ("description", "reading")}
-    path.with_name("old.json").write_text(json.dumps({**old, "record_id": "old", "spec": {"drop_layers": [1]}}))
-    with pytest.warns(UserWarning, match=r"old.json: no variant description \(harvested by an older version\? "
+    path.write_text(json.dumps({**old, "spec": {}}))
+    with pytest.warns(UserWarning, match=f"record {path.name}: written before variant descriptions; harvested again"):
+        assert [r.to_dict() for r in load_records(tmp_path / "records")] == [data]
+    assert json.loads(path.read_text()) == data  # rewritten in place: the next load reads it as it is
+    gone = {**old, "record_id": "gone", "expdir": str(tmp_path / "gone")}
+    path.with_name("gone.json").write_text(json.dumps({**gone, "spec": {"drop_layers": [1]}}))
+    with pytest.warns(UserWarning, match=r"gone.json: no variant description \(harvested by an older version\? "
                                          r"harvest it again\)"):
         assert [r.record_id for r in load_records(tmp_path / "records")] == [data["record_id"]]
 
