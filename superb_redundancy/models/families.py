@@ -45,6 +45,16 @@ class ModelFamily:
     #: keys "layers.N..."), which the stock loader deletes before loading; kept (and compacted) in checkpoints
     ema_key: Optional[str] = None
 
+    @property
+    def pruned_hub_name(self) -> str:
+        """Our hub entry that prunes a base of this family by a spec (``-u NAME -g SPEC``; upstreams/pruned)."""
+        return f"pruned_{self.name}"
+
+    @property
+    def pruned_local_hub_name(self) -> str:
+        """Our hub entry that loads a saved pruned artifact of this family (``-u NAME -k ARTIFACT``)."""
+        return f"pruned_{self.name}_local"
+
     # ----------------------------------------------------------------- checkpoints
     def matches(self, checkpoint: dict) -> bool:
         """The checkpoint is of this family (by its distinguishing names) and has every key the stock loader reads."""

@@ -223,7 +223,7 @@ def load_pruned_artifact(family_name: str, ckpt: Optional[str], compact: Optiona
     family = get_family(family_name)
     if not ckpt:
         raise PrunedUpstreamError(
-            f"pruned_{family.name}_local needs a pruned artifact: pass -k PATH "
+            f"{family.pruned_local_hub_name} needs a pruned artifact: pass -k PATH "
             f"(written by `superb-redundancy prune --output PATH`)"
         )
     path = Path(ckpt).expanduser()

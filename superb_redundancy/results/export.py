@@ -218,7 +218,7 @@ def _pruned_plan(exp: ExperimentCheckpoint, family: ModelFamily, local: bool, ov
                 continue
             name = f"{layers}{renumber[int(index)]}.{rest}"
         mapping[key] = ((family.weights_key,), name)
-    return _Plan("pruned", template, source, sha256_file(path), mapping, f"pruned_{family.name}_local", family)
+    return _Plan("pruned", template, source, sha256_file(path), mapping, family.pruned_local_hub_name, family)
 
 
 def _mimic_plan(exp: ExperimentCheckpoint, override: Optional[str]) -> _Plan:

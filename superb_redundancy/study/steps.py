@@ -343,10 +343,10 @@ def _downstream(run: Run, study: StudyConfig, folder: Path, resume: bool = False
         chosen = Variant(variant["label"], family.local_hub_name, ckpt=str(base_checkpoint(study, up)),
                          extra_args=("-s", variant["reads"]))
     elif variant["kind"] == "pruned":
-        chosen = Variant(variant["label"], f"pruned_{family.name}",
+        chosen = Variant(variant["label"], family.pruned_hub_name,
                          model_config=str(_spec_path(study, variant["prune_run"])))
     elif variant["kind"] == "healed":  # a pruned artifact with healed layers: -u pruned_<family>_local -k
-        chosen = Variant(variant["label"], f"pruned_{family.name}_local",
+        chosen = Variant(variant["label"], family.pruned_local_hub_name,
                          ckpt=str(_run_folder(study, variant["heal_run"]) / "healed.pt"))
     else:  # a mimicker or baseline: the artifact its mimic run wrote
         chosen, more = _mimic_variant(study, run, folder)

@@ -66,7 +66,7 @@ def upstream_family(name: str) -> Optional[ModelFamily]:
     """The family of an experiment's ``-u`` name: a stock hub name of wav2vec2 / HuBERT / WavLM (``*_local``,
     ``*_url``, ``*_custom`` and the download names) or our ``pruned_<family>[_local]``; None otherwise."""
     for family in FAMILIES.values():
-        if name in (f"pruned_{family.name}", f"pruned_{family.name}_local", family.local_hub_name):
+        if name in (family.pruned_hub_name, family.pruned_local_hub_name, family.local_hub_name):
             return family
     for family in FAMILIES.values():
         if name in _hubconf_names(family):
@@ -76,7 +76,7 @@ def upstream_family(name: str) -> Optional[ModelFamily]:
 
 def _supported_upstreams_hint() -> str:
     stock = ", ".join(f.local_hub_name for f in FAMILIES.values())
-    pruned = ", ".join(f"pruned_{f.name}" for f in FAMILIES.values())
+    pruned = ", ".join(f.pruned_hub_name for f in FAMILIES.values())
     return (f"supported: the stock {stock} (or a hub name of those families, e.g. wav2vec2, hubert, wavlm_base_plus) "
             f"and {pruned} with nothing dropped")
 
